@@ -1,0 +1,46 @@
+"""mlx-megabyte: MEGABYTE byte-level hierarchical transformers in MLX.
+
+Importing the package first preloads a system OpenBLAS on Linux (see `blas.py`), which must happen
+before `mlx.core` is imported anywhere in the process.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from . import blas
+
+__version__ = "0.1.0"
+
+blas.preload()
+
+
+class MLXUnavailable(ImportError):
+    """MLX itself cannot be imported; the message says how to install it."""
+
+
+def _one_line_hook(previous):
+    def hook(kind, value, traceback):
+        if issubclass(kind, MLXUnavailable):
+            print(f"error: {value}", file=sys.stderr)
+        else:
+            previous(kind, value, traceback)
+
+    return hook
+
+
+try:
+    import mlx.core  # noqa: F401
+except ImportError as error:
+    # An uncaught MLXUnavailable in a command prints one line instead of a traceback.
+    sys.excepthook = _one_line_hook(sys.excepthook)
+    raise MLXUnavailable(
+        f"MLX could not be imported ({error}). On Linux install the CPU build with "
+        "`pip install \"mlx[cpu]\"` (plain `mlx` has no Linux backend); on macOS `pip install mlx`."
+    ) from None
+
+from .config import PRESETS, ModelConfig  # noqa: E402
+from .model import MEGABYTE, loss_fn  # noqa: E402
+from .weights import load, save  # noqa: E402
+
+__all__ = ["MEGABYTE", "ModelConfig", "PRESETS", "load", "save", "loss_fn", "__version__"]

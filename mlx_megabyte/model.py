@@ -1,0 +1,262 @@
+"""MEGABYTE (Yu et al. 2023, arXiv 2305.07185) in MLX, computing exactly the function of lucidrains'
+megabyte-pytorch 0.3.6, for any number of stages.
+
+How bytes flow (shapes for 2 stages, B sequences of L bytes, patches of P bytes):
+
+    ids (B, L) -> padded with pad_id to a whole number of patches (B, n*P)
+    stage 0 (global): each patch of P bytes is embedded and projected to one vector
+        [start, patch_0, ..., patch_{n-1}] -> transformer -> outputs 0..n-1 (the last output is dropped:
+        it would describe patch n, which does not exist) -> to_next -> P vectors per patch
+    stage 1 (local), one sequence per patch:
+        [start, byte_0 + ctx_0, ..., byte_{P-1} + ctx_{P-1}] -> transformer -> logits over P + 1 positions
+
+The local start position never sees the global context (lucidrains pads the context with a zero row in
+front, where the paper adds it to the start token), so its output is the same for every patch and is only
+used to predict byte 0 of the whole sequence. Position i + 1 of patch j predicts byte i + 1 of the patch;
+its last position predicts the first byte of patch j + 1. Hence `logits[:, t]` predicts byte `t + 1`, like
+megabyte-pytorch's `forward(ids)`.
+
+Parameter names are our own; `convert.py` maps them to and from lucidrains' names.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .config import ModelConfig
+
+
+def token_shift(x: mx.array, previous: mx.array | None = None) -> mx.array:
+    """RWKV's token shift, as lucidrains applies it before every attention and feed-forward:
+    the second half of the features comes from the previous position (zeros before the first).
+
+    x: (N, T, D). `previous` is the row before x[:, 0] (N, 1, D) when x continues a cached sequence.
+    torch.chunk(2) gives the first half the odd feature, so the split is at ceil(D / 2).
+    """
+    split = (x.shape[-1] + 1) // 2
+    kept, shifted = x[..., :split], x[..., split:]
+    before = mx.zeros_like(shifted[:, :1]) if previous is None else previous[..., split:]
+    shifted = mx.concatenate([before, shifted[:, :-1]], axis=1)
+    return mx.concatenate([kept, shifted], axis=-1)
+
+
+class RMSNorm(nn.Module):
+    """lucidrains' RMSNorm: x / max(||x|| / sqrt(D), eps) * g. Not `mx.fast.rms_norm`, which adds eps
+    under the square root; the two differ for small norms."""
+
+    def __init__(self, dims: int, eps: float = 1e-8):
+        super().__init__()
+        self.weight = mx.ones((dims,))
+        self.eps = eps
+        self.scale = dims**-0.5
+
+    def __call__(self, x):
+        norm = mx.sqrt(mx.sum(mx.square(x), axis=-1, keepdims=True)) * self.scale
+        return x / mx.maximum(norm, self.eps) * self.weight
+
+
+class Attention(nn.Module):
+    """Causal multi-head attention with pre-norm; rotary embeddings (rotate-half convention) if rel_pos."""
+
+    def __init__(self, dims: int, heads: int, dim_head: int, dropout: float, rotary: bool):
+        super().__init__()
+        inner = heads * dim_head
+        self.heads, self.dim_head, self.dropout, self.rotary = heads, dim_head, dropout, rotary
+        self.scale = dim_head**-0.5
+        self.norm = RMSNorm(dims)
+        self.query = nn.Linear(dims, inner, bias=False)
+        self.key_value = nn.Linear(dims, 2 * inner, bias=False)  # keys then values, as lucidrains' to_kv
+        self.out = nn.Linear(inner, dims, bias=False)
+
+    def __call__(self, x, cache=None):
+        N, T, _ = x.shape
+        x = self.norm(x)
+        q = self.query(x)
+        k, v = mx.split(self.key_value(x), 2, axis=-1)
+        q, k, v = (t.reshape(N, T, self.heads, self.dim_head).transpose(0, 2, 1, 3) for t in (q, k, v))
+
+        offset = 0 if cache is None else cache.offset
+        if self.rotary:
+            # Same rotation as lucidrains' apply_rotary_pos_emb (theta 10000, halves rotated together).
+            q = mx.fast.rope(q, self.dim_head, traditional=False, base=10000.0, scale=1.0, offset=offset)
+            k = mx.fast.rope(k, self.dim_head, traditional=False, base=10000.0, scale=1.0, offset=offset)
+        if cache is not None:
+            k, v = cache.update_and_fetch(k, v)
+
+        if self.training and self.dropout > 0:
+            out = self._attention_with_dropout(q, k, v)
+        else:
+            # "causal" aligns the mask bottom-right, so cached queries see every earlier key.
+            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask="causal")
+        return self.out(out.transpose(0, 2, 1, 3).reshape(N, T, -1))
+
+    def _attention_with_dropout(self, q, k, v):
+        # lucidrains drops attention probabilities, which the fused kernel cannot do.
+        scores = (q * self.scale) @ k.transpose(0, 1, 3, 2)
+        T, S = scores.shape[-2:]
+        visible = mx.arange(S)[None] <= mx.arange(T)[:, None] + (S - T)
+        probs = mx.softmax(mx.where(visible, scores, -mx.inf), axis=-1)
+        keep = mx.random.bernoulli(1 - self.dropout, probs.shape)
+        return (probs * keep / (1 - self.dropout)) @ v
+
+
+class FeedForward(nn.Module):
+    """Pre-norm GELU MLP (exact, erf-based GELU as torch's nn.GELU())."""
+
+    def __init__(self, dims: int, mult: int, dropout: float):
+        super().__init__()
+        self.norm = RMSNorm(dims)
+        self.up = nn.Linear(dims, dims * mult)
+        self.dropout = nn.Dropout(dropout)
+        self.down = nn.Linear(dims * mult, dims)
+
+    def __call__(self, x):
+        return self.down(self.dropout(nn.gelu(self.up(self.norm(x)))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, dims: int):
+        super().__init__()
+        self.attention = Attention(dims, config.heads, config.dim_head, config.attn_dropout, config.rel_pos)
+        self.feed_forward = FeedForward(dims, config.ff_mult, config.ff_dropout)
+
+    def __call__(self, x, cache=None):
+        # Each sublayer sees the token-shifted input; the residual adds the unshifted one.
+        previous = cache.previous_row("attention", x) if cache is not None else None
+        x = x + self.attention(token_shift(x, previous), cache)
+        previous = cache.previous_row("feed_forward", x) if cache is not None else None
+        return x + self.feed_forward(token_shift(x, previous))
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig, dims: int, depth: int):
+        super().__init__()
+        self.layers = [Block(config, dims) for _ in range(depth)]
+        self.norm = RMSNorm(dims)
+
+    def __call__(self, x, cache=None):
+        for i, layer in enumerate(self.layers):
+            x = layer(x, None if cache is None else cache[i])
+        return self.norm(x)
+
+
+class PatchEmbedding(nn.Module):
+    """Embeds every byte of a patch, concatenates them and projects to the stage's width
+    (lucidrains' token_embs[i > 0]: Embedding -> LayerNorm -> Linear -> LayerNorm)."""
+
+    def __init__(self, num_tokens: int, byte_dims: int, patch_size: int, dims: int):
+        super().__init__()
+        self.embedding = nn.Embedding(num_tokens, byte_dims)
+        self.embedding.weight = mx.random.normal(self.embedding.weight.shape)  # torch's N(0, 1)
+        self.norm_in = nn.LayerNorm(patch_size * byte_dims)
+        self.proj = nn.Linear(patch_size * byte_dims, dims)
+        self.norm_out = nn.LayerNorm(dims)
+
+    def __call__(self, ids):  # (..., patch_size) -> (..., dims)
+        x = self.embedding(ids)
+        x = x.reshape(*ids.shape[:-1], -1)
+        return self.norm_out(self.proj(self.norm_in(x)))
+
+
+class Stage(nn.Module):
+    """Everything one level of the hierarchy owns: its start token, its input embedding, optional learned
+    positions, its transformer, and (except for the last stage) the projection that gives each element
+    the vectors that seed the next stage's sequence."""
+
+    def __init__(self, config: ModelConfig, stage: int):
+        super().__init__()
+        dims, byte_dims = config.dim[stage], config.dim[-1]
+        last = stage == config.stages - 1
+        self.start_token = mx.random.normal((dims,))
+        if last:
+            self.embedding = nn.Embedding(config.num_tokens, byte_dims)
+            self.embedding.weight = mx.random.normal(self.embedding.weight.shape)  # torch's N(0, 1)
+        else:
+            self.embedding = PatchEmbedding(config.num_tokens, byte_dims, config.patch_size(stage), dims)
+        if config.pos_emb:
+            self.position_embedding = nn.Embedding(config.max_seq_len[stage], dims)
+            self.position_embedding.weight = mx.random.normal(self.position_embedding.weight.shape)
+        self.transformer = Transformer(config, dims, config.depth[stage])
+        if not last:
+            next_len, next_dims = config.max_seq_len[stage + 1], config.dim[stage + 1]
+            self.to_next = nn.Linear(dims, next_len * next_dims)
+
+    def embed(self, ids, patch_size: int):
+        """(B, L) byte ids, L a multiple of patch_size -> (B, L // patch_size, dims) element embeddings."""
+        if isinstance(self.embedding, PatchEmbedding):
+            B, L = ids.shape
+            return self.embedding(ids.reshape(B, L // patch_size, patch_size))
+        return self.embedding(ids)
+
+
+class MEGABYTE(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.stages = [Stage(config, s) for s in range(config.stages)]
+        self.to_logits = nn.Linear(config.dim[-1], config.num_tokens)
+
+    def __call__(self, ids: mx.array, include_start: bool = False) -> mx.array:
+        """ids (B, L) -> logits (B, L, num_tokens); logits[:, t] predicts byte t + 1.
+
+        With include_start=True the result is (B, L + 1, num_tokens) and [:, t] predicts byte t: position 0
+        is the start token's prediction of the first byte, which the loss and empty-prompt generation use.
+        """
+        config = self.config
+        if ids.ndim != 2:
+            raise ValueError(f"expected ids of shape (batch, length), got shape {tuple(ids.shape)}")
+        B, L = ids.shape
+        if L == 0:
+            # Nothing to see: the first byte's prediction depends on the start tokens alone, so take it
+            # from any one-byte input.
+            start = self(mx.full((B, 1), config.pad_id, dtype=mx.int32), include_start=True)[:, :1]
+            return start if include_start else start[:, :0]
+        if L > config.context_length:
+            raise ValueError(f"{L} bytes do not fit the model's context of {config.context_length} bytes")
+
+        # Pad to whole global patches, as megabyte-pytorch does; padded positions are never predicted
+        # from (causality) and are ignored by the loss.
+        patch = config.patch_size(0)
+        padding = -L % patch
+        if padding:
+            ids = mx.pad(ids, [(0, 0), (0, padding)], constant_values=config.pad_id)
+        padded = L + padding
+
+        context = None  # (N, T, D): what the coarser stage says about each element of this stage
+        for s, stage in enumerate(self.stages):
+            x = stage.embed(ids, config.patch_size(s))  # (B, elements, D)
+            T = padded // patch if s == 0 else config.max_seq_len[s]
+            x = x.reshape(-1, T, x.shape[-1])  # (N, T, D): one row per sequence of this stage
+            if config.pos_emb:
+                x = x + stage.position_embedding.weight[:T]
+            start = mx.broadcast_to(stage.start_token, (x.shape[0], 1, x.shape[-1]))
+            x = mx.concatenate([start, x], axis=1)
+            if context is not None:
+                x = mx.concatenate([x[:, :1], x[:, 1:] + context], axis=1)
+            x = stage.transformer(x)  # (N, T + 1, D)
+            if s + 1 < config.stages:
+                # Output i has seen elements < i and seeds element i's sequence in the next stage.
+                seeds = stage.to_next(x[:, :-1])  # (N, T, next_len * next_D)
+                context = seeds.reshape(-1, config.max_seq_len[s + 1], config.dim[s + 1])
+
+        # x: (B * patches, P + 1, D) for the last stage, patch P = its max_seq_len.
+        x = x.reshape(B, -1, x.shape[-2], x.shape[-1])
+        body = x[:, :, 1:].reshape(B, padded, -1)[:, :L]
+        if include_start:
+            body = mx.concatenate([x[:, 0, :1], body], axis=1)
+        return self.to_logits(body)
+
+    def num_parameters(self) -> int:
+        from mlx.utils import tree_flatten
+
+        return sum(v.size for _, v in tree_flatten(self.parameters()))
+
+
+def loss_fn(model: MEGABYTE, ids: mx.array) -> mx.array:
+    """Mean next-byte cross-entropy (nats) over bytes != pad_id, byte 0 predicted by the start token;
+    megabyte-pytorch's forward(ids, return_loss=True)."""
+    logits = model(ids, include_start=True)[:, :-1]  # [:, t] predicts byte t
+    losses = nn.losses.cross_entropy(logits, ids.astype(mx.int32), reduction="none")
+    counted = ids != model.config.pad_id
+    return mx.sum(losses * counted) / mx.sum(counted)

@@ -1,0 +1,137 @@
+"""A weights directory (`config.json` + `model.safetensors`) and the atomic file writes behind it.
+
+Every file is written to a temporary name beside its target, flushed to disk and renamed over it, so a
+crash, a full disk or Ctrl-C mid-write leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_unflatten
+
+from .config import ModelConfig
+from .errors import UserError
+from .model import MEGABYTE
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+MODEL_TYPE = "megabyte"
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path, suffix: str = ""):
+    """Yield a temporary path beside `target`; on success fsync it and rename it over `target`.
+
+    `suffix` keeps an extension some writers insist on (mx.save_safetensors appends `.safetensors`).
+    On any error the temporary file is removed and `target` is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.close(fd)
+    try:
+        yield temporary
+        with open(temporary, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as temporary:
+        Path(temporary).write_text(text)
+
+
+def write_safetensors(path: str | Path, arrays: dict[str, mx.array], metadata: dict | None = None) -> None:
+    with atomic_path(path, suffix=".safetensors") as temporary:
+        mx.save_safetensors(temporary, arrays, metadata=metadata or {})
+
+
+def read_safetensors(path: str | Path) -> dict[str, mx.array]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no weights file at {path}")
+    try:
+        return mx.load(str(path), format="safetensors")
+    except Exception as error:  # MLX raises plain exceptions for corrupt files
+        raise UserError(f"{path} is not a readable safetensors file ({error})") from None
+
+
+def save(model: MEGABYTE, path: str | Path, extra_config: dict | None = None) -> None:
+    """Write `model` as a weights directory that `load` (and the converters) read."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} exists and is not a directory")
+    config = {"model_type": MODEL_TYPE, **model.config.to_dict(), **(extra_config or {})}
+    write_safetensors(path / WEIGHTS_FILE, dict(tree_flatten(model.parameters())), {"format": "mlx"})
+    write_text(path / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+
+
+def read_config(path: str | Path) -> tuple[ModelConfig, dict]:
+    """The model config of a weights directory and the raw JSON (which may hold more, e.g. quantization)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path} is not a weights directory (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        raise UserError(f"{path} has no {CONFIG_FILE}: not an mlx-megabyte weights directory")
+    try:
+        raw = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{config_path} is not valid JSON ({error})") from None
+    if not isinstance(raw, dict) or raw.get("model_type", MODEL_TYPE) != MODEL_TYPE:
+        raise UserError(f"{config_path} does not describe a MEGABYTE model")
+    try:
+        return ModelConfig.from_dict(raw), raw
+    except (TypeError, ValueError) as error:
+        raise UserError(f"{config_path}: {error}") from None
+
+
+def load(path: str | Path) -> MEGABYTE:
+    """Read a weights directory written by `save` (or `tools/convert_from_torch.py`)."""
+    config, _ = read_config(path)
+    model = MEGABYTE(config)
+    load_weights(model, read_safetensors(Path(path) / WEIGHTS_FILE), source=Path(path) / WEIGHTS_FILE)
+    model.eval()
+    return model
+
+
+def load_weights(model: MEGABYTE, arrays: dict[str, mx.array], source="weights") -> None:
+    """Set every parameter of `model` from `arrays`, or fail listing what does not fit."""
+    expected = dict(tree_flatten(model.parameters()))
+    check_names_and_shapes(expected, arrays, source)
+    model.update(tree_unflatten([(k, arrays[k]) for k in expected]))  # stored dtype kept
+    mx.eval(model.parameters())
+
+
+def check_names_and_shapes(expected: dict, found: dict, source) -> None:
+    """Raise one UserError naming missing and unexpected keys and mismatched shapes."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    mismatched = [
+        f"{k} {tuple(found[k].shape)} != {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(found))
+        if tuple(found[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {_short_list(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_short_list(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatch {_short_list(mismatched)}")
+    if problems:
+        raise UserError(f"{source} does not fit the model: " + "; ".join(problems))
+
+
+def _short_list(items: list[str], limit: int = 8) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")

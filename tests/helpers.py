@@ -1,0 +1,53 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def torch_and_mlx(seed=0, **kwargs):
+    """A megabyte-pytorch model with random weights and the same model converted to MLX (both in eval)."""
+    torch = pytest.importorskip("torch")
+    from MEGABYTE_pytorch import MEGABYTE as TorchMEGABYTE
+
+    from mlx_megabyte import MEGABYTE
+    from mlx_megabyte.convert import from_torch_state
+    from mlx_megabyte.weights import load_weights
+
+    torch.manual_seed(seed)
+    reference = TorchMEGABYTE(**kwargs).eval()
+    state = {k: mx.array(v.numpy()) for k, v in reference.state_dict().items()}
+    given = {k: kwargs[k] for k in ("max_seq_len", "heads", "dim_head", "pad_id") if k in kwargs}
+    config, weights, _ = from_torch_state(state, given)
+    model = MEGABYTE(config)
+    load_weights(model, weights)
+    model.eval()
+    return reference, model
+
+
+def random_ids(rng, batch, length, vocab):
+    return rng.integers(0, vocab, size=(batch, length), dtype=np.int64)
+
+
+def run(*args, env=None, timeout=300, input=None):
+    """Run a command in a fresh interpreter (as a user would) and capture its output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=full_env, timeout=timeout, input=input
+    )
+
+
+def one_line_error(result, *fragments):
+    """Assert a command failed with a one-line message (no traceback) that contains every fragment."""
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

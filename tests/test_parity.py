@@ -1,0 +1,110 @@
+"""The MLX model computes megabyte-pytorch 0.3.6's function: logits, loss, and lossless weights."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_megabyte import loss_fn
+from mlx_megabyte.convert import to_torch_state
+
+from .helpers import random_ids, torch_and_mlx
+
+torch = pytest.importorskip("torch")
+
+CONFIGS = {
+    "2-stage": dict(num_tokens=256, dim=(64, 32), depth=(2, 2), max_seq_len=(8, 4), dim_head=16, heads=2),
+    "2-stage-rel-pos-emb": dict(
+        num_tokens=256, dim=(48, 24), depth=(2, 1), max_seq_len=(6, 5), dim_head=12, heads=3,
+        rel_pos=True, pos_emb=True, ff_mult=2,
+    ),
+    "3-stage-vocab-300": dict(
+        num_tokens=300, dim=(48, 32, 16), depth=(1, 2, 1), max_seq_len=(4, 3, 2), dim_head=8, heads=3,
+        rel_pos=True, ff_mult=3,
+    ),
+    "3-stage-pos-emb-odd-dim": dict(
+        num_tokens=256, dim=(40, 21, 17), depth=(2, 1, 1), max_seq_len=(5, 2, 3), dim_head=10, heads=2,
+        pos_emb=True, pad_id=7,
+    ),
+    "1-stage-int-dim": dict(num_tokens=100, dim=33, depth=(2,), max_seq_len=(16,), dim_head=8, heads=2),
+    "4-stage-defaults": dict(num_tokens=256, dim=(64, 48, 32, 16), depth=(1, 1, 1, 1), max_seq_len=(3, 2, 2, 2)),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_logits_and_loss_match_megabyte_pytorch(name):
+    kwargs = CONFIGS[name]
+    reference, model = torch_and_mlx(seed=1, **kwargs)
+    rng = np.random.default_rng(0)
+    context = model.config.context_length
+    patch = model.config.patch_size(0)
+    # full length, ragged (not a whole number of patches), one patch, a single byte
+    for length in sorted({context, context - 1, max(1, context - patch - 1), patch, 1}):
+        ids = random_ids(rng, 3, length, kwargs["num_tokens"])
+        ids[:, 1::4] = model.config.pad_id  # some positions the loss must ignore
+        with torch.no_grad():
+            want_logits = reference(torch.from_numpy(ids)).numpy()
+            want_loss = reference(torch.from_numpy(ids), return_loss=True).item()
+        logits = np.array(model(mx.array(ids)))
+        assert logits.shape == want_logits.shape
+        assert np.abs(logits - want_logits).max() <= 1e-4, (name, length)
+        assert abs(loss_fn(model, mx.array(ids)).item() - want_loss) <= 1e-5, (name, length)
+
+
+def test_start_prediction_is_the_first_loss_term():
+    kwargs = CONFIGS["2-stage"]
+    reference, model = torch_and_mlx(seed=2, **kwargs)
+    ids = random_ids(np.random.default_rng(1), 2, 12, 256)
+    ids[:, 1:] = 0  # only byte 0 counts in the loss
+    ids[:, 0] = [5, 9]
+    with torch.no_grad():
+        want = reference(torch.from_numpy(ids), return_loss=True).item()
+    all_logits = model(mx.array(ids), include_start=True)
+    assert all_logits.shape == (2, 13, 256)
+    start = np.array(all_logits[:, 0])
+    log_probs = start - np.log(np.exp(start).sum(-1, keepdims=True))
+    assert abs(-log_probs[[0, 1], [5, 9]].mean() - want) <= 1e-5
+    # and it does not depend on the input: the empty sequence gives the same distribution
+    empty = model(mx.zeros((2, 0), dtype=mx.int32), include_start=True)
+    assert empty.shape == (2, 1, 256)
+    assert np.abs(np.array(empty[:, 0]) - start).max() <= 1e-5
+
+
+def test_uint8_and_int32_ids_agree():
+    _, model = torch_and_mlx(seed=3, **CONFIGS["2-stage"])
+    ids = random_ids(np.random.default_rng(2), 2, 20, 256)
+    a = model(mx.array(ids.astype(np.uint8)))
+    b = model(mx.array(ids.astype(np.int32)))
+    assert mx.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["2-stage-rel-pos-emb", "3-stage-vocab-300", "3-stage-pos-emb-odd-dim"])
+def test_torch_to_mlx_to_torch_is_bit_exact(name):
+    reference, model = torch_and_mlx(seed=4, **CONFIGS[name])
+    back = to_torch_state(model)
+    original = reference.state_dict()
+    assert set(back) == set(original)
+    for key, tensor in original.items():
+        assert np.array_equal(np.array(back[key]), tensor.numpy()), key
+    # and megabyte-pytorch accepts it strictly
+    from MEGABYTE_pytorch import MEGABYTE as TorchMEGABYTE
+
+    fresh = TorchMEGABYTE(**CONFIGS[name])
+    fresh.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in back.items()}, strict=True)
+
+
+@pytest.mark.parametrize("name", ["2-stage", "3-stage-vocab-300"])
+def test_causality(name):
+    """Changing byte t changes no logits at positions < t (logits[:, t] predicts byte t + 1)."""
+    _, model = torch_and_mlx(seed=5, **CONFIGS[name])
+    rng = np.random.default_rng(3)
+    context = model.config.context_length
+    ids = random_ids(rng, 1, context, CONFIGS[name]["num_tokens"])
+    base = np.array(model(mx.array(ids), include_start=True))
+    for t in rng.choice(context, size=6, replace=False):
+        changed = ids.copy()
+        changed[0, t] = (changed[0, t] + 1) % CONFIGS[name]["num_tokens"]
+        out = np.array(model(mx.array(changed), include_start=True))
+        # include_start shifts by one: out[:, i] predicts byte i and may see bytes < i only
+        assert np.array_equal(out[:, : t + 1], base[:, : t + 1]), t
+        if t + 1 < context:
+            assert not np.allclose(out[:, t + 1 :], base[:, t + 1 :]), t

@@ -1,0 +1,56 @@
+import json
+
+import mlx.core as mx
+import pytest
+
+from mlx_megabyte import MEGABYTE, PRESETS, ModelConfig, load, save
+from mlx_megabyte.errors import UserError
+from mlx_megabyte.weights import write_safetensors
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = MEGABYTE(PRESETS["tiny"])
+    save(model, tmp_path / "w")
+    assert json.loads((tmp_path / "w" / "config.json").read_text())["model_type"] == "megabyte"
+    again = load(tmp_path / "w")
+    assert again.config == model.config
+    ids = mx.array([[1, 2, 3, 4, 5, 6, 7, 8, 9]])
+    assert mx.array_equal(model(ids), again(ids))
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    model = MEGABYTE(PRESETS["tiny"])
+    save(model, tmp_path / "w")
+    before = (tmp_path / "w" / "model.safetensors").read_bytes()
+
+    def full_disk(path, arrays, metadata=None):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(mx, "save_safetensors", full_disk)
+    with pytest.raises(OSError):
+        save(MEGABYTE(PRESETS["tiny"]), tmp_path / "w")
+    assert (tmp_path / "w" / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["config.json", "model.safetensors"]
+    load(tmp_path / "w")
+
+
+def test_foreign_and_mismatched_directories_are_rejected(tmp_path):
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(UserError, match="does not describe a MEGABYTE"):
+        load(tmp_path / "foreign")
+    with pytest.raises(UserError, match="not a weights directory"):
+        load(tmp_path / "absent")
+
+    save(MEGABYTE(PRESETS["tiny"]), tmp_path / "w")
+    other = ModelConfig(num_tokens=256, dim=(64, 32), depth=(1, 2), max_seq_len=(32, 8), dim_head=16, heads=4)
+    (tmp_path / "w" / "config.json").write_text(json.dumps(other.to_dict()))
+    with pytest.raises(UserError, match="does not fit the model: unexpected stages.0.transformer.layers.1"):
+        load(tmp_path / "w")
+
+
+def test_write_safetensors_is_atomic_name(tmp_path):
+    write_safetensors(tmp_path / "a.safetensors", {"x": mx.ones((2,))})
+    assert [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]

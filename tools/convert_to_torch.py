@@ -1,0 +1,44 @@
+#!/usr/bin/env python
+"""Convert an mlx-megabyte weights directory into a megabyte-pytorch 0.3.6 state dict.
+
+    python tools/convert_to_torch.py --mlx-path weights/demo --torch-path megabyte.safetensors
+
+Writes safetensors (no torch needed) or, if the name ends in .pt/.bin, a torch file, plus the constructor
+config as `<name>.config.json`. In PyTorch:
+
+    config = json.load(open("megabyte.config.json"))
+    model = MEGABYTE(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+    model.load_state_dict(safetensors.torch.load_file("megabyte.safetensors"), strict=True)
+"""
+
+import argparse
+from pathlib import Path
+
+from mlx_megabyte.errors import UserError, cli
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mlx-path", required=True, help="an mlx-megabyte weights directory")
+    parser.add_argument("--torch-path", required=True, help="the .safetensors, .pt or .bin file to write")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    return parser.parse_args(argv)
+
+
+@cli
+def main(argv=None):
+    args = parse_args(argv)
+    from mlx_megabyte import load
+    from mlx_megabyte.convert import to_torch_state, torch_config_path, write_torch_state
+
+    out = Path(args.torch_path)
+    for path in (out, torch_config_path(out)):
+        if path.exists() and not args.force:
+            raise UserError(f"{path} already exists (use --force to overwrite)")
+    model = load(args.mlx_path)
+    config_path = write_torch_state(out, to_torch_state(model), model.config)
+    print(f"wrote {out} and {config_path}")
+
+
+if __name__ == "__main__":
+    main()
