@@ -247,6 +247,12 @@ class MEGABYTE(nn.Module):
             body = mx.concatenate([x[:, 0, :1], body], axis=1)
         return self.to_logits(body)
 
+    def make_cache(self, batch_size: int = 1):
+        """A decoding state for incremental generation (see cache.py)."""
+        from .cache import MegabyteCache
+
+        return MegabyteCache(self, batch_size)
+
     def num_parameters(self) -> int:
         from mlx.utils import tree_flatten
 

@@ -95,6 +95,33 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict]:
         raise UserError(f"{config_path}: {error}") from None
 
 
+def locate(spec: str | None, root: str | Path = "weights") -> Path:
+    """The weights directory that `spec` names: a weights directory; a training run (its newest
+    checkpoint); a Hugging Face repo id (downloaded, or taken from the hub cache offline); or, for None,
+    the newest weights directory under `root`."""
+    if spec is None:
+        found = [
+            p.parent
+            for p in Path(root).rglob(CONFIG_FILE)
+            if (p.parent / WEIGHTS_FILE).is_file()
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)  # half-written
+        ]
+        if not found:
+            where = "weights/" if str(root) == "weights" else str(root)
+            raise UserError(
+                f"no weights under {where}: pass --model DIR, or train a model with python -m mlx_megabyte.train"
+            )
+        return max(found, key=lambda p: (p / WEIGHTS_FILE).stat().st_mtime)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path if (path / CONFIG_FILE).is_file() else locate(None, root=path)
+    from .hub import download_model, looks_like_repo_id
+
+    if looks_like_repo_id(spec):
+        return download_model(spec, [CONFIG_FILE, WEIGHTS_FILE])
+    raise UserError(f"no weights directory at {spec}")
+
+
 def load(path: str | Path) -> MEGABYTE:
     """Read a weights directory written by `save` (or `tools/convert_from_torch.py`)."""
     config, _ = read_config(path)

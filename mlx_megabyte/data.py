@@ -1,0 +1,358 @@
+"""Data: sources (the Hugging Face hub, local files, the built-in corpus) -> one uint8 file -> batches.
+
+Text is encoded once, nanoGPT-style: every document's UTF-8 bytes followed by the end-of-text byte, in a
+flat `train.bin` / `val.bin` under a cache directory keyed by the source and `ENCODING_VERSION`. Training
+memory-maps them and samples random windows, with no Python loop over bytes.
+
+The end-of-text byte is ASCII ETX (3), not 0: megabyte-pytorch's loss ignores `pad_id` (0), and the model
+must learn where a story ends. Bytes 0 and 3 are removed from documents.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import UserError
+from .hub import hub_reachable
+from .weights import atomic_path
+
+EOT = 3
+ENCODING_VERSION = 1
+MARKER = "<|endoftext|>"  # how TinyStories' text files separate stories
+HUB_DATASETS = {"tinystories": "roneneldan/TinyStories", "tinystories-instruct": "roneneldan/TinyStoriesInstruct"}
+BUILTIN = {"builtin": False, "builtin-instruct": True}  # name -> instruct records?
+LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
+DEFAULT_CACHE = Path(os.environ.get("MLX_MEGABYTE_CACHE", Path.home() / ".cache" / "mlx-megabyte"))
+_READ_CHUNK = 1 << 24
+
+
+@dataclass
+class Corpus:
+    """Encoded training and validation bytes (memory-mapped) and where they came from."""
+
+    train: np.ndarray
+    val: np.ndarray
+    source: str
+    directory: Path
+
+
+def encode(text: str) -> bytes:
+    """A document's bytes: UTF-8 (surrogate escapes give back undecodable input bytes), bytes 0 and 3 removed."""
+    return text.encode("utf-8", "surrogateescape").replace(b"\x00", b"").replace(b"\x03", b"")
+
+
+def decode(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+# --- sources: each yields document strings ------------------------------------------------------------
+
+
+def split_marked(lines: Iterator[str]) -> Iterator[str]:
+    """Join lines into documents separated by `<|endoftext|>` (a line of its own or inside a line)."""
+    pending = []
+    for line in lines:
+        while MARKER in line:
+            before, line = line.split(MARKER, 1)
+            pending.append(before)
+            yield "\n".join(pending).strip()
+            pending = []
+        pending.append(line)
+    tail = "\n".join(pending).strip()
+    if tail:
+        yield tail
+
+
+def text_file_documents(path: Path) -> Iterator[str]:
+    """A .txt file: stories separated by <|endoftext|>, or one plain document. Read in chunks; any bytes
+    are accepted (a byte model needs no UTF-8), undecodable ones pass through unchanged."""
+
+    def chunks():
+        with open(path, "rb") as f:
+            while chunk := f.read(_READ_CHUNK):
+                yield chunk
+
+    buffer = b""
+    marker = MARKER.encode()
+    for chunk in chunks():
+        buffer += chunk
+        *complete, buffer = buffer.split(marker)
+        for document in complete:
+            yield decode(document).strip()
+    if decode(buffer).strip():
+        yield decode(buffer).strip()
+
+
+def jsonl_documents(path: Path) -> Iterator[str]:
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise UserError(f"{path}:{number}: not a JSON line ({error})") from None
+            text = record.get("text", record.get("story")) if isinstance(record, dict) else None
+            if not isinstance(text, str):
+                raise UserError(f"{path}:{number}: expected an object with a 'text' or 'story' string")
+            yield text.strip()
+
+
+def parquet_documents(path: Path) -> Iterator[str]:
+    import pyarrow.parquet as pq  # installed with `datasets`
+
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as error:
+        raise UserError(f"{path} is not a readable parquet file ({error})") from None
+    if "text" not in table.schema_arrow.names:
+        raise UserError(f"{path} has no 'text' column (columns: {', '.join(table.schema_arrow.names)})")
+    for batch in table.iter_batches(columns=["text"], batch_size=8192):
+        for text in batch.column(0).to_pylist():
+            if text:
+                yield text.strip()
+
+
+def local_files(spec: str) -> list[Path]:
+    """The files a --data PATH names: a file, a directory (searched recursively) or a glob."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in LOCAL_SUFFIXES and p.is_file())
+    else:
+        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        if not files:
+            raise UserError(f"no such file, directory or glob match: {spec} (or use --data builtin)")
+    unsupported = [str(p) for p in files if p.suffix not in LOCAL_SUFFIXES]
+    if unsupported:
+        raise UserError(f"unsupported file type: {unsupported[0]} (expected .txt, .jsonl or .parquet)")
+    if not files:
+        raise UserError(f"{spec} holds no .txt, .jsonl or .parquet files")
+    return files
+
+
+def local_documents(files: list[Path]) -> Iterator[str]:
+    readers = {".txt": text_file_documents, ".jsonl": jsonl_documents, ".parquet": parquet_documents}
+    for path in files:
+        yield from readers[path.suffix](path)
+
+
+def hub_documents(repo_id: str, split: str) -> Iterator[str]:
+    """Documents of a hub dataset split with a `text` column, through `datasets` (which caches).
+
+    TinyStories has one story per row; TinyStoriesInstruct's text files give one *line* per row with
+    `<|endoftext|>` lines between records, so rows are regrouped when markers appear. `repo_id` may also
+    be a local directory laid out like a hub dataset (`data/train-*.parquet`, ...), as the tests use.
+    """
+    offline = not Path(repo_id).exists() and not hub_reachable()
+    if offline and not _in_hub_cache(repo_id):
+        raise UserError(
+            f"cannot reach the Hugging Face hub and {repo_id} is not cached: train on local files with "
+            "--data PATH or on the built-in corpus with --data builtin"
+        )
+    if offline:
+        # Fall back to what `datasets` has cached, without its retry storm.
+        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    import datasets
+
+    if offline:
+        datasets.config.HF_HUB_OFFLINE = True
+    try:
+        dataset = datasets.load_dataset(repo_id, split=split)
+    except Exception as error:
+        if offline:
+            raise UserError(
+                f"cannot reach the Hugging Face hub and {repo_id} ({split}) is not cached: train on local files "
+                "with --data PATH or on the built-in corpus with --data builtin"
+            ) from None
+        raise UserError(f"could not load {repo_id} ({split}) from the hub: {str(error).splitlines()[0]}") from None
+    if "text" not in dataset.column_names:
+        raise UserError(f"{repo_id} has no 'text' column (columns: {', '.join(dataset.column_names)})")
+    rows = (row["text"] or "" for row in dataset)
+    first = dataset[: min(len(dataset), 64)]["text"]
+    if any(MARKER in (text or "") for text in first):
+        yield from split_marked(rows)
+    else:
+        yield from (text.strip() for text in rows if text and text.strip())
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """Has huggingface_hub or datasets ever cached this dataset? (Checked without importing datasets.)"""
+    from huggingface_hub import constants
+
+    home = Path(constants.HF_HOME)
+    datasets_cache = Path(os.environ.get("HF_DATASETS_CACHE", home / "datasets"))
+    owner, _, name = repo_id.partition("/")
+    return (Path(constants.HF_HUB_CACHE) / f"datasets--{owner}--{name}").exists() or any(
+        datasets_cache.glob(f"{owner}___*")
+    )
+
+
+# --- encoding into the cache ----------------------------------------------------------------------------
+
+
+def write_documents(path: Path, documents: Iterator[str], progress=None) -> int:
+    """Encode documents (each followed by EOT) into a uint8 file, atomically; return the byte count."""
+    total = 0
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as f:
+            for text in documents:
+                data = encode(text)
+                if not data:
+                    continue
+                f.write(data)
+                f.write(bytes([EOT]))
+                total += len(data) + 1
+                if progress:
+                    progress(total)
+    return total
+
+
+def split_tail(train_path: Path, val_path: Path, fraction: float) -> None:
+    """Move the last `fraction` of train.bin to val.bin, cut at a document boundary when there is one."""
+    data = np.memmap(train_path, dtype=np.uint8, mode="r")
+    cut = int(len(data) * (1 - fraction))
+    boundaries = np.flatnonzero(data[cut:] == EOT)
+    if len(boundaries) and boundaries[0] + 1 < len(data) - cut:
+        cut += int(boundaries[0]) + 1
+    with atomic_path(val_path) as temporary:
+        Path(temporary).write_bytes(data[cut:].tobytes())
+    del data
+    os.truncate(train_path, cut)
+
+
+def cache_key(identity: dict) -> str:
+    text = json.dumps({**identity, "encoding": ENCODING_VERSION}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def prepare(
+    data: str = "tinystories",
+    val_data: str | None = None,
+    val_fraction: float = 0.05,
+    cache_dir: str | Path | None = None,
+    builtin_mb: float = 16,
+    console=None,
+) -> Corpus:
+    """Encode a source once (or reuse its cache) and memory-map the result.
+
+    data: `tinystories`, `tinystories-instruct`, `builtin`, `builtin-instruct`, or a local path/glob.
+    val_data: a local path for validation; otherwise the source's own validation split, or the last
+    `val_fraction` of the training documents.
+    """
+    cache_dir = Path(cache_dir or DEFAULT_CACHE) / "data"
+    if data in BUILTIN:
+        from . import stories
+
+        n_train = int(builtin_mb * 1e6)
+        identity = {"source": data, "bytes": n_train, "generator": stories.GENERATOR_VERSION}
+        produce = {"train": lambda: stories.documents(0, n_train + n_train // 32, instruct=BUILTIN[data])}
+        held_out = 1 / 33  # the stream's tail, so no validation story is also a training story
+    elif data in HUB_DATASETS:
+        repo = HUB_DATASETS[data]
+        identity = {"source": repo}
+        produce = {"train": lambda: hub_documents(repo, "train"), "val": lambda: hub_documents(repo, "validation")}
+        held_out = None
+    else:
+        files = local_files(data)
+        identity = {"source": "local", "files": [_file_identity(p) for p in files]}
+        produce = {"train": lambda: local_documents(files)}
+        held_out = val_fraction
+    if val_data is not None:
+        val_files = local_files(val_data)
+        identity["val"] = [_file_identity(p) for p in val_files]
+        produce["val"] = lambda: local_documents(val_files)
+        held_out = None
+    elif "val" not in produce and not 0 < held_out < 1:
+        raise UserError(f"--val-fraction must be in (0, 1), got {held_out}")
+    if held_out is not None:
+        identity["held_out"] = held_out
+
+    directory = cache_dir / f"{_slug(data)}-{cache_key(identity)}"
+    train_path, val_path, meta_path = directory / "train.bin", directory / "val.bin", directory / "meta.json"
+    if not meta_path.is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        for split in ("train", "val"):
+            if split in produce:
+                _encode_with_progress(split, data, produce[split], directory / f"{split}.bin", console)
+        if "val" not in produce:
+            split_tail(train_path, val_path, held_out)
+        meta = {**identity, "data": data, "train_bytes": train_path.stat().st_size, "val_bytes": val_path.stat().st_size}
+        meta_path.write_text(json.dumps(meta, indent=2))  # written last: marks the cache complete
+    return Corpus(
+        train=np.memmap(train_path, dtype=np.uint8, mode="r"),
+        val=np.memmap(val_path, dtype=np.uint8, mode="r"),
+        source=data,
+        directory=directory,
+    )
+
+
+def _encode_with_progress(split, name, documents, path, console):
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn(f"encoding {name} ({split})"), BarColumn(), DownloadColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=console is None) as progress:
+        task = progress.add_task("encode", total=None)
+        total = write_documents(path, documents(), lambda n: progress.update(task, completed=n))
+    if total == 0:
+        path.unlink(missing_ok=True)
+        raise UserError(f"{name} ({split}) holds no text")
+
+
+def _file_identity(path: Path) -> list:
+    stat = path.stat()
+    return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(text).name or "data")[:40]
+
+
+# --- batches ------------------------------------------------------------------------------------------
+
+
+class Batches:
+    """Random windows of `length` bytes, `batch_size` per call, reproducible from `seed` and resumable.
+
+    With several data-parallel ranks every rank draws the same global batch of batch_size * world windows
+    and keeps its own slice, so the global batch is the same whatever the world size.
+    """
+
+    def __init__(self, data: np.ndarray, length: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        if len(data) < length:
+            raise UserError(f"the data holds {len(data)} bytes, fewer than one window of {length}")
+        self.windows = np.lib.stride_tricks.sliding_window_view(data, length)
+        self.batch_size, self.rank, self.world = batch_size, rank, world
+        self.rng = np.random.default_rng(seed)
+
+    def __next__(self) -> np.ndarray:  # (batch_size, length) uint8
+        starts = self.rng.integers(0, len(self.windows), size=self.batch_size * self.world)
+        return self.windows[starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]]
+
+    def __iter__(self):
+        return self
+
+    @property
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        self.rng.bit_generator.state = value
+
+
+def evaluation_windows(data: np.ndarray, length: int, count: int) -> np.ndarray:
+    """`count` fixed windows spread evenly over `data`, so validation numbers compare across steps."""
+    if len(data) < length:
+        raise UserError(f"the validation data holds {len(data)} bytes, fewer than one window of {length}")
+    starts = np.linspace(0, len(data) - length, num=count).astype(np.int64)
+    return np.lib.stride_tricks.sliding_window_view(data, length)[np.unique(starts)]

@@ -1,0 +1,61 @@
+"""Samplers: functions from logits (N, vocab) to the next byte ids (N,)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import mlx.core as mx
+
+Sampler = Callable[[mx.array], mx.array]
+
+
+def make_sampler(
+    temp: float = 1.0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    top_k: int = 0,
+    filter_thres: float | None = None,
+) -> Sampler:
+    """A sampler: temperature (0 = greedy), then top-k, top-p (nucleus) and min-p filtering.
+
+    filter_thres is megabyte-pytorch's `generate(filter_thres=...)`: keep the top
+    max(int((1 - filter_thres) * vocab), 1) logits (it then Gumbel-samples at `temp`, which is the same
+    distribution as sampling the tempered softmax).
+    """
+    if temp < 0:
+        raise ValueError(f"temp must be >= 0, got {temp}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if not 0 <= min_p < 1:
+        raise ValueError(f"min_p must be in [0, 1), got {min_p}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0, got {top_k}")
+    if filter_thres is not None and not 0 <= filter_thres < 1:
+        raise ValueError(f"filter_thres must be in [0, 1), got {filter_thres}")
+
+    def sample(logits: mx.array) -> mx.array:
+        logits = logits.astype(mx.float32)
+        if temp == 0:
+            return mx.argmax(logits, axis=-1).astype(mx.int32)
+        logits = logits / temp
+        k = top_k
+        if filter_thres is not None:
+            k = max(int((1 - filter_thres) * logits.shape[-1]), 1)
+        if 0 < k < logits.shape[-1]:
+            kth = mx.sort(logits, axis=-1)[:, -k][:, None]
+            logits = mx.where(logits >= kth, logits, -mx.inf)
+        if top_p < 1 or min_p > 0:
+            probs = mx.softmax(logits, axis=-1)
+            if min_p > 0:
+                logits = mx.where(probs >= min_p * mx.max(probs, axis=-1, keepdims=True), logits, -mx.inf)
+            if top_p < 1:
+                order = mx.argsort(-probs, axis=-1)
+                sorted_probs = mx.take_along_axis(probs, order, axis=-1)
+                # keep a token if the probability mass before it is below top_p (the top one always)
+                before = mx.cumsum(sorted_probs, axis=-1) - sorted_probs
+                keep_sorted = before < top_p
+                keep = mx.put_along_axis(mx.zeros_like(keep_sorted), order, keep_sorted, axis=-1)
+                logits = mx.where(keep, logits, -mx.inf)
+        return mx.random.categorical(logits, axis=-1).astype(mx.int32)
+
+    return sample

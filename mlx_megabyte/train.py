@@ -1,0 +1,493 @@
+"""`python -m mlx_megabyte.train`: train a byte-level MEGABYTE, resumably, with live progress.
+
+    python -m mlx_megabyte.train                                   # 40m preset on TinyStories
+    python -m mlx_megabyte.train --preset tiny --data builtin --iters 300   # offline, in a minute
+    python -m mlx_megabyte.train --resume                          # continue the run in --save-path
+
+Several processes train data-parallel when started by `mlx.launch` (see README): every rank reads its
+slice of each global batch, gradients are averaged, and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+
+from . import checkpoint, data
+from .config import PRESETS, ModelConfig
+from .errors import UserError, cli
+from .model import MEGABYTE, loss_fn
+
+# Defaults for the 40m preset on an M-series laptop: 16 x 2048 = 32 KiB per step; 10k steps see ~330 MB
+# of TinyStories (a sixth of it), which is where a 40M byte model's validation loss flattens out.
+DEFAULT_PRESET = "40m"
+DEFAULT_DATA = "tinystories"
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_ITERS = 10_000
+DEFAULT_LEARNING_RATE = 4e-4  # AdamW; warmed up linearly, then cosine-decayed to a tenth
+DEFAULT_WARMUP_STEPS = 200
+DEFAULT_WEIGHT_DECAY = 0.1  # on matrices and embeddings only, as nanoGPT
+DEFAULT_GRAD_CLIP = 1.0
+DEFAULT_STEPS_PER_EVAL = 250
+DEFAULT_EVAL_BATCHES = 16
+DEFAULT_STEPS_PER_SAMPLE = 500
+DEFAULT_SAMPLE_BYTES = 256
+DEFAULT_KEEP_CHECKPOINTS = 3
+LN2 = math.log(2)
+
+
+class AdamW(optim.AdamW):
+    """AdamW that leaves 1-D parameters (norm gains, biases, start tokens) undecayed, as nanoGPT does:
+    decaying a norm's gain only fights the normalisation."""
+
+    def apply_single(self, gradient, parameter, state):
+        if parameter.ndim < 2:
+            return optim.Adam.apply_single(self, gradient, parameter, state)
+        return super().apply_single(gradient, parameter, state)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train a byte-level MEGABYTE model (see README for the reasoning behind the defaults).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    model = parser.add_argument_group("model (a preset, then any field overridden)")
+    model.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
+    model.add_argument("--dim", type=_ints, help="width per stage, e.g. 512,256 (one int: every stage)")
+    model.add_argument("--depth", type=_ints, help="layers per stage, e.g. 12,4")
+    model.add_argument("--max-seq-len", type=_ints, help="sequence length per stage, e.g. 256,8")
+    model.add_argument("--num-tokens", type=int, help="vocabulary (at least 256 for bytes)")
+    model.add_argument("--dim-head", type=int)
+    model.add_argument("--heads", type=int)
+    model.add_argument("--ff-mult", type=int)
+    model.add_argument("--attn-dropout", type=float)
+    model.add_argument("--ff-dropout", type=float)
+    model.add_argument("--pad-id", type=int, help="byte ignored by the loss")
+    model.add_argument("--rel-pos", action=argparse.BooleanOptionalAction, help="rotary embeddings")
+    model.add_argument("--pos-emb", action=argparse.BooleanOptionalAction, help="learned absolute positions")
+
+    source = parser.add_argument_group("data")
+    source.add_argument(
+        "--data", default=DEFAULT_DATA,
+        help="tinystories, tinystories-instruct (Hugging Face hub), builtin, builtin-instruct (offline corpus), "
+        "or a local .txt/.jsonl/.parquet file, directory or glob",
+    )
+    source.add_argument("--val-data", help="local validation data (default: the source's validation split)")
+    source.add_argument("--val-fraction", type=float, default=0.05, help="held out when a local source has no --val-data")
+    source.add_argument("--builtin-mb", type=float, default=16, help="size of the built-in corpus in MB")
+    source.add_argument("--cache-dir", help=f"where encoded data is kept (default {data.DEFAULT_CACHE})")
+
+    train = parser.add_argument_group("optimisation")
+    train.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="windows per step (per rank)")
+    train.add_argument("--grad-accumulation-steps", type=int, default=1)
+    train.add_argument("--iters", type=int, default=DEFAULT_ITERS, help="optimizer steps in total")
+    train.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE)
+    train.add_argument("--warmup-steps", type=int,
+                       help=f"linear warm-up (default {DEFAULT_WARMUP_STEPS}, or a tenth of --iters if smaller)")
+    train.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY)
+    train.add_argument("--grad-clip", type=float, default=DEFAULT_GRAD_CLIP, help="max gradient norm (0 = off)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                       help="parameter dtype (use float32 on CPUs: bfloat16 matmuls skip BLAS there)")
+
+    report = parser.add_argument_group("evaluation, samples and checkpoints")
+    report.add_argument("--steps-per-eval", type=int, default=DEFAULT_STEPS_PER_EVAL)
+    report.add_argument("--eval-batches", type=int, default=DEFAULT_EVAL_BATCHES, help="validation windows / batch size")
+    report.add_argument("--steps-per-sample", type=int, default=DEFAULT_STEPS_PER_SAMPLE, help="0 = no samples")
+    report.add_argument("--sample-bytes", type=int, default=DEFAULT_SAMPLE_BYTES)
+    report.add_argument("--steps-per-save", type=int, help="default: --steps-per-eval")
+    report.add_argument("--keep-checkpoints", type=int, default=DEFAULT_KEEP_CHECKPOINTS, help="newest checkpoints kept")
+    report.add_argument("--save-path", help="run directory (default: weights/<preset>-<data>)")
+    report.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --save-path")
+    report.add_argument("--quiet", action="store_true", help="no progress bar; one line per evaluation")
+    return parser
+
+
+def model_config(args) -> ModelConfig:
+    overrides = {
+        field: getattr(args, field)
+        for field in ("dim", "depth", "max_seq_len", "num_tokens", "dim_head", "heads", "ff_mult",
+                      "attn_dropout", "ff_dropout", "pad_id", "rel_pos", "pos_emb")
+        if getattr(args, field) is not None
+    }
+    base = PRESETS[args.preset]
+    if "depth" in overrides and "max_seq_len" in overrides and "dim" not in overrides and len(base.dim) != len(overrides["depth"]):
+        overrides["dim"] = base.dim[0]  # a different number of stages: keep the preset's width everywhere
+    try:
+        config = ModelConfig.from_dict({**base.to_dict(), **overrides})
+    except (TypeError, ValueError) as error:
+        raise UserError(f"invalid model: {error}") from None
+    if config.num_tokens < 256:
+        raise UserError(f"num_tokens must be at least 256 to hold every byte, got {config.num_tokens}")
+    return config
+
+
+def check_args(args):
+    positive = ("batch_size", "grad_accumulation_steps", "iters", "steps_per_eval", "eval_batches", "keep_checkpoints")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.learning_rate <= 0 or args.weight_decay < 0 or args.grad_clip < 0 or (args.warmup_steps or 0) < 0:
+        raise UserError("--learning-rate must be positive; --weight-decay, --grad-clip, --warmup-steps not negative")
+    args.steps_per_save = args.steps_per_save or args.steps_per_eval
+    if args.warmup_steps is None:
+        args.warmup_steps = min(DEFAULT_WARMUP_STEPS, args.iters // 10)
+
+
+def learning_rate_schedule(args):
+    warmup = min(args.warmup_steps, args.iters - 1)
+    decay = optim.cosine_decay(args.learning_rate, max(args.iters - warmup, 1), end=args.learning_rate / 10)
+    if warmup == 0:
+        return decay
+    return optim.join_schedules([optim.linear_schedule(args.learning_rate / warmup, args.learning_rate, warmup), decay], [warmup])
+
+
+def make_step_functions(model, optimizer, grad_clip: float, world: int = 1):
+    """The compiled training functions: `step(batch) -> (loss, grad_norm)` for one optimizer step, and
+    for gradient accumulation `gradients(batch) -> (loss, grads)` and `apply(loss, grads) -> (loss, norm)`.
+
+    Model, optimizer and random state are compile inputs and outputs, so one call updates them in place
+    (mlx-lm's pattern). With several ranks, loss and gradients are averaged across them.
+    """
+    state = [model.state, optimizer.state, mx.random.state]
+    loss_and_grad = nn.value_and_grad(model, loss_fn)
+
+    def average(loss, grads):
+        if world > 1:
+            loss = mx.distributed.all_sum(loss) / world
+            grads = nn.average_gradients(grads)
+        return loss, grads
+
+    def update(grads):
+        if grad_clip > 0:
+            grads, norm = optim.clip_grad_norm(grads, grad_clip)
+        else:
+            norm = mx.sqrt(sum(mx.sum(g.astype(mx.float32) ** 2) for g in _leaves(grads)))
+        optimizer.update(model, grads)
+        return norm
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def step(batch):
+        loss, grads = average(*loss_and_grad(model, batch))
+        return loss, update(grads)
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def gradients(batch):
+        return loss_and_grad(model, batch)
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def apply(loss, grads):
+        loss, grads = average(loss, grads)
+        return loss, update(grads)
+
+    return step, gradients, apply
+
+
+class Trainer:
+    """Model, optimizer, the compiled step, and the bookkeeping of one run."""
+
+    def __init__(self, args, config: ModelConfig, corpus: data.Corpus, group, console):
+        self.args, self.config, self.corpus, self.console = args, config, corpus, console
+        self.rank, self.world = group.rank(), group.size()
+        self.run_dir = Path(args.save_path)
+        mx.random.seed(args.seed)
+        self.model = MEGABYTE(config)
+        if args.dtype == "bfloat16":
+            self.model.set_dtype(mx.bfloat16)
+        self.optimizer = AdamW(learning_rate=learning_rate_schedule(args), weight_decay=args.weight_decay)
+        self.optimizer.init(self.model.trainable_parameters())
+        length = config.context_length
+        self.batches = data.Batches(corpus.train, length, args.batch_size * args.grad_accumulation_steps,
+                                    args.seed, self.rank, self.world)
+        self.data_state = self.batches.state
+        self.eval_windows = data.evaluation_windows(corpus.val, length, args.eval_batches * args.batch_size)
+        self.step = 0
+        self.best_bpb = math.inf
+        self.bytes_per_step = args.batch_size * args.grad_accumulation_steps * length * self.world
+        self._compile()
+
+    # --- the compiled functions ---
+
+    def _compile(self):
+        self._step, self._gradients, self._apply_accumulated = make_step_functions(
+            self.model, self.optimizer, self.args.grad_clip, self.world
+        )
+        model, pad_id = self.model, self.config.pad_id
+
+        @partial(mx.compile, inputs=[model.state])
+        def evaluate(batch):
+            counted = mx.sum(batch != pad_id)
+            return loss_fn(model, batch) * counted, counted
+
+        self._evaluate = evaluate
+
+    def next_batch(self) -> np.ndarray:
+        """This rank's next batch. The sampler state *before* drawing it is what a checkpoint stores:
+        the loop prefetches a batch while a step runs, and a resumed run must draw that batch again."""
+        self.data_state = self.batches.state
+        return next(self.batches)
+
+    def train_step(self, batch: np.ndarray):
+        """One optimizer step on this rank's (batch_size * accumulation, length) bytes; lazy results."""
+        # Dropout draws from mx.random: seeding by step makes a resumed run draw what an unbroken one does.
+        mx.random.seed(self.args.seed * 1_000_003 + self.step)
+        accumulation = self.args.grad_accumulation_steps
+        if accumulation == 1:
+            return self._step(mx.array(batch))
+        total_loss, total_grads = 0.0, None
+        for micro in np.split(batch, accumulation):
+            loss, grads = self._gradients(mx.array(micro))
+            total_loss = total_loss + loss
+            total_grads = grads if total_grads is None else _tree_add(total_grads, grads)
+            mx.eval(total_loss, total_grads)  # one micro-batch's activations alive at a time
+        scale = 1.0 / accumulation
+        return self._apply_accumulated(total_loss * scale, _tree_scale(total_grads, scale))
+
+    def validation_loss(self) -> float:
+        """Mean loss (nats per counted byte) over the fixed validation windows of this run."""
+        self.model.eval()
+        total, counted = mx.array(0.0), mx.array(0)
+        batch = self.args.batch_size
+        for start in range(0, len(self.eval_windows), batch):
+            loss, count = self._evaluate(mx.array(self.eval_windows[start : start + batch]))
+            total, counted = total + loss, counted + count
+            mx.eval(total, counted)
+        self.model.train()
+        return (total / mx.maximum(counted, 1)).item()
+
+    def sample(self) -> str:
+        from .generate import generate
+        from .sampling import make_sampler
+
+        self.model.eval()
+        text = generate(self.model, "", max_tokens=self.args.sample_bytes, sampler=make_sampler(0.8, min_p=0.05))[0]
+        self.model.train()
+        return text
+
+    # --- checkpoints ---
+
+    def trainer_state(self) -> dict:
+        return {
+            "batches": self.data_state,
+            "best_val_bpb": self.best_bpb if math.isfinite(self.best_bpb) else None,
+            "data": self.corpus.source,
+            "seed": self.args.seed,
+            "world_size": self.world,
+            "batch_size": self.args.batch_size,
+            "grad_accumulation_steps": self.args.grad_accumulation_steps,
+            "iters": self.args.iters,
+        }
+
+    def save(self) -> Path | None:
+        if self.rank != 0:
+            return None
+        return checkpoint.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer,
+                                          self.trainer_state(), self.args.keep_checkpoints)
+
+    def resume(self) -> Path:
+        checkpoint.recover(self.run_dir)
+        path = checkpoint.latest_checkpoint(self.run_dir)
+        if path is None:
+            raise UserError(f"--resume: no checkpoint in {self.run_dir / checkpoint.CHECKPOINTS}")
+        saved = ModelConfig.from_file(path / "config.json")
+        if saved != self.config:
+            changed = [k for k, v in saved.to_dict().items() if v != self.config.to_dict()[k]]
+            raise UserError(f"--resume: the checkpoint's model differs in {', '.join(changed)}; use the same model flags")
+        state = checkpoint.load_checkpoint(path, self.model, self.optimizer)
+        for key in ("data", "world_size", "batch_size", "grad_accumulation_steps", "seed"):
+            mine = self.corpus.source if key == "data" else self.world if key == "world_size" else getattr(self.args, key)
+            if state.get(key) != mine:
+                raise UserError(f"--resume: the run used {key} {state.get(key)!r}, not {mine!r}")
+        self.step = state["step"]
+        self.batches.state = self.data_state = state["batches"]
+        self.best_bpb = state["best_val_bpb"] if state.get("best_val_bpb") is not None else math.inf
+        return path
+
+
+def _leaves(tree):
+    from mlx.utils import tree_flatten
+
+    return [v for _, v in tree_flatten(tree)]
+
+
+def _tree_add(a, b):
+    from mlx.utils import tree_map
+
+    return tree_map(lambda x, y: x + y, a, b)
+
+
+def _tree_scale(a, scale):
+    from mlx.utils import tree_map
+
+    return tree_map(lambda x: x * scale, a)
+
+
+class Metrics:
+    """metrics.jsonl in the run directory (rank 0 only): one line per step and per evaluation."""
+
+    def __init__(self, path: Path, enabled: bool, resumed_step: int):
+        self.path, self.enabled = path, enabled
+        if enabled and path.is_file():
+            # Lines written after the checkpoint we resume from describe steps that will be redone.
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= resumed_step]
+            checkpoint.write_text(path, "".join(line + "\n" for line in kept))
+        self.file = open(path, "a") if enabled else None
+
+    def write(self, record: dict):
+        if self.file:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+
+    def close(self):
+        if self.file:
+            self.file.close()
+
+
+class StopRequested:
+    """First Ctrl-C: finish the step, save, exit. Second: stop at once (the last checkpoint is safe)."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            signal.signal(signal.SIGINT, self.previous)
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def run(args, console) -> dict:
+    """Train as `args` say; return a summary (final step, losses, paths)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    check_args(args)
+    config = model_config(args)
+    group = mx.distributed.init()
+    rank = group.rank()
+    chief = rank == 0
+    say = console.print if chief else (lambda *a, **k: None)
+    if args.save_path is None:
+        args.save_path = str(Path("weights") / f"{args.preset}-{data._slug(args.data)}")
+
+    corpus = data.prepare(args.data, args.val_data, args.val_fraction, args.cache_dir, args.builtin_mb,
+                          console=console if chief else None)
+    trainer = Trainer(args, config, corpus, group, console)
+    resumed_from = trainer.resume() if args.resume else None
+    if chief:
+        Path(args.save_path).mkdir(parents=True, exist_ok=True)
+        say(f"model: {trainer.model.num_parameters():,} parameters, {config.stages} stages, dim {config.dim}, "
+            f"depth {config.depth}, max_seq_len {config.max_seq_len}")
+        say(f"data: {args.data}: {len(corpus.train) / 1e6:.1f} MB train, {len(corpus.val) / 1e6:.2f} MB validation"
+            f" ({corpus.directory})")
+        say(f"training: {trainer.bytes_per_step:,} bytes per step"
+            + (f" over {trainer.world} ranks" if trainer.world > 1 else "")
+            + (f", resumed from {resumed_from}" if resumed_from else "") + f"; run directory {args.save_path}")
+    metrics = Metrics(Path(args.save_path) / "metrics.jsonl", chief, trainer.step)
+    stop = StopRequested()
+
+    columns = (TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[stats]}"), TimeRemainingColumn())
+    progress = Progress(*columns, console=console, disable=args.quiet or not chief)
+    task = progress.add_task("train", total=args.iters, completed=trainer.step, stats="")
+    summary = {"start_step": trainer.step}
+    last_saved = trainer.step
+    smoothed = None
+    start_time = time.perf_counter()
+    try:
+        with progress:
+            batch = trainer.next_batch()
+            while trainer.step < args.iters:
+                tic = time.perf_counter()
+                loss, grad_norm = trainer.train_step(batch)
+                mx.async_eval(loss, grad_norm, trainer.model.parameters(), trainer.optimizer.state)
+                batch = trainer.next_batch()  # prepared while the step runs
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    last = checkpoint.latest_checkpoint(trainer.run_dir)
+                    raise UserError(
+                        f"the loss became {loss_value} at step {trainer.step + 1}; stopped without saving "
+                        + (f"(the last good checkpoint is {last})" if last else "(no checkpoint was written)")
+                        + "; try a lower --learning-rate"
+                    )
+                trainer.step += 1
+                seconds = time.perf_counter() - tic
+                rate = trainer.bytes_per_step / seconds
+                smoothed = rate if smoothed is None else 0.9 * smoothed + 0.1 * rate
+                learning_rate = trainer.optimizer.learning_rate.item()
+                peak = mx.get_peak_memory() / 1e9
+                metrics.write({"step": trainer.step, "loss": loss_value, "bpb": loss_value / LN2,
+                               "learning_rate": learning_rate, "grad_norm": grad_norm.item(),
+                               "bytes_per_second": rate, "peak_memory_gb": peak, "seconds": seconds})
+                progress.update(task, completed=trainer.step, stats=(
+                    f"loss {loss_value:.3f}  bpb {loss_value / LN2:.3f}  {smoothed:,.0f} B/s  "
+                    f"lr {learning_rate:.2e}  mem {peak:.2f} GB"))
+                summary.update(loss=loss_value, bytes_per_second=smoothed, peak_memory_gb=peak)
+
+                final = trainer.step == args.iters
+                if trainer.step % args.steps_per_eval == 0 or final:
+                    val_loss = trainer.validation_loss()
+                    val_bpb = val_loss / LN2
+                    improved = val_bpb < trainer.best_bpb
+                    trainer.best_bpb = min(trainer.best_bpb, val_bpb)
+                    metrics.write({"step": trainer.step, "val_loss": val_loss, "val_bpb": val_bpb})
+                    summary.update(val_loss=val_loss, val_bpb=val_bpb)
+                    say(f"step {trainer.step}: train loss {loss_value:.4f}, validation loss {val_loss:.4f} "
+                        f"({val_bpb:.4f} bits per byte){' *' if improved else ''}")
+                    if improved and chief:
+                        checkpoint.save_best(trainer.run_dir, trainer.model, {"step": trainer.step, "val_bpb": val_bpb})
+                if args.steps_per_sample and (trainer.step % args.steps_per_sample == 0 or final) and chief:
+                    say(f"[dim]sample at step {trainer.step}:[/dim] {trainer.sample()!r}", markup=True, highlight=False)
+                if trainer.step % args.steps_per_save == 0 or final:
+                    trainer.save()
+                    last_saved = trainer.step
+                if stop.requested:
+                    break
+    finally:
+        stop.restore()
+        metrics.close()
+    summary.update(step=trainer.step, seconds=time.perf_counter() - start_time, run_dir=str(trainer.run_dir))
+    if stop.requested:
+        if trainer.step != last_saved:
+            trainer.save()
+        path = checkpoint.latest_checkpoint(trainer.run_dir) if chief else None
+        say(f"interrupted at step {trainer.step}; checkpoint {path}; continue with --resume")
+        summary["interrupted"] = True
+    else:
+        say(f"done: {trainer.step} steps; best validation {trainer.best_bpb:.4f} bits per byte; weights in "
+            f"{trainer.run_dir / checkpoint.BEST} (best) and {checkpoint.latest_checkpoint(trainer.run_dir) if chief else ''}")
+    return summary
+
+
+@cli
+def main(argv=None):
+    from rich.console import Console
+
+    args = build_parser().parse_args(argv)
+    summary = run(args, Console(stderr=True))
+    if summary.get("interrupted"):
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Sources -> encoded bytes -> batches."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from mlx_megabyte import data
+from mlx_megabyte.errors import UserError
+
+from .helpers import one_line_error, run
+
+STORIES = [
+    "Once upon a time, a little cat named Mia found a red ball.",
+    "Tom and Zoë played in the park.\nThey laughed all day.",  # a line break and a multi-byte character
+    "The old turtle walked to the pond. \"Hello!\" said the frog.",
+] * 40
+
+
+def write_sources(folder):
+    (folder / "stories.txt").write_text("\n<|endoftext|>\n".join(STORIES))
+    (folder / "text.jsonl").write_text("".join(json.dumps({"text": s}) + "\n" for s in STORIES))
+    (folder / "story.jsonl").write_text("".join(json.dumps({"story": s, "id": i}) + "\n" for i, s in enumerate(STORIES)))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": STORIES, "other": list(range(len(STORIES)))}), folder / "stories.parquet")
+
+
+def expected_stream(stories):
+    return b"".join(s.encode() + bytes([data.EOT]) for s in stories)
+
+
+def test_local_formats_give_identical_bytes(tmp_path):
+    write_sources(tmp_path)
+    streams = []
+    for name in ("stories.txt", "text.jsonl", "story.jsonl", "stories.parquet"):
+        corpus = data.prepare(str(tmp_path / name), val_fraction=0.1, cache_dir=tmp_path / "cache")
+        streams.append(bytes(corpus.train) + bytes(corpus.val))
+        # the held-out tail starts at a story boundary
+        assert bytes(corpus.train).endswith(bytes([data.EOT]))
+        assert 0.08 < len(corpus.val) / len(streams[-1]) < 0.13
+    assert all(s == expected_stream(STORIES) for s in streams)
+
+
+def test_directory_glob_and_val_data(tmp_path):
+    write_sources(tmp_path)
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val" / "v.txt").write_text("A validation story.<|endoftext|>Another one.")
+    corpus = data.prepare(str(tmp_path / "*.jsonl"), val_data=str(tmp_path / "val"), cache_dir=tmp_path / "cache")
+    assert bytes(corpus.train) == expected_stream(STORIES) * 2  # story.jsonl then text.jsonl, sorted
+    assert bytes(corpus.val) == expected_stream(["A validation story.", "Another one."])
+
+
+def test_any_bytes_pass_through_text_files(tmp_path):
+    raw = b"caf\xe9 au lait \xff\xfe" + b"<|endoftext|>" + b"second \x00document\x03"
+    (tmp_path / "latin1.txt").write_bytes(raw)
+    corpus = data.prepare(str(tmp_path / "latin1.txt"), val_fraction=0.3, cache_dir=tmp_path / "cache")
+    assert bytes(corpus.train) + bytes(corpus.val) == b"caf\xe9 au lait \xff\xfe\x03second document\x03"
+
+
+def test_bad_inputs_are_user_errors(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\nnot json\n')
+    with pytest.raises(UserError, match="bad.jsonl:2"):
+        data.prepare(str(tmp_path / "bad.jsonl"), cache_dir=tmp_path / "cache")
+    (tmp_path / "nofield.jsonl").write_text('{"title": "x"}\n')
+    with pytest.raises(UserError, match="'text' or 'story'"):
+        data.prepare(str(tmp_path / "nofield.jsonl"), cache_dir=tmp_path / "cache")
+    with pytest.raises(UserError, match="no such file"):
+        data.prepare(str(tmp_path / "missing.txt"), cache_dir=tmp_path / "cache")
+    (tmp_path / "empty.txt").write_text("  \n")
+    with pytest.raises(UserError, match="holds no text"):
+        data.prepare(str(tmp_path / "empty.txt"), cache_dir=tmp_path / "cache")
+
+
+def test_hub_schema_from_local_files(tmp_path):
+    """The hub code path on local folders laid out like roneneldan/TinyStories (parquet, a story per row)
+    and roneneldan/TinyStoriesInstruct (text files, a line per row, <|endoftext|> lines between records)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stories = tmp_path / "TinyStories" / "data"
+    stories.mkdir(parents=True)
+    pq.write_table(pa.table({"text": STORIES[:30]}), stories / "train-00000-of-00001.parquet")
+    pq.write_table(pa.table({"text": STORIES[30:33]}), stories / "validation-00000-of-00001.parquet")
+    assert list(data.hub_documents(str(stories.parent), "train")) == STORIES[:30]
+    assert list(data.hub_documents(str(stories.parent), "validation")) == STORIES[30:33]
+
+    instruct = tmp_path / "TinyStoriesInstruct"
+    instruct.mkdir()
+    records = ["Features: Dialogue\nWords: cat, run, red\nSummary: A cat runs.\nStory: \n\nThe cat ran.", "Words: a, b, c\nStory: \n\nDone."]
+    text = "".join(record + "\n<|endoftext|>\n" for record in records)
+    (instruct / "train.txt").write_text(text)
+    (instruct / "validation.txt").write_text(text)
+    assert list(data.hub_documents(str(instruct), "train")) == records
+
+
+def test_offline_hub_fails_fast_with_one_line(tmp_path):
+    start = time.perf_counter()
+    result = run("-m", "mlx_megabyte.train", "--data", "tinystories", "--cache-dir", str(tmp_path / "c"),
+                 env={"HF_HOME": str(tmp_path / "hf")})
+    elapsed = time.perf_counter() - start
+    one_line_error(result, "--data PATH", "--data builtin")
+    assert elapsed < 5, elapsed
+
+
+def test_batches_are_reproducible_resumable_and_sharded():
+    stream = np.arange(1000, dtype=np.uint8)
+    a = data.Batches(stream, 16, 4, seed=3)
+    first = next(a)
+    assert first.shape == (4, 16) and first.dtype == np.uint8
+    assert all(np.array_equal(row, np.arange(row[0], row[0] + 16, dtype=np.uint8)) for row in first)
+    saved = json.loads(json.dumps(a.state))  # checkpoints keep it as JSON
+    expected = [next(a) for _ in range(3)]
+    b = data.Batches(stream, 16, 4, seed=99)
+    b.state = saved
+    assert all(np.array_equal(x, next(b)) for x in expected)
+    # two ranks of 2 see exactly the global batch of 4 that one rank of 4 sees
+    whole = next(data.Batches(stream, 16, 4, seed=5))
+    halves = [next(data.Batches(stream, 16, 2, seed=5, rank=r, world=2)) for r in (0, 1)]
+    assert np.array_equal(np.concatenate(halves), whole)
+
+
+def test_evaluation_windows_are_fixed_and_cover_the_data():
+    stream = np.arange(256, dtype=np.uint8).repeat(4)
+    windows = data.evaluation_windows(stream, 32, 8)
+    assert windows.shape == (8, 32)
+    assert windows[0, 0] == stream[0] and windows[-1, -1] == stream[-1]
+    with pytest.raises(UserError, match="fewer than one window"):
+        data.evaluation_windows(stream[:10], 32, 8)

@@ -1,0 +1,242 @@
+"""Cached generation reproduces the model's function; samplers; streaming text; the CLI and REPL."""
+
+import math
+import os
+import sys
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_megabyte import MEGABYTE, ModelConfig, save
+from mlx_megabyte.data import EOT
+from mlx_megabyte.generate import generate, generate_step, stream_generate
+from mlx_megabyte.sampling import make_sampler
+
+from .helpers import ROOT, one_line_error, run
+
+CONFIGS = {
+    "2-stage": ModelConfig(num_tokens=256, dim=(32, 16), depth=(2, 2), max_seq_len=(8, 4), dim_head=8, heads=2),
+    "2-stage-rel-pos-emb": ModelConfig(num_tokens=256, dim=(32, 16), depth=(2, 1), max_seq_len=(6, 5), dim_head=8,
+                                       heads=2, rel_pos=True, pos_emb=True),
+    "3-stage": ModelConfig(num_tokens=256, dim=(32, 24, 16), depth=(1, 2, 1), max_seq_len=(4, 3, 2), dim_head=8, heads=2),
+    "3-stage-rel-pos-emb": ModelConfig(num_tokens=256, dim=(32, 24, 16), depth=(1, 1, 2), max_seq_len=(4, 2, 3),
+                                       dim_head=8, heads=2, rel_pos=True, pos_emb=True),
+}
+
+
+def model_for(name, seed=0):
+    mx.random.seed(seed)
+    model = MEGABYTE(CONFIGS[name])
+    model.eval()
+    return model
+
+
+def greedy_by_recompute(model, prompt, steps):
+    """The reference: run the whole model on the whole sequence for every byte."""
+    ids = prompt
+    for _ in range(steps):
+        logits = model(ids, include_start=True)[:, -1]
+        ids = mx.concatenate([ids, mx.argmax(logits, axis=-1)[:, None].astype(ids.dtype)], axis=1)
+    return ids[:, prompt.shape[1]:]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_cached_logits_equal_full_recomputation_at_every_position(name):
+    model = model_for(name)
+    context = model.config.context_length
+    ids = mx.array(np.random.default_rng(1).integers(0, 256, (2, context)))
+    full = model(ids, include_start=True)  # [:, t] predicts byte t
+    cache = model.make_cache(2)
+    worst = mx.abs(cache.prefill(ids[:, :0]) - full[:, 0]).max().item()
+    for t in range(context):
+        worst = max(worst, mx.abs(cache.step(ids[:, t]) - full[:, t + 1]).max().item())
+    assert worst <= 1e-4
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_greedy_bytes_equal_full_recomputation(name):
+    model = model_for(name, seed=3)
+    config = model.config
+    patch = config.patch_size(0)
+    rng = np.random.default_rng(2)
+    # empty, one byte, one byte short of a patch, exactly one patch, one more
+    for length in (0, 1, patch - 1, patch, patch + 1):
+        prompt = mx.array(rng.integers(0, 256, (1, length)), dtype=mx.int32)
+        steps = min(3 * patch + 2, config.context_length - length)
+        want = greedy_by_recompute(model, prompt, steps)
+        got = [y for _, y in zip(range(steps), generate_step(model, prompt, make_sampler(0.0)))]
+        assert mx.array_equal(mx.stack(got, axis=1), want), (name, length)
+
+
+def test_prefill_of_every_length_gives_the_same_logits_as_stepping():
+    model = model_for("3-stage")
+    context = model.config.context_length
+    ids = mx.array(np.random.default_rng(4).integers(0, 256, (1, context)))
+    full = model(ids, include_start=True)
+    for length in range(context + 1):
+        logits = model.make_cache(1).prefill(ids[:, :length])
+        assert mx.abs(logits - full[:, length]).max().item() <= 1e-4, length
+
+
+def test_generation_past_the_context_slides_the_window():
+    model = model_for("2-stage")
+    context = model.config.context_length  # 32
+    cache = model.make_cache(1)
+    ids = mx.array(np.random.default_rng(5).integers(0, 256, (1, context + 5)))
+    cache.prefill(ids[:, :context])
+    for t in range(context, context + 5):
+        logits = cache.step(ids[:, t])
+    assert cache.slid == 1
+    window = ids[:, context + 5 - cache.length :]
+    assert cache.length == context // 2 + 5
+    assert mx.abs(logits - model(window, include_start=True)[:, -1]).max().item() <= 1e-4
+
+
+def scripted(values):
+    """A sampler that ignores the logits and plays back `values`."""
+    queue = list(values)
+
+    def sample(logits):
+        return mx.array([queue.pop(0) if queue else EOT] * logits.shape[0], dtype=mx.int32)
+
+    return sample
+
+
+def test_utf8_split_across_steps_and_invalid_bytes():
+    model = model_for("2-stage")
+    text = "é€😀".encode()  # 2-, 3- and 4-byte characters
+    pieces = [r.text for r in stream_generate(model, "", 100, scripted(list(text) + [0xFF, ord("a"), EOT]))]
+    assert "".join(pieces) == "é€😀\ufffda"
+    assert pieces[:2] == ["", "é"]  # nothing is printed until a character is complete
+    responses = list(stream_generate(model, "", 100, scripted([ord("x"), EOT])))
+    assert responses[-1].finish_reason == "eot" and responses[-1].bytes_generated == 2
+
+
+def test_stop_strings_and_length():
+    model = model_for("2-stage")
+    text = "The end. Once more".encode()
+    out = generate(model, "", max_tokens=100, sampler=scripted(text), stop=("end.",))
+    assert out == ["The "]
+    responses = list(stream_generate(model, "", 5, scripted(text)))
+    assert responses[-1].finish_reason == "length" and "".join(r.text for r in responses) == "The e"
+
+
+def test_a_prompt_longer_than_the_context_keeps_its_end():
+    model = model_for("2-stage")
+    prompt = "x" * 100
+    responses = list(stream_generate(model, prompt, 3, make_sampler(0.0)))
+    assert "only its last 32 fit" in responses[0].notice
+    assert responses[0].prompt_bytes == 32
+
+
+def test_seed_reproduces_samples_and_batches_run_in_parallel():
+    model = model_for("3-stage")
+    mx.random.seed(7)
+    a = generate(model, "Once", max_tokens=40, sampler=make_sampler(1.0), num_samples=3)
+    mx.random.seed(7)
+    b = generate(model, "Once", max_tokens=40, sampler=make_sampler(1.0), num_samples=3)
+    assert a == b and len(a) == 3 and len(set(a)) > 1
+    greedy = generate(model, "Once", max_tokens=20, sampler=make_sampler(0.0), num_samples=2)
+    assert greedy[0] == greedy[1] == generate(model, "Once", max_tokens=20, sampler=make_sampler(0.0))[0]
+
+
+def empirical(sampler, logits, draws=4000):
+    mx.random.seed(0)
+    counts = np.bincount(np.array(sampler(mx.broadcast_to(logits, (draws, logits.shape[-1])))), minlength=logits.shape[-1])
+    return counts / draws
+
+
+def test_sampler_distributions():
+    probs = np.array([0.5, 0.25, 0.15, 0.07, 0.03])
+    logits = mx.array(np.log(probs))[None]
+    assert np.argmax(probs) == make_sampler(0.0)(logits).item()
+
+    def check(sampler, expected):
+        expected = np.array(expected) / np.sum(expected)
+        assert np.abs(empirical(sampler, logits) - expected).max() < 0.03, (empirical(sampler, logits), expected)
+
+    check(make_sampler(1.0), probs)
+    check(make_sampler(1.0, top_k=2), [0.5, 0.25, 0, 0, 0])
+    check(make_sampler(1.0, top_p=0.8), [0.5, 0.25, 0.15, 0, 0])  # 0.5 + 0.25 < 0.8: the third is needed
+    check(make_sampler(1.0, min_p=0.25), [0.5, 0.25, 0.15, 0, 0])  # >= 0.125
+    tempered = probs**2
+    check(make_sampler(0.5), tempered)
+    # megabyte-pytorch's filter_thres=0.6 keeps int(0.4 * 5) = 2 logits
+    check(make_sampler(1.0, filter_thres=0.6), [0.5, 0.25, 0, 0, 0])
+    with pytest.raises(ValueError):
+        make_sampler(-1.0)
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("weights")
+    mx.random.seed(0)
+    save(MEGABYTE(CONFIGS["2-stage"]), folder / "weights" / "demo")
+    return folder
+
+
+def test_cli_generates_reproducibly_and_reads_stdin(weights_dir):
+    args = ["-m", "mlx_megabyte.generate", "--model", str(weights_dir / "weights" / "demo"), "--max-tokens", "30",
+            "--seed", "3", "--temp", "1.0"]
+    first = run(*args, "--prompt", "Once upon")
+    second = run(*args, "--prompt", "-", input="Once upon")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout and first.stdout.startswith("Once upon")
+    verbose = run(*args, "--prompt", "Hi", "--verbose", "--num-samples", "2")
+    assert verbose.stdout.count("--- sample") == 2 and "bytes/s" in verbose.stderr
+
+
+def test_cli_finds_the_newest_weights_and_fails_clearly(weights_dir, tmp_path):
+    env = {"PYTHONPATH": str(ROOT)}
+    found = _run_in(weights_dir, ["-m", "mlx_megabyte.generate", "--prompt", "A", "--max-tokens", "5"], env)
+    assert found.returncode == 0, found.stderr
+    one_line_error(_run_in(tmp_path, ["-m", "mlx_megabyte.generate"], env), "no weights under weights/")
+    one_line_error(run("-m", "mlx_megabyte.generate", "--model", "someone/megabyte-demo",
+                       env={"HF_HOME": str(tmp_path / "hf")}), "cannot reach the Hugging Face hub", "someone/megabyte-demo")
+    one_line_error(run("-m", "mlx_megabyte.generate", "--model", str(weights_dir / "weights" / "demo"),
+                       "--top-p", "2"), "top_p")
+
+
+def _run_in(cwd, args, env):
+    import subprocess
+
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=120)
+
+
+def test_repl_answers_and_exits_on_ctrl_d(weights_dir):
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(sys.executable, ["-m", "mlx_megabyte.generate", "--interactive", "--model",
+                                           str(weights_dir / "weights" / "demo"), "--seed", "1", "--max-tokens", "40"],
+                          cwd=str(ROOT), encoding="utf-8", timeout=60)
+    child.expect("> ")
+    child.sendline("/temp 0")
+    child.expect("temp 0.0")
+    child.expect("> ")
+    child.sendline("Once upon a time")
+    child.expect(r"Once upon a time.*\[\d+ bytes, prompt \d+ bytes")
+    child.expect("> ")
+    child.sendline("/length 100000")
+    child.expect("> ")
+    child.sendline("Long")
+    child.expect("Long")
+    child.sendintr()  # Ctrl-C stops the story, not the REPL
+    child.expect(r"\[stopped\]")
+    child.expect("> ")
+    child.sendline("/bogus")
+    child.expect("unknown command")
+    child.expect("> ")
+    child.sendeof()  # Ctrl-D
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_instruct_prompt_layout():
+    from mlx_megabyte.generate import instruct_prompt
+
+    assert instruct_prompt("Dialogue", "cat, ball, red", "A cat plays.") == (
+        "Features: Dialogue\nWords: cat, ball, red\nSummary: A cat plays.\nStory: \n\n"
+    )
+    assert instruct_prompt(words="dog") == "Words: dog\nStory: \n\n"
