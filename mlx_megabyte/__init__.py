@@ -1,18 +1,19 @@
 """mlx-megabyte: MEGABYTE byte-level hierarchical transformers in MLX.
 
-Importing the package first preloads a system OpenBLAS on Linux (see `blas.py`), which must happen
-before `mlx.core` is imported anywhere in the process.
+Importing the package first tunes Linux CPUs (see `cpu.py`): it preloads a system OpenBLAS, which must
+happen before `mlx.core` is imported anywhere in the process, and keeps glibc from unmapping freed memory.
 """
 
 from __future__ import annotations
 
 import sys
 
-from . import blas
+from . import cpu
 
 __version__ = "0.1.0"
 
-blas.preload()
+cpu.preload()
+cpu.tune_allocator()
 
 
 class MLXUnavailable(ImportError):

@@ -10,7 +10,7 @@ import argparse
 import platform
 import time
 
-from . import __version__, blas
+from . import __version__, cpu
 from .errors import cli
 
 
@@ -31,7 +31,7 @@ def matmul_gflops(n: int = 2048, repeats: int = 3) -> float:
 def describe() -> dict[str, str]:
     import mlx.core as mx
 
-    provider = blas.sgemm_provider()
+    provider = cpu.sgemm_provider()
     if platform.system() == "Darwin":
         matmul = "Accelerate / Metal"
     elif provider:
@@ -44,10 +44,11 @@ def describe() -> dict[str, str]:
         "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.machine()}",
         "device": str(mx.default_device()),
-        "blas preload": blas.status,
+        "blas preload": cpu.status,
+        "allocator": cpu.allocator_status,
         "cblas_sgemm from": matmul,
     }
-    if config := blas.openblas_config():
+    if config := cpu.openblas_config():
         info["openblas"] = config
     return info
 

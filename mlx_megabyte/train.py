@@ -117,11 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--keep-checkpoints", type=int, default=DEFAULT_KEEP_CHECKPOINTS, help="newest checkpoints kept")
     report.add_argument("--save-path", help="run directory (default: weights/<preset>-<data>)")
     report.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --save-path")
+    report.add_argument("--init-from", help="start from these weights (a weights or run directory; e.g. to "
+                        "instruct-tune a pretrained model); the model flags are taken from them")
     report.add_argument("--quiet", action="store_true", help="no progress bar; one line per evaluation")
     return parser
 
 
 def model_config(args) -> ModelConfig:
+    if args.init_from:
+        from .weights import locate, read_config
+
+        config, _ = read_config(locate(args.init_from))
+        return config
     overrides = {
         field: getattr(args, field)
         for field in ("dim", "depth", "max_seq_len", "num_tokens", "dim_head", "heads", "ff_mult",
@@ -395,6 +402,14 @@ def run(args, console) -> dict:
                           console=console if chief else None)
     trainer = Trainer(args, config, corpus, group, console)
     resumed_from = trainer.resume() if args.resume else None
+    if args.init_from and not resumed_from:
+        from .weights import load_weights, locate, read_safetensors, WEIGHTS_FILE
+
+        source = locate(args.init_from)
+        load_weights(trainer.model, read_safetensors(source / WEIGHTS_FILE), source=source)
+        if args.dtype == "bfloat16":
+            trainer.model.set_dtype(mx.bfloat16)
+        say(f"initialised from {source}")
     if chief:
         Path(args.save_path).mkdir(parents=True, exist_ok=True)
         say(f"model: {trainer.model.num_parameters():,} parameters, {config.stages} stages, dim {config.dim}, "

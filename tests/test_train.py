@@ -156,3 +156,14 @@ def test_bad_flags_give_one_line(tmp_path, cache):
     one_line_error(run_command(*common, "--preset", "tiny", "--depth", "2,2,2"), "depth has 3 stages but max_seq_len has 2")
     one_line_error(run_command(*common, "--preset", "tiny", "--data", "builtin", "--builtin-mb", "0.4", "--resume"),
                    "no checkpoint")
+
+
+def test_init_from_starts_instruct_tuning_from_pretrained_weights(tmp_path, cache):
+    train(tmp_path, cache, "--iters", "60", "--steps-per-eval", "60", "--learning-rate", "2e-3", name="base")
+    summary, output = train(tmp_path, cache, "--data", "builtin-instruct", "--init-from", str(tmp_path / "base"),
+                            "--iters", "2", "--steps-per-eval", "2", name="instruct")
+    first = losses(tmp_path / "instruct")[1]
+    fresh = losses(tmp_path / "base")[1]
+    assert first < fresh - 1.0, (first, fresh)  # the pretrained model already knows stories
+    assert "initialised from" in output
+    assert load(tmp_path / "instruct" / "best").config == load(tmp_path / "base" / "best").config

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from mlx_megabyte import blas
+from mlx_megabyte import cpu
 from mlx_megabyte.info import matmul_gflops
 
 from .helpers import one_line_error, run
@@ -15,10 +15,10 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="th
 
 @linux_only
 def test_openblas_serves_mlx_matmuls():
-    assert blas.status.startswith("preloaded"), (
-        f"{blas.status}: install the system OpenBLAS (apt-get install libopenblas0-pthread)"
+    assert cpu.status.startswith("preloaded"), (
+        f"{cpu.status}: install the system OpenBLAS (apt-get install libopenblas0-pthread)"
     )
-    assert "openblas" in (blas.sgemm_provider() or "").lower()
+    assert "openblas" in (cpu.sgemm_provider() or "").lower()
     # The reference BLAS of mlx[cpu] manages ~4 GFLOP/s here, OpenBLAS 100+; 25 leaves room for noise.
     assert matmul_gflops(1024) > 25
 
@@ -47,3 +47,12 @@ def test_missing_mlx_gives_one_clear_line(tmp_path):
     (tmp_path / "mlx" / "core.py").write_text("raise ImportError('libmlx.so: cannot open shared object file')\n")
     result = run("-m", "mlx_megabyte.info", env={"PYTHONPATH": str(tmp_path)})
     one_line_error(result, "MLX could not be imported", 'mlx[cpu]')
+
+
+@linux_only
+def test_importing_mlx_first_warns_about_the_slow_blas():
+    result = run("-W", "always", "-c", "import mlx.core; import mlx_megabyte; from mlx_megabyte import cpu; print(cpu.status)",
+                 env={"MLX_MEGABYTE_NO_BLAS_PRELOAD": ""})
+    assert result.returncode == 0, result.stderr
+    assert "skipped: mlx.core was imported before mlx_megabyte" in result.stdout
+    assert "RuntimeWarning" in result.stderr and "import mlx_megabyte first" in result.stderr
