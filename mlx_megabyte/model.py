@@ -26,69 +26,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .config import ModelConfig
-
-
-# GELU. torch's nn.GELU() is x * Phi(x) with the exact erf. MLX's erf (and exp) run a scalar libm call
-# per element on CPUs, and GELU was half of the 40m model's forward time. So erf(x / sqrt 2) comes from
-# Abramowitz & Stegun 7.1.28, erf(z) = 1 - P(z)^-16 for z >= 0 with P a degree-6 polynomial, max error
-# 1.7e-6 in float32 (GELU: 1e-6), far inside the 1e-4 logit parity with megabyte-pytorch. It needs only
-# multiplies, adds and one division. Written as three small compiled kernels, each a memory-bound loop
-# (~4 ms per 9.4M elements here): one deep fused graph was four times slower, as MLX splits it badly,
-# and a Horner polynomial's dependency chain was four times slower than this Estrin form. The gradient
-# is written out rather than traced through the polynomial.
-_SQRT_HALF = 0.7071067811865476
-# A&S coefficients a_k times (1 / sqrt 2)^k, so that P takes |x| directly.
-_B = tuple(a * _SQRT_HALF ** k for k, a in enumerate(
-    (0.0705230784, 0.0422820123, 0.0092705272, 0.0001520143, 0.0002765672, 0.0000430638), 1))
-
-
-@mx.compile
-def _erf_polynomial(x):  # P(|x|)
-    b1, b2, b3, b4, b5, b6 = _B
-    u = mx.abs(x)
-    u2 = u * u
-    return (1 + b1 * u) + u2 * ((b2 + b3 * u) + u2 * ((b4 + b5 * u) + u2 * b6))
-
-
-@mx.compile
-def _erf_polynomial_slope(x):  # P'(|x|)
-    b1, b2, b3, b4, b5, b6 = _B
-    u = mx.abs(x)
-    u2 = u * u
-    return (b1 + 2 * b2 * u) + u2 * ((3 * b3 + 4 * b4 * u) + u2 * (5 * b5 + 6 * b6 * u))
-
-
-@mx.compile
-def _inverse_16th_power(p):  # p >= 1; p^16 overflowing to inf gives 0, i.e. erf = +-1 exactly
-    p2 = p * p
-    p4 = p2 * p2
-    p8 = p4 * p4
-    return 1 / (p8 * p8)
-
-
-@mx.compile
-def _gelu_from(x, inverse):  # x * (1 + erf) / 2 = (x + |x| (1 - P^-16)) / 2
-    return 0.5 * (x + mx.abs(x) * (1 - inverse))
-
-
-@mx.compile
-def _gelu_slope_from(x, inverse, p, slope, cotangent):  # Phi(x) + x phi(x), from P, P' and P^-16
-    sign = mx.where(x < 0, -1.0, 1.0)
-    return cotangent * (0.5 + 0.5 * sign * (1 - inverse) + 8 * x * slope * inverse / p)
-
-
-@mx.custom_function
-def gelu(x):
-    return _gelu_from(x, _inverse_16th_power(_erf_polynomial(x)))
-
-
-@gelu.vjp
-def _gelu_vjp(x, cotangent, output):  # with one input, MLX passes the array itself, not a tuple
-    # Recompute from x only once the cotangent exists: otherwise MLX may schedule every layer's
-    # recomputation as soon as the forward pass ends, all alive at once (+0.8 GB for the 40m model).
-    x = mx.depends(x, cotangent)
-    p = _erf_polynomial(x)
-    return _gelu_slope_from(x, _inverse_16th_power(p), p, _erf_polynomial_slope(x), cotangent)
+from .kernels import attention, gelu
 
 
 def token_shift(x: mx.array, previous: mx.array | None = None) -> mx.array:
@@ -148,22 +86,9 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
 
-        if self.training and self.dropout > 0:
-            out = self._attention_with_dropout(q, k, v)
-        else:
-            # "causal" aligns the mask bottom-right, so cached queries see every earlier key.
-            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask="causal")
+        dropout = self.dropout if self.training else 0.0
+        out = attention(q, k, v, self.scale, dropout)
         return self.out(out.transpose(0, 2, 1, 3).reshape(N, T, -1))
-
-    def _attention_with_dropout(self, q, k, v):
-        # lucidrains drops attention probabilities, which the fused kernel cannot do.
-        scores = (q * self.scale) @ k.transpose(0, 1, 3, 2)
-        T, S = scores.shape[-2:]
-        visible = mx.arange(S)[None] <= mx.arange(T)[:, None] + (S - T)
-        probs = mx.softmax(mx.where(visible, scores, -mx.inf), axis=-1)
-        keep = mx.random.bernoulli(1 - self.dropout, probs.shape)
-        return (probs * keep / (1 - self.dropout)) @ v
-
 
 class FeedForward(nn.Module):
     """Pre-norm GELU MLP (torch's erf-based nn.GELU(), see `gelu`)."""

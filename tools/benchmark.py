@@ -279,7 +279,8 @@ def main():
     parser.add_argument("--tasks", default="train,forward,generate", help="comma-separated: train, forward, generate")
     parser.add_argument("--batch", type=int, default=4, help="sequences per step (train, forward)")
     parser.add_argument("--steps", type=int, default=3, help="measured steps per process")
-    parser.add_argument("--warmup", type=int, default=1, help="unmeasured steps per process (compilation)")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="unmeasured steps per process (compilation, and the allocator settling)")
     parser.add_argument("--rounds", type=int, default=2, help="processes per implementation, alternating")
     parser.add_argument("--prompt-bytes", type=int, default=1024, help="generate: prompt length")
     parser.add_argument("--new-bytes", type=int, default=512, help="generate: bytes to generate")

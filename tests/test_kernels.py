@@ -1,0 +1,83 @@
+"""The fast CPU kernels equal the exact functions within ~1e-6, gradients included."""
+
+import math
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from mlx_megabyte.kernels import _exp_nonpositive, attention, gelu, softmax
+
+XS = np.linspace(-12, 12, 20001)
+
+
+def exact_gelu(x):
+    return np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x])
+
+
+def exact_gelu_slope(x):
+    return np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) + v * math.exp(-v * v / 2) / math.sqrt(2 * math.pi) for v in x])
+
+
+def test_gelu_and_its_gradient_match_the_exact_erf_form():
+    x = mx.array(XS.astype(np.float32))
+    assert np.abs(np.array(gelu(x)) - exact_gelu(XS)).max() < 2e-6
+    weights = np.random.default_rng(0).normal(size=XS.shape).astype(np.float32)
+    grad = mx.grad(lambda v: (gelu(v) * mx.array(weights)).sum())(x)
+    assert np.abs(np.array(grad) / weights - exact_gelu_slope(XS)).max() < 1e-5
+    # inside a compiled function and under value_and_grad, as in training
+    f = mx.compile(mx.value_and_grad(lambda v: (gelu(v) * v).sum()))
+    value, g = f(x)
+    assert abs(value.item() - float((exact_gelu(XS) * XS).sum())) / abs(value.item()) < 1e-5
+    assert np.abs(np.array(g) - (exact_gelu_slope(XS) * XS + exact_gelu(XS))).max() < 1e-4
+    # saturation: far tails are exactly x and 0
+    big = np.array(gelu(mx.array([1e30, -1e30, 40.0, -40.0])))
+    assert big.tolist() == np.array([1e30, 0.0, 40.0, 0.0], dtype=np.float32).tolist()
+
+
+def test_exp_for_softmax():
+    x = np.linspace(-80, 0, 100001).astype(np.float32)
+    relative = np.abs(np.array(_exp_nonpositive(mx.array(x))) / np.exp(x.astype(np.float64)) - 1)
+    assert relative.max() < 1e-6
+    assert np.array(_exp_nonpositive(mx.array([-1e30, -3e38])))[0] < 1e-37
+
+
+def test_softmax_and_its_gradient():
+    scores = mx.random.normal((3, 5, 17), key=mx.random.key(0)) * 8
+    assert mx.abs(softmax(scores) - mx.softmax(scores, axis=-1, precise=True)).max().item() < 1e-6
+    cotangent = mx.random.normal(scores.shape, key=mx.random.key(1))
+    ours = mx.vjp(softmax, [scores], [cotangent])[1][0]
+    theirs = mx.vjp(lambda s: mx.softmax(s, axis=-1, precise=True), [scores], [cotangent])[1][0]
+    assert mx.abs(ours - theirs).max().item() < 1e-5
+
+
+def naive_attention(q, k, v, scale):
+    T, S = q.shape[2], k.shape[2]
+    scores = np.einsum("nhtd,nhsd->nhts", q, k) * scale
+    mask = np.arange(S)[None] <= np.arange(T)[:, None] + (S - T)
+    scores = np.where(mask, scores, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return np.einsum("nhts,nhsd->nhtd", probs, v)
+
+
+def test_attention_is_causal_and_aligned_for_cached_queries():
+    rng = np.random.default_rng(2)
+    for T, S in ((9, 9), (1, 9), (3, 7), (257, 257)):
+        q = rng.normal(size=(2, 3, T, 8)).astype(np.float32)
+        k = rng.normal(size=(2, 3, S, 8)).astype(np.float32)
+        v = rng.normal(size=(2, 3, S, 8)).astype(np.float32)
+        got = np.array(attention(mx.array(q), mx.array(k), mx.array(v), 0.35))
+        assert np.abs(got - naive_attention(q, k, v, 0.35)).max() < 1e-5, (T, S)
+        fused = mx.fast.scaled_dot_product_attention(mx.array(q), mx.array(k), mx.array(v), scale=0.35, mask="causal")
+        assert np.abs(got - np.array(fused)).max() < 1e-5
+
+
+def test_attention_dropout_keeps_the_expectation():
+    q = mx.zeros((1, 1, 4, 2))  # uniform attention over the visible keys
+    v = mx.ones((1, 1, 4, 2))
+    mx.random.seed(0)
+    samples = mx.stack([attention(q, q, v, 1.0, dropout=0.5) for _ in range(400)])
+    assert abs(mx.mean(samples).item() - 1.0) < 0.05
+    assert nn.Dropout  # dropout is only applied when asked for:
+    assert mx.array_equal(attention(q, q, v, 1.0), v)
