@@ -121,6 +121,17 @@ def sgemm_provider() -> str | None:
     return info.dli_fname.decode(errors="replace")
 
 
+def set_blas_threads(count: int) -> bool:
+    """Set OpenBLAS's thread count, if OpenBLAS serves MLX; False otherwise."""
+    try:
+        function = ctypes.CDLL(None).openblas_set_num_threads
+    except (OSError, AttributeError):
+        return False
+    function.argtypes = [ctypes.c_int]
+    function(max(1, count))
+    return True
+
+
 def openblas_config() -> str | None:
     """OpenBLAS's own description (version, kernel, threads) if it is loaded, else None."""
     try:

@@ -10,6 +10,7 @@ must learn where a story ends. Bytes 0 and 3 are removed from documents.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -279,21 +280,36 @@ def prepare(
 
     directory = cache_dir / f"{_slug(data)}-{cache_key(identity)}"
     train_path, val_path, meta_path = directory / "train.bin", directory / "val.bin", directory / "meta.json"
-    if not meta_path.is_file():
-        directory.mkdir(parents=True, exist_ok=True)
-        for split in ("train", "val"):
-            if split in produce:
-                _encode_with_progress(split, data, produce[split], directory / f"{split}.bin", console)
-        if "val" not in produce:
-            split_tail(train_path, val_path, held_out)
-        meta = {**identity, "data": data, "train_bytes": train_path.stat().st_size, "val_bytes": val_path.stat().st_size}
-        meta_path.write_text(json.dumps(meta, indent=2))  # written last: marks the cache complete
+    directory.mkdir(parents=True, exist_ok=True)
+    with _exclusive(directory / ".lock"):  # two trainings (or ranks) on one machine encode it once
+        if not meta_path.is_file():
+            for split in ("train", "val"):
+                if split in produce:
+                    _encode_with_progress(split, data, produce[split], directory / f"{split}.bin", console)
+            if "val" not in produce:
+                split_tail(train_path, val_path, held_out)
+            meta = {**identity, "data": data, "train_bytes": train_path.stat().st_size,
+                    "val_bytes": val_path.stat().st_size}
+            meta_path.write_text(json.dumps(meta, indent=2))  # written last: marks the cache complete
     return Corpus(
         train=np.memmap(train_path, dtype=np.uint8, mode="r"),
         val=np.memmap(val_path, dtype=np.uint8, mode="r"),
         source=data,
         directory=directory,
     )
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """Hold an exclusive lock on `path` (released by the OS if the process dies)."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _encode_with_progress(split, name, documents, path, console):

@@ -24,7 +24,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 
-from . import checkpoint, data
+from . import checkpoint, data, distributed
 from .config import PRESETS, ModelConfig
 from .errors import UserError, cli
 from .model import MEGABYTE, loss_fn
@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--init-from", help="start from these weights (a weights or run directory; e.g. to "
                         "instruct-tune a pretrained model); the model flags are taken from them")
     report.add_argument("--quiet", action="store_true", help="no progress bar; one line per evaluation")
+    parser.add_argument("--distributed-timeout", type=float, default=distributed.DEFAULT_TIMEOUT,
+                        help="with several ranks: seconds without progress after which a rank gives up "
+                        "(another rank died or cannot connect)")
     return parser
 
 
@@ -213,7 +216,7 @@ class Trainer:
 
     def __init__(self, args, config: ModelConfig, corpus: data.Corpus, group, console):
         self.args, self.config, self.corpus, self.console = args, config, corpus, console
-        self.rank, self.world = group.rank(), group.size()
+        self.group, self.rank, self.world = group, group.rank(), group.size()
         self.run_dir = Path(args.save_path)
         mx.random.seed(args.seed)
         self.model = MEGABYTE(config)
@@ -272,11 +275,13 @@ class Trainer:
         """Mean loss (nats per counted byte) over the fixed validation windows of this run."""
         self.model.eval()
         total, counted = mx.array(0.0), mx.array(0)
+        windows = self.eval_windows[self.rank :: self.world]  # each rank its share
         batch = self.args.batch_size
-        for start in range(0, len(self.eval_windows), batch):
-            loss, count = self._evaluate(mx.array(self.eval_windows[start : start + batch]))
+        for start in range(0, len(windows), batch):
+            loss, count = self._evaluate(mx.array(windows[start : start + batch]))
             total, counted = total + loss, counted + count
             mx.eval(total, counted)
+        total, counted = distributed.total([total, counted.astype(mx.float32)], self.group)
         self.model.train()
         return (total / mx.maximum(counted, 1)).item()
 
@@ -391,15 +396,21 @@ def run(args, console) -> dict:
 
     check_args(args)
     config = model_config(args)
-    group = mx.distributed.init()
-    rank = group.rank()
-    chief = rank == 0
+    group, watchdog = distributed.init(args.distributed_timeout)
+    beat = watchdog.beat if watchdog else (lambda activity: None)
+    chief = group.rank() == 0
     say = console.print if chief else (lambda *a, **k: None)
     if args.save_path is None:
         args.save_path = str(Path("weights") / f"{args.preset}-{data._slug(args.data)}")
 
+    # Local work, which cannot hang on another rank: the watchdog waits until the barrier after it.
+    if watchdog:
+        watchdog.beat("preparing the data", timeout=float("inf"))
     corpus = data.prepare(args.data, args.val_data, args.val_fraction, args.cache_dir, args.builtin_mb,
                           console=console if chief else None)
+    if watchdog:
+        beat("waiting for the other ranks to prepare the data")
+        distributed.barrier(group)
     trainer = Trainer(args, config, corpus, group, console)
     resumed_from = trainer.resume() if args.resume else None
     if args.init_from and not resumed_from:
@@ -434,6 +445,7 @@ def run(args, console) -> dict:
             batch = trainer.next_batch()
             while trainer.step < args.iters:
                 tic = time.perf_counter()
+                beat(f"training step {trainer.step + 1}")
                 loss, grad_norm = trainer.train_step(batch)
                 mx.async_eval(loss, grad_norm, trainer.model.parameters(), trainer.optimizer.state)
                 batch = trainer.next_batch()  # prepared while the step runs
@@ -461,6 +473,7 @@ def run(args, console) -> dict:
 
                 final = trainer.step == args.iters
                 if trainer.step % args.steps_per_eval == 0 or final:
+                    beat(f"evaluating at step {trainer.step}")
                     val_loss = trainer.validation_loss()
                     val_bpb = val_loss / LN2
                     improved = val_bpb < trainer.best_bpb
@@ -478,9 +491,17 @@ def run(args, console) -> dict:
                     last_saved = trainer.step
                 if stop.requested:
                     break
+    except RuntimeError as error:
+        if trainer.world == 1:
+            raise
+        # A collective failed because a peer went away (the ring backend reports a broken connection).
+        raise UserError(f"rank {trainer.rank}: lost contact with another rank ({str(error).splitlines()[0]}); "
+                        "checkpoints written so far are intact") from None
     finally:
         stop.restore()
         metrics.close()
+        if watchdog:
+            watchdog.stop()
     summary.update(step=trainer.step, seconds=time.perf_counter() - start_time, run_dir=str(trainer.run_dir))
     if stop.requested:
         if trainer.step != last_saved:
