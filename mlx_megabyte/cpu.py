@@ -37,10 +37,8 @@ allocator_status = "not attempted"
 def preload() -> str:
     """Load a system OpenBLAS with RTLD_GLOBAL if this is Linux and one is installed; return a status line."""
     global status
-    if not sys.platform.startswith("linux"):
-        status = "not needed on this platform"
-    elif _is_opted_out(OPT_OUT_VARIABLE):
-        status = f"disabled by {OPT_OUT_VARIABLE}"
+    if skipped := _skip_reason(OPT_OUT_VARIABLE):
+        status = skipped
     elif "mlx.core" in sys.modules:
         status = "skipped: mlx.core was imported before mlx_megabyte"
         # Too late: libmlx.so bound its BLAS symbols when it was loaded. A ~35x slower matmul deserves
@@ -70,10 +68,8 @@ def preload() -> str:
 def tune_allocator() -> str:
     """Keep freed memory in glibc's heap for reuse instead of unmapping it (see the module docstring)."""
     global allocator_status
-    if not sys.platform.startswith("linux"):
-        allocator_status = "not needed on this platform"
-    elif _is_opted_out(ALLOCATOR_OPT_OUT_VARIABLE):
-        allocator_status = f"disabled by {ALLOCATOR_OPT_OUT_VARIABLE}"
+    if skipped := _skip_reason(ALLOCATOR_OPT_OUT_VARIABLE):
+        allocator_status = skipped
     else:
         try:
             mallopt = ctypes.CDLL(None).mallopt
@@ -86,8 +82,13 @@ def tune_allocator() -> str:
     return allocator_status
 
 
-def _is_opted_out(variable: str) -> bool:
-    return os.environ.get(variable, "") not in ("", "0")
+def _skip_reason(opt_out_variable: str) -> str | None:
+    """Why a Linux-only tuning does not apply here, or None if it does."""
+    if not sys.platform.startswith("linux"):
+        return "not needed on this platform"
+    if os.environ.get(opt_out_variable, "") not in ("", "0"):
+        return f"disabled by {opt_out_variable}"
+    return None
 
 
 class _DlInfo(ctypes.Structure):

@@ -226,7 +226,8 @@ def quantize(model, bits: int, group_size: int = 64):
 def load_for_generation(args):
     from .weights import load, locate
 
-    model = load(locate(args.model))
+    on_cpu = mx.default_device() == mx.cpu
+    model = load(locate(args.model), dtype=mx.float32 if on_cpu else None)
     if args.quantize:
         quantize(model, args.quantize)
     return model

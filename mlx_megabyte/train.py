@@ -483,7 +483,8 @@ def run(args, console) -> dict:
                     say(f"step {trainer.step}: train loss {loss_value:.4f}, validation loss {val_loss:.4f} "
                         f"({val_bpb:.4f} bits per byte){' *' if improved else ''}")
                     if improved and chief:
-                        checkpoint.save_best(trainer.run_dir, trainer.model, {"step": trainer.step, "val_bpb": val_bpb})
+                        checkpoint.save_best(trainer.run_dir, trainer.model,
+                                             {"step": trainer.step, "val_bpb": val_bpb, "data": corpus.source})
                 if args.steps_per_sample and (trainer.step % args.steps_per_sample == 0 or final) and chief:
                     say(f"[dim]sample at step {trainer.step}:[/dim] {trainer.sample()!r}", markup=True, highlight=False)
                 if trainer.step % args.steps_per_save == 0 or final:

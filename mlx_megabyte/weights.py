@@ -122,11 +122,17 @@ def locate(spec: str | None, root: str | Path = "weights") -> Path:
     raise UserError(f"no weights directory at {spec}")
 
 
-def load(path: str | Path) -> MEGABYTE:
-    """Read a weights directory written by `save` (or `tools/convert_from_torch.py`)."""
+def load(path: str | Path, dtype: mx.Dtype | None = None) -> MEGABYTE:
+    """Read a weights directory written by `save` (or `tools/convert_from_torch.py`), in eval mode.
+
+    The stored dtype is kept unless `dtype` is given (half-precision weights run faster as float32 on
+    CPUs, where half-precision matmuls bypass BLAS).
+    """
     config, _ = read_config(path)
     model = MEGABYTE(config)
     load_weights(model, read_safetensors(Path(path) / WEIGHTS_FILE), source=Path(path) / WEIGHTS_FILE)
+    if dtype is not None:
+        model.set_dtype(dtype)
     model.eval()
     return model
 

@@ -1,0 +1,123 @@
+"""`python -m mlx_megabyte.evaluate`: exact bits per byte of a model on a source.
+
+    python -m mlx_megabyte.evaluate --model weights/40m-tinystories/best --data tinystories
+    python -m mlx_megabyte.evaluate --model weights/converted --data held_out.txt --json
+
+The source's bytes are cut into consecutive windows of the model's context (the last one shorter) and
+every byte is scored once, exactly as megabyte-pytorch's `forward(window, return_loss=True)` scores it:
+the first byte of each window from the start token, the rest from what precedes them in the window. The
+result is the mean over all counted bytes (pad_id bytes are not counted), so it is deterministic and
+does not depend on the batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import mlx.core as mx
+import numpy as np
+
+from . import data
+from .errors import UserError, cli
+from .model import loss_fn
+
+
+def windows(streams: list[np.ndarray], length: int):
+    """Consecutive windows of `length` bytes over the concatenated streams (the last may be shorter)."""
+    whole = streams[0] if len(streams) == 1 else np.concatenate(streams)
+    for start in range(0, len(whole), length):
+        yield whole[start : start + length]
+
+
+def evaluate(model, streams: list[np.ndarray], batch_size: int = 8, progress=None) -> dict:
+    """Loss (nats per counted byte), bits per byte and counts over every byte of `streams`."""
+    length = model.config.context_length
+    pad = model.config.pad_id
+    total, counted, scored = 0.0, 0, 0
+
+    @mx.compile
+    def summed_loss(ids):
+        count = mx.sum(ids != pad)
+        return loss_fn(model, ids) * count, count
+
+    pending = []
+
+    def flush():
+        nonlocal total, counted
+        if pending:
+            loss, count = summed_loss(mx.array(np.stack(pending)))
+            total += loss.item()
+            counted += int(count.item())
+            pending.clear()
+
+    for window in windows(streams, length):
+        if len(window) < length:  # the tail has its own shape: score it alone
+            flush()
+            pending.append(window)
+            flush()
+        else:
+            pending.append(window)
+            if len(pending) == batch_size:
+                flush()
+        scored += len(window)
+        if progress:
+            progress(scored)
+    flush()
+    if counted == 0:
+        raise UserError("the source holds no bytes to score")
+    loss = total / counted
+    return {"loss": loss, "bpb": loss / math.log(2), "bytes": scored, "counted_bytes": counted}
+
+
+@cli
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="weights directory, run directory or Hugging Face repo (default: newest under weights/)")
+    parser.add_argument("--data", required=True,
+                        help="tinystories, tinystories-instruct, builtin, builtin-instruct (their validation split), "
+                        "or a local .txt/.jsonl/.parquet file, directory or glob (all of it)")
+    parser.add_argument("--split", choices=("validation", "train", "all"),
+                        help="which part to score (default: validation for named sources, all for local files)")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (does not change the result)")
+    parser.add_argument("--cache-dir", help="where encoded data is kept")
+    parser.add_argument("--quantize", type=int, choices=(4, 8), help="score the model quantized as generate --quantize does")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .weights import load, locate
+
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    path = locate(args.model)
+    model = load(path, dtype=mx.float32)  # score in full precision whatever the stored dtype
+    if args.quantize:
+        from .generate import quantize
+
+        quantize(model, args.quantize)
+    console = Console(stderr=True)
+    named = args.data in data.HUB_DATASETS or args.data in data.BUILTIN
+    corpus = data.prepare(args.data, cache_dir=args.cache_dir, console=console, val_fraction=0.05)
+    split = args.split or ("validation" if named else "all")
+    streams = {"validation": [corpus.val], "train": [corpus.train], "all": [corpus.train, corpus.val]}[split]
+    size = sum(len(s) for s in streams)
+    columns = (TextColumn("scoring"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True, disable=args.json) as progress:
+        task = progress.add_task("score", total=size)
+        result = evaluate(model, streams, args.batch_size, lambda n: progress.update(task, completed=n))
+    result = {"model": str(path), "data": args.data, "split": split, "quantize": args.quantize, **result}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['bpb']:.4f} bits per byte (loss {result['loss']:.4f} nats) over {result['bytes']:,} bytes "
+              f"of {args.data} ({split})")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
