@@ -21,7 +21,6 @@ Parameter names are our own; `convert.py` maps them to and from lucidrains' name
 
 from __future__ import annotations
 
-
 import mlx.core as mx
 import mlx.nn as nn
 
@@ -90,6 +89,7 @@ class Attention(nn.Module):
         out = attention(q, k, v, self.scale, dropout)
         return self.out(out.transpose(0, 2, 1, 3).reshape(N, T, -1))
 
+
 class FeedForward(nn.Module):
     """Pre-norm GELU MLP (torch's erf-based nn.GELU(), see `gelu`)."""
 
@@ -123,11 +123,25 @@ class Transformer(nn.Module):
         super().__init__()
         self.layers = [Block(config, dims) for _ in range(depth)]
         self.norm = RMSNorm(dims)
+        self.grad_checkpoint = False  # recompute each block in the backward pass instead of storing it
 
     def __call__(self, x, cache=None):
         for i, layer in enumerate(self.layers):
-            x = layer(x, None if cache is None else cache[i])
+            if self.grad_checkpoint and cache is None:
+                x = _checkpointed(layer, x)
+            else:
+                x = layer(x, None if cache is None else cache[i])
         return self.norm(x)
+
+
+def _checkpointed(layer: nn.Module, x: mx.array) -> mx.array:
+    """layer(x), keeping only x for the backward pass, which runs the layer again."""
+
+    def run(parameters, x):
+        layer.update(parameters)
+        return layer(x)
+
+    return mx.checkpoint(run)(layer.trainable_parameters(), x)
 
 
 class PatchEmbedding(nn.Module):
@@ -235,6 +249,11 @@ class MEGABYTE(nn.Module):
         if include_start:
             body = mx.concatenate([x[:, 0, :1], body], axis=1)
         return self.to_logits(body)
+
+    def set_grad_checkpoint(self, enabled: bool = True) -> None:
+        """Trade compute for memory in training: activations inside each block are recomputed."""
+        for stage in self.stages:
+            stage.transformer.grad_checkpoint = enabled
 
     def make_cache(self, batch_size: int = 1):
         """A decoding state for incremental generation (see cache.py)."""

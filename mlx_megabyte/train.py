@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY)
     train.add_argument("--grad-clip", type=float, default=DEFAULT_GRAD_CLIP, help="max gradient norm (0 = off)")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--grad-checkpoint", action="store_true",
+                       help="recompute activations in the backward pass: less memory, ~a third more compute")
     train.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                        help="parameter dtype (use float32 on CPUs: bfloat16 matmuls skip BLAS there)")
 
@@ -222,6 +224,7 @@ class Trainer:
         self.model = MEGABYTE(config)
         if args.dtype == "bfloat16":
             self.model.set_dtype(mx.bfloat16)
+        self.model.set_grad_checkpoint(args.grad_checkpoint)
         self.optimizer = AdamW(learning_rate=learning_rate_schedule(args), weight_decay=args.weight_decay)
         self.optimizer.init(self.model.trainable_parameters())
         length = config.context_length

@@ -240,3 +240,23 @@ def test_instruct_prompt_layout():
         "Features: Dialogue\nWords: cat, ball, red\nSummary: A cat plays.\nStory: \n\n"
     )
     assert instruct_prompt(words="dog") == "Words: dog\nStory: \n\n"
+
+
+def test_instruct_repl_asks_for_the_fields(weights_dir):
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(sys.executable, ["-m", "mlx_megabyte.generate", "--interactive", "--instruct", "--model",
+                                           str(weights_dir / "weights" / "demo"), "--max-tokens", "20"],
+                          cwd=str(ROOT), encoding="utf-8", timeout=60)
+    child.expect("features> ")
+    child.sendline("Dialogue")
+    child.expect("words> ")
+    child.sendline("cat, ball, red")
+    child.expect("summary> ")
+    child.sendline("A cat finds a ball.")
+    child.expect(r"Features: Dialogue\r?\nWords: cat, ball, red\r?\nSummary: A cat finds a ball.\r?\nStory: ")
+    child.expect(r"\[\d+ bytes")
+    child.expect("features> ")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0

@@ -128,3 +128,16 @@ def test_causality(name):
         assert np.array_equal(out[:, : t + 1], base[:, : t + 1]), t
         if t + 1 < context:
             assert not np.allclose(out[:, t + 1 :], base[:, t + 1 :]), t
+
+
+def test_gradient_checkpointing_changes_memory_not_gradients():
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+
+    _, model = torch_and_mlx(seed=8, **CONFIGS["3-stage-vocab-300"])
+    ids = mx.array(random_ids(np.random.default_rng(9), 2, model.config.context_length, 300))
+    plain = dict(tree_flatten(nn.value_and_grad(model, loss_fn)(model, ids)[1]))
+    model.set_grad_checkpoint(True)
+    checkpointed = dict(tree_flatten(nn.value_and_grad(model, loss_fn)(model, ids)[1]))
+    assert set(plain) == set(checkpointed)
+    assert max(mx.abs(plain[k] - checkpointed[k]).max().item() for k in plain) <= 1e-6
