@@ -23,7 +23,7 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from .errors import UserError
+from .cli import UserError
 from .weights import WEIGHTS_FILE, load_weights, read_safetensors, save, write_safetensors, write_text
 
 CHECKPOINTS = "checkpoints"

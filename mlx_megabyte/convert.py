@@ -16,8 +16,8 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from .cli import UserError
 from .config import ModelConfig
-from .errors import UserError
 from .model import MEGABYTE
 from .weights import check_names_and_shapes, read_safetensors, write_safetensors, write_text
 

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import UserError
+from .cli import UserError
 from .hub import hub_reachable
 from .weights import atomic_path
 

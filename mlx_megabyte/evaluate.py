@@ -12,7 +12,6 @@ does not depend on the batch size.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -21,7 +20,8 @@ import mlx.core as mx
 import numpy as np
 
 from . import data
-from .errors import UserError, cli
+from .cli import UserError, cli
+from .cli import parser as parser_for
 from .model import loss_fn
 
 
@@ -74,7 +74,7 @@ def evaluate(model, streams: list[np.ndarray], batch_size: int = 8, progress=Non
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = parser_for("python -m mlx_megabyte.evaluate", __doc__)
     parser.add_argument("--model", help="weights directory, run directory or Hugging Face repo (default: newest under weights/)")
     parser.add_argument("--data", required=True,
                         help="tinystories, tinystories-instruct, builtin, builtin-instruct (their validation split), "

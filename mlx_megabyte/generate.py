@@ -9,7 +9,6 @@ of it, so the model knows a story begins (unless the prompt has to be cut to fit
 
 from __future__ import annotations
 
-import argparse
 import codecs
 import sys
 import time
@@ -19,8 +18,9 @@ from typing import Iterator
 import mlx.core as mx
 import numpy as np
 
+from .cli import UserError, cli
+from .cli import parser as parser_for
 from .data import EOT
-from .errors import UserError, cli
 from .sampling import Sampler, make_sampler
 
 DEFAULT_MAX_TOKENS = 512
@@ -164,10 +164,7 @@ def generate(model, prompt: str | bytes = "", **kwargs) -> list[str]:
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        description="Generate stories with an mlx-megabyte model (cached, streaming).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = parser_for("python -m mlx_megabyte.generate", __doc__)
     parser.add_argument(
         "--model",
         help="a weights directory, a training run directory (its newest checkpoint), or a Hugging Face repo "

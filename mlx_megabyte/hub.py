@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import UserError
+from .cli import UserError
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

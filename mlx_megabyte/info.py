@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-import argparse
 import platform
 import time
 
 from . import __version__, cpu
-from .errors import cli
+from .cli import cli
+from .cli import parser as parser_for
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 3) -> float:
@@ -55,7 +55,7 @@ def describe() -> dict[str, str]:
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = parser_for("python -m mlx_megabyte.info", __doc__)
     parser.add_argument("--bench", action="store_true", help="also time an fp32 2048^3 matmul")
     args = parser.parse_args(argv)
     info = describe()

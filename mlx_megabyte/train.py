@@ -24,9 +24,9 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 
-from . import checkpoint, data, distributed
+from . import checkpoint, cli, data, distributed
+from .cli import UserError
 from .config import PRESETS, ModelConfig
-from .errors import UserError, cli
 from .model import MEGABYTE, loss_fn
 
 # Defaults for the 40m preset on an M-series laptop: 16 x 2048 = 32 KiB per step; 10k steps see ~330 MB
@@ -65,21 +65,18 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Train a byte-level MEGABYTE model (see README for the reasoning behind the defaults).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = cli.parser("python -m mlx_megabyte.train", __doc__)
     model = parser.add_argument_group("model (a preset, then any field overridden)")
-    model.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
+    model.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET, help="model size (README: Presets)")
     model.add_argument("--dim", type=_ints, help="width per stage, e.g. 512,256 (one int: every stage)")
     model.add_argument("--depth", type=_ints, help="layers per stage, e.g. 12,4")
     model.add_argument("--max-seq-len", type=_ints, help="sequence length per stage, e.g. 256,8")
     model.add_argument("--num-tokens", type=int, help="vocabulary (at least 256 for bytes)")
-    model.add_argument("--dim-head", type=int)
-    model.add_argument("--heads", type=int)
-    model.add_argument("--ff-mult", type=int)
-    model.add_argument("--attn-dropout", type=float)
-    model.add_argument("--ff-dropout", type=float)
+    model.add_argument("--dim-head", type=int, help="width of one attention head")
+    model.add_argument("--heads", type=int, help="attention heads (every stage)")
+    model.add_argument("--ff-mult", type=int, help="feed-forward width as a multiple of dim")
+    model.add_argument("--attn-dropout", type=float, help="dropout on attention probabilities")
+    model.add_argument("--ff-dropout", type=float, help="dropout after the feed-forward GELU")
     model.add_argument("--pad-id", type=int, help="byte ignored by the loss")
     model.add_argument("--rel-pos", action=argparse.BooleanOptionalAction, help="rotary embeddings")
     model.add_argument("--pos-emb", action=argparse.BooleanOptionalAction, help="learned absolute positions")
@@ -90,32 +87,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="tinystories, tinystories-instruct (Hugging Face hub), builtin, builtin-instruct (offline corpus), "
         "or a local .txt/.jsonl/.parquet file, directory or glob",
     )
-    source.add_argument("--val-data", help="local validation data (default: the source's validation split)")
+    source.add_argument("--val-data", help="local validation data (default: the source's validation split or the held-out tail)")
     source.add_argument("--val-fraction", type=float, default=0.05, help="held out when a local source has no --val-data")
     source.add_argument("--builtin-mb", type=float, default=16, help="size of the built-in corpus in MB")
-    source.add_argument("--cache-dir", help=f"where encoded data is kept (default {data.DEFAULT_CACHE})")
+    source.add_argument("--cache-dir", help=f"where encoded data is kept (default: {data.DEFAULT_CACHE})")
 
     train = parser.add_argument_group("optimisation")
     train.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="windows per step (per rank)")
-    train.add_argument("--grad-accumulation-steps", type=int, default=1)
+    train.add_argument("--grad-accumulation-steps", type=int, default=1, help="micro-batches per step (less memory)")
     train.add_argument("--iters", type=int, default=DEFAULT_ITERS, help="optimizer steps in total")
-    train.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE)
+    train.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE,
+                       help="AdamW peak rate, after warm-up; cosine-decayed to a tenth")
     train.add_argument("--warmup-steps", type=int,
                        help=f"linear warm-up (default {DEFAULT_WARMUP_STEPS}, or a tenth of --iters if smaller)")
-    train.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY)
+    train.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY,
+                       help="AdamW decay of matrices and embeddings (1-D parameters are not decayed)")
     train.add_argument("--grad-clip", type=float, default=DEFAULT_GRAD_CLIP, help="max gradient norm (0 = off)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="initialisation, batches and dropout")
     train.add_argument("--grad-checkpoint", action="store_true",
                        help="recompute activations in the backward pass: less memory, ~a third more compute")
     train.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                        help="parameter dtype (use float32 on CPUs: bfloat16 matmuls skip BLAS there)")
 
     report = parser.add_argument_group("evaluation, samples and checkpoints")
-    report.add_argument("--steps-per-eval", type=int, default=DEFAULT_STEPS_PER_EVAL)
-    report.add_argument("--eval-batches", type=int, default=DEFAULT_EVAL_BATCHES, help="validation windows / batch size")
-    report.add_argument("--steps-per-sample", type=int, default=DEFAULT_STEPS_PER_SAMPLE, help="0 = no samples")
-    report.add_argument("--sample-bytes", type=int, default=DEFAULT_SAMPLE_BYTES)
-    report.add_argument("--steps-per-save", type=int, help="default: --steps-per-eval")
+    report.add_argument("--steps-per-eval", type=int, default=DEFAULT_STEPS_PER_EVAL,
+                        help="validation loss and bits per byte every so many steps")
+    report.add_argument("--eval-batches", type=int, default=DEFAULT_EVAL_BATCHES, help="validation batches (fixed windows)")
+    report.add_argument("--steps-per-sample", type=int, default=DEFAULT_STEPS_PER_SAMPLE,
+                        help="print a short story every so many steps (0 = never)")
+    report.add_argument("--sample-bytes", type=int, default=DEFAULT_SAMPLE_BYTES, help="length of each sample")
+    report.add_argument("--steps-per-save", type=int, help="checkpoint every so many steps (default: --steps-per-eval)")
     report.add_argument("--keep-checkpoints", type=int, default=DEFAULT_KEEP_CHECKPOINTS, help="newest checkpoints kept")
     report.add_argument("--save-path", help="run directory (default: weights/<preset>-<data>)")
     report.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --save-path")
@@ -128,18 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MODEL_FIELDS = ("dim", "depth", "max_seq_len", "num_tokens", "dim_head", "heads", "ff_mult",
+                "attn_dropout", "ff_dropout", "pad_id", "rel_pos", "pos_emb")
+TUNABLE_FIELDS = ("attn_dropout", "ff_dropout", "pad_id")  # change no weight shape: fine with --init-from
+
+
 def model_config(args) -> ModelConfig:
+    overrides = {field: getattr(args, field) for field in MODEL_FIELDS if getattr(args, field) is not None}
     if args.init_from:
         from .weights import locate, read_config
 
         config, _ = read_config(locate(args.init_from))
-        return config
-    overrides = {
-        field: getattr(args, field)
-        for field in ("dim", "depth", "max_seq_len", "num_tokens", "dim_head", "heads", "ff_mult",
-                      "attn_dropout", "ff_dropout", "pad_id", "rel_pos", "pos_emb")
-        if getattr(args, field) is not None
-    }
+        fixed = sorted(set(overrides) - set(TUNABLE_FIELDS))
+        if fixed:
+            raise UserError(f"--init-from takes the model from its weights; drop {', '.join('--' + f.replace('_', '-') for f in fixed)}")
+        return ModelConfig.from_dict({**config.to_dict(), **overrides})
     base = PRESETS[args.preset]
     if "depth" in overrides and "max_seq_len" in overrides and "dim" not in overrides and len(base.dim) != len(overrides["depth"]):
         overrides["dim"] = base.dim[0]  # a different number of stages: keep the preset's width everywhere
@@ -417,7 +421,7 @@ def run(args, console) -> dict:
     trainer = Trainer(args, config, corpus, group, console)
     resumed_from = trainer.resume() if args.resume else None
     if args.init_from and not resumed_from:
-        from .weights import load_weights, locate, read_safetensors, WEIGHTS_FILE
+        from .weights import WEIGHTS_FILE, load_weights, locate, read_safetensors
 
         source = locate(args.init_from)
         load_weights(trainer.model, read_safetensors(source / WEIGHTS_FILE), source=source)
@@ -519,7 +523,7 @@ def run(args, console) -> dict:
     return summary
 
 
-@cli
+@cli.cli
 def main(argv=None):
     from rich.console import Console
 

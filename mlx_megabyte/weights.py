@@ -15,8 +15,8 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
+from .cli import UserError
 from .config import ModelConfig
-from .errors import UserError
 from .model import MEGABYTE
 
 CONFIG_FILE = "config.json"

@@ -1,6 +1,5 @@
 """Cached generation reproduces the model's function; samplers; streaming text; the CLI and REPL."""
 
-import math
 import os
 import sys
 

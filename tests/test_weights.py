@@ -4,7 +4,7 @@ import mlx.core as mx
 import pytest
 
 from mlx_megabyte import MEGABYTE, PRESETS, ModelConfig, load, save
-from mlx_megabyte.errors import UserError
+from mlx_megabyte.cli import UserError
 from mlx_megabyte.weights import write_safetensors
 
 

@@ -117,11 +117,10 @@ def torch_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_
 
 
 def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_bytes):
-    from mlx_megabyte import MEGABYTE, ModelConfig  # first: it preloads OpenBLAS before mlx.core loads
-
     import mlx.core as mx
     import numpy as np
 
+    from mlx_megabyte import MEGABYTE, ModelConfig  # first: it preloads OpenBLAS before mlx.core loads
     from mlx_megabyte.info import matmul_gflops
 
     model = MEGABYTE(ModelConfig(**config))

@@ -8,16 +8,16 @@ pos_emb, heads vs dim_head without rel_pos, pad_id, dropouts) comes from --confi
 `<name>.config.json` that convert_to_torch.py writes beside its output.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from mlx_megabyte.errors import UserError, cli
+from mlx_megabyte.cli import UserError, cli
+from mlx_megabyte.cli import parser as parser_for
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = parser_for("tools/convert_from_torch.py", __doc__)
     parser.add_argument("--torch-path", required=True, help="a .safetensors, .pt or .bin state dict")
     parser.add_argument("--mlx-path", required=True, help="the weights directory to write")
     parser.add_argument(

@@ -11,14 +11,14 @@ config as `<name>.config.json`. In PyTorch:
     model.load_state_dict(safetensors.torch.load_file("megabyte.safetensors"), strict=True)
 """
 
-import argparse
 from pathlib import Path
 
-from mlx_megabyte.errors import UserError, cli
+from mlx_megabyte.cli import UserError, cli
+from mlx_megabyte.cli import parser as parser_for
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = parser_for("tools/convert_to_torch.py", __doc__)
     parser.add_argument("--mlx-path", required=True, help="an mlx-megabyte weights directory")
     parser.add_argument("--torch-path", required=True, help="the .safetensors, .pt or .bin file to write")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")

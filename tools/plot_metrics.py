@@ -8,11 +8,11 @@ Top: bits per byte (training, smoothed, faint raw; validation as markers). Botto
 throughput. Needs matplotlib (pip install 'mlx-megabyte[plot]').
 """
 
-import argparse
 import json
 from pathlib import Path
 
-from mlx_megabyte.errors import UserError, cli
+from mlx_megabyte.cli import UserError, cli
+from mlx_megabyte.cli import parser as parser_for
 
 
 def read_metrics(path: Path):
@@ -47,7 +47,7 @@ def smooth(values):
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = parser_for("tools/plot_metrics.py", __doc__)
     parser.add_argument("metrics", nargs="+", type=Path, help="metrics.jsonl files (or run directories)")
     parser.add_argument("--out", type=Path, default=Path("curves.png"), help="the PNG to write")
     args = parser.parse_args(argv)

@@ -8,14 +8,14 @@ byte, and how to load the model in mlx-megabyte and in megabyte-pytorch) in one 
 from --token, HF_TOKEN or `huggingface-cli login`. --dry-run prints the model card and uploads nothing.
 """
 
-import argparse
 
-from mlx_megabyte.errors import cli
+from mlx_megabyte.cli import cli
+from mlx_megabyte.cli import parser as parser_for
 
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = parser_for("tools/push_to_hub.py", __doc__)
     parser.add_argument("--model", required=True, help="a weights directory (or a run directory: its newest checkpoint)")
     parser.add_argument("--repo", required=True, help="the model repository, user/name")
     parser.add_argument("--token", help="a Hugging Face token with write access (default: your login)")
@@ -25,10 +25,9 @@ def main(argv=None):
     parser.add_argument("--dry-run", action="store_true", help="print the model card, upload nothing")
     args = parser.parse_args(argv)
 
+    from mlx_megabyte.cli import UserError
     from mlx_megabyte.hub import looks_like_repo_id, model_card, push
     from mlx_megabyte.weights import locate
-
-    from mlx_megabyte.errors import UserError
 
     if not looks_like_repo_id(args.repo):
         raise UserError(f"--repo must look like user/name, got {args.repo!r}")

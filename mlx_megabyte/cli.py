@@ -1,7 +1,8 @@
-"""One kind of error a user can fix, and the wrapper that turns it into one line and an exit code."""
+"""What every command shares: one-line errors with exit codes, and help texts that show real defaults."""
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 
@@ -29,3 +30,18 @@ def cli(main):
         sys.exit(1)
 
     return wrapper
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's layout and appends "(default: X)" where an option has a default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        quiet = action.default is None or action.default is False or action.default in ("", [], argparse.SUPPRESS)
+        if not quiet and "default" not in text and action.option_strings:
+            text += f" (default: {action.default})"
+        return text
+
+
+def parser(prog: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
