@@ -148,9 +148,49 @@ class MegabyteCache:
         return x
 
     def _feed(self, s, x, elements=None):
-        out = self.model.stages[s].transformer(x, self.caches[s])
+        transformer, caches = self.model.stages[s].transformer, self.caches[s]
+        if x.shape[1] == 1 and caches and caches[0].keys is not None:
+            out = _one_position(transformer, x, caches)
+        else:
+            out = transformer(x, caches)
         self.outputs[s] = out[:, -1]
         self.counts[s] += x.shape[1] if elements is None else elements
 
     def _logits(self):
         return self.model.to_logits(self.outputs[-1])
+
+
+def _one_position(transformer, x, caches):
+    """transformer(x, caches) for one new position, as one compiled function.
+
+    A decoding step is ~30 tiny operations per layer, and on CPUs MLX's per-operation cost, not the
+    arithmetic, dominated it; compiled, the elementwise ones fuse (1.7x faster for the 40m model's local
+    stage). The function is the model's own code run on LayerCaches rebuilt from plain arrays, traced once
+    per cache length and kept on the transformer; its weights are compile inputs, so later updates (a
+    sample during training) are seen.
+    """
+    step = transformer.__dict__.get("_one_position_step")
+    if step is None:
+
+        def run(x, keys, values, attention_rows, feed_forward_rows):
+            rebuilt = []
+            for k, v, a, f in zip(keys, values, attention_rows, feed_forward_rows):
+                cache = LayerCache()
+                cache.keys, cache.values, cache.offset = k, v, k.shape[2]
+                cache._last_rows = {"attention": a, "feed_forward": f}
+                rebuilt.append(cache)
+            out = transformer(x, rebuilt)
+            rows = [c._last_rows for c in rebuilt]
+            return (out, [c.keys for c in rebuilt], [c.values for c in rebuilt],
+                    [r["attention"] for r in rows], [r["feed_forward"] for r in rows])
+
+        step = mx.compile(run, inputs=[transformer.state])
+        object.__setattr__(transformer, "_one_position_step", step)
+    out, keys, values, attention_rows, feed_forward_rows = step(
+        x, [c.keys for c in caches], [c.values for c in caches],
+        [c._last_rows["attention"] for c in caches], [c._last_rows["feed_forward"] for c in caches],
+    )
+    for cache, k, v, a, f in zip(caches, keys, values, attention_rows, feed_forward_rows):
+        cache.keys, cache.values, cache.offset = k, v, k.shape[2]
+        cache._last_rows = {"attention": a, "feed_forward": f}
+    return out
