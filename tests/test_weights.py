@@ -51,6 +51,14 @@ def test_foreign_and_mismatched_directories_are_rejected(tmp_path):
         load(tmp_path / "w")
 
 
-def test_write_safetensors_is_atomic_name(tmp_path):
+def test_written_files_leave_no_temporary_and_get_normal_permissions(tmp_path):
+    import os
+
     write_safetensors(tmp_path / "a.safetensors", {"x": mx.ones((2,))})
     assert [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]
+    mask = os.umask(0o022)
+    try:
+        write_safetensors(tmp_path / "b.safetensors", {"x": mx.ones((2,))})
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "b.safetensors").stat().st_mode & 0o777 == 0o644
