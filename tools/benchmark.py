@@ -11,6 +11,7 @@ and the MLX/torch ratio (above 1 = MLX faster / uses more memory). Tasks:
 
 - train:    bytes/s of forward + backward + AdamW (mlx-megabyte's own compiled training step; torch with
             flash_attn=True), and the process's peak memory (max RSS; MLX's own peak too)
+- train-checkpointed: the same with mlx-megabyte's --grad-checkpoint (torch runs its plain step)
 - forward:  bytes/s of logits for a batch, no gradients
 - generate: bytes/s for N new bytes after a P-byte prompt, batch 1, greedy; mlx-megabyte with its KV
             caches, megabyte-pytorch the way its `generate` works (the whole model on the whole sequence
@@ -83,7 +84,7 @@ def torch_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_
     length = math.prod(config["max_seq_len"])
     ids = torch.randint(0, 256, (batch, length))
     rates = []
-    if task == "train":
+    if task.startswith("train"):  # megabyte-pytorch has no checkpointing: both rows compare with its plain step
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         for i in range(warmup + steps):
@@ -133,10 +134,11 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
     length = math.prod(config["max_seq_len"])
     ids = mx.array(np.random.default_rng(0).integers(0, 256, (batch, length)))
     rates = []
-    if task == "train":
+    if task in ("train", "train-checkpointed"):
         from mlx_megabyte.train import AdamW, make_step_functions
 
         model.train()
+        model.set_grad_checkpoint(task == "train-checkpointed")
         optimizer = AdamW(learning_rate=1e-4, weight_decay=0.01)
         optimizer.init(model.trainable_parameters())
         step, _, _ = make_step_functions(model, optimizer, grad_clip=1.0)
@@ -166,7 +168,7 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
             if i >= warmup:
                 rates.append(new_bytes / (time.perf_counter() - tic))
     result = {"rates": rates, "mlx_peak_gb": mx.get_peak_memory() / 1e9}
-    if task == "train":
+    if task.startswith("train"):
         result["matmul_gflops"] = matmul_gflops(2048)
     return result
 
@@ -252,7 +254,7 @@ def summarise(config, task, results):
            "mlx_max_rss_gb": median("mlx", "max_rss_gb"), "mlx_peak_gb": median("mlx", "mlx_peak_gb")}
     row["speed_ratio"] = row["mlx_bytes_per_s"] / row["torch_bytes_per_s"]
     row["memory_ratio"] = row["mlx_max_rss_gb"] / row["torch_max_rss_gb"]
-    if task == "train":
+    if task.startswith("train"):
         ceiling = median("mlx", "matmul_gflops")
         flops = flops_per_byte(CONFIGS[config], training=True)
         row.update(matmul_gflops=ceiling, mflops_per_byte=flops / 1e6,
@@ -275,7 +277,7 @@ def print_row(row):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="seed", help=f"comma-separated: {', '.join(CONFIGS)}")
-    parser.add_argument("--tasks", default="train,forward,generate", help="comma-separated: train, forward, generate")
+    parser.add_argument("--tasks", default="train,forward,generate", help="comma-separated: train, train-checkpointed, forward, generate")
     parser.add_argument("--batch", type=int, default=4, help="sequences per step (train, forward)")
     parser.add_argument("--steps", type=int, default=3, help="measured steps per process")
     parser.add_argument("--warmup", type=int, default=3,
