@@ -36,12 +36,18 @@ def read_metrics(path: Path):
 
 
 def smooth(values):
-    """A debiased moving average over about a fiftieth of the run (so short runs barely lag)."""
-    weight = 1 - 1 / max(1.0, len(values) / 50)
-    out, average = [], 0.0
-    for i, value in enumerate(values, 1):
-        average = weight * average + (1 - weight) * value
-        out.append(average / (1 - weight**i) if weight > 0 else value)
+    """A centred moving average over about a fiftieth of the run, narrowing towards both ends.
+
+    Centred rather than trailing, so that the steep start of training is not drawn late and high.
+    """
+    half = max(0, len(values) // 100)
+    prefix = [0.0]
+    for value in values:
+        prefix.append(prefix[-1] + value)
+    out = []
+    for i in range(len(values)):
+        h = min(half, i, len(values) - 1 - i)
+        out.append((prefix[i + h + 1] - prefix[i - h]) / (2 * h + 1))
     return out
 
 
