@@ -32,6 +32,14 @@ def windows(streams: list[np.ndarray], length: int):
         yield whole[start : start + length]
 
 
+def first_bytes(streams: list[np.ndarray], count: int) -> list[np.ndarray]:
+    """The streams cut to their first `count` bytes in all."""
+    kept = []
+    for stream in streams:
+        kept.append(stream[: count - sum(len(k) for k in kept)])
+    return [k for k in kept if len(k)]
+
+
 def evaluate(model, streams: list[np.ndarray], batch_size: int = 8, progress=None) -> dict:
     """Loss (nats per counted byte), bits per byte and counts over every byte of `streams`."""
     length = model.config.context_length
@@ -84,6 +92,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (does not change the result)")
     parser.add_argument("--cache-dir", help="where encoded data is kept")
     parser.add_argument("--quantize", type=int, choices=(4, 8), help="score the model quantized as generate --quantize does")
+    parser.add_argument("--max-bytes", type=int,
+                        help="score only the first N bytes of the split (quantized models are slow on CPUs)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
 
@@ -94,6 +104,8 @@ def main(argv=None):
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
+    if args.max_bytes is not None and args.max_bytes < 1:
+        raise UserError("--max-bytes must be at least 1")
     path = locate(args.model)
     model = load(path, dtype=mx.float32)  # score in full precision whatever the stored dtype
     if args.quantize:
@@ -105,12 +117,15 @@ def main(argv=None):
     corpus = data.prepare(args.data, cache_dir=args.cache_dir, console=console, val_fraction=0.05)
     split = args.split or ("validation" if named else "all")
     streams = {"validation": [corpus.val], "train": [corpus.train], "all": [corpus.train, corpus.val]}[split]
+    if args.max_bytes is not None:
+        streams = first_bytes(streams, args.max_bytes)
     size = sum(len(s) for s in streams)
     columns = (TextColumn("scoring"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True, disable=args.json) as progress:
         task = progress.add_task("score", total=size)
         result = evaluate(model, streams, args.batch_size, lambda n: progress.update(task, completed=n))
-    result = {"model": str(path), "data": args.data, "split": split, "quantize": args.quantize, **result}
+    result = {"model": str(path), "data": args.data, "split": split, "quantize": args.quantize,
+              "max_bytes": args.max_bytes, **result}
     if args.json:
         print(json.dumps(result))
     else:

@@ -45,6 +45,12 @@ def test_bits_per_byte_equal_megabyte_pytorch_on_converted_weights(tmp_path):
     human = run("-m", "mlx_megabyte.evaluate", "--model", str(tmp_path / "converted"), "--data",
                 str(tmp_path / "held_out.txt"), "--cache-dir", str(tmp_path / "c"))
     assert f"{results[0]['bpb']:.4f} bits per byte" in human.stdout
+    head = run("-m", "mlx_megabyte.evaluate", "--model", str(tmp_path / "converted"), "--data",
+               str(tmp_path / "held_out.txt"), "--cache-dir", str(tmp_path / "c"), "--json", "--max-bytes", "100")
+    assert head.returncode == 0, head.stderr
+    head = json.loads(head.stdout)
+    assert head["bytes"] == 100  # four full windows and a ragged one of 4
+    assert abs(head["bpb"] - torch_bits_per_byte(reference, stream[:100], 24)) <= 1e-4
 
 
 def test_evaluate_errors_are_one_line(tmp_path):
