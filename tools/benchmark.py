@@ -16,6 +16,8 @@ and the MLX/torch ratio (above 1 = MLX faster / uses more memory). Tasks:
 - generate: bytes/s for N new bytes after a P-byte prompt, batch 1, greedy; mlx-megabyte with its KV
             caches, megabyte-pytorch the way its `generate` works (the whole model on the whole sequence
             for every byte), both on the same weights
+- generate-q8, generate-q4: mlx-megabyte's generation with --quantize 8 / 4 (torch: the same float32
+            full recompute, measured once per config and shared by the generate rows)
 
 It also reports model FLOPs utilisation against MLX's measured fp32 2048^3 matmul throughput.
 """
@@ -33,6 +35,7 @@ import sys
 import tempfile
 import time
 
+TASKS = ("train", "train-checkpointed", "forward", "generate", "generate-q8", "generate-q4")
 CONFIGS = {
     "seed": dict(num_tokens=256, dim=(512, 256), depth=(12, 4), max_seq_len=(256, 8)),
     "small": dict(num_tokens=256, dim=(256, 128), depth=(4, 2), max_seq_len=(128, 8), dim_head=32, heads=8),
@@ -131,6 +134,10 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
 
         _, arrays, _ = from_torch_state(read_torch_state(weights), config)
         load_weights(model, arrays)
+    if task.startswith("generate-q"):
+        from mlx_megabyte.generate import quantize
+
+        quantize(model, int(task[len("generate-q"):]))
     length = math.prod(config["max_seq_len"])
     ids = mx.array(np.random.default_rng(0).integers(0, 256, (batch, length)))
     rates = []
@@ -217,21 +224,28 @@ def orchestrate(args):
     for config in args.configs.split(","):
         if config not in CONFIGS:
             sys.exit(f"error: unknown config {config!r} (choose from {', '.join(CONFIGS)})")
+    for task in args.tasks.split(","):
+        if task not in TASKS:
+            sys.exit(f"error: unknown task {task!r} (choose from {', '.join(TASKS)})")
+    for config in args.configs.split(","):
+        weights, torch_generate = None, []
         for task in args.tasks.split(","):
-            results = {"torch": [], "mlx": []}
-            weights = None
-            if task == "generate":
+            generating = task.startswith("generate")
+            results = {"torch": list(torch_generate) if generating else [], "mlx": []}
+            if generating and weights is None:
                 weights = os.path.join(tempfile.mkdtemp(), "weights.safetensors")
                 save_torch_weights(config, weights)
             for round_ in range(args.rounds):
                 order = ("torch", "mlx") if round_ % 2 == 0 else ("mlx", "torch")
                 for worker in order:
-                    if task == "generate" and worker == "torch" and round_ >= args.torch_generate_rounds:
+                    if generating and worker == "torch" and len(results["torch"]) >= args.torch_generate_rounds:
                         continue  # a full-recompute round costs minutes; one or two are enough
-                    steps = 1 if task == "generate" and worker == "torch" else None
-                    warmup = 0 if task == "generate" and worker == "torch" else None
-                    result = measure(worker, task, config, args, weights, steps, warmup)
+                    steps = 1 if generating and worker == "torch" else None
+                    warmup = 0 if generating and worker == "torch" else None
+                    result = measure(worker, task, config, args, weights if generating else None, steps, warmup)
                     results[worker].append(result)
+                    if generating and worker == "torch":
+                        torch_generate.append(result)
                     print(f"  {config} {task} round {round_ + 1} {worker}: "
                           f"{statistics.median(result['rates']):,.1f} bytes/s, max RSS {result['max_rss_gb']:.2f} GB",
                           file=sys.stderr, flush=True)
@@ -264,7 +278,7 @@ def summarise(config, task, results):
 
 
 def print_row(row):
-    line = (f"{row['config']:>7} {row['task']:>8}: torch {row['torch_bytes_per_s']:>10,.1f} B/s  "
+    line = (f"{row['config']:>7} {row['task']:>18}: torch {row['torch_bytes_per_s']:>10,.1f} B/s  "
             f"mlx {row['mlx_bytes_per_s']:>10,.1f} B/s  speed x{row['speed_ratio']:.2f}   "
             f"max RSS torch {row['torch_max_rss_gb']:.2f} GB  mlx {row['mlx_max_rss_gb']:.2f} GB "
             f"(MLX peak {row['mlx_peak_gb']:.2f} GB)  memory x{row['memory_ratio']:.2f}")
@@ -277,7 +291,7 @@ def print_row(row):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="seed", help=f"comma-separated: {', '.join(CONFIGS)}")
-    parser.add_argument("--tasks", default="train,forward,generate", help="comma-separated: train, train-checkpointed, forward, generate")
+    parser.add_argument("--tasks", default="train,forward,generate", help=f"comma-separated: {', '.join(TASKS)}")
     parser.add_argument("--batch", type=int, default=4, help="sequences per step (train, forward)")
     parser.add_argument("--steps", type=int, default=3, help="measured steps per process")
     parser.add_argument("--warmup", type=int, default=3,
