@@ -149,7 +149,10 @@ class MegabyteCache:
 
     def _feed(self, s, x, elements=None):
         transformer, caches = self.model.stages[s].transformer, self.caches[s]
-        if x.shape[1] == 1 and caches and caches[0].keys is not None:
+        # Only finer stages decode through the compiled step: their caches restart every element, so a
+        # handful of cache lengths recur and each is traced once. The first stage's cache only grows, so
+        # every step would be a new trace (~20 ms for the 40m model, more than the step itself).
+        if s > 0 and x.shape[1] == 1 and caches and caches[0].keys is not None:
             out = _one_position(transformer, x, caches)
         else:
             out = transformer(x, caches)

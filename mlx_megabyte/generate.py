@@ -18,6 +18,7 @@ from typing import Iterator
 import mlx.core as mx
 import numpy as np
 
+from . import cpu
 from .cli import UserError, cli
 from .cli import parser as parser_for
 from .data import EOT
@@ -56,16 +57,18 @@ def generate_step(model, prompt: mx.array, sampler: Sampler) -> Iterator[mx.arra
     """Yield the next byte of each sequence (N,), forever, with the model's KV caches.
 
     The next step's graph is built and queued (mx.async_eval) before the current byte is handed out, so
-    Python work overlaps the computation.
+    Python work overlaps the computation. While the generator is open, OpenBLAS (on Linux CPUs) runs on
+    one thread, which suits single-row products; closing it restores the thread count.
     """
     cache = model.make_cache(prompt.shape[0])
     y = sampler(cache.prefill(prompt))
-    mx.async_eval(y)
-    while True:
-        next_y = sampler(cache.step(y))
-        mx.async_eval(next_y)
-        yield y
-        y = next_y
+    mx.eval(y)  # the prompt's large products use every BLAS thread; the steps' single rows do better on one
+    with cpu.single_threaded_blas():
+        while True:
+            next_y = sampler(cache.step(y))
+            mx.async_eval(next_y)
+            yield y
+            y = next_y
 
 
 def stream_generate(

@@ -92,6 +92,22 @@ def test_generation_past_the_context_slides_the_window():
     assert mx.abs(logits - model(window, include_start=True)[:, -1]).max().item() <= 1e-4
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OpenBLAS threads: Linux CPUs only")
+def test_decoding_runs_blas_on_one_thread_and_restores_the_count():
+    from mlx_megabyte import cpu
+
+    assert cpu.set_blas_threads(2)
+    model = model_for("2-stage")
+    steps = generate_step(model, mx.zeros((1, 3), dtype=mx.int32), make_sampler(0.0))
+    seen = [cpu.blas_threads() for _, _ in zip(range(20), steps)]  # 20 bytes: the global stage steps too
+    assert seen == [1] * 20
+    steps.close()
+    assert cpu.blas_threads() == 2
+    want = greedy_by_recompute(model, mx.zeros((1, 3), dtype=mx.int32), 20)  # still the same function
+    got = [int(y.item()) for _, y in zip(range(20), generate_step(model, mx.zeros((1, 3), dtype=mx.int32), make_sampler(0.0)))]
+    assert got == want[0].tolist()
+
+
 def scripted(values):
     """A sampler that ignores the logits and plays back `values`."""
     queue = list(values)
