@@ -121,10 +121,10 @@ def torch_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_
 
 
 def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_bytes):
-    import mlx.core as mx
+    import mlx.core as mx  # after worker_main's check that mlx_megabyte was imported first
     import numpy as np
 
-    from mlx_megabyte import MEGABYTE, ModelConfig  # first: it preloads OpenBLAS before mlx.core loads
+    from mlx_megabyte import MEGABYTE, ModelConfig
     from mlx_megabyte.info import matmul_gflops
 
     model = MEGABYTE(ModelConfig(**config))
@@ -182,6 +182,13 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
 
 def worker_main(args):
     config = CONFIGS[args.config]
+    if args.worker == "mlx":
+        # Before anything imports mlx.core (an import sorter once moved it above this and the numbers
+        # silently came from the reference BLAS, 30x slower): mlx_megabyte preloads OpenBLAS.
+        from mlx_megabyte import cpu
+
+        if sys.platform.startswith("linux") and "openblas" not in (cpu.sgemm_provider() or ""):
+            sys.exit(f"error: MLX's matmuls are served by {cpu.sgemm_provider()}, not OpenBLAS: no valid numbers")
     function = torch_worker if args.worker == "torch" else mlx_worker
     if args.worker == "torch":
         import torch
