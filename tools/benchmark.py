@@ -203,10 +203,17 @@ def worker_main(args):
 # --- orchestration ------------------------------------------------------------------------------------
 
 
+def prompt_length(config_name, args):
+    """The prompt for generate rows: --prompt-bytes, shortened so that it and the new bytes fit the context
+    (megabyte-pytorch refuses longer sequences)."""
+    context = math.prod(CONFIGS[config_name]["max_seq_len"])
+    return max(1, min(args.prompt_bytes, context - args.new_bytes))
+
+
 def measure(worker, task, config, args, weights=None, steps=None, warmup=None):
     command = [sys.executable, os.path.abspath(__file__), "--worker", worker, "--task", task, "--config", config,
                "--batch", str(args.batch), "--steps", str(steps or args.steps), "--warmup", str(args.warmup if warmup is None else warmup),
-               "--prompt-bytes", str(args.prompt_bytes), "--new-bytes", str(args.new_bytes)]
+               "--prompt-bytes", str(prompt_length(config, args)), "--new-bytes", str(args.new_bytes)]
     if weights:
         command += ["--weights", weights]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -257,11 +264,13 @@ def orchestrate(args):
                           f"{statistics.median(result['rates']):,.1f} bytes/s, max RSS {result['max_rss_gb']:.2f} GB",
                           file=sys.stderr, flush=True)
             row = summarise(config, task, results)
+            if generating:
+                row["prompt_bytes"], row["new_bytes"] = prompt_length(config, args), args.new_bytes
             rows.append(row)
             print_row(row)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+            if args.json:  # after every row: a failure later keeps what was measured
+                with open(args.json, "w") as f:
+                    json.dump(rows, f, indent=2)
     return rows
 
 
@@ -289,6 +298,8 @@ def print_row(row):
             f"mlx {row['mlx_bytes_per_s']:>10,.1f} B/s  speed x{row['speed_ratio']:.2f}   "
             f"max RSS torch {row['torch_max_rss_gb']:.2f} GB  mlx {row['mlx_max_rss_gb']:.2f} GB "
             f"(MLX peak {row['mlx_peak_gb']:.2f} GB)  memory x{row['memory_ratio']:.2f}")
+    if "prompt_bytes" in row:
+        line += f"   ({row['new_bytes']} bytes after a {row['prompt_bytes']}-byte prompt)"
     if "mlx_mfu" in row:
         line += (f"   MFU torch {100 * row['torch_mfu']:.0f}% mlx {100 * row['mlx_mfu']:.0f}% of "
                  f"{row['matmul_gflops']:.0f} GFLOP/s ({row['mflops_per_byte']:.1f} MFLOP/byte)")
@@ -304,7 +315,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=3,
                         help="unmeasured steps per process (compilation, and the allocator settling)")
     parser.add_argument("--rounds", type=int, default=2, help="processes per implementation, alternating")
-    parser.add_argument("--prompt-bytes", type=int, default=1024, help="generate: prompt length")
+    parser.add_argument("--prompt-bytes", type=int, default=1024, help="generate: prompt length (shortened to fit the context with the new bytes)")
     parser.add_argument("--new-bytes", type=int, default=512, help="generate: bytes to generate")
     parser.add_argument("--torch-generate-rounds", type=int, default=1, help="full-recompute rounds (slow)")
     parser.add_argument("--json", help="also write the results here")
