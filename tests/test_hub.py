@@ -110,3 +110,15 @@ def test_model_from_the_hub_cache_loads_offline(tmp_path, weights):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Hi")
     del constants
+
+
+def test_a_mistyped_local_path_is_not_taken_for_a_repo_id(tmp_path, monkeypatch):
+    from mlx_megabyte.hub import looks_like_repo_id
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    assert looks_like_repo_id("someone/model")
+    assert not looks_like_repo_id("weights/typo")  # a folder of that name exists here
+    assert not looks_like_repo_id("./model") and not looks_like_repo_id("a/b/c")
+    one_line_error(run("-m", "mlx_megabyte.generate", "--model", "weights/no-such-model", "--prompt", "x"),
+                   "no weights directory at weights/no-such-model")
