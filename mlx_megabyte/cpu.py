@@ -123,11 +123,18 @@ def sgemm_provider() -> str | None:
     return info.dli_fname.decode(errors="replace")
 
 
+def _openblas(name: str):
+    """The OpenBLAS function `name` from the global symbol scope (where MLX's BLAS calls go), or None."""
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def set_blas_threads(count: int) -> bool:
     """Set OpenBLAS's thread count, if OpenBLAS serves MLX; False otherwise."""
-    try:
-        function = ctypes.CDLL(None).openblas_set_num_threads
-    except (OSError, AttributeError):
+    function = _openblas("openblas_set_num_threads")
+    if function is None:
         return False
     function.argtypes = [ctypes.c_int]
     function(max(1, count))
@@ -136,10 +143,8 @@ def set_blas_threads(count: int) -> bool:
 
 def blas_threads() -> int | None:
     """OpenBLAS's thread count, if OpenBLAS serves MLX; None otherwise."""
-    try:
-        return ctypes.CDLL(None).openblas_get_num_threads()
-    except (OSError, AttributeError):
-        return None
+    function = _openblas("openblas_get_num_threads")
+    return None if function is None else function()
 
 
 @contextlib.contextmanager
@@ -162,9 +167,8 @@ def single_threaded_blas():
 
 def openblas_config() -> str | None:
     """OpenBLAS's own description (version, kernel, threads) if it is loaded, else None."""
-    try:
-        function = ctypes.CDLL(None).openblas_get_config
-    except (OSError, AttributeError):
+    function = _openblas("openblas_get_config")
+    if function is None:
         return None
     function.restype = ctypes.c_char_p
     return function().decode(errors="replace").strip()
