@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from functools import partial
 
 import mlx.core as mx
 import numpy as np
@@ -22,7 +23,7 @@ import numpy as np
 from . import data
 from .cli import UserError, cli
 from .cli import parser as parser_for
-from .model import loss_fn
+from .model import summed_loss
 
 
 def windows(streams: list[np.ndarray], length: int):
@@ -43,20 +44,14 @@ def first_bytes(streams: list[np.ndarray], count: int) -> list[np.ndarray]:
 def evaluate(model, streams: list[np.ndarray], batch_size: int = 8, progress=None) -> dict:
     """Loss (nats per counted byte), bits per byte and counts over every byte of `streams`."""
     length = model.config.context_length
-    pad = model.config.pad_id
     total, counted, scored = 0.0, 0, 0
-
-    @mx.compile
-    def summed_loss(ids):
-        count = mx.sum(ids != pad)
-        return loss_fn(model, ids) * count, count
-
+    score = mx.compile(partial(summed_loss, model))
     pending = []
 
     def flush():
         nonlocal total, counted
         if pending:
-            loss, count = summed_loss(mx.array(np.stack(pending)))
+            loss, count = score(mx.array(np.stack(pending)))
             total += loss.item()
             counted += int(count.item())
             pending.clear()

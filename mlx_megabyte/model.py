@@ -270,7 +270,14 @@ class MEGABYTE(nn.Module):
 def loss_fn(model: MEGABYTE, ids: mx.array) -> mx.array:
     """Mean next-byte cross-entropy (nats) over bytes != pad_id, byte 0 predicted by the start token;
     megabyte-pytorch's forward(ids, return_loss=True)."""
+    total, counted = summed_loss(model, ids)
+    return total / counted
+
+
+def summed_loss(model: MEGABYTE, ids: mx.array) -> tuple[mx.array, mx.array]:
+    """(summed cross-entropy, number of bytes != pad_id): sums that add up exactly across batches and
+    windows of any length, for validation and evaluation."""
     logits = model(ids, include_start=True)[:, :-1]  # [:, t] predicts byte t
     losses = nn.losses.cross_entropy(logits, ids.astype(mx.int32), reduction="none")
     counted = ids != model.config.pad_id
-    return mx.sum(losses * counted) / mx.sum(counted)
+    return mx.sum(losses * counted), mx.sum(counted)

@@ -27,7 +27,7 @@ import numpy as np
 from . import checkpoint, cli, data, distributed
 from .cli import UserError
 from .config import PRESETS, ModelConfig
-from .model import MEGABYTE, loss_fn
+from .model import MEGABYTE, loss_fn, summed_loss
 
 # Defaults for the 40m preset on an M-series laptop: 16 x 2048 = 32 KiB per step; 10k steps see ~330 MB
 # of TinyStories (a sixth of it), which is where a 40M byte model's validation loss flattens out.
@@ -247,14 +247,7 @@ class Trainer:
         self._step, self._gradients, self._apply_accumulated = make_step_functions(
             self.model, self.optimizer, self.args.grad_clip, self.world
         )
-        model, pad_id = self.model, self.config.pad_id
-
-        @partial(mx.compile, inputs=[model.state])
-        def evaluate(batch):
-            counted = mx.sum(batch != pad_id)
-            return loss_fn(model, batch) * counted, counted
-
-        self._evaluate = evaluate
+        self._evaluate = mx.compile(partial(summed_loss, self.model), inputs=[self.model.state])
 
     def next_batch(self) -> np.ndarray:
         """This rank's next batch. The sampler state *before* drawing it is what a checkpoint stores:
