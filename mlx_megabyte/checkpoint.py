@@ -9,28 +9,86 @@ A run directory holds:
     metrics.jsonl                one JSON line per step and per evaluation
 
 A checkpoint is assembled in a hidden temporary directory and renamed into place, so a `step-*`
-directory is always complete.
+directory is always complete. A run directory belongs to one training process at a time (`claim`: an
+OS-level lock, released by the OS when that process dies, however it dies).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from .cli import UserError
-from .weights import WEIGHTS_FILE, load_weights, read_safetensors, save, write_safetensors, write_text
+from .weights import WEIGHTS_FILE, load_weights, non_finite, read_safetensors, save, write_safetensors, write_text
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
+METRICS_FILE = "metrics.jsonl"
+LOCK_FILE = ".lock"
 _STEP = re.compile(r"step-(\d+)")
+
+
+def claim(run_dir: Path, resume: bool, overwrite: bool = False):
+    """Make this process the run directory's only writer; return the lock's open file (closing it, or
+    the process ending, releases the directory) and where an old run was moved, if it was.
+
+    A fresh run (no --resume) in a directory that already holds a run is refused: it would rewrite the
+    metrics, replace `best/` with a worse model and see its own checkpoints rotated away by the old
+    run's later ones. `overwrite` moves the old run aside into a sibling directory instead.
+    """
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / LOCK_FILE, "a+")
+    except OSError as error:
+        raise UserError(f"cannot use {run_dir} as the run directory ({error.strerror or error})") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise UserError(f"{run_dir} is in use by another training (process {owner}); wait for it to end, "
+                        "or choose another --save-path") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    if not resume and holds_run(run_dir):
+        if not overwrite:
+            handle.close()
+            raise UserError(f"{run_dir} holds a run already: continue it with --resume, choose another "
+                            "--save-path, or pass --overwrite to move the old run aside")
+        return handle, _move_aside(run_dir)
+    return handle, None
+
+
+def holds_run(run_dir: Path) -> bool:
+    run_dir = Path(run_dir)
+    metrics = run_dir / METRICS_FILE
+    return (run_dir / CHECKPOINTS).is_dir() or (run_dir / BEST).is_dir() or (metrics.is_file() and metrics.stat().st_size > 0)
+
+
+def _move_aside(run_dir: Path) -> Path:
+    """Move everything of an old run (not the lock) into `<run_dir>.replaced-<time>`; delete nothing."""
+    aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    while aside.exists():
+        aside = aside.with_name(aside.name + "-1")
+    aside.mkdir()
+    for entry in run_dir.iterdir():
+        if entry.name != LOCK_FILE:
+            os.replace(entry, aside / entry.name)
+    return aside
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, keep: int) -> Path:
@@ -63,15 +121,25 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, model, optimizer) -> dict:
-    """Restore model weights and optimizer state from `path`; return the trainer state."""
+    """Restore model weights and optimizer state from `path`; return the trainer state.
+
+    Raises UserError, before changing anything, if a file is unreadable or damaged or the weights are
+    not finite (so the caller can fall back to an older checkpoint)."""
     path = Path(path)
     try:
         state = json.loads((path / STATE_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            raise ValueError("no step number")
+    except (OSError, ValueError) as error:
         raise UserError(f"{path} is not a readable checkpoint ({error})") from None
-    load_weights(model, read_safetensors(path / WEIGHTS_FILE), source=path / WEIGHTS_FILE)
+    arrays = read_safetensors(path / WEIGHTS_FILE)
+    optimizer_arrays = read_safetensors(path / OPTIMIZER_FILE) if optimizer is not None else {}
+    damaged = non_finite(optimizer_arrays)  # the weights are checked by load_weights
+    if damaged:
+        raise UserError(f"{path / OPTIMIZER_FILE} holds non-finite values (in {', '.join(damaged[:3])})")
+    load_weights(model, arrays, source=path / WEIGHTS_FILE)
     if optimizer is not None:
-        _assign_leaves(optimizer.state, read_safetensors(path / OPTIMIZER_FILE), path / OPTIMIZER_FILE)
+        _assign_leaves(optimizer.state, optimizer_arrays, path / OPTIMIZER_FILE)
     mx.eval(model.parameters(), optimizer.state if optimizer is not None else [])
     return state
 
@@ -102,10 +170,15 @@ def _write_directory(final: Path, model, optimizer, state: dict) -> None:
     temporary = final.with_name(f".{final.name}.tmp")
     if temporary.exists():
         shutil.rmtree(temporary)
-    save(model, temporary)
-    if optimizer is not None:
-        write_safetensors(temporary / OPTIMIZER_FILE, dict(tree_flatten(optimizer.state)))
-    write_text(temporary / STATE_FILE, json.dumps(state, indent=2) + "\n")
+    try:
+        save(model, temporary)
+        if optimizer is not None:
+            write_safetensors(temporary / OPTIMIZER_FILE, dict(tree_flatten(optimizer.state)))
+        write_text(temporary / STATE_FILE, json.dumps(state, indent=2) + "\n")
+    except UserError as error:  # a full disk, a read-only folder: free what was written, keep the old one
+        shutil.rmtree(temporary, ignore_errors=True)
+        kept = "the previous best/ is intact" if final.name == BEST else "earlier checkpoints are intact"
+        raise UserError(f"{error}; {final.name} was not written, {kept}") from None
     _fsync_directory(temporary)
     if final.exists():
         # Swap: a crash between the two renames leaves `.NAME.old`, which recover() puts back.

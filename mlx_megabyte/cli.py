@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import sys
+
+SEED_LIMIT = 2**32  # seeds are 0 .. 2**32 - 1: MLX's key is 64-bit, and training derives per-step seeds from it
 
 
 class UserError(Exception):
@@ -43,5 +46,43 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors: a bad flag says what is wrong and where help is."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+    return ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+
+
+def number(kind=float, low=None, high=None, low_open=False, high_open=False):
+    """An argparse type for a finite number in [low, high] (open ends where asked): NaN, infinities and
+    out-of-range values are refused when the flags are read, not a step later."""
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if low is not None and (value < low or (low_open and value == low)):
+            raise argparse.ArgumentTypeError(f"must be {'above' if low_open else 'at least'} {low}, got {text}")
+        if high is not None and (value > high or (high_open and value == high)):
+            raise argparse.ArgumentTypeError(f"must be {'below' if high_open else 'at most'} {high}, got {text}")
+        return value
+
+    convert.__name__ = "integer" if kind is int else "number"  # argparse names the type in its messages
+    return convert
+
+
+seed = number(int, 0, SEED_LIMIT - 1)
+
+
+def check_seed(value: int) -> int:
+    """The same bound for seeds that arrive other than through flags (the REPL's /seed)."""
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"a seed is an integer from 0 to {SEED_LIMIT - 1}, got {value}")
+    return value

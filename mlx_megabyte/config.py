@@ -61,6 +61,15 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("rel_pos", "pos_emb"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.pad_id, int) or isinstance(self.pad_id, bool):
+            raise ValueError(f"pad_id must be an integer, got {self.pad_id!r}")
+        for name in ("attn_dropout", "ff_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"{name} must be a number, got {value!r}")
         if self.rel_pos and self.dim_head % 2:
             raise ValueError(f"rel_pos (rotary embeddings) needs an even dim_head, got {self.dim_head}")
         if not 0 <= self.pad_id < self.num_tokens:

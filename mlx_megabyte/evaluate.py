@@ -21,7 +21,7 @@ import mlx.core as mx
 import numpy as np
 
 from . import data
-from .cli import UserError, cli
+from .cli import UserError, cli, number
 from .cli import parser as parser_for
 from .model import summed_loss
 
@@ -84,10 +84,10 @@ def main(argv=None):
                         "or a local .txt/.jsonl/.parquet file, directory or glob (all of it)")
     parser.add_argument("--split", choices=("validation", "train", "all"),
                         help="which part to score (default: validation for named sources, all for local files)")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (does not change the result)")
+    parser.add_argument("--batch-size", type=number(int, 1), default=8, help="windows per forward pass (does not change the result)")
     parser.add_argument("--cache-dir", help="where encoded data is kept")
     parser.add_argument("--quantize", type=int, choices=(4, 8), help="score the model quantized as generate --quantize does")
-    parser.add_argument("--max-bytes", type=int,
+    parser.add_argument("--max-bytes", type=number(int, 1),
                         help="score only the first N bytes of the split (quantized models are slow on CPUs)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
@@ -97,10 +97,6 @@ def main(argv=None):
 
     from .weights import load, locate
 
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    if args.max_bytes is not None and args.max_bytes < 1:
-        raise UserError("--max-bytes must be at least 1")
     path = locate(args.model)
     model = load(path, dtype=mx.float32)  # score in full precision whatever the stored dtype
     if args.quantize:

@@ -13,14 +13,16 @@ import codecs
 import sys
 import time
 from dataclasses import dataclass, field
+from argparse import ArgumentTypeError
 from typing import Iterator
 
 import mlx.core as mx
 import numpy as np
 
 from . import cpu
-from .cli import UserError, cli
+from .cli import UserError, check_seed, cli, number
 from .cli import parser as parser_for
+from .cli import seed as seed_type
 from .data import EOT
 from .sampling import Sampler, make_sampler
 
@@ -30,6 +32,12 @@ DEFAULT_TOP_P = 1.0
 DEFAULT_MIN_P = 0.05
 DEFAULT_TOP_K = 0
 DEFAULT_SEED = None
+
+# The ranges of the sampling settings, for the flags and the REPL's commands alike.
+TEMP = number(float, 0, 100)
+TOP_P = number(float, 0, 1, low_open=True)
+MIN_P = number(float, 0, 1, high_open=True)
+LENGTH = number(int, 1)
 
 
 @dataclass
@@ -174,17 +182,17 @@ def build_parser():
         "id; default: the newest weights under weights/",
     )
     parser.add_argument("--prompt", "-p", default="", help="the start of the story; '-' reads standard input")
-    parser.add_argument("--max-tokens", "-m", type=int, default=DEFAULT_MAX_TOKENS, help="most bytes to generate")
-    parser.add_argument("--temp", type=float, default=DEFAULT_TEMP, help="sampling temperature (0 = greedy)")
-    parser.add_argument("--top-p", type=float, default=DEFAULT_TOP_P, help="nucleus sampling mass (1 = off)")
-    parser.add_argument("--min-p", type=float, default=DEFAULT_MIN_P, help="drop bytes below this share of the top one")
-    parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="keep only the k likeliest bytes (0 = off)")
+    parser.add_argument("--max-tokens", "-m", type=LENGTH, default=DEFAULT_MAX_TOKENS, help="most bytes to generate")
+    parser.add_argument("--temp", type=TEMP, default=DEFAULT_TEMP, help="sampling temperature (0 = greedy)")
+    parser.add_argument("--top-p", type=TOP_P, default=DEFAULT_TOP_P, help="nucleus sampling mass (1 = off)")
+    parser.add_argument("--min-p", type=MIN_P, default=DEFAULT_MIN_P, help="drop bytes below this share of the top one")
+    parser.add_argument("--top-k", type=number(int, 0), default=DEFAULT_TOP_K, help="keep only the k likeliest bytes (0 = off)")
     parser.add_argument(
-        "--filter-thres", type=float, default=None,
+        "--filter-thres", type=number(float, 0, 1, high_open=True), default=None,
         help="megabyte-pytorch's generate(filter_thres=...): top-k with k = (1 - thres) * vocab",
     )
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed for reproducible samples")
-    parser.add_argument("--num-samples", "-n", type=int, default=1, help="stories to generate in parallel")
+    parser.add_argument("--seed", type=seed_type, default=DEFAULT_SEED, help="random seed for reproducible samples")
+    parser.add_argument("--num-samples", "-n", type=number(int, 1, 1024), default=1, help="stories to generate in parallel")
     parser.add_argument("--stop", action="append", default=[], help="stop when this text appears (repeatable)")
     parser.add_argument("--quantize", type=int, choices=(4, 8), help="quantize the weights to 4 or 8 bits")
     parser.add_argument("--interactive", "-i", action="store_true", help="a story REPL")
@@ -236,8 +244,9 @@ def load_for_generation(args):
 def print_story(model, prompt, args, sampler, out=sys.stdout) -> GenerationResponse | None:
     """Stream one or more stories to `out`; return the last response (for statistics)."""
     last = None
+    shown = encode_prompt(prompt, story_start=False).decode("utf-8", "replace")  # printable under any locale
     if args.num_samples == 1:
-        out.write(prompt)
+        out.write(shown)
         out.flush()
     texts = [""] * args.num_samples
     for last in stream_generate(
@@ -252,7 +261,7 @@ def print_story(model, prompt, args, sampler, out=sys.stdout) -> GenerationRespo
             texts = [a + b for a, b in zip(texts, last.texts)]
     if args.num_samples > 1:
         for i, text in enumerate(texts):
-            out.write(f"--- sample {i + 1} ---\n{prompt}{text}\n")
+            out.write(f"--- sample {i + 1} ---\n{shown}{text}\n")
     else:
         out.write("\n")
     return last
@@ -296,6 +305,9 @@ def interactive(model, args, defaults):
         except KeyboardInterrupt:
             print()
             continue
+        except UnicodeDecodeError:  # a strict UTF-8 terminal and bytes that are not UTF-8
+            print("that line is not valid UTF-8; type it again")
+            continue
         if prompt.startswith("/"):
             if not _command(prompt, args, defaults):
                 return
@@ -313,7 +325,7 @@ def interactive(model, args, defaults):
 def _command(line, args, defaults) -> bool:
     """Apply a REPL command; False means quit."""
     name, _, value = line[1:].partition(" ")
-    settings = {"temp": ("temp", float), "length": ("max_tokens", int), "top-p": ("top_p", float), "min-p": ("min_p", float)}
+    settings = {"temp": ("temp", TEMP), "length": ("max_tokens", LENGTH), "top-p": ("top_p", TOP_P), "min-p": ("min_p", MIN_P)}
     try:
         if name in ("quit", "exit", "q"):
             return False
@@ -324,23 +336,15 @@ def _command(line, args, defaults) -> bool:
                 setattr(args, key, default)
             print("settings reset")
         elif name == "seed":
-            mx.random.seed(int(value))
+            mx.random.seed(check_seed(int(value)))
             print(f"seed {int(value)}")
         elif name in settings:
             attribute, kind = settings[name]
-            previous = getattr(args, attribute)
-            setattr(args, attribute, kind(value))
-            try:
-                make_sampler(args.temp, args.top_p, args.min_p, args.top_k)  # validates the new value
-                if args.max_tokens < 1:
-                    raise ValueError("length must be at least 1")
-            except ValueError:
-                setattr(args, attribute, previous)
-                raise
+            setattr(args, attribute, kind(value))  # the flag's own range check: nothing changes if it fails
             print(f"{name} {getattr(args, attribute)}")
         else:
             print(f"unknown command /{name}; /help lists them")
-    except ValueError as error:
+    except (ValueError, ArgumentTypeError) as error:
         print(f"invalid value: {error}")
     return True
 
@@ -362,9 +366,11 @@ def main(argv=None):
         defaults = {k: getattr(args, k) for k in ("temp", "max_tokens", "top_p", "min_p")}
         interactive(model, args, defaults)
         return
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    # Prompts are bytes: standard input is read as it is (not decoded, so invalid UTF-8 under a strict
+    # locale is no error), and a command-line argument gets back its original bytes.
+    prompt = sys.stdin.buffer.read() if args.prompt == "-" else encode_prompt(args.prompt, story_start=False)
     if args.instruct:
-        prompt = instruct_prompt(args.features, args.words, args.summary) + prompt
+        prompt = encode_prompt(instruct_prompt(args.features, args.words, args.summary), story_start=False) + prompt
     response = print_story(model, prompt, args, sampler)
     if args.verbose and response is not None:
         print(statistics(response), file=sys.stderr)

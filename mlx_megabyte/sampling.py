@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import mlx.core as mx
@@ -22,13 +23,13 @@ def make_sampler(
     max(int((1 - filter_thres) * vocab), 1) logits (it then Gumbel-samples at `temp`, which is the same
     distribution as sampling the tempered softmax).
     """
-    if temp < 0:
-        raise ValueError(f"temp must be >= 0, got {temp}")
+    if not 0 <= temp < math.inf:  # written so that NaN fails too
+        raise ValueError(f"temp must be a number >= 0, got {temp}")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if not 0 <= min_p < 1:
         raise ValueError(f"min_p must be in [0, 1), got {min_p}")
-    if top_k < 0:
+    if not top_k >= 0:
         raise ValueError(f"top_k must be >= 0, got {top_k}")
     if filter_thres is not None and not 0 <= filter_thres < 1:
         raise ValueError(f"filter_thres must be in [0, 1), got {filter_thres}")

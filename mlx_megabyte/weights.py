@@ -29,11 +29,15 @@ def atomic_path(target: str | Path, suffix: str = ""):
     """Yield a temporary path beside `target`; on success fsync it and rename it over `target`.
 
     `suffix` keeps an extension some writers insist on (mx.save_safetensors appends `.safetensors`).
-    On any error the temporary file is removed and `target` is untouched.
+    On any error the temporary file is removed and `target` is untouched; a failed write (a full disk,
+    a read-only folder) becomes a one-line UserError that names the file.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    except OSError as error:
+        raise UserError(f"cannot write {target}: {error.strerror or error}") from None
     os.close(fd)
     try:
         yield temporary
@@ -41,6 +45,10 @@ def atomic_path(target: str | Path, suffix: str = ""):
             os.fsync(f.fileno())
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the permissions open() would
         os.replace(temporary, target)
+    except OSError as error:  # a full disk (ENOSPC, EFBIG), a read-only or vanished folder
+        raise UserError(f"cannot write {target}: {error.strerror or error}") from None
+    except RuntimeError as error:  # MLX's writers report the same as "[write] Unable to write ..."
+        raise UserError(f"cannot write {target}: {str(error).splitlines()[0]} (is the disk full?)") from None
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
@@ -77,8 +85,12 @@ def save(model: MEGABYTE, path: str | Path, extra_config: dict | None = None) ->
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} exists and is not a directory")
+    arrays = dict(tree_flatten(model.parameters()))
+    damaged = non_finite(arrays)
+    if damaged:  # nothing that cannot be used again is written
+        raise UserError(f"refusing to save non-finite weights (NaN or infinity in {_short_list(damaged, 3)}) to {path}")
     config = {"model_type": MODEL_TYPE, **model.config.to_dict(), **(extra_config or {})}
-    write_safetensors(path / WEIGHTS_FILE, dict(tree_flatten(model.parameters())), {"format": "mlx"})
+    write_safetensors(path / WEIGHTS_FILE, arrays, {"format": "mlx"})
     write_text(path / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
 
@@ -145,11 +157,24 @@ def load(path: str | Path, dtype: mx.Dtype | None = None) -> MEGABYTE:
 
 
 def load_weights(model: MEGABYTE, arrays: dict[str, mx.array], source="weights") -> None:
-    """Set every parameter of `model` from `arrays`, or fail listing what does not fit."""
+    """Set every parameter of `model` from `arrays`, or fail, changing nothing, listing what does not fit
+    (names, shapes, or values that are NaN or infinite)."""
     expected = dict(tree_flatten(model.parameters()))
     check_names_and_shapes(expected, arrays, source)
+    damaged = non_finite({k: arrays[k] for k in expected})
+    if damaged:
+        raise UserError(f"{source} holds non-finite weights (NaN or infinity) in {_short_list(damaged, 3)}")
     model.update(tree_unflatten([(k, arrays[k]) for k in expected]))  # stored dtype kept
     mx.eval(model.parameters())
+
+
+def non_finite(arrays: dict[str, mx.array]) -> list[str]:
+    """Names of the floating-point arrays holding a NaN or an infinity (one evaluation for all)."""
+    names = [k for k, v in arrays.items() if mx.issubdtype(v.dtype, mx.floating)]
+    if not names:
+        return []
+    finite = mx.stack([mx.all(mx.isfinite(arrays[k])) for k in names]).tolist()
+    return [k for k, ok in zip(names, finite) if not ok]
 
 
 def check_names_and_shapes(expected: dict, found: dict, source) -> None:

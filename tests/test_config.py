@@ -62,3 +62,19 @@ def test_preset_parameter_counts_match_megabyte_pytorch():
         theirs = sum(p.numel() for p in torch_megabyte(**kwargs).parameters())
         assert MEGABYTE(config).num_parameters() == theirs, name
     assert 40e6 < MEGABYTE(PRESETS["40m"]).num_parameters() < 46e6
+
+
+@pytest.mark.parametrize("field, value", [("rel_pos", "yes"), ("pos_emb", 1), ("attn_dropout", "0.1"),
+                                          ("ff_dropout", True), ("pad_id", 0.5), ("heads", "8")])
+def test_fields_of_the_wrong_type_are_refused(field, value, tmp_path):
+    """A config.json with `"rel_pos": "yes"` was taken as truthy; every field's type is checked (issue 14)."""
+    with pytest.raises(ValueError, match=field):
+        ModelConfig.from_dict({**PRESETS["tiny"].to_dict(), field: value})
+    from mlx_megabyte import load, save
+    from mlx_megabyte.cli import UserError
+
+    save(MEGABYTE(PRESETS["tiny"]), tmp_path / "w")
+    raw = json.loads((tmp_path / "w" / "config.json").read_text())
+    (tmp_path / "w" / "config.json").write_text(json.dumps({**raw, field: value}))
+    with pytest.raises(UserError, match=field):
+        load(tmp_path / "w")

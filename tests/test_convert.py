@@ -139,3 +139,28 @@ def test_existing_outputs_need_force(tmp_path):
     one_line_error(run(*to_torch), "already exists")
     one_line_error(run("tools/convert_to_torch.py", "--mlx-path", str(tmp_path / "nowhere"),
                        "--torch-path", str(tmp_path / "x.safetensors")), "not a weights directory")
+
+
+def test_inline_config_longer_than_a_file_name(tmp_path):
+    """convert_to_torch.py writes configs of more than 255 bytes; passing one inline must work (14.11)."""
+    reference = torch_model()
+    safetensors_torch.save_file(reference.state_dict(), tmp_path / "m.safetensors")
+    to_torch = run("tools/convert_to_torch.py", "--mlx-path", str(_convert(tmp_path)), "--torch-path",
+                   str(tmp_path / "back.safetensors"))
+    assert to_torch.returncode == 0, to_torch.stderr
+    inline = (tmp_path / "back.config.json").read_text()
+    assert len(inline.encode()) > 255
+    result = run("tools/convert_from_torch.py", "--torch-path", str(tmp_path / "m.safetensors"),
+                 "--mlx-path", str(tmp_path / "again"), "--config", inline)
+    assert result.returncode == 0, result.stderr
+    one_line_error(run("tools/convert_from_torch.py", "--torch-path", str(tmp_path / "m.safetensors"),
+                       "--mlx-path", str(tmp_path / "x"), "--config", str(tmp_path / "no-such.json")),
+                   "--config: cannot read", "no-such.json")
+
+
+def _convert(tmp_path):
+    out = tmp_path / "mlx"
+    result = run("tools/convert_from_torch.py", "--torch-path", str(tmp_path / "m.safetensors"), "--mlx-path", str(out),
+                 "--config", json.dumps({"max_seq_len": [6, 4]}))
+    assert result.returncode == 0, result.stderr
+    return out

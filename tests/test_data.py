@@ -129,3 +129,58 @@ def test_evaluation_windows_are_fixed_and_cover_the_data():
     assert windows[0, 0] == stream[0] and windows[-1, -1] == stream[-1]
     with pytest.raises(UserError, match="fewer than one window"):
         data.evaluation_windows(stream[:10], 32, 8)
+
+
+def test_text_columns_holding_numbers_or_nulls(tmp_path):
+    """Nulls are missing documents (skipped); numbers are one-line errors naming the file (issue 14.7)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": [STORIES[0], None, STORIES[1]] * 20}), tmp_path / "nulls.parquet")
+    (tmp_path / "nulls.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in [STORIES[0], None, STORIES[1]] * 20))
+    for name in ("nulls.parquet", "nulls.jsonl"):
+        corpus = data.prepare(str(tmp_path / name), val_fraction=0.1, cache_dir=tmp_path / "cache")
+        assert bytes(corpus.train) + bytes(corpus.val) == expected_stream([STORIES[0], STORIES[1]] * 20)
+
+    pq.write_table(pa.table({"text": list(range(50))}), tmp_path / "numbers.parquet")
+    (tmp_path / "numbers.jsonl").write_text('{"text": "a story"}\n{"text": 5}\n')
+    with pytest.raises(UserError, match="numbers.parquet: the 'text' column holds int64, not strings"):
+        data.prepare(str(tmp_path / "numbers.parquet"), cache_dir=tmp_path / "cache")
+    with pytest.raises(UserError, match="numbers.jsonl:2: 'text' holds a int, not a string"):
+        data.prepare(str(tmp_path / "numbers.jsonl"), cache_dir=tmp_path / "cache")
+    for command in ("train", "evaluate"):
+        extra = ["--save-path", str(tmp_path / "run")] if command == "train" else ["--model", "weights/demo"]
+        result = run("-m", f"mlx_megabyte.{command}", "--data", str(tmp_path / "numbers.parquet"),
+                     "--cache-dir", str(tmp_path / "cache"), *extra)
+        one_line_error(result, "not strings")
+
+
+def test_the_cache_is_keyed_by_content_and_abandoned_encodings_are_cleaned_up(tmp_path, monkeypatch):
+    import os
+
+    source = tmp_path / "stories.txt"
+    source.write_text("\n<|endoftext|>\n".join(STORIES))
+    first = data.prepare(str(source), cache_dir=tmp_path / "cache")
+    stat = source.stat()
+    source.write_text("\n<|endoftext|>\n".join(s.replace("cat", "dog") for s in STORIES))  # same size
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the old modification time
+    assert source.stat().st_size == stat.st_size
+    second = data.prepare(str(source), cache_dir=tmp_path / "cache")
+    assert second.directory != first.directory and b"dog" in bytes(second.train)
+
+    # a killed encoding: a half-written temporary file and a folder with no meta.json, long ago
+    abandoned = tmp_path / "cache" / "data" / "stories-0123456789abcdef"
+    abandoned.mkdir()
+    (abandoned / ".train.bin.x1y2.tmp").write_bytes(b"partial")
+    leftover = second.directory / ".val.bin.abcd.tmp"
+    leftover.write_bytes(b"partial")
+    (second.directory / "meta.json").unlink()  # so this one is encoded again, under its lock
+    old = abandoned.stat().st_mtime - data.ABANDONED_AFTER - 1
+    os.utime(abandoned, (old, old))
+    again = data.prepare(str(source), cache_dir=tmp_path / "cache")
+    assert not abandoned.exists() and not leftover.exists()
+    assert bytes(again.train) == bytes(second.train)
+    recent = tmp_path / "cache" / "data" / "stories-fedcba9876543210"
+    recent.mkdir()  # just made by another process that has not locked it yet: left alone
+    data.prepare(str(source), cache_dir=tmp_path / "cache")
+    assert recent.exists()

@@ -210,7 +210,7 @@ def test_cli_finds_the_newest_weights_and_fails_clearly(weights_dir, tmp_path):
     one_line_error(run("-m", "mlx_megabyte.generate", "--model", "someone/megabyte-demo",
                        env={"HF_HOME": str(tmp_path / "hf")}), "cannot reach the Hugging Face hub", "someone/megabyte-demo")
     one_line_error(run("-m", "mlx_megabyte.generate", "--model", str(weights_dir / "weights" / "demo"),
-                       "--top-p", "2"), "top_p")
+                       "--top-p", "2"), "--top-p")
 
 
 def _run_in(cwd, args, env):
@@ -271,6 +271,70 @@ def test_instruct_repl_asks_for_the_fields(weights_dir):
     child.expect(r"Features: Dialogue\r?\nWords: cat, ball, red\r?\nSummary: A cat finds a ball.\r?\nStory: ")
     child.expect(r"\[\d+ bytes")
     child.expect("features> ")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_bad_numbers_and_seeds_are_one_line(weights_dir):
+    model = ["-m", "mlx_megabyte.generate", "--model", str(weights_dir / "weights" / "demo"), "--prompt", "A"]
+    for flags, fragment in ((["--seed", "-1"], "--seed: must be at least 0"),
+                            (["--seed", str(2**64)], "--seed: must be at most 4294967295"),
+                            (["--temp", "nan"], "--temp: expected a finite number"),
+                            (["--min-p", "inf"], "--min-p: expected a finite number"),
+                            (["--filter-thres", "nan"], "--filter-thres: expected a finite number"),
+                            (["--max-tokens", "0"], "--max-tokens/-m: must be at least 1")):
+        one_line_error(run(*model, *flags), fragment)
+    with pytest.raises(ValueError, match="temp"):
+        make_sampler(float("nan"))
+
+
+def test_prompts_are_bytes_even_under_a_strict_utf8_locale(weights_dir):
+    """Invalid UTF-8 on standard input or in an argument reaches the model as the same bytes, and is
+    shown with U+FFFD, under PYTHONIOENCODING=utf-8:strict (as on macOS)."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    args = [sys.executable, "-m", "mlx_megabyte.generate", "--model", str(weights_dir / "weights" / "demo"),
+            "--max-tokens", "20", "--temp", "0"]
+    prompt = b"Once \xff\xfe upon"
+    piped = subprocess.run([*args, "--prompt", "-"], input=prompt, capture_output=True, env=env, cwd=ROOT, timeout=120)
+    given = subprocess.run([*args, "--prompt", prompt], capture_output=True, env=env, cwd=ROOT, timeout=120)
+    assert piped.returncode == 0 and b"Traceback" not in piped.stderr, piped.stderr
+    assert given.returncode == 0, given.stderr
+    assert piped.stdout == given.stdout and piped.stdout.startswith("Once \ufffd\ufffd upon".encode())
+    # the story the library writes greedily after exactly these bytes (not after their U+FFFD rendering)
+    from mlx_megabyte import load
+
+    model = load(weights_dir / "weights" / "demo")
+    story = generate(model, prompt, max_tokens=20, sampler=make_sampler(0))[0]
+    shown = "Once \ufffd\ufffd upon"
+    assert piped.stdout.decode() == shown + story + "\n"
+    assert story != generate(model, shown, max_tokens=20, sampler=make_sampler(0))[0]
+
+
+def test_repl_refuses_bad_values_and_invalid_utf8_and_keeps_going(weights_dir):
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(sys.executable, ["-m", "mlx_megabyte.generate", "--interactive", "--model",
+                                           str(weights_dir / "weights" / "demo"), "--max-tokens", "10"],
+                          cwd=str(ROOT), timeout=60, env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"})
+    child.expect(b"> ")
+    for command, answer in ((b"/seed -1", b"invalid value: a seed is an integer from 0 to 4294967295"),
+                            (b"/seed 99999999999999999999999", b"invalid value"),
+                            (b"/temp nan", b"invalid value: expected a finite number"),
+                            (b"/top-p 0", b"invalid value: must be above 0"),
+                            (b"/length -3", b"invalid value: must be at least 1"),
+                            (b"\xff\xfe story", b"not valid UTF-8")):
+        child.sendline(command)
+        child.expect(answer)
+        child.expect(b"> ")
+    child.sendline(b"/seed 7")
+    child.expect(b"seed 7")
+    child.expect(b"> ")
+    child.sendline(b"Once")
+    child.expect(rb"\[\d+ bytes")
+    child.expect(b"> ")
     child.sendeof()
     child.expect(pexpect.EOF)
     child.close()

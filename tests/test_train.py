@@ -93,11 +93,11 @@ def test_a_checkpoint_write_that_dies_leaves_the_previous_one(tmp_path, cache, m
 
     monkeypatch.setattr(mx, "save_safetensors", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
-        train(tmp_path, cache, "--iters", "6", "--steps-per-eval", "2", "--resume")
+        train(tmp_path, cache, "--iters", "6", "--steps-per-eval", "2", "--resume", "--reschedule")
     monkeypatch.setattr(mx, "save_safetensors", real)
     assert checkpoint.latest_checkpoint(run_dir) == before
     load(before)
-    summary, _ = train(tmp_path, cache, "--iters", "6", "--steps-per-eval", "2", "--resume")
+    summary, _ = train(tmp_path, cache, "--iters", "6", "--steps-per-eval", "2", "--resume", "--reschedule")
     assert summary["start_step"] == 4 and summary["step"] == 6
     assert not list((run_dir / "checkpoints").glob(".*"))  # leftovers cleaned up
 
@@ -166,3 +166,245 @@ def test_init_from_starts_instruct_tuning_from_pretrained_weights(tmp_path, cach
     assert first < fresh - 1.0, (first, fresh)  # the pretrained model already knows stories
     assert "initialised from" in output
     assert load(tmp_path / "instruct" / "best").config == load(tmp_path / "base" / "best").config
+
+
+# --- reliability: one run per directory, nothing poisoned saved, one-line errors (issue 14) -----------
+
+
+def test_a_second_run_into_a_run_directory_is_refused_and_overwrite_moves_the_old_one_aside(tmp_path, cache):
+    train(tmp_path, cache, "--iters", "4", "--steps-per-eval", "2")
+    run_dir = tmp_path / "run"
+    before = {p.name: p.read_bytes() for p in [run_dir / "metrics.jsonl", run_dir / "best" / "model.safetensors"]}
+    with pytest.raises(UserError, match="holds a run already.*--resume.*--save-path.*--overwrite"):
+        train(tmp_path, cache, "--iters", "2", "--steps-per-eval", "2")
+    assert (run_dir / "metrics.jsonl").read_bytes() == before["metrics.jsonl"]  # untouched
+    assert checkpoint.latest_checkpoint(run_dir).name == "step-00000004"
+
+    summary, output = train(tmp_path, cache, "--iters", "2", "--steps-per-eval", "2", "--overwrite")
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert len(aside) == 1 and f"moved the run that was in {run_dir}" in output.replace("\n", "")
+    assert (aside[0] / "metrics.jsonl").read_bytes() == before["metrics.jsonl"]  # nothing deleted
+    assert (aside[0] / "best" / "model.safetensors").read_bytes() == before["model.safetensors"]
+    assert checkpoint.latest_checkpoint(aside[0]).name == "step-00000004"
+    assert sorted(losses(run_dir)) == [1, 2] and checkpoint.latest_checkpoint(run_dir).name == "step-00000002"
+
+
+def test_a_run_directory_in_use_is_refused_and_a_killed_owner_leaves_no_stale_lock(tmp_path, cache):
+    command = [sys.executable, "-m", "mlx_megabyte.train", *BASE, "--cache-dir", cache, "--save-path",
+               str(tmp_path / "run"), "--iters", "100000", "--steps-per-eval", "5"]
+    owner = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and checkpoint.latest_checkpoint(tmp_path / "run") is None:
+            time.sleep(0.05)
+        second = run_command("-m", "mlx_megabyte.train", *BASE, "--cache-dir", cache, "--save-path",
+                             str(tmp_path / "run"), "--iters", "100000", "--steps-per-eval", "5", "--resume")
+        one_line_error(second, "is in use by another training", f"process {owner.pid}")
+    finally:
+        owner.kill()
+        owner.wait()
+    # kill -9 released the lock: the run resumes
+    summary, _ = train(tmp_path, cache, "--iters", "100000", "--steps-per-eval", "5", "--resume", "--reschedule",
+                       "--iters", "6")
+    assert summary["step"] == 6 and summary["start_step"] >= 5
+
+
+def test_init_from_a_float16_model_trains_in_float32_and_lowers_the_loss(tmp_path, cache):
+    import mlx.core as mx
+
+    demo = ROOT / "weights" / "demo"
+    assert load(demo).parameters()["stages"][0]["embedding"]["embedding"]["weight"].dtype == mx.float16
+    summary, _ = train(tmp_path, cache, "--init-from", str(demo), "--iters", "6", "--steps-per-eval", "6",
+                       "--learning-rate", "1e-4", "--batch-size", "4")
+    curve = losses(tmp_path / "run")
+    assert max(curve.values()) < 1.2, curve  # float16 training went 0.55 -> 790 in one step
+    assert summary["val_loss"] < 1.0, summary
+    tuned = load(tmp_path / "run" / "best")
+    assert tuned.parameters()["stages"][0]["embedding"]["embedding"]["weight"].dtype == mx.float32
+
+
+@pytest.mark.parametrize("poison", ["gradient", "update"])
+def test_poisoned_weights_are_never_saved(tmp_path, cache, monkeypatch, poison):
+    """A NaN gradient (or an update that makes weights NaN with a finite loss and gradient) is caught at
+    the step that makes it: the checkpoint before it is the last one, and it holds finite weights."""
+    import mlx.core as mx
+    from mlx.utils import tree_map
+
+    from mlx_megabyte.train import Trainer
+
+    real = Trainer.train_step
+
+    def poisons_at_step_3(self, batch):
+        loss, norm = real(self, batch)
+        if self.step == 2:
+            if poison == "gradient":
+                norm = norm * mx.array(float("nan"))
+            self.model.update(tree_map(lambda p: p * mx.array(float("nan")), self.model.parameters()))
+        return loss, norm
+
+    monkeypatch.setattr(Trainer, "train_step", poisons_at_step_3)
+    with pytest.raises(UserError, match="at step 3.*last good checkpoint is .*step-00000002"):
+        train(tmp_path, cache, "--iters", "10", "--steps-per-eval", "1" if poison == "update" else "2")
+    last = checkpoint.latest_checkpoint(tmp_path / "run")
+    assert last.name == "step-00000002"
+    load(last)  # loads: every value finite (load refuses non-finite weights)
+    load(tmp_path / "run" / "best")
+
+
+def test_non_finite_weights_are_refused_by_save_load_and_evaluate(tmp_path):
+    import mlx.core as mx
+
+    from mlx_megabyte import MEGABYTE, PRESETS, save
+
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    save(MEGABYTE(PRESETS["tiny"]), tmp_path / "good")
+    arrays = dict(tree_flatten(load(tmp_path / "good").parameters()))
+    name = sorted(arrays)[0]
+    arrays[name] = arrays[name] * mx.array(float("nan"))
+    mx.save_safetensors(str(tmp_path / "good" / "model.safetensors"), arrays)  # damaged behind our back
+    with pytest.raises(UserError, match=f"non-finite weights .*{name}"):
+        load(tmp_path / "good")
+    result = run_command("-m", "mlx_megabyte.evaluate", "--model", str(tmp_path / "good"), "--data", "builtin")
+    one_line_error(result, "non-finite weights")
+    broken = MEGABYTE(PRESETS["tiny"])
+    broken.update(tree_unflatten(list(arrays.items())))
+    with pytest.raises(UserError, match="refusing to save non-finite weights"):
+        save(broken, tmp_path / "bad")
+    assert not (tmp_path / "bad" / "model.safetensors").exists()
+
+
+def _limited_file_size(limit):
+    def apply():
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, cache):
+    train(tmp_path, cache, "--iters", "2", "--steps-per-eval", "2")
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "mlx_megabyte.train", *BASE, "--cache-dir", cache, "--save-path", str(run_dir),
+               "--iters", "6", "--steps-per-eval", "6", "--steps-per-save", "2", "--resume", "--reschedule"]
+    # the tiny model's weights are ~0.8 MB: a 300 kB file-size limit stops the checkpoint, not the metrics
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            preexec_fn=_limited_file_size(300_000))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    line = result.stderr.strip().splitlines()[-1]  # after the progress lines: one line saying what failed
+    assert line.startswith("error: cannot write") and "model.safetensors" in line, line
+    assert "step-00000004 was not written, earlier checkpoints are intact" in line, line
+    assert [p.name for p in checkpoint.checkpoints(run_dir)] == ["step-00000002"]
+    assert not list((run_dir / "checkpoints").glob(".*"))  # the half-written checkpoint was removed
+    load(checkpoint.latest_checkpoint(run_dir))
+
+
+def test_write_errors_anywhere_are_one_line(tmp_path, cache, monkeypatch):
+    """Every write path (weights, metrics, data cache) turns an OS error into one line naming the file."""
+    import errno
+
+    from mlx_megabyte import MEGABYTE, PRESETS, save
+
+    real_replace = __import__("os").replace
+
+    def no_space(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("os.replace", no_space)
+    with pytest.raises(UserError, match="cannot write .*config.json|cannot write .*model.safetensors: No space left"):
+        save(MEGABYTE(PRESETS["tiny"]), tmp_path / "w")
+    with pytest.raises(UserError, match="cannot write .*train.bin: No space left"):
+        from mlx_megabyte import data
+
+        data.prepare("builtin", cache_dir=tmp_path / "fresh-cache", builtin_mb=0.05)
+    monkeypatch.setattr("os.replace", real_replace)
+
+    from mlx_megabyte.train import Metrics
+
+    metrics = Metrics(tmp_path / "metrics.jsonl", True, 0)
+    metrics.file.close()
+    metrics.file = open("/dev/full", "w")  # every write fails with ENOSPC
+    with pytest.raises(UserError, match="cannot write .*metrics.jsonl: No space left"):
+        metrics.write({"step": 1, "loss": 1.0})
+
+
+def test_resume_survives_a_truncated_metrics_line_and_a_damaged_newest_checkpoint(tmp_path, cache):
+    flags = ["--iters", "6", "--steps-per-eval", "2"]
+    train(tmp_path, cache, *flags, name="straight")
+    train(tmp_path, cache, "--iters", "6", "--steps-per-eval", "2", "--steps-per-save", "2", name="run")
+    run_dir = tmp_path / "run"
+    # damage: the newest checkpoint's config.json is garbled, and metrics.jsonl ends in half a line
+    newest = checkpoint.latest_checkpoint(run_dir)
+    assert newest.name == "step-00000006"
+    (newest / "config.json").write_text('{"num_tokens": 256, "dim": [6')
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "loss": 1.2')
+    summary, output = train(tmp_path, cache, *flags, "--resume")
+    flat = output.replace("\n", "")
+    assert "skipped the damaged checkpoint step-00000006" in flat and "left out 1 damaged line" in flat
+    assert summary["start_step"] == 4 and summary["step"] == 6
+    assert losses(run_dir) == losses(tmp_path / "straight")  # the redone steps are the unbroken run's
+
+
+def test_resume_refuses_a_changed_schedule_unless_told_and_changed_data_always(tmp_path, cache):
+    train(tmp_path, cache, "--iters", "4", "--steps-per-eval", "2")
+    for flag, value in (("--iters", "8"), ("--learning-rate", "0.001"), ("--weight-decay", "0.0"), ("--grad-clip", "0.5")):
+        with pytest.raises(UserError, match=f"the run used {flag} .*not {value}.*--reschedule"):
+            train(tmp_path, cache, "--iters", "4", "--steps-per-eval", "2", flag, value, "--resume")
+    with pytest.raises(UserError, match="the run used --seed 0, not 1: pass the same value$"):
+        train(tmp_path, cache, "--iters", "4", "--steps-per-eval", "2", "--seed", "1", "--resume")
+    summary, _ = train(tmp_path, cache, "--iters", "6", "--steps-per-eval", "2", "--resume", "--reschedule")
+    assert (summary["start_step"], summary["step"]) == (4, 6)
+
+    # local data edited in place, same size, modification time put back: the content hash sees it
+    import os
+
+    text = tmp_path / "stories.txt"
+    text.write_text("Once upon a time there was a cat. " * 400)
+    train(tmp_path, cache, "--data", str(text), "--iters", "2", "--steps-per-eval", "2", name="local")
+    stat = text.stat()
+    text.write_text("Once upon a time there was a dog. " * 400)
+    os.utime(text, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(UserError, match="the data of .*stories.txt changed since the run started"):
+        train(tmp_path, cache, "--data", str(text), "--iters", "2", "--steps-per-eval", "2", "--resume", name="local")
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--learning-rate", "nan"], "--learning-rate: expected a finite number"),
+    (["--learning-rate", "1e30"], "--learning-rate: must be at most 1"),
+    (["--weight-decay", "inf"], "--weight-decay: expected a finite number"),
+    (["--grad-clip", "nan"], "--grad-clip: expected a finite number"),
+    (["--builtin-mb", "nan"], "--builtin-mb: expected a finite number"),
+    (["--val-fraction", "1"], "--val-fraction: must be below 1"),
+    (["--attn-dropout=-inf"], "--attn-dropout: expected a finite number"),
+    (["--seed", "-1"], "--seed: must be at least 0"),
+    (["--seed", str(2**64)], "--seed: must be at most 4294967295"),
+    (["--steps-per-save", "-1"], "--steps-per-save: must be at least 1"),
+    (["--sample-bytes", "-5"], "--sample-bytes: must be at least 1"),
+    (["--steps-per-sample", "-1"], "--steps-per-sample: must be at least 0"),
+    (["--warmup-steps", "-3"], "--warmup-steps: must be at least 0"),
+    (["--distributed-timeout", "nan"], "--distributed-timeout: expected a finite number"),
+    (["--reschedule"], "--reschedule changes a resumed run's schedule"),
+])
+def test_every_bad_number_is_refused_in_one_line(tmp_path, flags, fragment):
+    result = run_command("-m", "mlx_megabyte.train", "--save-path", str(tmp_path / "r"), *flags)
+    one_line_error(result, fragment)
+    assert not (tmp_path / "r").exists()
+
+
+def test_one_int_for_a_per_stage_flag_means_every_stage(tmp_path, cache):
+    from mlx_megabyte.train import model_config
+
+    def config(*flags):
+        return model_config(build_parser().parse_args(["--preset", "tiny", *flags]))
+
+    assert config("--dim", "48").dim == (48, 48)
+    assert config("--depth", "3").depth == (3, 3)
+    assert config("--max-seq-len", "16").max_seq_len == (16, 16)
+    three = config("--depth", "2", "--max-seq-len", "8,4,8", "--dim", "64,48,32")
+    assert (three.depth, three.dim) == ((2, 2, 2), (64, 48, 32))
+    assert config("--depth", "2,2,2", "--max-seq-len", "8,4,8").dim == (64, 64, 64)
+    summary, _ = train(tmp_path, cache, "--dim", "48", "--iters", "1", "--steps-per-eval", "1")
+    assert load(tmp_path / "run" / "best").config.dim == (48, 48)

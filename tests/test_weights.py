@@ -29,7 +29,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(mx, "save_safetensors", full_disk)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="cannot write .*model.safetensors: No space left on device"):
         save(MEGABYTE(PRESETS["tiny"]), tmp_path / "w")
     assert (tmp_path / "w" / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["config.json", "model.safetensors"]

@@ -35,7 +35,14 @@ def read_given_config(option, torch_path):
         if not sidecar.is_file():
             return {}
         option = str(sidecar)
-    text = Path(option).read_text() if Path(option).is_file() else option
+    if option.lstrip().startswith("{"):  # inline JSON, however long (convert_to_torch.py writes long ones)
+        text = option
+    else:
+        try:
+            text = Path(option).read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserError(f"--config: cannot read {option} ({getattr(error, 'strerror', None) or error}); "
+                            "give a JSON file or an inline JSON object") from None
     try:
         given = json.loads(text)
     except json.JSONDecodeError as error:

@@ -9,7 +9,7 @@ from --token, HF_TOKEN or `huggingface-cli login`. --dry-run prints the model ca
 """
 
 
-from mlx_megabyte.cli import cli
+from mlx_megabyte.cli import cli, number
 from mlx_megabyte.cli import parser as parser_for
 
 
@@ -21,7 +21,7 @@ def main(argv=None):
     parser.add_argument("--token", help="a Hugging Face token with write access (default: your login)")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--data", help="describe the training data in the card (default: from the checkpoint)")
-    parser.add_argument("--bpb", type=float, help="validation bits per byte for the card (default: from the checkpoint)")
+    parser.add_argument("--bpb", type=number(float, 0), help="validation bits per byte for the card (default: from the checkpoint)")
     parser.add_argument("--dry-run", action="store_true", help="print the model card, upload nothing")
     args = parser.parse_args(argv)
 
