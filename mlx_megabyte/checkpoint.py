@@ -26,8 +26,9 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from .cli import UserError
-from .weights import WEIGHTS_FILE, load_weights, non_finite, read_safetensors, save, write_safetensors, write_text
+from .errors import UserError
+from .files import read_safetensors, write_safetensors, write_text
+from .weights import WEIGHTS_FILE, load_weights, non_finite, save
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"

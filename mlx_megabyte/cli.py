@@ -7,11 +7,9 @@ import functools
 import math
 import sys
 
+from .errors import UserError
+
 SEED_LIMIT = 2**32  # seeds are 0 .. 2**32 - 1: MLX's key is 64-bit, and training derives per-step seeds from it
-
-
-class UserError(Exception):
-    """Something the user can fix (a missing file, a foreign checkpoint, a bad flag): shown as one line."""
 
 
 def cli(main):

@@ -16,10 +16,11 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from .cli import UserError
+from .errors import UserError
 from .config import ModelConfig
 from .model import MEGABYTE
-from .weights import check_names_and_shapes, read_safetensors, write_safetensors, write_text
+from .files import atomic_path, read_safetensors, write_safetensors, write_text
+from .weights import check_names_and_shapes
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 _INV_FREQ = "transformers.{}.rotary_emb.inv_freq"
@@ -244,8 +245,6 @@ def write_torch_state(path: str | Path, state: dict[str, mx.array], config: Mode
             import torch
         except ImportError:
             raise UserError(f"writing {path.suffix} files needs torch: pip install 'mlx-megabyte[torch]'") from None
-        from .weights import atomic_path
-
         tensors = {k: _to_torch_tensor(v) for k, v in state.items()}
         with atomic_path(path) as temporary:
             torch.save(tensors, temporary)

@@ -21,9 +21,9 @@ from typing import Iterator
 
 import numpy as np
 
-from .cli import UserError
+from .errors import UserError
 from .hub import hub_reachable
-from .weights import atomic_path, write_text
+from .files import atomic_path, write_text
 
 EOT = 3
 ENCODING_VERSION = 2  # 2: local files are keyed by a hash of their bytes, not their mtime

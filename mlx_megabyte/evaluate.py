@@ -21,9 +21,11 @@ import mlx.core as mx
 import numpy as np
 
 from . import data
-from .cli import UserError, cli, number
+from .cli import cli, number
+from .errors import UserError
 from .cli import parser as parser_for
 from .model import summed_loss
+from .weights import load, locate, quantize
 
 
 def windows(streams: list[np.ndarray], length: int):
@@ -95,13 +97,9 @@ def main(argv=None):
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .weights import load, locate
-
     path = locate(args.model)
     model = load(path, dtype=mx.float32)  # score in full precision whatever the stored dtype
     if args.quantize:
-        from .generate import quantize
-
         quantize(model, args.quantize)
     console = Console(stderr=True)
     named = args.data in data.HUB_DATASETS or args.data in data.BUILTIN

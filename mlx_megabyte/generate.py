@@ -20,11 +20,13 @@ import mlx.core as mx
 import numpy as np
 
 from . import cpu
-from .cli import UserError, check_seed, cli, number
+from .cli import check_seed, cli, number
+from .errors import UserError
 from .cli import parser as parser_for
 from .cli import seed as seed_type
 from .data import EOT
 from .sampling import Sampler, make_sampler
+from .weights import load, locate, quantize
 
 DEFAULT_MAX_TOKENS = 512
 DEFAULT_TEMP = 0.8
@@ -220,20 +222,7 @@ def instruct_prompt(features: str = "", words: str = "", summary: str = "") -> s
     return "\n".join(lines)
 
 
-def quantize(model, bits: int, group_size: int = 64):
-    """Quantize every Linear and Embedding whose width the group size divides (others stay float)."""
-    import mlx.nn as nn
-
-    def fits(_, module):
-        return hasattr(module, "to_quantized") and module.weight.shape[-1] % group_size == 0
-
-    nn.quantize(model, group_size=group_size, bits=bits, class_predicate=fits)
-    return model
-
-
 def load_for_generation(args):
-    from .weights import load, locate
-
     on_cpu = mx.default_device() == mx.cpu
     model = load(locate(args.model), dtype=mx.float32 if on_cpu else None)
     if args.quantize:

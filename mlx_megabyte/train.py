@@ -26,7 +26,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from . import checkpoint, cli, data, distributed
-from .cli import UserError
+from .errors import UserError
 from .config import PRESETS, ModelConfig
 from .model import MEGABYTE, loss_fn, summed_loss
 from .weights import non_finite, read_config

@@ -1,83 +1,27 @@
-"""A weights directory (`config.json` + `model.safetensors`) and the atomic file writes behind it.
+"""A weights directory: `config.json` (the model config) + `model.safetensors` (every parameter).
 
-Every file is written to a temporary name beside its target, flushed to disk and renamed over it, so a
-crash, a full disk or Ctrl-C mid-write leaves the previous file intact.
+`save` and `load` write and read one; `locate` finds the one a `--model` flag names (a directory, a
+training run, a Hugging Face repo id); `quantize` turns a loaded model's matrices into 4 or 8 bits.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import mlx.core as mx
+import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
-from .cli import UserError
+from .errors import UserError
+from .files import read_safetensors, write_safetensors, write_text
+from .hub import download_model, looks_like_repo_id
 from .config import ModelConfig
 from .model import MEGABYTE
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 MODEL_TYPE = "megabyte"
-
-
-@contextlib.contextmanager
-def atomic_path(target: str | Path, suffix: str = ""):
-    """Yield a temporary path beside `target`; on success fsync it and rename it over `target`.
-
-    `suffix` keeps an extension some writers insist on (mx.save_safetensors appends `.safetensors`).
-    On any error the temporary file is removed and `target` is untouched; a failed write (a full disk,
-    a read-only folder) becomes a one-line UserError that names the file.
-    """
-    target = Path(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
-    except OSError as error:
-        raise UserError(f"cannot write {target}: {error.strerror or error}") from None
-    os.close(fd)
-    try:
-        yield temporary
-        with open(temporary, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the permissions open() would
-        os.replace(temporary, target)
-    except OSError as error:  # a full disk (ENOSPC, EFBIG), a read-only or vanished folder
-        raise UserError(f"cannot write {target}: {error.strerror or error}") from None
-    except RuntimeError as error:  # MLX's writers report the same as "[write] Unable to write ..."
-        raise UserError(f"cannot write {target}: {str(error).splitlines()[0]} (is the disk full?)") from None
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as temporary:
-        Path(temporary).write_text(text)
-
-
-def write_safetensors(path: str | Path, arrays: dict[str, mx.array], metadata: dict | None = None) -> None:
-    with atomic_path(path, suffix=".safetensors") as temporary:
-        mx.save_safetensors(temporary, arrays, metadata=metadata or {})
-
-
-def read_safetensors(path: str | Path) -> dict[str, mx.array]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no weights file at {path}")
-    try:
-        return mx.load(str(path), format="safetensors")
-    except Exception as error:  # MLX raises plain exceptions for corrupt files
-        raise UserError(f"{path} is not a readable safetensors file ({error})") from None
 
 
 def save(model: MEGABYTE, path: str | Path, extra_config: dict | None = None) -> None:
@@ -134,8 +78,6 @@ def locate(spec: str | None, root: str | Path = "weights") -> Path:
     path = Path(spec).expanduser()
     if path.is_dir():
         return path if (path / CONFIG_FILE).is_file() else locate(None, root=path)
-    from .hub import download_model, looks_like_repo_id
-
     if looks_like_repo_id(spec):
         return download_model(spec, [CONFIG_FILE, WEIGHTS_FILE])
     raise UserError(f"no weights directory at {spec}")
@@ -200,3 +142,13 @@ def check_names_and_shapes(expected: dict, found: dict, source) -> None:
 def _short_list(items: list[str], limit: int = 8) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def quantize(model: MEGABYTE, bits: int, group_size: int = 64) -> MEGABYTE:
+    """Quantize every Linear and Embedding whose width the group size divides (others stay float)."""
+
+    def fits(_, module):
+        return hasattr(module, "to_quantized") and module.weight.shape[-1] % group_size == 0
+
+    nn.quantize(model, group_size=group_size, bits=bits, class_predicate=fits)
+    return model

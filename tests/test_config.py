@@ -71,7 +71,7 @@ def test_fields_of_the_wrong_type_are_refused(field, value, tmp_path):
     with pytest.raises(ValueError, match=field):
         ModelConfig.from_dict({**PRESETS["tiny"].to_dict(), field: value})
     from mlx_megabyte import load, save
-    from mlx_megabyte.cli import UserError
+    from mlx_megabyte.errors import UserError
 
     save(MEGABYTE(PRESETS["tiny"]), tmp_path / "w")
     raw = json.loads((tmp_path / "w" / "config.json").read_text())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mlx_megabyte import data
-from mlx_megabyte.cli import UserError
+from mlx_megabyte.errors import UserError
 
 from .helpers import one_line_error, run
 

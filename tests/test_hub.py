@@ -8,7 +8,7 @@ import mlx.core as mx
 import pytest
 
 from mlx_megabyte import MEGABYTE, PRESETS, save
-from mlx_megabyte.hub import push
+from mlx_megabyte.publish import push
 
 from .helpers import one_line_error, run
 
@@ -79,7 +79,7 @@ def test_push_uploads_weights_and_a_model_card(fake_hub, weights):
 
 
 def test_upload_errors_are_one_line(fake_hub, weights):
-    from mlx_megabyte.cli import UserError
+    from mlx_megabyte.errors import UserError
 
     fake_hub.__class__ = type("Refusing", (FakeHub,), {"__call__": lambda self, r: httpx.Response(403, json={"error": "no"})})
     with pytest.raises(UserError, match="could not upload to you/demo"):

@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 
 from mlx_megabyte import checkpoint, load
-from mlx_megabyte.cli import UserError
+from mlx_megabyte.errors import UserError
 from mlx_megabyte.train import build_parser, run
 
 from .helpers import ROOT, one_line_error

@@ -4,8 +4,8 @@ import mlx.core as mx
 import pytest
 
 from mlx_megabyte import MEGABYTE, PRESETS, ModelConfig, load, save
-from mlx_megabyte.cli import UserError
-from mlx_megabyte.weights import write_safetensors
+from mlx_megabyte.errors import UserError
+from mlx_megabyte.files import write_safetensors
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -12,7 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from mlx_megabyte.cli import UserError, cli
+from mlx_megabyte.cli import cli
+from mlx_megabyte.errors import UserError
 from mlx_megabyte.cli import parser as parser_for
 
 

@@ -13,7 +13,8 @@ config as `<name>.config.json`. In PyTorch:
 
 from pathlib import Path
 
-from mlx_megabyte.cli import UserError, cli
+from mlx_megabyte.cli import cli
+from mlx_megabyte.errors import UserError
 from mlx_megabyte.cli import parser as parser_for
 
 

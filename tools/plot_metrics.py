@@ -11,7 +11,8 @@ throughput. Needs matplotlib (pip install 'mlx-megabyte[plot]').
 import json
 from pathlib import Path
 
-from mlx_megabyte.cli import UserError, cli
+from mlx_megabyte.cli import cli
+from mlx_megabyte.errors import UserError
 from mlx_megabyte.cli import parser as parser_for
 
 

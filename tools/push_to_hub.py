@@ -25,8 +25,9 @@ def main(argv=None):
     parser.add_argument("--dry-run", action="store_true", help="print the model card, upload nothing")
     args = parser.parse_args(argv)
 
-    from mlx_megabyte.cli import UserError
-    from mlx_megabyte.hub import looks_like_repo_id, model_card, push
+    from mlx_megabyte.errors import UserError
+    from mlx_megabyte.hub import looks_like_repo_id
+    from mlx_megabyte.publish import model_card, push
     from mlx_megabyte.weights import locate
 
     if not looks_like_repo_id(args.repo):
