@@ -25,14 +25,10 @@ from .errors import UserError
 from .cli import parser as parser_for
 from .cli import seed as seed_type
 from .data import EOT
-from .sampling import Sampler, make_sampler
+from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, DEFAULT_TOP_K, DEFAULT_TOP_P, Sampler, make_sampler
 from .weights import load, locate, quantize
 
 DEFAULT_MAX_TOKENS = 512
-DEFAULT_TEMP = 0.8
-DEFAULT_TOP_P = 1.0
-DEFAULT_MIN_P = 0.05
-DEFAULT_TOP_K = 0
 DEFAULT_SEED = None
 
 # The ranges of the sampling settings, for the flags and the REPL's commands alike.

@@ -9,6 +9,13 @@ import mlx.core as mx
 
 Sampler = Callable[[mx.array], mx.array]
 
+# The sampling a story gets unless told otherwise (generate, the REPL, training's samples): a little
+# cooler than the model's distribution, without the long tail of unlikely bytes.
+DEFAULT_TEMP = 0.8
+DEFAULT_TOP_P = 1.0
+DEFAULT_MIN_P = 0.05
+DEFAULT_TOP_K = 0
+
 
 def make_sampler(
     temp: float = 1.0,

@@ -126,7 +126,7 @@ def test_sigkill_during_training_never_leaves_a_broken_checkpoint(tmp_path, cach
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, cache, monkeypatch):
     import mlx.core as mx
 
-    from mlx_megabyte.train import Trainer
+    from mlx_megabyte.trainer import Trainer
 
     real = Trainer.train_step
 
@@ -230,7 +230,7 @@ def test_poisoned_weights_are_never_saved(tmp_path, cache, monkeypatch, poison):
     import mlx.core as mx
     from mlx.utils import tree_map
 
-    from mlx_megabyte.train import Trainer
+    from mlx_megabyte.trainer import Trainer
 
     real = Trainer.train_step
 
@@ -321,7 +321,7 @@ def test_write_errors_anywhere_are_one_line(tmp_path, cache, monkeypatch):
         data.prepare("builtin", cache_dir=tmp_path / "fresh-cache", builtin_mb=0.05)
     monkeypatch.setattr("os.replace", real_replace)
 
-    from mlx_megabyte.train import Metrics
+    from mlx_megabyte.trainer import Metrics
 
     metrics = Metrics(tmp_path / "metrics.jsonl", True, 0)
     metrics.file.close()

@@ -135,20 +135,21 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
         _, arrays, _ = from_torch_state(read_torch_state(weights), config)
         load_weights(model, arrays)
     if task.startswith("generate-q"):
-        from mlx_megabyte.generate import quantize
+        from mlx_megabyte.weights import quantize
 
         quantize(model, int(task[len("generate-q"):]))
     length = math.prod(config["max_seq_len"])
     ids = mx.array(np.random.default_rng(0).integers(0, 256, (batch, length)))
     rates = []
     if task in ("train", "train-checkpointed"):
-        from mlx_megabyte.train import AdamW, make_step_functions
+        from mlx_megabyte.trainer import TrainingConfig, TrainStep, make_optimizer
 
+        # The trainer's own optimizer and compiled step, without its data, console or run directory.
         model.train()
         model.set_grad_checkpoint(task == "train-checkpointed")
-        optimizer = AdamW(learning_rate=1e-4, weight_decay=0.01)
+        optimizer = make_optimizer(TrainingConfig(model=model.config, iters=warmup + steps, warmup_steps=0))
         optimizer.init(model.trainable_parameters())
-        step, _, _ = make_step_functions(model, optimizer, grad_clip=1.0)
+        step = TrainStep(model, optimizer, grad_clip=1.0)
         for i in range(warmup + steps):
             tic = time.perf_counter()
             loss, norm = step(ids)

@@ -1,0 +1,558 @@
+"""Training as a library: a typed `TrainingConfig`, the compiled `TrainStep`, and the `Trainer` that owns
+one run (data sampling, the loop, validation, samples, checkpoints, resume). `train.py` is only its
+command line, as mlx-lm's `lora.py` is for its `tuner/trainer.py`.
+
+Several processes train data-parallel when started by `mlx.launch`: every rank reads its slice of each
+global batch, gradients are averaged inside the compiled step, and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_map
+
+from . import checkpoint, data, distributed
+from .config import ModelConfig
+from .errors import UserError
+from .files import read_safetensors, write_text
+from .generate import generate
+from .model import MEGABYTE, loss_fn, summed_loss
+from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, make_sampler
+from .weights import WEIGHTS_FILE, load_weights, locate, non_finite, read_config
+
+LN2 = math.log(2)
+DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16}
+
+# The range of every numeric setting: (type, lowest, highest, lowest excluded, highest excluded). The
+# command line checks flags against the same table as they are read.
+RANGES = {
+    "batch_size": (int, 1, None), "grad_accumulation_steps": (int, 1, None), "iters": (int, 1, None),
+    "learning_rate": (float, 0, 1, True), "warmup_steps": (int, 0, None), "weight_decay": (float, 0, 10),
+    "grad_clip": (float, 0, None), "steps_per_eval": (int, 1, None), "eval_batches": (int, 1, None),
+    "steps_per_sample": (int, 0, None), "sample_bytes": (int, 1, None), "steps_per_save": (int, 1, None),
+    "keep_checkpoints": (int, 1, None), "val_fraction": (float, 0, 1, True, True),
+    "builtin_mb": (float, 0.01, 100_000), "distributed_timeout": (float, 1, None),
+}
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Everything a run is: the model, the data, the optimisation and the reporting cadence. Validated
+    when it is made, and never changed afterwards. Defaults: the 40m preset on an M-series laptop,
+    16 x 2048 = 32 KiB per step; 10k steps see ~330 MB of TinyStories (a sixth of it), where a 40M byte
+    model's validation loss flattens out."""
+
+    model: ModelConfig
+    # data
+    data: str = "tinystories"
+    val_data: str | None = None
+    val_fraction: float = 0.05  # held out when a local source has no val_data
+    builtin_mb: float = 16
+    cache_dir: str | None = None
+    # optimisation
+    batch_size: int = 16  # windows per step and rank
+    grad_accumulation_steps: int = 1
+    iters: int = 10_000
+    learning_rate: float = 4e-4  # AdamW peak; warmed up linearly, then cosine-decayed to a tenth
+    warmup_steps: int | None = None  # None: 200, or a tenth of iters if smaller
+    weight_decay: float = 0.1  # on matrices and embeddings only, as nanoGPT
+    grad_clip: float = 1.0  # max global gradient norm; 0 = off
+    seed: int = 0
+    grad_checkpoint: bool = False
+    dtype: str = "float32"
+    # evaluation, samples, checkpoints
+    steps_per_eval: int = 250
+    eval_batches: int = 16
+    steps_per_sample: int = 500  # 0 = never
+    sample_bytes: int = 256
+    steps_per_save: int | None = None  # None: steps_per_eval
+    keep_checkpoints: int = 3
+    save_path: str = "weights/run"
+    resume: bool = False
+    reschedule: bool = False  # with resume: accept a changed schedule (the SCHEDULE settings)
+    overwrite: bool = False  # start afresh in a run directory that holds a run, moving it aside
+    init_from: str | None = None  # weights to start from (the model must be theirs)
+    quiet: bool = False
+    distributed_timeout: float = distributed.DEFAULT_TIMEOUT
+
+    def __post_init__(self):
+        if self.warmup_steps is None:
+            object.__setattr__(self, "warmup_steps", min(200, self.iters // 10))
+        if self.steps_per_save is None:
+            object.__setattr__(self, "steps_per_save", self.steps_per_eval)
+        for name, (kind, low, high, *open_ends) in RANGES.items():
+            value = getattr(self, name)
+            low_open, high_open = (list(open_ends) + [False, False])[:2]
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or (kind is int and not isinstance(value, int)):
+                raise UserError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+            too_low = low is not None and (value < low or (low_open and value == low))
+            too_high = high is not None and (value > high or (high_open and value == high))
+            if not math.isfinite(value) or too_low or too_high:
+                raise UserError(f"{name} is out of range: {value}")
+        if not 0 <= self.seed < 2**32:
+            raise UserError(f"seed must be an integer from 0 to {2**32 - 1}, got {self.seed}")
+        if self.dtype not in DTYPES:
+            raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.reschedule and not self.resume:
+            raise UserError("--reschedule changes a resumed run's schedule: use it with --resume")
+        if self.overwrite and self.resume:
+            raise UserError("--overwrite starts afresh and --resume continues: choose one")
+        if self.model.num_tokens < 256:
+            raise UserError(f"num_tokens must be at least 256 to hold every byte, got {self.model.num_tokens}")
+
+    @property
+    def bytes_per_rank_step(self) -> int:
+        return self.batch_size * self.grad_accumulation_steps * self.model.context_length
+
+
+class AdamW(optim.AdamW):
+    """AdamW that leaves 1-D parameters (norm gains, biases, start tokens) undecayed, as nanoGPT does:
+    decaying a norm's gain only fights the normalisation."""
+
+    def apply_single(self, gradient, parameter, state):
+        if parameter.ndim < 2:
+            return optim.Adam.apply_single(self, gradient, parameter, state)
+        return super().apply_single(gradient, parameter, state)
+
+
+def learning_rate_schedule(config: TrainingConfig):
+    """Linear warm-up to the peak, then cosine decay to a tenth of it at the last step."""
+    peak, warmup = config.learning_rate, min(config.warmup_steps, config.iters - 1)
+    decay = optim.cosine_decay(peak, max(config.iters - warmup, 1), end=peak / 10)
+    if warmup == 0:
+        return decay
+    return optim.join_schedules([optim.linear_schedule(peak / warmup, peak, warmup), decay], [warmup])
+
+
+def make_optimizer(config: TrainingConfig) -> AdamW:
+    return AdamW(learning_rate=learning_rate_schedule(config), weight_decay=config.weight_decay)
+
+
+class TrainStep:
+    """One optimizer step, compiled: forward, backward, gradient averaging over ranks, clipping, AdamW.
+
+    It needs no data, console or run directory (tools/benchmark.py times it alone). Model, optimizer
+    and random state are compile inputs and outputs, so a call updates them in place (mlx-lm's
+    pattern). With accumulation, micro-batches are summed one at a time (less memory) and applied once.
+    """
+
+    def __init__(self, model, optimizer, grad_clip: float, accumulation: int = 1, world: int = 1):
+        self.model, self.optimizer, self.accumulation = model, optimizer, accumulation
+        state = [model.state, optimizer.state, mx.random.state]
+        loss_and_grad = nn.value_and_grad(model, loss_fn)
+
+        def average(loss, grads):
+            if world > 1:
+                loss = mx.distributed.all_sum(loss) / world
+                grads = nn.average_gradients(grads)
+            return loss, grads
+
+        def update(grads):
+            if grad_clip > 0:
+                grads, norm = optim.clip_grad_norm(grads, grad_clip)
+            else:
+                norm = mx.sqrt(sum(mx.sum(g.astype(mx.float32) ** 2) for _, g in tree_flatten(grads)))
+            optimizer.update(model, grads)
+            return norm
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def step(batch):
+            loss, grads = average(*loss_and_grad(model, batch))
+            return loss, update(grads)
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def gradients(batch):
+            return loss_and_grad(model, batch)
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def apply(loss, grads):
+            loss, grads = average(loss, grads)
+            return loss, update(grads)
+
+        self._step, self._gradients, self._apply = step, gradients, apply
+
+    def __call__(self, batch) -> tuple[mx.array, mx.array]:
+        """(loss, gradient norm), lazy, for a (batch_size * accumulation, length) batch of bytes."""
+        if self.accumulation == 1:
+            return self._step(mx.array(batch))
+        total_loss, total_grads = 0.0, None
+        for micro in np.split(np.asarray(batch), self.accumulation):
+            loss, grads = self._gradients(mx.array(micro))
+            total_loss = total_loss + loss
+            total_grads = grads if total_grads is None else tree_map(lambda a, b: a + b, total_grads, grads)
+            mx.eval(total_loss, total_grads)  # one micro-batch's activations alive at a time
+        scale = 1.0 / self.accumulation
+        return self._apply(total_loss * scale, tree_map(lambda g: g * scale, total_grads))
+
+
+class Trainer:
+    """One run: the model, its optimizer and step, the batches, and the bookkeeping around them.
+
+    `fit()` is the loop. Each step: train, log; every `steps_per_eval`: validate and keep the best
+    weights; every `steps_per_sample`: print a story; every `steps_per_save`: checkpoint. Construction
+    restores the run (`resume`) or the starting weights (`init_from`).
+    """
+
+    # Settings a resumed run must share with the run it continues (the losses would differ otherwise),
+    # and the schedule, which `reschedule` may change from the resumed step on.
+    FIXED = ("data", "data_key", "seed", "world_size", "batch_size", "grad_accumulation_steps", "dtype")
+    SCHEDULE = ("iters", "learning_rate", "warmup_steps", "weight_decay", "grad_clip")
+
+    def __init__(self, config: TrainingConfig, corpus: data.Corpus, group=None, console=None,
+                 beat: Callable[[str], None] | None = None):
+        self.config, self.corpus, self.console = config, corpus, console
+        self.group = group if group is not None else mx.distributed.init()
+        self.rank, self.world = self.group.rank(), self.group.size()
+        self.chief = self.rank == 0
+        self.beat = beat or (lambda activity: None)
+        self.run_dir = Path(config.save_path)
+        mx.random.seed(config.seed)
+        self.model = MEGABYTE(config.model)
+        self.model.set_dtype(DTYPES[config.dtype])
+        self.model.set_grad_checkpoint(config.grad_checkpoint)
+        self.optimizer = make_optimizer(config)
+        self.optimizer.init(self.model.trainable_parameters())
+        self.train_step_fn = TrainStep(self.model, self.optimizer, config.grad_clip,
+                                       config.grad_accumulation_steps, self.world)
+        self._evaluate = mx.compile(partial(summed_loss, self.model), inputs=[self.model.state])
+        length = config.model.context_length
+        self.batches = data.Batches(corpus.train, length, config.batch_size * config.grad_accumulation_steps,
+                                    config.seed, self.rank, self.world)
+        self.data_state = self.batches.state
+        self.eval_windows = data.evaluation_windows(corpus.val, length, config.eval_batches * config.batch_size)
+        self.step = 0
+        self.best_bpb = math.inf
+        self.bytes_per_step = config.bytes_per_rank_step * self.world
+        self.skipped: list[str] = []  # damaged checkpoints passed over by resume()
+        self.restored_from: Path | None = None
+        if config.resume:
+            self.restored_from = self.resume()
+        elif config.init_from:
+            self.restored_from = self.initialise_from(config.init_from)
+
+    def say(self, *args, **kwargs) -> None:
+        if self.chief and self.console is not None:
+            self.console.print(*args, **kwargs)
+
+    # --- one step ---
+
+    def next_batch(self) -> np.ndarray:
+        """This rank's next batch. The sampler state *before* drawing it is what a checkpoint stores:
+        the loop prefetches a batch while a step runs, and a resumed run must draw that batch again."""
+        self.data_state = self.batches.state
+        return next(self.batches)
+
+    def train_step(self, batch: np.ndarray):
+        """One optimizer step on this rank's bytes; lazy (loss, gradient norm)."""
+        # Dropout draws from mx.random: seeding by step makes a resumed run draw what an unbroken one does.
+        mx.random.seed(self.config.seed * 1_000_003 + self.step)
+        return self.train_step_fn(batch)
+
+    def validation_loss(self) -> float:
+        """Mean loss (nats per counted byte) over the fixed validation windows of this run."""
+        self.model.eval()
+        total, counted = mx.array(0.0), mx.array(0)
+        windows = self.eval_windows[self.rank :: self.world]  # each rank its share
+        batch = self.config.batch_size
+        for start in range(0, len(windows), batch):
+            loss, count = self._evaluate(mx.array(windows[start : start + batch]))
+            total, counted = total + loss, counted + count
+            mx.eval(total, counted)
+        total, counted = distributed.total([total, counted.astype(mx.float32)], self.group)
+        self.model.train()
+        return (total / mx.maximum(counted, 1)).item()
+
+    def sample(self) -> str:
+        self.model.eval()
+        sampler = make_sampler(DEFAULT_TEMP, min_p=DEFAULT_MIN_P)
+        text = generate(self.model, "", max_tokens=self.config.sample_bytes, sampler=sampler)[0]
+        self.model.train()
+        return text
+
+    # --- the loop ---
+
+    def fit(self) -> dict:
+        """Train until `iters` steps (or Ctrl-C); return a summary (steps, losses, speed, paths)."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        config = self.config
+        metrics = Metrics(self.run_dir / checkpoint.METRICS_FILE, self.chief, self.step)
+        if metrics.dropped:
+            self.say(f"left out {metrics.dropped} damaged line(s) of {metrics.path}")
+        stop = StopRequested()
+        columns = (TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[stats]}"),
+                   TimeRemainingColumn())
+        progress = Progress(*columns, console=self.console, disable=config.quiet or not self.chief or self.console is None)
+        task = progress.add_task("train", total=config.iters, completed=self.step, stats="")
+        self.summary = {"start_step": self.step}
+        self.last_saved, self.smoothed = self.step, None
+        start_time = time.perf_counter()
+        try:
+            with progress:
+                batch = self.next_batch()
+                while self.step < config.iters:
+                    batch = self._one_step(batch, metrics, lambda stats: progress.update(task, completed=self.step, stats=stats))
+                    final = self.step == config.iters
+                    if self.step % config.steps_per_eval == 0 or final:
+                        self._validate(metrics)
+                    if config.steps_per_sample and (self.step % config.steps_per_sample == 0 or final):
+                        self._print_sample()
+                    if self.step % config.steps_per_save == 0 or final:
+                        self.save()
+                    if stop.requested:
+                        break
+        except RuntimeError as error:
+            if self.world == 1:
+                raise
+            # A collective failed because a peer went away (the ring backend reports a broken connection).
+            raise UserError(f"rank {self.rank}: lost contact with another rank ({str(error).splitlines()[0]}); "
+                            "checkpoints written so far are intact") from None
+        finally:
+            stop.restore()
+            metrics.close()
+        self.summary.update(step=self.step, seconds=time.perf_counter() - start_time, run_dir=str(self.run_dir))
+        if stop.requested:
+            self._save_on_interrupt()
+        else:
+            latest = checkpoint.latest_checkpoint(self.run_dir) if self.chief else ""
+            self.say(f"done: {self.step} steps; best validation {self.best_bpb:.4f} bits per byte; weights in "
+                     f"{self.run_dir / checkpoint.BEST} (best) and {latest}")
+        return self.summary
+
+    def _one_step(self, batch, metrics, show) -> np.ndarray:
+        """Train on `batch`, prepare the next one while the step runs, stop on a non-finite loss or
+        gradient, and log the step. Returns the next batch."""
+        tic = time.perf_counter()
+        self.beat(f"training step {self.step + 1}")
+        loss, grad_norm = self.train_step(batch)
+        mx.async_eval(loss, grad_norm, self.model.parameters(), self.optimizer.state)
+        batch = self.next_batch()  # prepared while the step runs
+        loss_value, norm_value = loss.item(), grad_norm.item()
+        if not math.isfinite(loss_value) or not math.isfinite(norm_value):
+            # A non-finite gradient has already been applied: the weights are poisoned too.
+            what = f"loss became {loss_value}" if not math.isfinite(loss_value) else f"gradient norm became {norm_value}"
+            raise UserError(f"the {what} at step {self.step + 1}; stopped without saving {self._last_good()}; "
+                            "try a lower --learning-rate")
+        self.step += 1
+        seconds = time.perf_counter() - tic
+        rate = self.bytes_per_step / seconds
+        self.smoothed = rate if self.smoothed is None else 0.9 * self.smoothed + 0.1 * rate
+        learning_rate = self.optimizer.learning_rate.item()
+        peak = mx.get_peak_memory() / 1e9
+        metrics.write({"step": self.step, "loss": loss_value, "bpb": loss_value / LN2, "learning_rate": learning_rate,
+                       "grad_norm": norm_value, "bytes_per_second": rate, "peak_memory_gb": peak, "seconds": seconds})
+        show(f"loss {loss_value:.3f}  bpb {loss_value / LN2:.3f}  {self.smoothed:,.0f} B/s  "
+             f"lr {learning_rate:.2e}  mem {peak:.2f} GB")
+        self.summary.update(loss=loss_value, bytes_per_second=self.smoothed, peak_memory_gb=peak)
+        return batch
+
+    def _validate(self, metrics) -> None:
+        self.beat(f"evaluating at step {self.step}")
+        val_loss = self.validation_loss()
+        val_bpb = val_loss / LN2
+        improved = val_bpb < self.best_bpb
+        self.best_bpb = min(self.best_bpb, val_bpb)
+        metrics.write({"step": self.step, "val_loss": val_loss, "val_bpb": val_bpb})
+        self.summary.update(val_loss=val_loss, val_bpb=val_bpb)
+        self.say(f"step {self.step}: train loss {self.summary['loss']:.4f}, validation loss {val_loss:.4f} "
+                 f"({val_bpb:.4f} bits per byte){' *' if improved else ''}")
+        if improved:
+            self.save_best(val_bpb)
+
+    def _print_sample(self) -> None:
+        if self.chief:
+            self.say(f"[dim]sample at step {self.step}:[/dim] {self.sample()!r}", markup=True, highlight=False)
+
+    def _save_on_interrupt(self) -> None:
+        if self.step != self.last_saved:
+            self.save()
+        path = checkpoint.latest_checkpoint(self.run_dir) if self.chief else None
+        self.say(f"interrupted at step {self.step}; checkpoint {path}; continue with --resume")
+        self.summary["interrupted"] = True
+
+    # --- checkpoints ---
+
+    def settings(self) -> dict:
+        config = self.config
+        return {"data": self.corpus.source, "data_key": self.corpus.directory.name, "seed": config.seed,
+                "world_size": self.world, "batch_size": config.batch_size,
+                "grad_accumulation_steps": config.grad_accumulation_steps, "dtype": config.dtype,
+                **{key: getattr(config, key) for key in self.SCHEDULE}}
+
+    def trainer_state(self) -> dict:
+        return {
+            "batches": self.data_state,
+            "best_val_bpb": self.best_bpb if math.isfinite(self.best_bpb) else None,
+            **self.settings(),
+        }
+
+    def save(self) -> Path | None:
+        self.last_saved = self.step
+        if not self.chief:
+            return None
+        self.check_finite("writing a checkpoint")
+        return checkpoint.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer,
+                                          self.trainer_state(), self.config.keep_checkpoints)
+
+    def save_best(self, val_bpb: float) -> None:
+        if self.chief:
+            self.check_finite("saving the best weights")
+            checkpoint.save_best(self.run_dir, self.model, {"step": self.step, "val_bpb": val_bpb, "data": self.corpus.source})
+
+    def check_finite(self, doing: str) -> None:
+        """Refuse to write weights that hold a NaN or an infinity: an update can poison them one step
+        before the loss shows it."""
+        damaged = non_finite(dict(tree_flatten(self.model.parameters())))
+        if damaged:
+            raise UserError(f"the weights became non-finite at step {self.step} ({damaged[0]}, ...); stopped before "
+                            f"{doing} {self._last_good()}; try a lower --learning-rate")
+
+    def _last_good(self) -> str:
+        last = checkpoint.latest_checkpoint(self.run_dir)
+        return f"(the last good checkpoint is {last})" if last else "(no checkpoint was written)"
+
+    def initialise_from(self, spec: str) -> Path:
+        source = locate(spec)
+        load_weights(self.model, read_safetensors(source / WEIGHTS_FILE), source=source)
+        # Weights take the training dtype, whatever they were stored in: a float16 model (like the demo)
+        # fine-tuned in float16 diverges in one step.
+        self.model.set_dtype(DTYPES[self.config.dtype])
+        mx.eval(self.model.parameters())
+        return source
+
+    def resume(self) -> Path:
+        """Load the newest usable checkpoint; damaged ones (a garbled file, non-finite values) are skipped
+        and listed in `self.skipped`."""
+        checkpoint.recover(self.run_dir)
+        found = checkpoint.checkpoints(self.run_dir)
+        if not found:
+            raise UserError(f"--resume: no checkpoint in {self.run_dir / checkpoint.CHECKPOINTS}")
+        for path in reversed(found):
+            try:
+                saved, _ = read_config(path)
+                if saved != self.config.model:
+                    mine = self.config.model.to_dict()
+                    changed = [k for k, v in saved.to_dict().items() if v != mine[k]]
+                    raise ModelMismatch(f"--resume: the checkpoint's model differs in {', '.join(changed)}; "
+                                        "use the same model flags")
+                state = checkpoint.load_checkpoint(path, self.model, self.optimizer)
+                break
+            except ModelMismatch:
+                raise
+            except UserError as error:
+                self.skipped.append(f"{path.name} ({error})")
+        else:
+            raise UserError(f"--resume: no usable checkpoint in {self.run_dir}: {'; '.join(self.skipped)}")
+        self._check_settings(state)
+        self.step = state["step"]
+        self.batches.state = self.data_state = state["batches"]
+        self.best_bpb = state["best_val_bpb"] if state.get("best_val_bpb") is not None else math.inf
+        return path
+
+    def _check_settings(self, state: dict) -> None:
+        for key, mine in self.settings().items():
+            if key not in state or state[key] == mine or (key in self.SCHEDULE and self.config.reschedule):
+                continue
+            if key == "data_key":
+                raise UserError(f"--resume: the data of {self.corpus.source} changed since the run started "
+                                f"(its encoding {state[key]} is now {mine}); resume on the same data or start a new run")
+            flag = "--" + key.replace("_", "-")
+            hint = f", or add --reschedule to use {flag} {mine} from here on" if key in self.SCHEDULE else ""
+            raise UserError(f"--resume: the run used {flag} {state[key]}, not {mine}: pass the same value{hint}")
+
+
+class ModelMismatch(UserError):
+    """--resume with model flags that are not the checkpoint's: a user error, not a damaged checkpoint."""
+
+
+class Metrics:
+    """metrics.jsonl in the run directory (rank 0 only): one line per step and per evaluation."""
+
+    def __init__(self, path: Path, enabled: bool, resumed_step: int):
+        self.path, self.enabled = path, enabled
+        self.dropped = 0  # damaged lines left out (a full disk can cut the last one short)
+        if enabled and path.is_file():
+            # Lines written after the checkpoint we resume from describe steps that will be redone.
+            kept = []
+            for line in path.read_text(errors="replace").splitlines():
+                record = _json_object(line)
+                if record is None:
+                    self.dropped += bool(line.strip())
+                elif record.get("step", 0) <= resumed_step:
+                    kept.append(line)
+            write_text(path, "".join(line + "\n" for line in kept))
+        try:
+            self.file = open(path, "a") if enabled else None
+        except OSError as error:
+            raise UserError(f"cannot write {path}: {error.strerror or error}") from None
+
+    def write(self, record: dict):
+        if self.file:
+            try:
+                self.file.write(json.dumps(record) + "\n")
+                self.file.flush()
+            except OSError as error:
+                raise UserError(f"cannot write {self.path}: {error.strerror or error}; "
+                                "checkpoints written so far are intact") from None
+
+    def close(self):
+        if self.file:
+            try:
+                self.file.close()
+            except OSError:
+                pass  # the write that failed has said so already
+
+
+def _json_object(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+class StopRequested:
+    """First Ctrl-C: finish the step, save, exit. Second: stop at once (the last checkpoint is safe)."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            signal.signal(signal.SIGINT, self.previous)
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def describe(trainer: Trainer) -> list[str]:
+    """What a run is about to do, in a few lines (model, data, batch, where it writes)."""
+    config, model = trainer.config, trainer.config.model
+    corpus = trainer.corpus
+    restored = ""
+    if trainer.restored_from is not None:
+        restored = f", resumed from {trainer.restored_from}" if config.resume else f", initialised from {trainer.restored_from}"
+    return [
+        f"model: {trainer.model.num_parameters():,} parameters, {model.stages} stages, dim {model.dim}, "
+        f"depth {model.depth}, max_seq_len {model.max_seq_len}",
+        f"data: {config.data}: {len(corpus.train) / 1e6:.1f} MB train, {len(corpus.val) / 1e6:.2f} MB validation"
+        f" ({corpus.directory})",
+        f"training: {trainer.bytes_per_step:,} bytes per step" + (f" over {trainer.world} ranks" if trainer.world > 1 else "")
+        + f"{restored}; run directory {config.save_path}",
+    ]
+
