@@ -82,11 +82,7 @@ def rotary_inv_freq(dim_head: int) -> np.ndarray:
 def infer_config(shapes: dict[str, tuple], given: dict | None = None) -> tuple[ModelConfig, list[str]]:
     """A ModelConfig from a megabyte-pytorch state dict's shapes, completed by `given`; and notes on
     what was assumed. Raises UserError if the shapes contradict `given` or do not describe MEGABYTE."""
-    given = dict(given or {})
-    given.pop("flash_attn", None)  # a kernel choice, not part of the function
-    unknown = set(given) - set(ModelConfig.__dataclass_fields__)
-    if unknown:
-        raise UserError(f"unknown config keys: {', '.join(sorted(unknown))}")
+    given = _as_megabyte_pytorch_takes_it(given or {})
 
     stages = len([k for k in shapes if re.fullmatch(r"start_tokens\.\d+", k)])
     if stages == 0 or "to_logits.weight" not in shapes:
@@ -153,6 +149,21 @@ def infer_config(shapes: dict[str, tuple], given: dict | None = None) -> tuple[M
 
 def _normal(value):
     return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _as_megabyte_pytorch_takes_it(given: dict) -> dict:
+    """The keyword arguments someone passed to megabyte-pytorch's `MEGABYTE(...)` (from JSON: lists for
+    tuples), in our form. It takes `dim` as one int for every stage or one per stage, and `flash_attn`,
+    which chooses a kernel and leaves the function and the weights as they are."""
+    given = dict(given)
+    given.pop("flash_attn", None)
+    unknown = set(given) - set(ModelConfig.__dataclass_fields__)
+    if unknown:
+        raise UserError(f"unknown config keys: {', '.join(sorted(unknown))} (not megabyte-pytorch's MEGABYTE arguments)")
+    stages = next((len(given[k]) for k in ("depth", "max_seq_len") if isinstance(given.get(k), (list, tuple))), None)
+    if isinstance(given.get("dim"), int) and not isinstance(given["dim"], bool) and stages:
+        given["dim"] = [given["dim"]] * stages  # megabyte-pytorch's cast_tuple(dim, stages)
+    return {k: _normal(v) for k, v in given.items()}
 
 
 def from_torch_state(state: dict[str, mx.array], given: dict | None = None):

@@ -164,3 +164,42 @@ def _convert(tmp_path):
                  "--config", json.dumps({"max_seq_len": [6, 4]}))
     assert result.returncode == 0, result.stderr
     return out
+
+
+# Configs written the way megabyte-pytorch's README and training script write them (smaller), as the
+# kwargs dict someone kept: tuples, one int dim for every stage, flash_attn, defaults left out.
+TORCH_STYLE_CONFIGS = [
+    dict(num_tokens=256, dim=(64, 32), max_seq_len=(16, 4), depth=(2, 1), dim_head=16, heads=4, flash_attn=True),
+    dict(num_tokens=256, dim=(48, 32, 16), depth=(1, 1, 1), max_seq_len=(4, 4, 4), flash_attn=True),
+    dict(num_tokens=300, dim=40, depth=(1, 1), max_seq_len=(5, 3), dim_head=10, heads=4, rel_pos=True),
+    dict(num_tokens=256, dim=24, depth=(1, 2, 1), max_seq_len=(3, 2, 2), heads=2, dim_head=12, pos_emb=True,
+         attn_dropout=0.1, ff_dropout=0.1, ff_mult=2, pad_id=5, flash_attn=False),
+]
+
+
+@pytest.mark.parametrize("kwargs", TORCH_STYLE_CONFIGS, ids=lambda k: f"dim={k['dim']}")
+def test_configs_as_megabyte_pytorch_takes_them(kwargs, tmp_path):
+    """Whatever MEGABYTE(**kwargs) accepts, --config accepts, as JSON (lists for tuples) or literally."""
+    from MEGABYTE_pytorch import MEGABYTE as TorchMEGABYTE
+
+    from mlx_megabyte.convert import from_torch_state
+
+    torch.manual_seed(0)
+    reference = TorchMEGABYTE(**kwargs).eval()
+    state = {k: mx.array(v.numpy()) for k, v in reference.state_dict().items()}
+    for given in (kwargs, json.loads(json.dumps(kwargs))):
+        config, weights, _ = from_torch_state(state, given)
+        stages = len(kwargs["depth"])
+        want_dim = kwargs["dim"] if isinstance(kwargs["dim"], tuple) else (kwargs["dim"],) * stages
+        assert (config.dim, config.depth, config.max_seq_len) == (want_dim, kwargs["depth"], kwargs["max_seq_len"])
+        for name in ("num_tokens", "heads", "dim_head", "pad_id", "attn_dropout", "ff_dropout", "ff_mult", "rel_pos", "pos_emb"):
+            if name in kwargs:
+                assert getattr(config, name) == kwargs[name], name
+    safetensors_torch.save_file(reference.state_dict(), tmp_path / "m.safetensors")
+    result = run("tools/convert_from_torch.py", "--torch-path", str(tmp_path / "m.safetensors"),
+                 "--mlx-path", str(tmp_path / "mlx"), "--config", json.dumps(kwargs))
+    assert result.returncode == 0, result.stderr
+    ids = random_ids(np.random.default_rng(1), 2, int(np.prod(kwargs["max_seq_len"])) - 1, kwargs["num_tokens"])
+    with torch.no_grad():
+        want = reference(torch.from_numpy(ids)).numpy()
+    assert np.abs(np.array(load(tmp_path / "mlx")(mx.array(ids))) - want).max() <= 1e-4
