@@ -140,14 +140,39 @@ def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple
         raise ApiError(400, f"'stop' must be a string or a list of up to {MAX_STOP} non-empty strings", "stop",
                        "invalid_type")
 
+    bias = _get(body, "logit_bias", dict, {})
+    try:
+        bias = {int(k): float(v) for k, v in bias.items() if not isinstance(v, bool)}
+        assert all(0 <= k < config.num_tokens and -100 <= v <= 100 for k, v in bias.items())
+    except (ValueError, TypeError, AssertionError):
+        raise ApiError(400, "'logit_bias' must map byte values (0-255) to numbers from -100 to 100", "logit_bias",
+                       "invalid_value") from None
+
     raw = prompt if isinstance(prompt, bytes) else encode_prompt(prompt, story_start=False)
     fitted, notice = fit_context(encode_prompt(raw), config.context_length)
     settings = (temp, top_p, min_p, top_k)
-    job = Job(prompt=fitted, prompt_text=raw, n=n, max_tokens=max_tokens, sampler=make_sampler(*settings),
-              settings=settings, seed=seed, stop=tuple(stop), logprobs=logprobs, echo=echo)
+    sampler = make_sampler(*settings)
+    if bias:  # e.g. {"3": -100}: never end the story (the load test wants stories of one length)
+        sampler = _biased(sampler, bias, config.num_tokens)
+    job = Job(prompt=fitted, prompt_text=raw, n=n, max_tokens=max_tokens, sampler=sampler,
+              settings=(*settings, tuple(sorted(bias.items()))), seed=seed, stop=tuple(stop), logprobs=logprobs, echo=echo)
     echoed = raw.decode("utf-8", "replace") if echo else ""
     return job, {"stream": stream, "echo": echoed, "include_usage": options.get("include_usage") is True,
                  "notice": notice}
+
+
+def _biased(sampler, bias: dict[int, float], vocab: int):
+    """OpenAI's logit_bias: add a number to some bytes' logits before sampling."""
+    values = [0.0] * vocab
+    for byte, value in bias.items():
+        values[byte] = value
+
+    def sample(logits, keys=None):
+        import mlx.core as mx  # only ever called in the generation thread
+
+        return sampler(logits + mx.array(values), keys)
+
+    return sample
 
 
 def logprobs_json(entries: list[ByteLogprob], offset: int = 0) -> dict:
