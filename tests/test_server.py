@@ -351,3 +351,47 @@ def test_openai_client(server, model):
 def test_refuses_a_public_address_without_a_key(weights):
     one_line_error(run("-m", "mlx_megabyte.server", "--model", str(weights), "--host", "0.0.0.0",
                        env={"MLX_MEGABYTE_API_KEY": ""}, timeout=60), "refusing to serve on 0.0.0.0", "--api-key")
+
+
+def test_the_playground_in_a_real_browser(server, model):
+    from .browser import Chromium, find_chromium
+
+    if find_chromium() is None:
+        if os.environ.get("MLX_MEGABYTE_REQUIRE_CHROMIUM"):
+            pytest.fail("no chromium installed, and this machine (CI) must have one")
+        pytest.skip("no chromium installed (apt-get install chromium)")
+    with Chromium() as browser:
+        browser.viewport(1100, 700)
+        browser.open(server.url + "/")
+        browser.wait_for("document.getElementById('model-info').textContent.includes('parameters')")
+        browser.type_into("#prompt", "Once upon a time")
+        browser.type_into("#length", "120")
+        browser.type_into("#seed", "1")
+        browser.click("#write")
+        assert browser.wait_for("['done', 'error'].includes(document.body.dataset.state) && document.body.dataset.state",
+                                timeout=60) == "done"
+        page = browser.evaluate("""(() => {
+            const cells = [...document.querySelectorAll('#story b')];
+            return {
+                prompt: cells.filter((c) => c.classList.contains('prompt')).map((c) => c.textContent).join(''),
+                story: cells.filter((c) => !c.classList.contains('prompt')).map((c) => c.textContent).join(''),
+                shaded: cells.filter((c) => c.style.getPropertyValue('--bits') !== '').length,
+                cells: cells.length,
+                patches: cells.filter((c) => c.classList.contains('patch')).length,
+                errors: document.getElementById('errors').textContent,
+                stats: document.getElementById('stats').textContent,
+            };
+        })()""")
+        artifacts = ROOT / "tests" / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        browser.hover("#story b:nth-of-type(20)")
+        browser.screenshot(str(artifacts / "playground.png"))
+        console = browser.console_errors()
+    assert page["prompt"] == "Once upon a time"
+    want = expected(model, "Once upon a time", 120, temperature=0.8, top_p=1.0, seed=1)[0]
+    assert page["story"] == want  # the text arrived, byte for byte what generate writes
+    assert page["shaded"] == page["cells"] > len("Once upon a time")  # every byte shaded by its surprise
+    assert page["patches"] >= page["cells"] // 8 - 1  # patch boundaries marked
+    assert "bits/byte" in page["stats"]
+    assert page["errors"] == "" and console == [], (page["errors"], console)
+    assert (artifacts / "playground.png").stat().st_size > 10_000
