@@ -344,10 +344,13 @@ class Batcher:
             top = mx.argsort(-logprobs, axis=-1)[:, :k]
             outputs += [mx.take_along_axis(logprobs, y[:, None], axis=-1)[:, 0], top,
                         mx.take_along_axis(logprobs, top, axis=-1)]
-        mx.eval(*outputs)
-        values = [o.tolist() for o in outputs]
         cache = group.cache
         position = cache.length if cache.length < cache.config.context_length else cache.keep
+        # Queue the next step for every row before handing out this byte, so the Python work below overlaps
+        # the computation (as generate_step does); rows that finish now are dropped from it afterwards.
+        following = cache.step(y)
+        mx.async_eval(following, *outputs)
+        values = [o.tolist() for o in outputs]
         finished_jobs, keep = {}, []
         for i, row in enumerate(group.rows):
             job = row.job
@@ -371,13 +374,11 @@ class Batcher:
         self.stats["steps"] += 1
         self.stats["rows_stepped"] += len(group.rows)
         self.stats["most_rows_in_a_step"] = max(self.stats["most_rows_in_a_step"], len(group.rows))
+        group.logits = following
         if not keep:
             self.groups.remove(group)
-            return
-        if len(keep) < len(group.rows):
-            y = y[mx.array(keep, dtype=mx.int32)]
+        elif len(keep) < len(group.rows):
             group.keep(keep)
-        group.logits = cache.step(y)
 
 
 def _log_softmax(logits: mx.array) -> mx.array:

@@ -223,6 +223,7 @@ class Server(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the listen backlog: clients that connect at the same moment are not reset
 
     def __init__(self, address, handler, app: App):
         self.app = app
@@ -390,20 +391,29 @@ class Handler(BaseHTTPRequestHandler):
     # --- completions ---
 
     def _events(self, job: Job):
-        """The job's events until it ends; stops early (cancelling it) when the client hangs up."""
+        """The job's events until it ends; stops early (cancelling it) when the client hangs up.
+
+        Chunks that queued up while this thread was busy are joined (per sample), so a slow client costs
+        one write per batch of bytes instead of one per byte."""
         while True:
             try:
-                event = job.events.get(timeout=0.05)
+                events = [job.events.get(timeout=0.05)]
             except queue.Empty:
                 if self._client_gone():
                     job.cancel()
                     return
                 continue
-            if event is None:
-                return
-            if isinstance(event, Exception):
-                raise ApiError(500, f"generation failed: {event}", code="generation_failed", kind="server_error")
-            yield event
+            while True:
+                try:
+                    events.append(job.events.get_nowait())
+                except queue.Empty:
+                    break
+            for event in _joined(events):
+                if event is None:
+                    return
+                if isinstance(event, Exception):
+                    raise ApiError(500, f"generation failed: {event}", code="generation_failed", kind="server_error")
+                yield event
 
     def _client_gone(self) -> bool:
         """True when the client closed its end (a readable socket with nothing to read)."""
@@ -499,6 +509,19 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+
+def _joined(events: list) -> list:
+    """Consecutive chunks of the same sample as one chunk."""
+    out = []
+    for event in events:
+        last = out[-1] if out else None
+        if isinstance(event, Chunk) and isinstance(last, Chunk) and last.index == event.index \
+                and last.finish_reason is None:
+            out[-1] = Chunk(last.index, last.text + event.text, last.logprobs + event.logprobs, event.finish_reason)
+        else:
+            out.append(event)
+    return out
 
 
 def _finish(reason: str | None) -> str | None:
