@@ -395,13 +395,16 @@ class Handler(BaseHTTPRequestHandler):
 
         Chunks that queued up while this thread was busy are joined (per sample), so a slow client costs
         one write per batch of bytes instead of one per byte."""
+        checked = time.monotonic()
         while True:
-            try:
-                events = [job.events.get(timeout=0.05)]
-            except queue.Empty:
+            if time.monotonic() - checked > 0.1:  # a client waiting for a whole response writes nothing
+                checked = time.monotonic()
                 if self._client_gone():
                     job.cancel()
                     return
+            try:
+                events = [job.events.get(timeout=0.05)]
+            except queue.Empty:
                 continue
             while True:
                 try:
@@ -543,7 +546,7 @@ def build_parser():
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="address to listen on; anything but loopback needs --api-key (or --insecure)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on (0: any free port)")
-    parser.add_argument("--api-key", default=os.environ.get(API_KEY_VARIABLE),
+    parser.add_argument("--api-key",  # the environment's key is read in main: --help must not show it
                         help=f"require 'Authorization: Bearer KEY' on every API request (or set {API_KEY_VARIABLE})")
     parser.add_argument("--insecure", action="store_true",
                         help="allow a non-loopback --host without an API key (anyone who can reach it can use it)")
@@ -555,7 +558,7 @@ def build_parser():
                         help="requests that may wait for room in the batch; more get 503 with Retry-After")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY, help="largest request body")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                        help="seconds a client may take to send its whole request")
+                        help="seconds a client may take to send its whole request, or to take each write of a stream")
     parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
                         help="open connections at most; more get 503 at once")
     parser.add_argument("--quantize", type=int, choices=(4, 8), help="quantize the weights to 4 or 8 bits")
@@ -574,6 +577,7 @@ def is_loopback(host: str) -> bool:
 @cli
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    args.api_key = args.api_key or os.environ.get(API_KEY_VARIABLE) or None
     if not is_loopback(args.host) and not args.api_key and not args.insecure:
         raise UserError(f"refusing to serve on {args.host} without an API key: pass --api-key KEY (or set "
                         f"{API_KEY_VARIABLE}), or --insecure to let anyone who can reach it use it")

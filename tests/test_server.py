@@ -210,6 +210,17 @@ def test_a_client_that_disconnects_frees_its_rows_and_disturbs_no_one(server, mo
     assert server.request("GET", "/health")[2]["active_rows"] == 0
 
 
+def test_a_client_waiting_for_a_whole_response_that_leaves_frees_its_rows(server):
+    leaving = socket.create_connection(("127.0.0.1", server.port))
+    body = json.dumps({"prompt": "x", "max_tokens": 20000, "logit_bias": {"3": -100}}).encode()
+    leaving.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    time.sleep(0.3)
+    assert server.request("GET", "/health")[2]["active_rows"] == 1
+    leaving.close()
+    time.sleep(0.5)
+    assert server.request("GET", "/health")[2]["active_rows"] == 0
+
+
 def test_prompts_longer_than_the_context_keep_their_end(server, model):
     prompt = "abcdefghij" * 40  # 400 bytes, context 256
     reply = server.complete(prompt=prompt, max_tokens=20, temperature=1.0, seed=1)
