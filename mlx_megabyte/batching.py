@@ -313,13 +313,14 @@ class Batcher:
                 group.keep(keep)
 
     def _merge_equal_lengths(self):
-        merged: dict[int, Group] = {}
+        merged: dict[tuple, Group] = {}
         for group in self.groups:
-            into = merged.get(group.length)
-            if into is None:
-                merged[group.length] = group
+            cache = group.cache  # equal lengths mean equal stage states; the key makes sure of it
+            key = (cache.length, tuple(cache.counts), tuple(cache.bases))
+            if key in merged:
+                merged[key].merge(group)
             else:
-                into.merge(group)
+                merged[key] = group
         self.groups = list(merged.values())
 
     def _step(self, group: Group):
