@@ -106,6 +106,36 @@ class MegabyteCache:
             self._open(below, base=self.length)
         return logits
 
+    # --- rows: what a server needs to batch requests that arrive at different times ---------------
+
+    def select(self, rows: list[int]) -> None:
+        """Keep only these rows (in this order), e.g. to drop finished or abandoned sequences."""
+        index = mx.array(rows, dtype=mx.int32)
+        self._map_rows(lambda a: a[index])
+        self.batch_size = len(rows)
+
+    def merge(self, other: MegabyteCache) -> None:
+        """Append `other`'s rows. Both must hold the same number of bytes: the state of every stage
+        (which element, which position in it) is then the same, and only the arrays differ."""
+        if (self.length, self.counts, self.bases) != (other.length, other.counts, other.bases):
+            raise ValueError(f"cannot merge a cache of {other.length} bytes into one of {self.length}")
+        theirs = []
+        other._map_rows(lambda a: theirs.append(a) or a)
+        theirs = iter(theirs)
+        self._map_rows(lambda a: mx.concatenate([a, next(theirs)], axis=0))
+        self.batch_size += other.batch_size
+
+    def _map_rows(self, f):
+        """Replace every per-row array of the state (first axis = row) by f(array), in a fixed order."""
+        self.tokens = f(self.tokens)
+        for s in range(self.config.stages):
+            if self.context[s] is not None:
+                self.context[s] = f(self.context[s])
+            self.outputs[s] = f(self.outputs[s])
+            for cache in self.caches[s]:
+                cache.keys, cache.values = f(cache.keys), f(cache.values)
+                cache._last_rows = {name: f(row) for name, row in sorted(cache._last_rows.items())}
+
     # --- internals ---------------------------------------------------------------------------------
 
     def _reset(self, ids):

@@ -25,7 +25,8 @@ from .errors import UserError
 from .cli import parser as parser_for
 from .cli import seed as seed_type
 from .data import EOT
-from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, DEFAULT_TOP_K, DEFAULT_TOP_P, Sampler, make_sampler
+from .sampling import (DEFAULT_MIN_P, DEFAULT_TEMP, DEFAULT_TOP_K, DEFAULT_TOP_P, Sampler, make_sampler, row_keys,
+                       split_keys)
 from .weights import load, locate, quantize
 
 DEFAULT_MAX_TOKENS = 512
@@ -59,6 +60,26 @@ def encode_prompt(prompt: str | bytes, story_start: bool = True) -> bytes:
     return (bytes([EOT]) if story_start else b"") + data
 
 
+def fit_context(data: bytes, context: int) -> tuple[bytes, str | None]:
+    """Keep the last `context` bytes of an encoded prompt; the notice says when some were cut."""
+    if len(data) <= context:
+        return data, None
+    return data[-context:], f"the prompt has {len(data)} bytes; only its last {context} fit the context"
+
+
+def keyed_sampler(sampler: Sampler, seed: int, rows: int) -> Sampler:
+    """`sampler` drawing every row from its own random key (`sampling.row_keys`), advanced once per call:
+    the same seed and settings give the same bytes however the rows are batched."""
+    keys = row_keys(seed, rows)
+
+    def sample(logits):
+        nonlocal keys
+        keys, now = split_keys(keys)
+        return sampler(logits, now)
+
+    return sample
+
+
 def generate_step(model, prompt: mx.array, sampler: Sampler) -> Iterator[mx.array]:
     """Yield the next byte of each sequence (N,), forever, with the model's KV caches.
 
@@ -85,19 +106,19 @@ def stream_generate(
     stop: tuple[str, ...] = (),
     num_samples: int = 1,
     story_start: bool = True,
+    seed: int | None = None,
 ) -> Iterator[GenerationResponse]:
     """Generate up to `max_tokens` bytes after `prompt`, yielding decoded text as it is produced.
 
     Stops at the end-of-text byte, at `max_tokens`, or when a `stop` string appears (it is not
     returned). Invalid UTF-8 becomes U+FFFD; a character split across steps is returned once complete.
+    With a `seed`, sample i draws from its own random key (`keyed_sampler`), as the server does;
+    without one, from MLX's global random state.
     """
     sampler = sampler or make_sampler(DEFAULT_TEMP, min_p=DEFAULT_MIN_P)
-    data = encode_prompt(prompt, story_start)
-    notice = None
-    context = model.config.context_length
-    if len(data) > context:
-        notice = f"the prompt has {len(data)} bytes; only its last {context} fit the context"
-        data = data[-context:]
+    if seed is not None:
+        sampler = keyed_sampler(sampler, seed, num_samples)
+    data, notice = fit_context(encode_prompt(prompt, story_start), model.config.context_length)
     ids = mx.array(np.frombuffer(data, dtype=np.uint8)[None].repeat(num_samples, axis=0))
 
     decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(num_samples)]
@@ -189,7 +210,10 @@ def build_parser():
         "--filter-thres", type=number(float, 0, 1, high_open=True), default=None,
         help="megabyte-pytorch's generate(filter_thres=...): top-k with k = (1 - thres) * vocab",
     )
-    parser.add_argument("--seed", type=seed_type, default=DEFAULT_SEED, help="random seed for reproducible samples")
+    parser.add_argument(
+        "--seed", type=seed_type, default=DEFAULT_SEED,
+        help="random seed for reproducible samples (the same story as the server's `seed` with the same settings)",
+    )
     parser.add_argument("--num-samples", "-n", type=number(int, 1, 1024), default=1, help="stories to generate in parallel")
     parser.add_argument("--stop", action="append", default=[], help="stop when this text appears (repeatable)")
     parser.add_argument("--quantize", type=int, choices=(4, 8), help="quantize the weights to 4 or 8 bits")
@@ -226,7 +250,7 @@ def load_for_generation(args):
     return model
 
 
-def print_story(model, prompt, args, sampler, out=sys.stdout) -> GenerationResponse | None:
+def print_story(model, prompt, args, sampler, out=sys.stdout, seed=None) -> GenerationResponse | None:
     """Stream one or more stories to `out`; return the last response (for statistics)."""
     last = None
     shown = encode_prompt(prompt, story_start=False).decode("utf-8", "replace")  # printable under any locale
@@ -235,7 +259,7 @@ def print_story(model, prompt, args, sampler, out=sys.stdout) -> GenerationRespo
         out.flush()
     texts = [""] * args.num_samples
     for last in stream_generate(
-        model, prompt, args.max_tokens, sampler, tuple(args.stop), args.num_samples
+        model, prompt, args.max_tokens, sampler, tuple(args.stop), args.num_samples, seed=seed
     ):
         if last.notice:
             print(f"note: {last.notice}", file=sys.stderr)
@@ -356,7 +380,7 @@ def main(argv=None):
     prompt = sys.stdin.buffer.read() if args.prompt == "-" else encode_prompt(args.prompt, story_start=False)
     if args.instruct:
         prompt = encode_prompt(instruct_prompt(args.features, args.words, args.summary), story_start=False) + prompt
-    response = print_story(model, prompt, args, sampler)
+    response = print_story(model, prompt, args, sampler, seed=args.seed)
     if args.verbose and response is not None:
         print(statistics(response), file=sys.stderr)
 

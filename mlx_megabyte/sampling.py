@@ -1,4 +1,4 @@
-"""Samplers: functions from logits (N, vocab) to the next byte ids (N,)."""
+"""Samplers: functions from logits (N, vocab) (and optionally one random key per row) to the next byte ids (N,)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,23 @@ from typing import Callable
 
 import mlx.core as mx
 
-Sampler = Callable[[mx.array], mx.array]
+Sampler = Callable[..., mx.array]  # sampler(logits) or sampler(logits, keys)
+
+
+def row_keys(seed: int, rows: int) -> mx.array:
+    """(rows, 2) random keys, one per sample drawn with `seed`.
+
+    With its own key a row's bytes depend on the seed, its index and its logits alone, never on which
+    other rows share its batch: a server can decode requests together and each gets exactly the story
+    it would get alone.
+    """
+    return mx.random.split(mx.random.key(seed), rows)
+
+
+def split_keys(keys: mx.array) -> tuple[mx.array, mx.array]:
+    """(keys for the next step, keys to draw with now), each (rows, 2)."""
+    pairs = mx.vmap(mx.random.split)(keys)  # (rows, 2, 2)
+    return pairs[:, 0], pairs[:, 1]
 
 # The sampling a story gets unless told otherwise (generate, the REPL, training's samples): a little
 # cooler than the model's distribution, without the long tail of unlikely bytes.
@@ -26,7 +42,8 @@ def make_sampler(
 ) -> Sampler:
     """A sampler: temperature (0 = greedy), then top-k, top-p (nucleus) and min-p filtering.
 
-    filter_thres is megabyte-pytorch's `generate(filter_thres=...)`: keep the top
+    `sample(logits, keys)` draws row i with keys[i] (see `row_keys`); without keys it uses MLX's global
+    random state. filter_thres is megabyte-pytorch's `generate(filter_thres=...)`: keep the top
     max(int((1 - filter_thres) * vocab), 1) logits (it then Gumbel-samples at `temp`, which is the same
     distribution as sampling the tempered softmax).
     """
@@ -41,7 +58,7 @@ def make_sampler(
     if filter_thres is not None and not 0 <= filter_thres < 1:
         raise ValueError(f"filter_thres must be in [0, 1), got {filter_thres}")
 
-    def sample(logits: mx.array) -> mx.array:
+    def sample(logits: mx.array, keys: mx.array | None = None) -> mx.array:
         logits = logits.astype(mx.float32)
         if temp == 0:
             return mx.argmax(logits, axis=-1).astype(mx.int32)
@@ -64,6 +81,10 @@ def make_sampler(
                 keep_sorted = before < top_p
                 keep = mx.put_along_axis(mx.zeros_like(keep_sorted), order, keep_sorted, axis=-1)
                 logits = mx.where(keep, logits, -mx.inf)
-        return mx.random.categorical(logits, axis=-1).astype(mx.int32)
+        if keys is None:
+            return mx.random.categorical(logits, axis=-1).astype(mx.int32)
+        # Gumbel-max with each row's own noise: the same distribution as categorical().
+        noise = mx.vmap(lambda key: mx.random.gumbel(shape=logits.shape[-1:], key=key))(keys)
+        return mx.argmax(logits + noise, axis=-1).astype(mx.int32)
 
     return sample

@@ -339,3 +339,58 @@ def test_repl_refuses_bad_values_and_invalid_utf8_and_keeps_going(weights_dir):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+def test_keyed_rows_sample_the_same_alone_or_batched():
+    from mlx_megabyte.sampling import row_keys, split_keys
+
+    logits = mx.array(np.random.default_rng(0).normal(size=(4, 256)).astype(np.float32))
+    keys = row_keys(5, 4)
+    for sampler in (make_sampler(1.0), make_sampler(0.7, top_p=0.9, min_p=0.05, top_k=40)):
+        together = sampler(logits, keys).tolist()
+        alone = [sampler(logits[i : i + 1], keys[i : i + 1]).item() for i in range(4)]
+        assert together == alone
+    following, now = split_keys(keys)
+    assert following.shape == now.shape == (4, 2) and not mx.array_equal(following, now)
+
+
+def test_keyed_sampling_has_the_right_distribution():
+    from mlx_megabyte.sampling import row_keys
+
+    probs = np.array([0.5, 0.25, 0.15, 0.07, 0.03])
+    logits = mx.broadcast_to(mx.array(np.log(probs))[None], (4000, 5))
+    drawn = np.array(make_sampler(1.0)(logits, row_keys(0, 4000)))
+    assert np.abs(np.bincount(drawn, minlength=5) / 4000 - probs).max() < 0.03
+
+
+def test_a_seed_gives_each_sample_its_own_stream():
+    model = model_for("3-stage")
+    sampler = make_sampler(1.0)
+    three = generate(model, "Once", max_tokens=40, sampler=sampler, num_samples=3, seed=11)
+    assert three == generate(model, "Once", max_tokens=40, sampler=sampler, num_samples=3, seed=11)
+    assert len(set(three)) > 1
+    mx.random.seed(0)  # the global random state plays no part
+    assert three == generate(model, "Once", max_tokens=40, sampler=sampler, num_samples=3, seed=11)
+
+
+def test_cache_rows_can_be_merged_and_dropped():
+    model = model_for("2-stage")
+    rng = np.random.default_rng(6)
+    a, b = (mx.array(rng.integers(0, 256, (n, 7))) for n in (1, 2))
+    alone_a, alone_b = model.make_cache(1), model.make_cache(2)
+    logits = [alone_a.prefill(a), alone_b.prefill(b)]
+    both = model.make_cache(1)
+    both.prefill(a)
+    other = model.make_cache(2)
+    other.prefill(b)
+    both.merge(other)
+    assert both.batch_size == 3
+    nexts = mx.array(rng.integers(0, 256, (3, 12)))
+    for t in range(12):  # crosses patch boundaries: the global stage steps for merged rows too
+        merged = both.step(nexts[:, t])
+        separate = mx.concatenate([alone_a.step(nexts[:1, t]), alone_b.step(nexts[1:, t])], axis=0)
+        assert mx.abs(merged - separate).max().item() <= 1e-5
+    both.select([2, 0])
+    assert mx.abs(both.step(nexts[[2, 0], 0]) - mx.concatenate(
+        [alone_b.step(nexts[1:, 0])[1:], alone_a.step(nexts[:1, 0])])).max().item() <= 1e-5
+    with pytest.raises(ValueError):
+        both.merge(model.make_cache(1))  # 0 bytes against 20

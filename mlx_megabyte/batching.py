@@ -1,0 +1,387 @@
+"""Continuous batching for the server: one thread owns the model and decodes every request together.
+
+MLX must not evaluate one model from several threads (its streams even belong to the thread that made
+them), so the `Batcher` thread loads the model and does all the arithmetic; HTTP handler threads only
+`submit` jobs and read their events.
+
+The caches decode a batch of rows that all hold the same number of bytes (see cache.py). So requests
+are kept in *groups* of rows with equal lengths, each with its own `MegabyteCache`; a group steps all its
+rows in one batched call. A new request is prefilled on its own and joins a group whose length equals
+its own. When lengths differ by a little (clients a few milliseconds apart, prompts of slightly different
+lengths), the shorter group steps alone until it catches up and the two merge: a short pause for the
+longer one buys batched steps for both. Groups further apart than `max_gap` bytes simply take turns.
+
+Each row samples from its own random key (`sampling.row_keys`), so a request gets exactly the bytes that
+`generate.stream_generate` with the same seed and settings gives, whoever shares its batch.
+"""
+
+from __future__ import annotations
+
+import codecs
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import mlx.core as mx
+import numpy as np
+
+from . import cpu
+from .data import EOT
+from .generate import _take_new
+from .sampling import Sampler, row_keys, split_keys
+
+
+class Busy(Exception):
+    """The waiting queue is full: try again later."""
+
+
+@dataclass
+class ByteLogprob:
+    """What the model thought of one byte: its log-probability (natural log, the model's own
+    distribution before temperature and filtering), the likeliest alternatives, and whether the byte
+    starts a patch of the first stage."""
+
+    byte: int
+    logprob: float | None  # None: the byte was cut to fit the context, or nothing predicted it
+    top: list[tuple[int, float]]
+    patch_start: bool
+    text: str = ""  # the text this byte completes ("" for the leading bytes of a character)
+    offset: int = 0  # where that text starts, in characters of the completion
+
+
+@dataclass
+class Chunk:
+    """New output of one sample (`index`): its text, the bytes behind it, and why it ended (or None)."""
+
+    index: int
+    text: str
+    logprobs: list[ByteLogprob]
+    finish_reason: str | None = None  # "eot", "stop" or "length", as in stream_generate
+
+
+@dataclass
+class Job:
+    """One completion request as the generation thread sees it."""
+
+    prompt: bytes  # what the model reads: encoded, story-start byte in front, fitted to the context
+    prompt_text: bytes  # the prompt the client sent (bytes), for echoed logprobs
+    n: int
+    max_tokens: int
+    sampler: Sampler
+    settings: tuple  # the sampler's settings: rows that share them are sampled in one call
+    seed: int
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None  # alternatives per byte; None: no logprobs at all
+    echo: bool = False  # with logprobs: also score the prompt's bytes
+    events: queue.Queue = field(default_factory=queue.Queue)  # Chunk | list[ByteLogprob] | Exception | None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    generated: int = 0  # bytes sampled over all rows (usage)
+
+    def cancel(self):
+        """The client went away: its rows are dropped before the next step."""
+        self.cancelled.set()
+
+
+class Row:
+    """One sample being decoded: its text as stream_generate builds it, and which bytes made which
+    characters (for per-byte logprobs that line up with the text)."""
+
+    def __init__(self, job: Job, index: int):
+        self.job, self.index = job, index
+        self.count = 0
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # one-element lists: the shapes generate._take_new works on
+        self.produced, self.emitted, self.reasons = [""], [0], [None]
+        self.pending: list[ByteLogprob] = []  # bytes of a character not complete yet
+        self.groups: deque[tuple[int, int, list[ByteLogprob]]] = deque()  # (start, end, bytes) of text
+
+    @property
+    def done(self) -> bool:
+        return self.reasons[0] is not None
+
+    def push(self, entry: ByteLogprob) -> Chunk:
+        """Take one sampled byte; return what can be handed out now (exactly stream_generate's text)."""
+        self.count += 1
+        if entry.byte == EOT:
+            self.reasons[0] = "eot"
+            self._decode(b"", final=True)
+        else:
+            self.pending.append(entry)
+            self._decode(bytes([entry.byte]))
+            if self.count == self.job.max_tokens:
+                self.reasons[0] = "length"
+                self._decode(b"", final=True)
+        text = _take_new(self.produced, self.emitted, 0, self.job.stop, self.reasons)
+        return Chunk(self.index, text, self._ready(), self.reasons[0])
+
+    def _decode(self, data: bytes, final: bool = False):
+        start = len(self.produced[0])
+        self.produced[0] += self.decoder.decode(data, final=final)
+        if len(self.produced[0]) > start:
+            self.groups.append((start, len(self.produced[0]), self.pending))
+            self.pending = []
+
+    def _ready(self) -> list[ByteLogprob]:
+        """The bytes whose characters have been handed out (all of them once the row is done)."""
+        out, emitted = [], self.emitted[0]
+        while self.groups and (self.groups[0][1] <= emitted or (self.done and self.groups[0][0] < emitted)):
+            start, end, entries = self.groups.popleft()
+            for entry in entries:
+                entry.offset = start
+            entries[-1].text = self.produced[0][start : min(end, emitted)]
+            out.extend(entries)
+        return out
+
+
+class Group:
+    """Rows that hold the same number of bytes, decoded together by one cache."""
+
+    def __init__(self, cache, rows: list[Row], logits: mx.array, keys: mx.array):
+        self.cache, self.rows, self.logits, self.keys = cache, rows, logits, keys
+
+    @property
+    def length(self) -> int:
+        return self.cache.length
+
+    def merge(self, other: Group):
+        self.cache.merge(other.cache)
+        self.rows += other.rows
+        self.logits = mx.concatenate([self.logits, other.logits], axis=0)
+        self.keys = mx.concatenate([self.keys, other.keys], axis=0)
+
+    def keep(self, indices: list[int]):
+        self.cache.select(indices)
+        index = mx.array(indices, dtype=mx.int32)
+        self.rows = [self.rows[i] for i in indices]
+        self.logits, self.keys = self.logits[index], self.keys[index]
+
+
+class Batcher:
+    """The generation thread: admits waiting jobs, steps all rows, hands out chunks."""
+
+    def __init__(self, load, max_rows: int = 16, queue_size: int = 32, max_gap: int = 64):
+        self.load = load  # () -> model, called in the generation thread
+        self.model = None
+        self.max_rows, self.queue_size, self.max_gap = max_rows, queue_size, max_gap
+        self.waiting: deque[Job] = deque()
+        self.groups: list[Group] = []
+        self.lock = threading.Condition()
+        self.stats = {"steps": 0, "rows_stepped": 0, "most_rows_in_a_step": 0}
+        self.thread = threading.Thread(target=self._run, name="generation", daemon=True)
+        self._stopping = False
+
+    def start(self):
+        """Start the thread and wait until it has loaded the model (re-raising what loading raised)."""
+        self._ready = threading.Event()
+        self._load_error = None
+        self.thread.start()
+        self._ready.wait()
+        if self._load_error is not None:
+            raise self._load_error
+        return self
+
+    def stop(self):
+        with self.lock:
+            self._stopping = True
+            self.lock.notify()
+        self.thread.join(timeout=10)
+
+    def submit(self, job: Job) -> None:
+        """Queue a job, or raise Busy when `queue_size` jobs are already waiting."""
+        with self.lock:
+            self.waiting = deque(j for j in self.waiting if not j.cancelled.is_set())
+            if len(self.waiting) >= self.queue_size:
+                raise Busy(f"{len(self.waiting)} requests are already waiting")
+            self.waiting.append(job)
+            self.lock.notify()
+
+    def status(self) -> dict:
+        with self.lock:
+            waiting = sum(not j.cancelled.is_set() for j in self.waiting)
+        rows = sum(len(g.rows) for g in list(self.groups))
+        return {"active_rows": rows, "waiting": waiting, "max_rows": self.max_rows, **self.stats}
+
+    # --- the thread ---------------------------------------------------------------------------------
+
+    def _run(self):
+        try:
+            self.model = self.load()
+            self.patch = self.model.config.patch_size(0)
+        except BaseException as error:
+            self._load_error = error
+            return
+        finally:
+            self._ready.set()
+        threads = cpu.blas_threads()
+        with cpu.single_threaded_blas():  # single rows decode faster on one BLAS thread (see generate_step)
+            while True:
+                with self.lock:
+                    while not self._stopping and not self.waiting and not self.groups:
+                        self.lock.wait()
+                    if self._stopping:
+                        return
+                    admitted = self._take_admissible()
+                for job in admitted:
+                    try:
+                        self._admit(job, threads)
+                    except Exception as error:  # e.g. out of memory: this request fails, the others go on
+                        job.events.put(error)
+                try:
+                    self._step_all()
+                except Exception as error:  # never let the thread die: fail what was running
+                    for group in self.groups:
+                        for job in {id(r.job): r.job for r in group.rows}.values():
+                            job.events.put(error)
+                    self.groups = []
+
+    def _take_admissible(self) -> list[Job]:
+        """Jobs at the head of the queue whose rows fit next to the running ones (first come, first served)."""
+        admitted = []
+        rows = sum(len(g.rows) for g in self.groups)
+        while self.waiting:
+            job = self.waiting[0]
+            if job.cancelled.is_set():
+                self.waiting.popleft()
+                continue
+            if rows + job.n > self.max_rows:
+                break
+            admitted.append(self.waiting.popleft())
+            rows += job.n
+        return admitted
+
+    def _admit(self, job: Job, threads):
+        """Prefill a job (all BLAS threads help with the prompt), score its prompt if asked, and let it
+        join a group of the same length."""
+        if threads:
+            cpu.set_blas_threads(threads)
+        try:
+            if job.echo and job.logprobs is not None:
+                job.events.put(self._prompt_logprobs(job))
+            if job.max_tokens == 0:
+                for i in range(job.n):
+                    job.events.put(Chunk(i, "", [], "length"))
+                job.events.put(None)
+                return
+            ids = mx.array(np.frombuffer(job.prompt, dtype=np.uint8)[None].repeat(job.n, axis=0))
+            cache = self.model.make_cache(job.n)
+            logits = cache.prefill(ids)
+            mx.eval(logits)
+        finally:
+            if threads:
+                cpu.set_blas_threads(1)
+        group = Group(cache, [Row(job, i) for i in range(job.n)], logits, row_keys(job.seed, job.n))
+        self.groups.append(group)
+
+    def _prompt_logprobs(self, job: Job) -> list[ByteLogprob]:
+        """Every prompt byte's log-probability from one full forward pass (byte t is predicted by
+        position t with include_start). The story-start byte the model reads first is not shown."""
+        ids = mx.array(np.frombuffer(job.prompt, dtype=np.uint8)[None])
+        logprobs = _log_softmax(self.model(ids, include_start=True)[0, : len(job.prompt)])
+        chosen = mx.take_along_axis(logprobs, ids.T.astype(mx.int32), axis=-1)[:, 0]
+        k = max(job.logprobs, 0)
+        top = mx.argsort(-logprobs, axis=-1)[:, :k]
+        top_values = mx.take_along_axis(logprobs, top, axis=-1)
+        chosen, top, top_values = chosen.tolist(), top.tolist(), top_values.tolist()
+        # prompt_text byte i sits at index i + shown_from of job.prompt (negative: cut to fit the context)
+        shown_from = len(job.prompt) - len(job.prompt_text)
+        entries = []
+        for i, byte in enumerate(job.prompt_text):
+            t = i + shown_from
+            if t < 0:
+                entries.append(ByteLogprob(byte, None, [], False))
+            else:
+                entries.append(ByteLogprob(byte, chosen[t], list(zip(top[t], top_values[t])), t % self.patch == 0))
+        return entries
+
+    def _step_all(self):
+        self._drop_cancelled()
+        self._merge_equal_lengths()
+        lengths = [g.length for g in self.groups]
+        for group in list(self.groups):
+            # Wait for a slightly shorter group to catch up, then both step as one.
+            if any(0 < group.length - other <= self.max_gap for other in lengths):
+                continue
+            self._step(group)
+
+    def _drop_cancelled(self):
+        for group in list(self.groups):
+            keep = [i for i, row in enumerate(group.rows) if not row.job.cancelled.is_set()]
+            if not keep:
+                self.groups.remove(group)
+            elif len(keep) < len(group.rows):
+                group.keep(keep)
+
+    def _merge_equal_lengths(self):
+        merged: dict[tuple, Group] = {}
+        for group in self.groups:
+            cache = group.cache  # equal lengths mean equal stage states; the key makes sure of it
+            key = (cache.length, tuple(cache.counts), tuple(cache.bases))
+            if key in merged:
+                merged[key].merge(group)
+            else:
+                merged[key] = group
+        self.groups = list(merged.values())
+
+    def _step(self, group: Group):
+        """Sample one byte for every row of the group, hand out the text, step the cache."""
+        group.keys, now = split_keys(group.keys)
+        classes: dict[tuple, list[int]] = {}
+        for i, row in enumerate(group.rows):
+            classes.setdefault(row.job.settings, []).append(i)
+        if len(classes) == 1:
+            y = group.rows[0].job.sampler(group.logits, now)
+        else:  # rows with different settings: sample each kind apart, then put the rows back in order
+            order = [i for rows in classes.values() for i in rows]
+            parts = []
+            for rows in classes.values():
+                index = mx.array(rows, dtype=mx.int32)
+                parts.append(group.rows[rows[0]].job.sampler(group.logits[index], now[index]))
+            y = mx.concatenate(parts)[mx.array(np.argsort(order), dtype=mx.int32)]
+        k = max((r.job.logprobs for r in group.rows if r.job.logprobs is not None), default=None)
+        outputs = [y]
+        if k is not None:
+            logprobs = _log_softmax(group.logits)
+            top = mx.argsort(-logprobs, axis=-1)[:, :k]
+            outputs += [mx.take_along_axis(logprobs, y[:, None], axis=-1)[:, 0], top,
+                        mx.take_along_axis(logprobs, top, axis=-1)]
+        cache = group.cache
+        position = cache.length if cache.length < cache.config.context_length else cache.keep
+        # Queue the next step for every row before handing out this byte, so the Python work below overlaps
+        # the computation (as generate_step does); rows that finish now are dropped from it afterwards.
+        following = cache.step(y)
+        mx.async_eval(following, *outputs)
+        values = [o.tolist() for o in outputs]
+        finished_jobs, keep = {}, []
+        for i, row in enumerate(group.rows):
+            job = row.job
+            entry = ByteLogprob(values[0][i], None, [], position % self.patch == 0)
+            if job.logprobs is not None:
+                entry.logprob = values[1][i]
+                entry.top = list(zip(values[2][i][: job.logprobs], values[3][i][: job.logprobs]))
+            job.generated += 1
+            chunk = row.push(entry)
+            if job.logprobs is None:
+                chunk.logprobs = []
+            if chunk.text or chunk.logprobs or chunk.finish_reason:
+                job.events.put(chunk)
+            if row.done:
+                finished_jobs[id(job)] = job
+            else:
+                keep.append(i)
+        for job in finished_jobs.values():
+            if all(r.done for r in group.rows if r.job is job):
+                job.events.put(None)
+        self.stats["steps"] += 1
+        self.stats["rows_stepped"] += len(group.rows)
+        self.stats["most_rows_in_a_step"] = max(self.stats["most_rows_in_a_step"], len(group.rows))
+        group.logits = following
+        if not keep:
+            self.groups.remove(group)
+        elif len(keep) < len(group.rows):
+            group.keep(keep)
+
+
+def _log_softmax(logits: mx.array) -> mx.array:
+    logits = logits.astype(mx.float32)
+    return logits - mx.logsumexp(logits, axis=-1, keepdims=True)

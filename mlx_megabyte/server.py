@@ -1,0 +1,607 @@
+"""A local model server: an OpenAI-compatible completions API and a story playground in the browser.
+
+    python -m mlx_megabyte.server --model weights/demo
+    open http://127.0.0.1:8080/
+
+Endpoints: POST /v1/completions (streaming with server-sent events, per-byte logprobs), GET /v1/models,
+GET /health, and the playground at /. Built on the standard library's HTTP server: a thread per
+connection parses and answers requests, one generation thread (batching.py) owns the model and decodes
+concurrent requests together.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hmac
+import json
+import os
+import queue
+import secrets
+import select
+import socket
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from ipaddress import ip_address
+
+from .batching import Batcher, Busy, ByteLogprob, Chunk, Job
+from .cli import SEED_LIMIT, cli
+from .cli import parser as parser_for
+from .errors import UserError
+from .generate import DEFAULT_MAX_TOKENS, encode_prompt, fit_context, instruct_prompt
+from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, DEFAULT_TOP_K, DEFAULT_TOP_P, make_sampler
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_MAX_TOKENS_CAP = 4096  # the most bytes one request may ask for
+DEFAULT_MAX_BATCH = 16  # rows decoded together
+DEFAULT_QUEUE_SIZE = 32  # requests waiting for a row before 503
+DEFAULT_MAX_BODY = 1 << 20  # bytes of a request body
+DEFAULT_TIMEOUT = 10.0  # seconds a client may take to send its request
+DEFAULT_MAX_CONNECTIONS = 64
+MAX_LOGPROBS = 20  # alternatives per byte (OpenAI allows 5; a byte model's 20 are still cheap)
+MAX_STOP = 4
+API_KEY_VARIABLE = "MLX_MEGABYTE_API_KEY"
+PLAYGROUND = {"/": ("index.html", "text/html; charset=utf-8"),
+              "/playground.css": ("playground.css", "text/css; charset=utf-8"),
+              "/playground.js": ("playground.js", "text/javascript; charset=utf-8")}
+
+
+class ApiError(Exception):
+    """A request the server refuses, answered as OpenAI does: {"error": {message, type, param, code}}."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error", headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+# --- requests ------------------------------------------------------------------------------------------
+
+
+def _get(body: dict, name: str, kinds, default, check=None, what: str = ""):
+    """body[name] if it has one of `kinds` (bool is never a number) and passes `check`, else ApiError."""
+    value = body.get(name, default)
+    if value is None:
+        return default
+    numbers = kinds in (int, float, (int, float))
+    if isinstance(value, bool) and numbers or not isinstance(value, kinds):
+        raise ApiError(400, f"'{name}' must be {what or _kind_name(kinds)}, got {json.dumps(value)[:40]}", name,
+                       "invalid_type")
+    if kinds == (int, float):
+        value = float(value)
+    if check is not None and not check(value):
+        raise ApiError(400, f"'{name}' must be {what}, got {value!r}", name, "invalid_value")
+    return value
+
+
+def _kind_name(kinds) -> str:
+    return {int: "an integer", bool: "true or false", str: "a string", (int, float): "a number",
+            dict: "an object"}.get(kinds, str(kinds))
+
+
+def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple[Job, dict]:
+    """Validate an OpenAI completions request; return the job and what the response needs.
+
+    Unknown fields are ignored, as OpenAI's API does; `model` is ignored too (one model per server).
+    """
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object", None, "invalid_body")
+    prompt = body.get("prompt", "")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if isinstance(prompt, list) and all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in prompt):
+        prompt = bytes(prompt)  # a byte model's tokens are bytes
+    elif not isinstance(prompt, str):
+        raise ApiError(400, "'prompt' must be a string, a list of one string, or a list of byte values 0-255",
+                       "prompt", "invalid_type")
+    fields = {name: _get(body, name, str, "") for name in ("features", "words", "summary")}
+    if any(fields.values()):  # TinyStories-Instruct, as `generate --instruct` builds it
+        prefix = instruct_prompt(**fields)
+        prompt = prefix.encode() + prompt if isinstance(prompt, bytes) else prefix + prompt
+
+    max_tokens = _get(body, "max_tokens", int, min(DEFAULT_MAX_TOKENS, max_tokens_cap), lambda v: v >= 0,
+                      "a non-negative integer")
+    if max_tokens > max_tokens_cap:
+        raise ApiError(400, f"'max_tokens' is {max_tokens}; this server allows at most {max_tokens_cap}",
+                       "max_tokens", "max_tokens_too_large")
+    temp = _get(body, "temperature", (int, float), DEFAULT_TEMP, lambda v: 0 <= v <= 100, "a number from 0 to 100")
+    top_p = _get(body, "top_p", (int, float), DEFAULT_TOP_P, lambda v: 0 < v <= 1, "a number in (0, 1]")
+    min_p = _get(body, "min_p", (int, float), DEFAULT_MIN_P, lambda v: 0 <= v < 1, "a number in [0, 1)")
+    top_k = _get(body, "top_k", int, DEFAULT_TOP_K, lambda v: v >= 0, "a non-negative integer")
+    seed = _get(body, "seed", int, None, lambda v: 0 <= v < SEED_LIMIT, f"an integer from 0 to {SEED_LIMIT - 1}")
+    if seed is None:
+        seed = secrets.randbits(31)
+    n = _get(body, "n", int, 1, lambda v: 1 <= v <= max_batch, f"an integer from 1 to {max_batch}")
+    stream = _get(body, "stream", bool, False)
+    echo = _get(body, "echo", bool, False)
+    logprobs = _get(body, "logprobs", int, None, lambda v: 0 <= v <= MAX_LOGPROBS,
+                    f"an integer from 0 to {MAX_LOGPROBS}")
+    options = _get(body, "stream_options", dict, {})
+    stop = body.get("stop")
+    stop = [stop] if isinstance(stop, str) else stop or []
+    if not isinstance(stop, list) or len(stop) > MAX_STOP or not all(isinstance(s, str) and s for s in stop):
+        raise ApiError(400, f"'stop' must be a string or a list of up to {MAX_STOP} non-empty strings", "stop",
+                       "invalid_type")
+
+    bias = _get(body, "logit_bias", dict, {})
+    try:
+        bias = {int(k): float(v) for k, v in bias.items() if not isinstance(v, bool)}
+        assert all(0 <= k < config.num_tokens and -100 <= v <= 100 for k, v in bias.items())
+    except (ValueError, TypeError, AssertionError):
+        raise ApiError(400, "'logit_bias' must map byte values (0-255) to numbers from -100 to 100", "logit_bias",
+                       "invalid_value") from None
+
+    raw = prompt if isinstance(prompt, bytes) else encode_prompt(prompt, story_start=False)
+    fitted, notice = fit_context(encode_prompt(raw), config.context_length)
+    settings = (temp, top_p, min_p, top_k)
+    sampler = make_sampler(*settings)
+    if bias:  # e.g. {"3": -100}: never end the story (the load test wants stories of one length)
+        sampler = _biased(sampler, bias, config.num_tokens)
+    job = Job(prompt=fitted, prompt_text=raw, n=n, max_tokens=max_tokens, sampler=sampler,
+              settings=(*settings, tuple(sorted(bias.items()))), seed=seed, stop=tuple(stop), logprobs=logprobs, echo=echo)
+    echoed = raw.decode("utf-8", "replace") if echo else ""
+    return job, {"stream": stream, "echo": echoed, "include_usage": options.get("include_usage") is True,
+                 "notice": notice}
+
+
+def _no_constants(name: str):
+    """JSON has no NaN or Infinity; Python's parser accepts them unless told not to."""
+    raise ApiError(400, f"the request body is not valid JSON ({name} is not a JSON number)", code="invalid_json")
+
+
+def _biased(sampler, bias: dict[int, float], vocab: int):
+    """OpenAI's logit_bias: add a number to some bytes' logits before sampling."""
+    values = [0.0] * vocab
+    for byte, value in bias.items():
+        values[byte] = value
+
+    def sample(logits, keys=None):
+        import mlx.core as mx  # only ever called in the generation thread
+
+        return sampler(logits + mx.array(values), keys)
+
+    return sample
+
+
+def logprobs_json(entries: list[ByteLogprob], offset: int = 0) -> dict:
+    """OpenAI's completions logprobs with one token per byte.
+
+    A token is the text its byte completes, so the tokens join to the text: an ASCII byte is itself, the
+    last byte of a multi-byte character carries the character and the bytes before it carry "". The
+    byte values are in `bytes` (an extension, as chat logprobs have one), the alternatives in
+    `top_logprobs` are keyed by `byte_token`, and `patch_start` marks bytes that begin a patch of the
+    first stage. Logprobs are natural logs of the model's own distribution (temperature 1, unfiltered).
+    """
+    return {
+        "tokens": [e.text for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [{byte_token(b): lp for b, lp in e.top} if e.logprob is not None else None for e in entries],
+        "text_offset": [offset + e.offset for e in entries],
+        "bytes": [e.byte for e in entries],
+        "patch_start": [e.patch_start for e in entries],
+    }
+
+
+def byte_token(byte: int) -> str:
+    """A byte on its own as a string: ASCII as itself, other bytes (never valid UTF-8 alone) as "\\xNN"."""
+    return chr(byte) if byte < 0x80 else f"\\x{byte:02x}"
+
+
+def prompt_entries(entries: list[ByteLogprob], text: bytes) -> list[ByteLogprob]:
+    """Give prompt bytes their text and character offsets as generated bytes have them."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    produced, pending = "", []
+    for i, entry in enumerate(entries):
+        pending.append(entry)
+        piece = decoder.decode(text[i : i + 1], final=i == len(entries) - 1)
+        if piece:
+            for e in pending:
+                e.offset = len(produced)
+            pending[-1].text = piece
+            produced += piece
+            pending = []
+    return entries
+
+
+# --- HTTP ----------------------------------------------------------------------------------------------
+
+
+class Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a bound on open connections (more get an immediate 503)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128  # the listen backlog: clients that connect at the same moment are not reset
+
+    def __init__(self, address, handler, app: App):
+        self.app = app
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.slots = threading.BoundedSemaphore(app.max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+                                b"Connection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+class App:
+    """What the handlers share: the model's description, the batcher, and the limits."""
+
+    def __init__(self, load, name: str, args):
+        self.batcher = Batcher(load, max_rows=args.max_batch, queue_size=args.queue_size).start()
+        self.model, self.name = self.batcher.model, name
+        self.config = self.model.config
+        self.parameters = self.model.num_parameters()
+        self.api_key = args.api_key
+        self.max_tokens_cap, self.max_batch = args.max_tokens, args.max_batch
+        self.max_body, self.timeout, self.max_connections = args.max_body_bytes, args.timeout, args.max_connections
+        self.created = int(time.time())
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One connection, one request (Connection: close): the body must arrive within `timeout` seconds."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "mlx-megabyte"
+    server: Server
+
+    def setup(self):
+        self.timeout = self.server.app.timeout  # every read waits at most this long...
+        super().setup()
+        # ...and the whole request must have arrived by then too, however slowly it trickles in.
+        self._deadline = threading.Timer(self.timeout, self._drop)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def finish(self):
+        self._deadline.cancel()
+        super().finish()
+
+    def _drop(self):
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def log_message(self, format, *args):
+        sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+
+    # --- dispatch ---
+
+    def do_GET(self):
+        self._deadline.cancel()
+        self._handle(self._get)
+
+    def do_POST(self):
+        self._handle(self._post)
+
+    def do_OPTIONS(self):
+        self._deadline.cancel()
+        self._handle(lambda: self._send_json(204, None))
+
+    def _handle(self, method):
+        self.close_connection = True
+        try:
+            method()
+        except ApiError as error:
+            self._send_json(error.status, error.body(), error.headers)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _get(self):
+        path = self.path.split("?", 1)[0]
+        if path in PLAYGROUND:
+            name, kind = PLAYGROUND[path]
+            data = resources.files(__package__).joinpath("playground", name).read_bytes()
+            return self._send(200, data, kind)
+        self._authorize()
+        app = self.server.app
+        if path == "/health":
+            return self._send_json(200, {"status": "ok", **app.batcher.status()})
+        if path == "/v1/models":
+            return self._send_json(200, {"object": "list", "data": [self._model_card()]})
+        if path == "/v1/completions":
+            raise ApiError(405, "use POST for /v1/completions", code="method_not_allowed")
+        raise ApiError(404, f"no endpoint {path}", code="not_found")
+
+    def _post(self):
+        path = self.path.split("?", 1)[0]
+        self._authorize()
+        body = self._read_body()
+        if path != "/v1/completions":
+            raise ApiError(404 if path not in PLAYGROUND and path not in ("/health", "/v1/models") else 405,
+                           f"no POST endpoint {path}", code="not_found")
+        try:
+            request = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+        except UnicodeDecodeError:
+            raise ApiError(400, "the request body is not valid UTF-8", code="invalid_utf8") from None
+        except json.JSONDecodeError as error:
+            raise ApiError(400, f"the request body is not valid JSON ({error})", code="invalid_json") from None
+        app = self.server.app
+        job, reply = parse_completion(request, app.config, app.max_tokens_cap, app.max_batch)
+        try:
+            app.batcher.submit(job)
+        except Busy as error:
+            raise ApiError(503, f"the server is busy ({error}); retry in a moment", code="queue_full",
+                           kind="server_error", headers={"Retry-After": "1"}) from None
+        try:
+            (self._stream if reply["stream"] else self._complete)(job, reply)
+        finally:
+            job.cancel()  # a no-op when it has finished; frees its rows when the client went away
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding"):
+            raise ApiError(411, "send the body with a Content-Length, not chunked", code="length_required")
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            raise ApiError(411, "a Content-Length header is required", code="length_required")
+        if int(length) > self.server.app.max_body:
+            raise ApiError(413, f"the body has {int(length)} bytes; the limit is {self.server.app.max_body}",
+                           code="body_too_large")
+        try:
+            body = self.rfile.read(int(length))
+        except (TimeoutError, OSError):
+            body = b""
+        if len(body) < int(length):
+            raise ApiError(408, "the request body did not arrive in time", code="timeout")
+        self._deadline.cancel()
+        return body
+
+    def _authorize(self):
+        key = self.server.app.api_key
+        if key is None:
+            return
+        given = self.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
+            raise ApiError(401, "a valid API key is required: send 'Authorization: Bearer KEY'",
+                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+    def _model_card(self) -> dict:
+        app = self.server.app
+        return {"id": app.name, "object": "model", "created": app.created, "owned_by": "mlx-megabyte",
+                "context_length": app.config.context_length, "patch_size": app.config.patch_size(0),
+                "max_tokens": app.max_tokens_cap, "parameters": app.parameters}
+
+    # --- completions ---
+
+    def _events(self, job: Job):
+        """The job's events until it ends; stops early (cancelling it) when the client hangs up.
+
+        Chunks that queued up while this thread was busy are joined (per sample), so a slow client costs
+        one write per batch of bytes instead of one per byte."""
+        checked = time.monotonic()
+        while True:
+            if time.monotonic() - checked > 0.1:  # a client waiting for a whole response writes nothing
+                checked = time.monotonic()
+                if self._client_gone():
+                    job.cancel()
+                    return
+            try:
+                events = [job.events.get(timeout=0.05)]
+            except queue.Empty:
+                continue
+            while True:
+                try:
+                    events.append(job.events.get_nowait())
+                except queue.Empty:
+                    break
+            for event in _joined(events):
+                if event is None:
+                    return
+                if isinstance(event, Exception):
+                    raise ApiError(500, f"generation failed: {event}", code="generation_failed", kind="server_error")
+                yield event
+
+    def _client_gone(self) -> bool:
+        """True when the client closed its end (a readable socket with nothing to read)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    def _base(self, completion_id: str) -> dict:
+        return {"id": completion_id, "object": "text_completion", "created": int(time.time()),
+                "model": self.server.app.name}
+
+    def _usage(self, job: Job) -> dict:
+        return {"prompt_tokens": len(job.prompt), "completion_tokens": job.generated,
+                "total_tokens": len(job.prompt) + job.generated}
+
+    def _complete(self, job: Job, reply: dict):
+        choices = [{"index": i, "text": reply["echo"], "logprobs": None, "finish_reason": None}
+                   for i in range(job.n)]
+        entries: list[list[ByteLogprob]] = [[] for _ in range(job.n)]
+        prompt = []
+        for event in self._events(job):
+            if isinstance(event, list):
+                prompt = prompt_entries(event, job.prompt_text)
+                continue
+            choices[event.index]["text"] += event.text
+            entries[event.index] += event.logprobs
+            if event.finish_reason:
+                choices[event.index]["finish_reason"] = _finish(event.finish_reason)
+        if job.cancelled.is_set() and any(c["finish_reason"] is None for c in choices):
+            return  # the client is gone
+        if job.logprobs is not None:
+            for choice, mine in zip(choices, entries):
+                start = len(reply["echo"])
+                choice["logprobs"] = _join(logprobs_json(prompt), logprobs_json(mine, start))
+        body = {**self._base(f"cmpl-{uuid.uuid4().hex}"), "choices": choices, "usage": self._usage(job)}
+        if reply["notice"]:
+            body["warning"] = reply["notice"]
+        self._send_json(200, body)
+
+    def _stream(self, job: Job, reply: dict):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.send_header("X-Accel-Buffering", "no")
+        self.end_headers()
+        base = self._base(f"cmpl-{uuid.uuid4().hex}")
+        echo = reply["echo"]
+        offsets = [len(echo)] * job.n
+
+        def send(choices, **extra):
+            self.wfile.write(b"data: " + json.dumps({**base, "choices": choices, **extra}).encode() + b"\n\n")
+            self.wfile.flush()
+
+        try:
+            if echo and job.logprobs is None:
+                send([{"index": i, "text": echo, "logprobs": None, "finish_reason": None} for i in range(job.n)])
+            for event in self._events(job):
+                if isinstance(event, list):  # the prompt's own logprobs come first
+                    lp = logprobs_json(prompt_entries(event, job.prompt_text))
+                    send([{"index": i, "text": echo, "logprobs": lp, "finish_reason": None} for i in range(job.n)])
+                    continue
+                lp = logprobs_json(event.logprobs, offsets[event.index]) if job.logprobs is not None else None
+                offsets[event.index] += len(event.text)
+                send([{"index": event.index, "text": event.text, "logprobs": lp,
+                       "finish_reason": _finish(event.finish_reason)}])
+            if job.cancelled.is_set():
+                return
+            if reply["include_usage"]:
+                send([], usage=self._usage(job))
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except ApiError as error:  # headers are out: report it in the stream
+            self.wfile.write(b"data: " + json.dumps(error.body()).encode() + b"\n\n")
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            job.cancel()
+
+    # --- responses ---
+
+    def _send_json(self, status: int, body, headers: dict | None = None):
+        data = b"" if body is None else json.dumps(body).encode()
+        self._send(status, data, "application/json", headers)
+
+    def _send(self, status: int, data: bytes, kind: str, headers: dict | None = None):
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _joined(events: list) -> list:
+    """Consecutive chunks of the same sample as one chunk."""
+    out = []
+    for event in events:
+        last = out[-1] if out else None
+        if isinstance(event, Chunk) and isinstance(last, Chunk) and last.index == event.index \
+                and last.finish_reason is None:
+            out[-1] = Chunk(last.index, last.text + event.text, last.logprobs + event.logprobs, event.finish_reason)
+        else:
+            out.append(event)
+    return out
+
+
+def _finish(reason: str | None) -> str | None:
+    """Our reasons in OpenAI's words: the end-of-text byte and a stop string are both "stop"."""
+    return None if reason is None else "length" if reason == "length" else "stop"
+
+
+def _join(prompt: dict, completion: dict) -> dict:
+    return {key: prompt[key] + completion[key] for key in completion}
+
+
+# --- command line ----------------------------------------------------------------------------------------
+
+
+def build_parser():
+    parser = parser_for("python -m mlx_megabyte.server", __doc__)
+    parser.add_argument("--model", help="a weights directory, a training run directory or a Hugging Face repo id; "
+                        "default: the newest weights under weights/")
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help="address to listen on; anything but loopback needs --api-key (or --insecure)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on (0: any free port)")
+    parser.add_argument("--api-key",  # the environment's key is read in main: --help must not show it
+                        help=f"require 'Authorization: Bearer KEY' on every API request (or set {API_KEY_VARIABLE})")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow a non-loopback --host without an API key (anyone who can reach it can use it)")
+    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS_CAP,
+                        help="the most bytes one request may generate")
+    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+                        help="the most sequences decoded together (a request with n samples takes n)")
+    parser.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+                        help="requests that may wait for room in the batch; more get 503 with Retry-After")
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY, help="largest request body")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help="seconds a client may take to send its whole request, or to take each write of a stream")
+    parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                        help="open connections at most; more get 503 at once")
+    parser.add_argument("--quantize", type=int, choices=(4, 8), help="quantize the weights to 4 or 8 bits")
+    return parser
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@cli
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    args.api_key = args.api_key or os.environ.get(API_KEY_VARIABLE) or None
+    if not is_loopback(args.host) and not args.api_key and not args.insecure:
+        raise UserError(f"refusing to serve on {args.host} without an API key: pass --api-key KEY (or set "
+                        f"{API_KEY_VARIABLE}), or --insecure to let anyone who can reach it use it")
+    for name in ("max_tokens", "max_batch", "queue_size", "max_body_bytes", "max_connections"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.timeout <= 0:
+        raise UserError("--timeout must be positive")
+
+    from .generate import load_for_generation
+    from .weights import locate
+
+    name = args.model or str(locate(None))
+    app = App(lambda: load_for_generation(args), name, args)  # loaded by the generation thread
+    try:
+        server = Server((args.host, args.port), Handler, app)
+    except OSError as error:
+        raise UserError(f"cannot listen on {args.host}:{args.port} ({error.strerror or error})") from None
+    host, port = server.server_address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"mlx-megabyte server: {name} on http://{shown}:{port}/ (playground), API at http://{shown}:{port}/v1",
+          flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        app.batcher.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,413 @@
+"""The server: OpenAI-compatible completions equal to `generate`, SSE framing, per-byte logprobs and patch
+marks, batching of concurrent clients, disconnects, hostile input, limits, auth."""
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_megabyte import MEGABYTE, PRESETS, load, save
+from mlx_megabyte.generate import generate, instruct_prompt
+from mlx_megabyte.sampling import make_sampler
+
+from .helpers import ROOT, one_line_error, run
+
+KEY = "test-key-123"
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("server") / "tiny"
+    mx.random.seed(0)
+    save(MEGABYTE(PRESETS["tiny"]), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(weights):
+    return load(weights)
+
+
+class Server:
+    """`python -m mlx_megabyte.server` on a free port, and a raw HTTP client for it."""
+
+    def __init__(self, weights, *flags, env=None):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mlx_megabyte.server", "--model", str(weights), "--port", "0", *flags],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        )
+        line = self.process.stdout.readline()
+        assert "http://" in line, line
+        self.url = line.split(" on ")[1].split("/ ")[0]
+        self.port = int(self.url.rsplit(":", 1)[1])
+        self.headers = {}
+
+    def request(self, method, path, body=None, headers=None, raw=None):
+        """(status, headers, parsed JSON or text)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        connection.request(method, path, body=data, headers={**self.headers, **(headers or {})})
+        response = connection.getresponse()
+        text = response.read().decode()
+        connection.close()
+        kind = response.getheader("Content-Type", "")
+        return response.status, response, json.loads(text) if "json" in kind and text else text
+
+    def complete(self, **body):
+        status, _, reply = self.request("POST", "/v1/completions", body)
+        assert status == 200, reply
+        return reply
+
+    def stream(self, **body):
+        """The raw event stream of a streaming completion: a list of `data:` payloads."""
+        status, response, text = self.request("POST", "/v1/completions", {**body, "stream": True})
+        assert status == 200 and response.getheader("Content-Type").startswith("text/event-stream"), text
+        assert text.endswith("\n\n")
+        events = text[:-2].split("\n\n")
+        assert all(e.startswith("data: ") and "\n" not in e for e in events), text
+        return [e[len("data: "):] for e in events]
+
+    def close(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(weights):
+    s = Server(weights, "--max-tokens", "20000")
+    yield s
+    s.close()
+
+
+def expected(model, prompt="", max_tokens=40, temperature=0.8, top_p=1.0, min_p=0.05, top_k=0, n=1, seed=0, stop=()):
+    sampler = make_sampler(temperature, top_p, min_p, top_k)
+    return generate(model, prompt, max_tokens=max_tokens, sampler=sampler, num_samples=n, seed=seed, stop=tuple(stop))
+
+
+def texts_of(events, n=1):
+    texts = [""] * n
+    for e in events[:-1]:
+        for choice in json.loads(e)["choices"]:
+            texts[choice["index"]] += choice["text"]
+    return texts
+
+
+def test_health_models_and_the_playground(server):
+    status, _, health = server.request("GET", "/health")
+    assert status == 200 and health["status"] == "ok"
+    status, _, models = server.request("GET", "/v1/models")
+    assert status == 200 and models["object"] == "list"
+    card = models["data"][0]
+    assert card["object"] == "model" and card["context_length"] == 256 and card["patch_size"] == 8
+    status, response, page = server.request("GET", "/")
+    assert status == 200 and response.getheader("Content-Type").startswith("text/html") and "<html" in page
+    for name in ("/playground.js", "/playground.css"):
+        assert server.request("GET", name)[0] == 200
+
+
+def test_completions_equal_generate_with_the_same_seed_and_settings(server, model):
+    for settings in ({"temperature": 1.0, "seed": 3, "n": 2}, {"temperature": 0.0},
+                     {"temperature": 0.7, "top_p": 0.9, "top_k": 50, "min_p": 0.0, "seed": 9},
+                     {"temperature": 1.0, "seed": 5, "stop": ["e", "a"]}):
+        reply = server.complete(prompt="Once upon a time", max_tokens=60, **settings)
+        want = expected(model, "Once upon a time", 60, **settings)
+        assert [c["text"] for c in sorted(reply["choices"], key=lambda c: c["index"])] == want, settings
+        assert reply["object"] == "text_completion" and reply["choices"][0]["finish_reason"] in ("stop", "length")
+    assert reply["usage"]["prompt_tokens"] == len("Once upon a time") + 1  # the story-start byte
+    reply = server.complete(prompt="Hi", max_tokens=7, temperature=0.0)
+    assert reply["usage"]["completion_tokens"] <= 7 and reply["choices"][0]["finish_reason"] in ("length", "stop")
+
+
+def test_streaming_is_openai_sse_and_byte_exact(server, model):
+    events = server.stream(prompt="The dog", max_tokens=80, temperature=1.0, seed=4, n=2,
+                           stream_options={"include_usage": True})
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "text_completion" and c["id"] == chunks[0]["id"] for c in chunks)
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["prompt_tokens"] == 8
+    assert texts_of(events[:-1], 2) == expected(model, "The dog", 80, temperature=1.0, seed=4, n=2)
+    ends = [c for chunk in chunks for c in chunk["choices"] if c["finish_reason"]]
+    assert sorted(c["index"] for c in ends) == [0, 1]
+
+
+def test_per_byte_logprobs_and_patch_marks(server, model):
+    prompt = "Hello world, é!"  # é is two bytes
+    reply = server.complete(prompt=prompt, max_tokens=30, temperature=0.0, logprobs=3, echo=True)
+    choice = reply["choices"][0]
+    lp = choice["logprobs"]
+    assert choice["text"].startswith(prompt)
+    assert "".join(lp["tokens"]) == choice["text"]
+    data = bytes(lp["bytes"])
+    assert data[: len(prompt.encode())] == prompt.encode()
+    n = len(data)
+    assert all(len(lp[k]) == n for k in ("tokens", "token_logprobs", "top_logprobs", "text_offset", "patch_start"))
+    # the model reads the story-start byte first, so prompt byte i sits at position i + 1
+    assert lp["patch_start"] == [(i + 1) % 8 == 0 for i in range(n)]
+    ids = mx.array([[3, *data]])
+    want = model(ids, include_start=True)[0, :-1]  # [t] predicts byte t
+    want = (want - mx.logsumexp(want, axis=-1, keepdims=True))[1:]  # the story-start byte is not shown
+    got = np.array(lp["token_logprobs"])
+    chosen = np.take_along_axis(np.array(want), np.frombuffer(data, dtype=np.uint8)[:, None].astype(np.int64), axis=-1)[:, 0]
+    assert np.abs(got - chosen).max() < 1e-3
+    for i in range(len(prompt.encode()), n):  # greedy: the chosen byte is the likeliest alternative
+        top = lp["top_logprobs"][i]
+        assert len(top) == 3 and max(top.values()) == pytest.approx(got[i], abs=1e-5)
+    assert lp["tokens"][13:15] == ["", "é"]  # the character's last byte carries it
+    assert lp["text_offset"][13] == lp["text_offset"][14] == prompt.index("é")
+
+
+def test_concurrent_clients_are_batched_and_each_gets_its_own_story(server, model):
+    from mlx_megabyte.server import _biased
+
+    # Four clients with one prompt and one whose prompt is 7 bytes longer: it waits for them to catch up,
+    # then all five decode in one batched step. No end-of-text byte, so no story ends early.
+    prompts = ["Once upon a time"] * 4 + ["Once upon a time, there"]
+    results = [None] * len(prompts)
+
+    def client(i):
+        results[i] = texts_of(server.stream(prompt=prompts[i], max_tokens=200, temperature=1.0, seed=i,
+                                            logit_bias={"3": -100}))[0]
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, prompt in enumerate(prompts):
+        sampler = _biased(make_sampler(1.0, min_p=0.05), {3: -100.0}, 256)
+        assert results[i] == generate(model, prompt, max_tokens=200, sampler=sampler, seed=i)[0], i
+    assert server.request("GET", "/health")[2]["most_rows_in_a_step"] == 5
+
+
+def test_a_client_that_disconnects_frees_its_rows_and_disturbs_no_one(server, model):
+    leaving = socket.create_connection(("127.0.0.1", server.port))
+    body = json.dumps({"prompt": "Long", "max_tokens": 20000, "stream": True, "temperature": 1.0,
+                       "logit_bias": {"3": -100}}).encode()  # no end-of-text: it would run on
+    leaving.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    assert leaving.recv(4096).startswith(b"HTTP/1.1 200")
+    result = {}
+    staying = threading.Thread(target=lambda: result.update(
+        text=texts_of(server.stream(prompt="Long", max_tokens=300, temperature=1.0, seed=2))[0]))
+    staying.start()
+    time.sleep(0.3)
+    assert server.request("GET", "/health")[2]["active_rows"] >= 1
+    leaving.close()
+    staying.join()
+    assert result["text"] == expected(model, "Long", 300, temperature=1.0, seed=2)[0]
+    deadline = time.time() + 3
+    while server.request("GET", "/health")[2]["active_rows"] and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.request("GET", "/health")[2]["active_rows"] == 0
+
+
+def test_a_client_waiting_for_a_whole_response_that_leaves_frees_its_rows(server):
+    leaving = socket.create_connection(("127.0.0.1", server.port))
+    body = json.dumps({"prompt": "x", "max_tokens": 20000, "logit_bias": {"3": -100}}).encode()
+    leaving.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    time.sleep(0.3)
+    assert server.request("GET", "/health")[2]["active_rows"] == 1
+    leaving.close()
+    time.sleep(0.5)
+    assert server.request("GET", "/health")[2]["active_rows"] == 0
+
+
+def test_prompts_longer_than_the_context_keep_their_end(server, model):
+    prompt = "abcdefghij" * 40  # 400 bytes, context 256
+    reply = server.complete(prompt=prompt, max_tokens=20, temperature=1.0, seed=1)
+    assert reply["usage"]["prompt_tokens"] == 256 and "fit the context" in reply["warning"]
+    assert reply["choices"][0]["text"] == expected(model, prompt, 20, temperature=1.0, seed=1)[0]
+
+
+def test_instruct_fields_build_the_instruct_prompt(server, model):
+    fields = {"features": "Dialogue", "words": "cat, ball", "summary": "A cat plays."}
+    reply = server.complete(prompt="", max_tokens=20, temperature=0.0, echo=True, **fields)
+    prompt = instruct_prompt(**fields)
+    assert reply["choices"][0]["text"] == prompt + expected(model, prompt, 20, temperature=0.0)[0]
+
+
+HOSTILE = [
+    ({"raw": b"{not json"}, 400, "invalid_json"),
+    ({"raw": b'{"prompt": "\xff\xfe"}'}, 400, "invalid_utf8"),
+    ({"raw": b"[1, 2]"}, 400, "invalid_body"),
+    ({"body": {"prompt": 5}}, 400, "invalid_type"),
+    ({"body": {"prompt": "a", "max_tokens": "ten"}}, 400, "invalid_type"),
+    ({"body": {"prompt": "a", "max_tokens": True}}, 400, "invalid_type"),
+    ({"body": {"prompt": "a", "max_tokens": 10**9}}, 400, "max_tokens_too_large"),
+    ({"body": {"prompt": "a", "temperature": "hot"}}, 400, "invalid_type"),
+    ({"body": {"prompt": "a", "top_p": 1.5}}, 400, "invalid_value"),
+    ({"raw": b'{"prompt": "a", "temperature": NaN}'}, 400, "invalid_json"),
+    ({"raw": b'{"prompt": "a", "top_p": Infinity}'}, 400, "invalid_json"),
+    ({"body": {"prompt": "a", "temperature": 1e300}}, 400, "invalid_value"),
+    ({"body": {"prompt": "a", "seed": -1}}, 400, "invalid_value"),
+    ({"body": {"prompt": "a", "seed": 2**64}}, 400, "invalid_value"),
+    ({"body": {"prompt": "a", "n": 1000}}, 400, "invalid_value"),
+    ({"body": {"prompt": "a", "stop": [1]}}, 400, "invalid_type"),
+    ({"body": {"prompt": "a", "logprobs": 99}}, 400, "invalid_value"),
+    ({"body": {"prompt": "a", "stream": "yes"}}, 400, "invalid_type"),
+    ({"body": {"prompt": "a", "logit_bias": {"300": 1}}}, 400, "invalid_value"),
+    ({"raw": b"x" * (2 << 20)}, 413, "body_too_large"),
+    ({"path": "/v1/nothing", "body": {}}, 404, "not_found"),
+    ({"method": "GET", "path": "/v1/completions"}, 405, "method_not_allowed"),
+]
+
+
+@pytest.mark.parametrize("case,status,code", HOSTILE, ids=[c[2] + str(i) for i, c in enumerate(HOSTILE)])
+def test_hostile_input_gets_a_clean_4xx_and_the_server_keeps_serving(server, case, status, code):
+    got, _, reply = server.request(case.get("method", "POST"), case.get("path", "/v1/completions"),
+                                   case.get("body"), raw=case.get("raw"))
+    assert got == status and reply["error"]["code"] == code and reply["error"]["message"], reply
+    assert server.request("GET", "/health")[0] == 200
+
+
+def test_unknown_fields_are_ignored_and_bytes_are_a_prompt(server, model):
+    reply = server.complete(prompt=list(b"Once"), max_tokens=10, temperature=0.0, frequency_penalty=0.5,
+                            user="someone", model="anything", suffix=None)
+    assert reply["choices"][0]["text"] == expected(model, "Once", 10, temperature=0.0)[0]
+
+
+def test_a_body_without_content_length_gets_411(server):
+    s = socket.create_connection(("127.0.0.1", server.port))
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert s.recv(4096).startswith(b"HTTP/1.1 411")
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def strict(weights):
+    s = Server(weights, "--max-batch", "1", "--queue-size", "1", "--timeout", "1", "--max-tokens", "100000",
+               env={"MLX_MEGABYTE_API_KEY": KEY})
+    yield s
+    s.close()
+
+
+def test_an_api_key_guards_every_api_request(strict):
+    assert strict.request("GET", "/health")[0] == 401
+    status, response, reply = strict.request("POST", "/v1/completions", {"prompt": "a"},
+                                             headers={"Authorization": "Bearer wrong"})
+    assert status == 401 and reply["error"]["code"] == "invalid_api_key"
+    assert response.getheader("WWW-Authenticate") == "Bearer"
+    strict.headers = {"Authorization": f"Bearer {KEY}"}
+    assert strict.request("GET", "/health")[0] == 200
+    assert strict.complete(prompt="a", max_tokens=3)["usage"]["completion_tokens"] <= 3
+    assert strict.request("GET", "/", headers={"Authorization": ""})[0] == 200  # the static page is public
+
+
+def test_a_full_queue_answers_503_with_retry_after(strict):
+    strict.headers = {"Authorization": f"Bearer {KEY}"}
+    body = json.dumps({"prompt": "a", "max_tokens": 100000, "stream": True, "logit_bias": {"3": -100}}).encode()
+    busy = []
+    for _ in range(2):  # one decoding (max-batch 1), one waiting (queue-size 1)
+        s = socket.create_connection(("127.0.0.1", strict.port))
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nAuthorization: Bearer " + KEY.encode() +
+                  b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        busy.append(s)
+        time.sleep(0.2)
+    status, response, reply = strict.request("POST", "/v1/completions", {"prompt": "a"})
+    assert status == 503 and response.getheader("Retry-After") == "1" and reply["error"]["code"] == "queue_full"
+    for s in busy:
+        s.close()
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        status = strict.request("POST", "/v1/completions", {"prompt": "a", "max_tokens": 2})[0]
+        if status == 200:
+            break
+        time.sleep(0.1)
+    assert status == 200
+
+
+def test_slow_clients_are_cut_off_and_others_are_served(strict):
+    strict.headers = {"Authorization": f"Bearer {KEY}"}
+    slow = socket.create_connection(("127.0.0.1", strict.port))
+    slow.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Length: 100\r\n")  # headers never end
+    start, closed = time.time(), None
+    assert strict.request("GET", "/health")[0] == 200
+    for _ in range(25):  # a byte now and then does not keep the connection open (--timeout 1)
+        try:
+            slow.sendall(b"X")
+            if _readable(slow) and slow.recv(4096) == b"":
+                closed = time.time()
+        except OSError:
+            closed = time.time()
+        if closed:
+            break
+        time.sleep(0.2)
+    assert closed is not None and closed - start < 3
+    slow.close()
+
+
+def _readable(sock):
+    import select
+
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def test_openai_client(server, model):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+    assert [m.id for m in client.models.list()]
+    reply = client.completions.create(model="demo", prompt="Once upon a time", max_tokens=40, temperature=1.0,
+                                      seed=8, logprobs=2)
+    want = expected(model, "Once upon a time", 40, temperature=1.0, seed=8)[0]
+    assert reply.choices[0].text == want and len(reply.choices[0].logprobs.token_logprobs) >= len(want)
+    pieces = [c.choices[0].text for c in client.completions.create(
+        model="demo", prompt="Once upon a time", max_tokens=40, temperature=1.0, seed=8, stream=True) if c.choices]
+    assert "".join(pieces) == want
+
+
+def test_refuses_a_public_address_without_a_key(weights):
+    one_line_error(run("-m", "mlx_megabyte.server", "--model", str(weights), "--host", "0.0.0.0",
+                       env={"MLX_MEGABYTE_API_KEY": ""}, timeout=60), "refusing to serve on 0.0.0.0", "--api-key")
+
+
+def test_the_playground_in_a_real_browser(server, model):
+    from .browser import Chromium, find_chromium
+
+    if find_chromium() is None:
+        if os.environ.get("MLX_MEGABYTE_REQUIRE_CHROMIUM"):
+            pytest.fail("no chromium installed, and this machine (CI) must have one")
+        pytest.skip("no chromium installed (apt-get install chromium)")
+    with Chromium() as browser:
+        browser.viewport(1100, 700)
+        browser.open(server.url + "/")
+        browser.wait_for("document.getElementById('model-info').textContent.includes('parameters')")
+        browser.type_into("#prompt", "Once upon a time")
+        browser.type_into("#length", "120")
+        browser.type_into("#seed", "1")
+        browser.click("#write")
+        assert browser.wait_for("['done', 'error'].includes(document.body.dataset.state) && document.body.dataset.state",
+                                timeout=60) == "done"
+        page = browser.evaluate("""(() => {
+            const cells = [...document.querySelectorAll('#story b')];
+            return {
+                prompt: cells.filter((c) => c.classList.contains('prompt')).map((c) => c.textContent).join(''),
+                story: cells.filter((c) => !c.classList.contains('prompt')).map((c) => c.textContent).join(''),
+                shaded: cells.filter((c) => c.style.getPropertyValue('--bits') !== '').length,
+                cells: cells.length,
+                patches: cells.filter((c) => c.classList.contains('patch')).length,
+                errors: document.getElementById('errors').textContent,
+                stats: document.getElementById('stats').textContent,
+            };
+        })()""")
+        artifacts = ROOT / "tests" / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        browser.hover("#story b:nth-of-type(20)")
+        browser.screenshot(str(artifacts / "playground.png"))
+        console = browser.console_errors()
+    assert page["prompt"] == "Once upon a time"
+    want = expected(model, "Once upon a time", 120, temperature=0.8, top_p=1.0, seed=1)[0]
+    assert page["story"] == want  # the text arrived, byte for byte what generate writes
+    assert page["shaded"] == page["cells"] > len("Once upon a time")  # every byte shaded by its surprise
+    assert page["patches"] >= page["cells"] // 8 - 1  # patch boundaries marked
+    assert "bits/byte" in page["stats"]
+    assert page["errors"] == "" and console == [], (page["errors"], console)
+    assert (artifacts / "playground.png").stat().st_size > 10_000

@@ -1,0 +1,103 @@
+"""Load test for `python -m mlx_megabyte.server`: N concurrent streaming clients, total bytes/s and time to
+first byte.
+
+    python -m mlx_megabyte.server --model weights/demo &
+    python tools/load_test.py --clients 1,4,16
+
+Every client streams one completion of --max-tokens bytes at the same moment (client i with seed i);
+the end-of-text byte is suppressed (logit_bias) so every story has the same length and the figures
+compare like with like. Total bytes/s = all bytes streamed / wall time from the first request to the
+last byte; time to first byte is from sending a request to its first generated text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import statistics
+import threading
+import time
+from urllib.parse import urlparse
+
+
+def stream_one(url, body: dict, api_key: str | None, result: dict):
+    parsed = urlparse(url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port or 80, timeout=600)
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    start = time.perf_counter()
+    connection.request("POST", "/v1/completions", json.dumps(body), headers)
+    response = connection.getresponse()
+    if response.status != 200:
+        result["error"] = f"{response.status} {response.read()[:200]!r}"
+        return
+    first = None
+    generated = 0
+    for line in response:
+        if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
+            continue
+        chunk = json.loads(line[6:])
+        if chunk.get("usage"):
+            generated = chunk["usage"]["completion_tokens"]
+        if first is None and any(c["text"] for c in chunk["choices"]):
+            first = time.perf_counter()
+    result.update(start=start, first=first, end=time.perf_counter(), bytes=generated)
+    connection.close()
+
+
+def run(url, clients: int, args) -> dict:
+    results = [{} for _ in range(clients)]
+    threads = []
+    for i in range(clients):
+        prompt = args.prompt + (" and then" * i if args.vary_prompts else "")
+        body = {"prompt": prompt, "max_tokens": args.max_tokens, "temperature": args.temp, "seed": i,
+                "stream": True, "stream_options": {"include_usage": True}, "logit_bias": {"3": -100}}
+        threads.append(threading.Thread(target=stream_one, args=(url, body, args.api_key, results[i])))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    failed = [r["error"] for r in results if "error" in r]
+    if failed:
+        raise SystemExit(f"{len(failed)} of {clients} requests failed: {failed[0]}")
+    wall = max(r["end"] for r in results) - min(r["start"] for r in results)
+    ttfb = [r["first"] - r["start"] for r in results]
+    total = sum(r["bytes"] for r in results)
+    return {"clients": clients, "bytes": total, "seconds": wall, "bytes_per_second": total / wall,
+            "per_client": total / wall / clients, "ttfb_median": statistics.median(ttfb), "ttfb_max": max(ttfb)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:8080", help="the server")
+    parser.add_argument("--clients", default="1,4,16", help="comma-separated numbers of concurrent clients")
+    parser.add_argument("--max-tokens", type=int, default=256, help="bytes each client streams")
+    parser.add_argument("--prompt", default="Once upon a time", help="every client's prompt")
+    parser.add_argument("--vary-prompts", action="store_true",
+                        help="client i adds ' and then' i times: prompts of different lengths")
+    parser.add_argument("--temp", type=float, default=0.8, help="sampling temperature")
+    parser.add_argument("--rounds", type=int, default=2, help="measurements per row (the best is shown)")
+    parser.add_argument("--api-key", help="the server's --api-key")
+    args = parser.parse_args()
+
+    run(args.url, 1, argparse.Namespace(**{**vars(args), "max_tokens": 16}))  # warm up: first traces compile
+    rows = []
+    for clients in (int(c) for c in args.clients.split(",")):
+        rows.append(max((run(args.url, clients, args) for _ in range(args.rounds)),
+                        key=lambda r: r["bytes_per_second"]))
+        r = rows[-1]
+        print(f"{clients:>3} clients: {r['bytes_per_second']:8.1f} bytes/s total, {r['per_client']:7.1f} per client, "
+              f"time to first byte median {r['ttfb_median'] * 1000:.0f} ms, max {r['ttfb_max'] * 1000:.0f} ms",
+              flush=True)
+    base = rows[0]["bytes_per_second"]
+    print("\n| clients | total bytes/s | vs 1 client | bytes/s per client | time to first byte, median / max |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['clients']} | {r['bytes_per_second']:,.0f} | {r['bytes_per_second'] / base:.2f}x | "
+              f"{r['per_client']:,.0f} | {r['ttfb_median'] * 1000:,.0f} / {r['ttfb_max'] * 1000:,.0f} ms |")
+
+
+if __name__ == "__main__":
+    main()
