@@ -1,10 +1,12 @@
 """Incremental decoding: per-stage KV caches that reproduce MEGABYTE's training-time function byte by byte.
 
 Every stage keeps the cache of its *current* sequence. A new byte goes to the last stage. When it completes
-an element of the stage above (a patch), that element is embedded and fed to the stage above, and so on up
-the hierarchy; every stage below the highest one that moved then starts a fresh sequence: its cache is
-reset, its context comes from the new output above, and its start token is fed. So the global stage steps
-once per patch and each finer stage once per element, as in `MEGABYTE.__call__`.
+an element of the stage above (a patch), that element is fed to the stage above, and so on up the
+hierarchy; every stage below the highest one that moved then starts a fresh sequence: its cache is
+emptied, its context comes from the new output above, and its start token is fed. So the global stage
+steps once per patch and each finer stage once per element, as in `MEGABYTE.__call__`. The model's
+stages do the work (`Stage.start`, `inputs`, `context_for_next`, `__call__`): this module only keeps
+the state and decides what to feed when.
 
 Two quirks of megabyte-pytorch that this keeps:
 - The first byte of a sequence is predicted by the start token of the last stage, which sees nothing else
@@ -19,32 +21,58 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+SUBLAYERS = ("attention", "feed_forward")
 
-class LayerCache:
-    """One transformer layer's keys and values, plus the last input row of each sublayer (token shift
-    needs the previous position)."""
 
-    def __init__(self):
-        self.keys = None
-        self.values = None
-        self.offset = 0  # positions already cached, i.e. the rotary position of the next one
-        self._last_rows = {}
+class KVCache:
+    """One layer's keys and values, in buffers preallocated `step` positions at a time (mlx-lm's
+    shape), plus the last input row of each sublayer: token shift looks one position back."""
 
-    def update_and_fetch(self, keys, values):
-        """Append (N, H, T, D) keys/values; return everything cached so far."""
-        if self.keys is None:
-            self.keys, self.values = keys, values
-        else:
-            self.keys = mx.concatenate([self.keys, keys], axis=2)
-            self.values = mx.concatenate([self.values, values], axis=2)
-        self.offset += keys.shape[2]
-        return self.keys, self.values
+    step = 256
 
-    def previous_row(self, name: str, x: mx.array) -> mx.array | None:
-        """The row that preceded x[:, 0] in sublayer `name` (None at a sequence start); remembers x's last."""
-        previous = self._last_rows.get(name)
-        self._last_rows[name] = x[:, -1:]
+    def __init__(self, max_length: int | None = None):
+        self.max_length = max_length  # the longest this sequence gets, if known: no buffer beyond it
+        self.keys = self.values = None  # (N, H, capacity, D)
+        self.offset = 0  # positions cached, i.e. the rotary position of the next one
+        self.rows: dict[str, mx.array] = {}
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        """Append (N, H, T, D) keys and values; return everything cached so far."""
+        start, count = self.offset, keys.shape[2]
+        if self.keys is None:  # the first positions (a start token, a prompt) are stored as they come
+            self.keys, self.values, self.offset = keys, values, count
+            return keys, values
+        if start + count > self.keys.shape[2]:
+            capacity = -(-(start + count) // self.step) * self.step
+            if self.max_length:
+                capacity = max(min(capacity, self.max_length), start + count)
+            shape = (*keys.shape[:2], capacity - start, keys.shape[3])
+            self.keys = mx.concatenate([self.keys[..., :start, :], mx.zeros(shape, keys.dtype)], axis=2)
+            self.values = mx.concatenate([self.values[..., :start, :], mx.zeros(shape, values.dtype)], axis=2)
+        self.offset += count
+        self.keys[..., start : self.offset, :] = keys
+        self.values[..., start : self.offset, :] = values
+        return self.keys[..., : self.offset, :], self.values[..., : self.offset, :]
+
+    def previous_row(self, sublayer: str, x: mx.array) -> mx.array | None:
+        """The row that preceded x[:, 0] in `sublayer` (None at a sequence start); remembers x's last."""
+        previous = self.rows.get(sublayer)
+        self.rows[sublayer] = x[:, -1:]
         return previous
+
+    @property
+    def state(self) -> tuple[mx.array, ...]:
+        """(keys, values, last attention row, last feed-forward row), cut to what is cached."""
+        keys, values = self.keys, self.values
+        if keys.shape[2] != self.offset:
+            keys, values = keys[..., : self.offset, :], values[..., : self.offset, :]
+        return (keys, values, *(self.rows[name] for name in SUBLAYERS))
+
+    @state.setter
+    def state(self, value: tuple[mx.array, ...]) -> None:
+        self.keys, self.values, *rows = value
+        self.offset = self.keys.shape[2]
+        self.rows = dict(zip(SUBLAYERS, rows))
 
 
 class MegabyteCache:
@@ -92,7 +120,7 @@ class MegabyteCache:
             self.slid += 1
             return self.prefill(mx.concatenate([self.tokens[:, self.length - self.keep :], byte], axis=1))
         self.tokens = mx.concatenate([self.tokens, byte], axis=1)
-        self._feed(last, self._elements(last, byte))
+        self._feed_elements(last, byte)
         logits = self._logits()
 
         # Carry completed elements up the hierarchy.
@@ -101,7 +129,7 @@ class MegabyteCache:
             s -= 1
             size = config.patch_size(s)
             first = self.bases[s] + self.counts[s] * size
-            self._feed(s, self._elements(s, self.tokens[:, first : first + size]))
+            self._feed_elements(s, self.tokens[:, first : first + size])
         for below in range(s + 1, config.stages):
             self._open(below, base=self.length)
         return logits
@@ -133,8 +161,7 @@ class MegabyteCache:
                 self.context[s] = f(self.context[s])
             self.outputs[s] = f(self.outputs[s])
             for cache in self.caches[s]:
-                cache.keys, cache.values = f(cache.keys), f(cache.values)
-                cache._last_rows = {name: f(row) for name, row in sorted(cache._last_rows.items())}
+                cache.state = tuple(f(a) for a in cache.state)
 
     # --- internals ---------------------------------------------------------------------------------
 
@@ -150,80 +177,63 @@ class MegabyteCache:
             size = config.patch_size(s)
             complete = (self.length - base) // size
             if complete:
-                self._feed(s, self._elements(s, ids[:, base : base + complete * size]))
+                self._feed_elements(s, ids[:, base : base + complete * size])
             base += complete * size
 
     def _open(self, s, base):
-        """Start a fresh sequence at stage s, covering bytes from `base`: reset its cache, take its context
+        """Start a fresh sequence at stage s, covering bytes from `base`: empty its cache, take its context
         from stage s - 1's latest output, and feed its start token."""
-        config, stage = self.config, self.model.stages[s]
-        if s > 0:
-            seeds = self.model.stages[s - 1].to_next(self.outputs[s - 1])
-            self.context[s] = seeds.reshape(self.batch_size, config.max_seq_len[s], config.dim[s])
-        self.caches[s] = [LayerCache() for _ in stage.transformer.layers]
-        self.counts[s], self.bases[s] = 0, base
-        start = mx.broadcast_to(stage.start_token, (self.batch_size, 1, config.dim[s]))
-        self._feed(s, start, elements=0)
-
-    def _elements(self, s, ids):
-        """Inputs (N, k, D) for the next k elements of stage s's current sequence: embedding + context
-        (+ learned positions), exactly as in MEGABYTE.__call__."""
         stage = self.model.stages[s]
-        x = stage.embed(ids, self.config.patch_size(s))
-        positions = slice(self.counts[s], self.counts[s] + x.shape[1])
         if s > 0:
-            x = x + self.context[s][:, positions]
-        if self.config.pos_emb:
-            x = x + stage.position_embedding.weight[positions]
-        return x
+            self.context[s] = self.model.stages[s - 1].context_for_next(self.outputs[s - 1])
+        self.caches[s] = stage.make_cache()
+        self.counts[s], self.bases[s] = 0, base
+        self._run(s, stage.start(self.batch_size))
 
-    def _feed(self, s, x, elements=None):
-        transformer, caches = self.model.stages[s].transformer, self.caches[s]
+    def _feed_elements(self, s, ids):
+        """Feed stage s the next elements of its current sequence, given their bytes (N, k * patch)."""
+        x = self.model.stages[s].inputs(ids, self.context[s], first=self.counts[s])
+        self._run(s, x)
+        self.counts[s] += x.shape[1]
+
+    def _run(self, s, x):
+        stage, caches = self.model.stages[s], self.caches[s]
         # Only finer stages decode through the compiled step: their caches restart every element, so a
         # handful of cache lengths recur and each is traced once. The first stage's cache only grows, so
         # every step would be a new trace (~20 ms for the 40m model, more than the step itself).
-        if s > 0 and x.shape[1] == 1 and caches and caches[0].keys is not None:
-            out = _one_position(transformer, x, caches)
+        if s > 0 and x.shape[1] == 1 and caches and caches[0].offset > 0:
+            out = _one_position(stage, x, caches)
         else:
-            out = transformer(x, caches)
+            out = stage(x, caches)
         self.outputs[s] = out[:, -1]
-        self.counts[s] += x.shape[1] if elements is None else elements
 
     def _logits(self):
-        return self.model.to_logits(self.outputs[-1])
+        return self.model.logits(self.outputs[-1])
 
 
-def _one_position(transformer, x, caches):
-    """transformer(x, caches) for one new position, as one compiled function.
+def _one_position(stage, x, caches):
+    """stage(x, caches) for one new position, as one compiled function.
 
     A decoding step is ~30 tiny operations per layer, and on CPUs MLX's per-operation cost, not the
     arithmetic, dominated it; compiled, the elementwise ones fuse (1.7x faster for the 40m model's local
-    stage). The function is the model's own code run on LayerCaches rebuilt from plain arrays, traced once
-    per cache length and kept on the transformer; its weights are compile inputs, so later updates (a
-    sample during training) are seen.
+    stage). The function is the stage's own code run on caches rebuilt from their `state`, traced once
+    per cache length and kept on the stage; its weights are compile inputs, so later updates (a sample
+    during training) are seen.
     """
-    step = transformer.__dict__.get("_one_position_step")
+    step = stage.__dict__.get("_one_position_step")
     if step is None:
 
-        def run(x, keys, values, attention_rows, feed_forward_rows):
+        def run(x, states):
             rebuilt = []
-            for k, v, a, f in zip(keys, values, attention_rows, feed_forward_rows):
-                cache = LayerCache()
-                cache.keys, cache.values, cache.offset = k, v, k.shape[2]
-                cache._last_rows = {"attention": a, "feed_forward": f}
+            for state in states:
+                cache = KVCache(max_length=state[0].shape[2] + 1)  # room for exactly the new position
+                cache.state = state
                 rebuilt.append(cache)
-            out = transformer(x, rebuilt)
-            rows = [c._last_rows for c in rebuilt]
-            return (out, [c.keys for c in rebuilt], [c.values for c in rebuilt],
-                    [r["attention"] for r in rows], [r["feed_forward"] for r in rows])
+            return stage(x, rebuilt), [cache.state for cache in rebuilt]
 
-        step = mx.compile(run, inputs=[transformer.state])
-        object.__setattr__(transformer, "_one_position_step", step)
-    out, keys, values, attention_rows, feed_forward_rows = step(
-        x, [c.keys for c in caches], [c.values for c in caches],
-        [c._last_rows["attention"] for c in caches], [c._last_rows["feed_forward"] for c in caches],
-    )
-    for cache, k, v, a, f in zip(caches, keys, values, attention_rows, feed_forward_rows):
-        cache.keys, cache.values, cache.offset = k, v, k.shape[2]
-        cache._last_rows = {"attention": a, "feed_forward": f}
+        step = mx.compile(run, inputs=[stage.transformer.state])  # the only weights `run` reads
+        object.__setattr__(stage, "_one_position_step", step)  # a plain attribute, not a child module
+    out, states = step(x, [cache.state for cache in caches])
+    for cache, state in zip(caches, states):
+        cache.state = state
     return out

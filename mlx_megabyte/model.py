@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_flatten
 
+from .cache import KVCache, MegabyteCache
 from .config import ModelConfig
 from .kernels import attention, gelu
 
@@ -181,16 +183,49 @@ class Stage(nn.Module):
             self.position_embedding = nn.Embedding(config.max_seq_len[stage], dims)
             self.position_embedding.weight = mx.random.normal(self.position_embedding.weight.shape)
         self.transformer = Transformer(config, dims, config.depth[stage])
+        self.patch_size = config.patch_size(stage)  # bytes per element
+        self.sequence_length = config.max_seq_len[stage]  # elements per sequence (of the global stage: at most)
         if not last:
-            next_len, next_dims = config.max_seq_len[stage + 1], config.dim[stage + 1]
-            self.to_next = nn.Linear(dims, next_len * next_dims)
+            self.next_shape = (config.max_seq_len[stage + 1], config.dim[stage + 1])
+            self.to_next = nn.Linear(dims, self.next_shape[0] * self.next_shape[1])
 
-    def embed(self, ids, patch_size: int):
-        """(B, L) byte ids, L a multiple of patch_size -> (B, L // patch_size, dims) element embeddings."""
+    # The stage's pieces, used alike by the full forward pass (MEGABYTE.__call__) and by incremental
+    # decoding (cache.py), which calls them a few elements at a time.
+
+    def start(self, n: int) -> mx.array:
+        """The start token of n sequences: (n, 1, D)."""
+        return mx.broadcast_to(self.start_token, (n, 1, self.start_token.shape[0]))
+
+    def inputs(self, ids: mx.array, context: mx.array | None = None, first: int = 0) -> mx.array:
+        """The input rows of elements first, first + 1, ... of n sequences: (n, k, D) from their bytes
+        (n, k * patch_size). Each is its bytes embedded, plus its learned position (pos_emb), plus what the
+        coarser stage's output says about it (`context`, (n, sequence_length, D); None for stage 0)."""
+        n, length = ids.shape
         if isinstance(self.embedding, PatchEmbedding):
-            B, L = ids.shape
-            return self.embedding(ids.reshape(B, L // patch_size, patch_size))
-        return self.embedding(ids)
+            x = self.embedding(ids.reshape(n, length // self.patch_size, self.patch_size))
+        else:
+            x = self.embedding(ids)
+        positions = slice(first, first + x.shape[1])
+        if "position_embedding" in self:
+            x = x + self.position_embedding.weight[positions]
+        if context is not None:
+            x = x + context[:, positions]
+        return x
+
+    def __call__(self, x: mx.array, cache: list | None = None) -> mx.array:
+        """The stage's transformer over input rows (n, T, D) (continuing `cache`, one per layer)."""
+        return self.transformer(x, cache)
+
+    def context_for_next(self, outputs: mx.array) -> mx.array:
+        """What each output (..., D) tells the next stage's sequence it seeds: (-1, next_len, next_D).
+        Output i has seen elements < i, so it describes element i (the output at the last position is
+        dropped by the caller: it would describe an element that does not exist)."""
+        return self.to_next(outputs).reshape(-1, *self.next_shape)
+
+    def make_cache(self, max_length: int | None = None) -> list:
+        """Empty per-layer caches for one sequence of this stage (its start token + elements)."""
+        length = max_length or self.sequence_length + 1
+        return [KVCache(length) for _ in self.transformer.layers]
 
 
 class MEGABYTE(nn.Module):
@@ -228,27 +263,23 @@ class MEGABYTE(nn.Module):
 
         context = None  # (N, T, D): what the coarser stage says about each element of this stage
         for s, stage in enumerate(self.stages):
-            x = stage.embed(ids, config.patch_size(s))  # (B, elements, D)
-            T = padded // patch if s == 0 else config.max_seq_len[s]
-            x = x.reshape(-1, T, x.shape[-1])  # (N, T, D): one row per sequence of this stage
-            if config.pos_emb:
-                x = x + stage.position_embedding.weight[:T]
-            start = mx.broadcast_to(stage.start_token, (x.shape[0], 1, x.shape[-1]))
-            x = mx.concatenate([start, x], axis=1)
-            if context is not None:
-                x = mx.concatenate([x[:, :1], x[:, 1:] + context], axis=1)
-            x = stage.transformer(x)  # (N, T + 1, D)
+            T = padded // patch if s == 0 else stage.sequence_length  # elements per sequence
+            rows = ids.reshape(-1, T * stage.patch_size)  # (N, T * patch): one row per sequence of this stage
+            x = mx.concatenate([stage.start(rows.shape[0]), stage.inputs(rows, context)], axis=1)
+            x = stage(x)  # (N, T + 1, D)
             if s + 1 < config.stages:
-                # Output i has seen elements < i and seeds element i's sequence in the next stage.
-                seeds = stage.to_next(x[:, :-1])  # (N, T, next_len * next_D)
-                context = seeds.reshape(-1, config.max_seq_len[s + 1], config.dim[s + 1])
+                context = stage.context_for_next(x[:, :-1])  # (N * T, next_len, next_D)
 
         # x: (B * patches, P + 1, D) for the last stage, patch P = its max_seq_len.
         x = x.reshape(B, -1, x.shape[-2], x.shape[-1])
         body = x[:, :, 1:].reshape(B, padded, -1)[:, :L]
         if include_start:
             body = mx.concatenate([x[:, 0, :1], body], axis=1)
-        return self.to_logits(body)
+        return self.logits(body)
+
+    def logits(self, outputs: mx.array) -> mx.array:
+        """Byte logits from the last stage's outputs (..., D) -> (..., num_tokens)."""
+        return self.to_logits(outputs)
 
     def set_grad_checkpoint(self, enabled: bool = True) -> None:
         """Trade compute for memory in training: activations inside each block are recomputed."""
@@ -257,13 +288,9 @@ class MEGABYTE(nn.Module):
 
     def make_cache(self, batch_size: int = 1):
         """A decoding state for incremental generation (see cache.py)."""
-        from .cache import MegabyteCache
-
         return MegabyteCache(self, batch_size)
 
     def num_parameters(self) -> int:
-        from mlx.utils import tree_flatten
-
         return sum(v.size for _, v in tree_flatten(self.parameters()))
 
 

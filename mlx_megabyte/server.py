@@ -306,8 +306,29 @@ class Handler(BaseHTTPRequestHandler):
         try:
             method()
         except ApiError as error:
-            self._send_json(error.status, error.body(), error.headers)
+            try:
+                self._send_json(error.status, error.body(), error.headers)
+                if error.status == 413:
+                    self._linger()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
         except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _linger(self, limit: int = 64 << 20, seconds: float = 2.0):
+        """After refusing a body unread, take in what the client is still sending (for a moment, up to a
+        limit) before closing: closing on unread data resets the connection, and the client would see
+        a broken pipe instead of the 413."""
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(seconds)
+            deadline = time.monotonic() + seconds
+            while limit > 0 and time.monotonic() < deadline:
+                chunk = self.connection.recv(1 << 16)
+                if not chunk:
+                    break
+                limit -= len(chunk)
+        except OSError:
             pass
 
     def _get(self):
