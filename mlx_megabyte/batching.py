@@ -27,9 +27,9 @@ import mlx.core as mx
 import numpy as np
 
 from . import cpu
-from .data import EOT
-from .generate import _take_new
+from .generate import take_new_text
 from .sampling import Sampler, row_keys, split_keys
+from .text import EOT
 
 
 class Busy(Exception):
@@ -91,7 +91,7 @@ class Row:
         self.job, self.index = job, index
         self.count = 0
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        # one-element lists: the shapes generate._take_new works on
+        # one-element lists: the shapes generate.take_new_text works on
         self.produced, self.emitted, self.reasons = [""], [0], [None]
         self.pending: list[ByteLogprob] = []  # bytes of a character not complete yet
         self.groups: deque[tuple[int, int, list[ByteLogprob]]] = deque()  # (start, end, bytes) of text
@@ -112,7 +112,7 @@ class Row:
             if self.count == self.job.max_tokens:
                 self.reasons[0] = "length"
                 self._decode(b"", final=True)
-        text = _take_new(self.produced, self.emitted, 0, self.job.stop, self.reasons)
+        text = take_new_text(self.produced, self.emitted, 0, self.job.stop, self.reasons)
         return Chunk(self.index, text, self._ready(), self.reasons[0])
 
     def _decode(self, data: bytes, final: bool = False):

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
+from mlx.utils import tree_flatten
 
-from .errors import UserError
 from .config import ModelConfig
-from .model import MEGABYTE
+from .errors import UserError
 from .files import atomic_path, read_safetensors, write_safetensors, write_text
+from .model import MEGABYTE
 from .weights import check_names_and_shapes
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -184,8 +185,6 @@ def from_torch_state(state: dict[str, mx.array], given: dict | None = None):
 
 def to_torch_state(model: MEGABYTE) -> dict[str, mx.array]:
     """A state dict (torch names) that megabyte-pytorch's MEGABYTE(**config) loads with strict=True."""
-    from mlx.utils import tree_flatten
-
     ours = dict(tree_flatten(model.parameters()))
     state = {theirs: ours[mine] for theirs, mine in torch_key_map(model.config).items()}
     if model.config.rel_pos:
@@ -203,8 +202,6 @@ class _Shape:
 
 
 def _our_shapes(config: ModelConfig, names: dict[str, str]) -> dict[str, tuple]:
-    from mlx.utils import tree_flatten
-
     ours = dict(tree_flatten(MEGABYTE(config).parameters()))  # lazy: nothing is computed
     return {theirs: tuple(ours[mine].shape) for theirs, mine in names.items()}
 

@@ -4,28 +4,40 @@ Text is encoded once, nanoGPT-style: every document's UTF-8 bytes followed by th
 flat `train.bin` / `val.bin` under a cache directory keyed by the source and `ENCODING_VERSION`. Training
 memory-maps them and samples random windows, with no Python loop over bytes.
 
-The end-of-text byte is ASCII ETX (3), not 0: megabyte-pytorch's loss ignores `pad_id` (0), and the model
-must learn where a story ends. Bytes 0 and 3 are removed from documents.
+Documents are joined with the end-of-text byte (text.EOT, ASCII ETX), not 0: megabyte-pytorch's loss
+ignores `pad_id` (0), and the model must learn where a story ends. Bytes 0 and 3 are removed from
+documents.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import hashlib
 import json
 import os
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
+from . import stories
 from .errors import UserError
-from .hub import hub_reachable
 from .files import atomic_path, write_text
+from .hub import hub_reachable
+from .text import EOT
 
-EOT = 3
 ENCODING_VERSION = 2  # 2: local files are keyed by a hash of their bytes, not their mtime
 MARKER = "<|endoftext|>"  # how TinyStories' text files separate stories
 HUB_DATASETS = {"tinystories": "roneneldan/TinyStories", "tinystories-instruct": "roneneldan/TinyStoriesInstruct"}
@@ -171,15 +183,11 @@ def hub_documents(repo_id: str, split: str) -> Iterator[str]:
             f"cannot reach the Hugging Face hub and {repo_id} is not cached: train on local files with "
             "--data PATH or on the built-in corpus with --data builtin"
         )
-    if offline:
-        # Fall back to what `datasets` has cached, without its retry storm.
-        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
-    import datasets
+    import datasets  # imported when used: it is slow to import
 
-    if offline:
-        datasets.config.HF_HUB_OFFLINE = True
     try:
-        dataset = datasets.load_dataset(repo_id, split=split)
+        with _offline_mode(datasets) if offline else contextlib.nullcontext():
+            dataset = datasets.load_dataset(repo_id, split=split)
     except Exception as error:
         if offline:
             raise UserError(
@@ -195,6 +203,21 @@ def hub_documents(repo_id: str, split: str) -> Iterator[str]:
         yield from split_marked(rows)
     else:
         yield from (text.strip() for text in rows if text and text.strip())
+
+
+@contextlib.contextmanager
+def _offline_mode(datasets):
+    """`datasets` and `huggingface_hub` in offline mode while the block runs: they use what they have
+    cached, without their retry storm. Their settings are put back afterwards (the process's
+    environment is not touched)."""
+    from huggingface_hub import constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
 
 
 def _in_hub_cache(repo_id: str) -> bool:
@@ -263,8 +286,6 @@ def prepare(
     """
     cache_dir = Path(cache_dir or DEFAULT_CACHE) / "data"
     if data in BUILTIN:
-        from . import stories
-
         n_train = int(builtin_mb * 1e6)
         identity = {"source": data, "bytes": n_train, "generator": stories.GENERATOR_VERSION}
         produce = {"train": lambda: stories.documents(0, n_train + n_train // 32, instruct=BUILTIN[data])}
@@ -318,10 +339,6 @@ def _sweep_abandoned(cache_dir: Path) -> None:
     now (their lock is free: the OS releases it when an encoding process dies) and that were left more
     than `ABANDONED_AFTER` seconds ago (so a folder another process has just made is not taken away
     before it locks it)."""
-    import fcntl
-    import shutil
-    import time
-
     if not cache_dir.is_dir():
         return
     for folder in cache_dir.iterdir():
@@ -341,8 +358,6 @@ def _sweep_abandoned(cache_dir: Path) -> None:
 @contextlib.contextmanager
 def _exclusive(path: Path):
     """Hold an exclusive lock on `path` (released by the OS if the process dies)."""
-    import fcntl
-
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -352,8 +367,6 @@ def _exclusive(path: Path):
 
 
 def _encode_with_progress(split, name, documents, path, console):
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
-
     columns = (TextColumn(f"encoding {name} ({split})"), BarColumn(), DownloadColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True, disable=console is None) as progress:
         task = progress.add_task("encode", total=None)

@@ -11,10 +11,14 @@ no progress for `timeout` seconds, with a message, and checkpoints written befor
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 
 import mlx.core as mx
+
+from . import cpu
 
 DEFAULT_TIMEOUT = 300.0  # seconds without progress; the first step (compilation) must fit in it
 
@@ -59,8 +63,6 @@ class Watchdog:
     """Ends this process (non-zero exit) when `beat()` has not been called for `timeout` seconds."""
 
     def __init__(self, timeout: float, rank_name: str = ""):
-        import subprocess
-
         self.timeout = timeout
         read, self._write = os.pipe()
         self._watcher = subprocess.Popen([sys.executable, "-c", _WATCHER, str(os.getpid()), rank_name], stdin=read)
@@ -102,10 +104,6 @@ def init(timeout: float):
 
 def share_cores(group) -> None:
     """Ranks on one machine split its cores between their BLAS thread pools instead of oversubscribing."""
-    import json
-
-    from . import cpu
-
     try:
         hosts = json.loads(open(os.environ["MLX_HOSTFILE"]).read())
         ips = [entry[0].rsplit(":", 1)[0] for entry in hosts]

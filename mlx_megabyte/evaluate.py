@@ -19,13 +19,21 @@ from functools import partial
 
 import mlx.core as mx
 import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from . import data
 from .cli import cli, number
-from .errors import UserError
 from .cli import parser as parser_for
+from .errors import UserError
 from .model import summed_loss
-from .weights import load, locate, quantize
+from .weights import load_for_inference, locate
 
 
 def windows(streams: list[np.ndarray], length: int):
@@ -94,13 +102,8 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
 
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
     path = locate(args.model)
-    model = load(path, dtype=mx.float32)  # score in full precision whatever the stored dtype
-    if args.quantize:
-        quantize(model, args.quantize)
+    model = load_for_inference(str(path), args.quantize, dtype=mx.float32)  # full precision whatever is stored
     console = Console(stderr=True)
     named = args.data in data.HUB_DATASETS or args.data in data.BUILTIN
     corpus = data.prepare(args.data, cache_dir=args.cache_dir, console=console, val_fraction=0.05)

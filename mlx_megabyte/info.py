@@ -9,6 +9,8 @@ from __future__ import annotations
 import platform
 import time
 
+import mlx.core as mx
+
 from . import __version__, cpu
 from .cli import cli
 from .cli import parser as parser_for
@@ -16,8 +18,6 @@ from .cli import parser as parser_for
 
 def matmul_gflops(n: int = 2048, repeats: int = 3) -> float:
     """Best-of-`repeats` fp32 n x n x n matmul throughput on the default device, in GFLOP/s."""
-    import mlx.core as mx
-
     a, b = mx.random.normal((n, n)), mx.random.normal((n, n))
     mx.eval(a, b, a @ b)
     best = float("inf")
@@ -29,8 +29,6 @@ def matmul_gflops(n: int = 2048, repeats: int = 3) -> float:
 
 
 def describe() -> dict[str, str]:
-    import mlx.core as mx
-
     provider = cpu.sgemm_provider()
     if platform.system() == "Darwin":
         matmul = "Accelerate / Metal"

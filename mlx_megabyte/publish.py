@@ -8,6 +8,7 @@ from pathlib import Path
 from .errors import UserError
 from .weights import CONFIG_FILE, WEIGHTS_FILE, load
 
+
 def training_facts(model_dir: Path) -> dict:
     """What a weights directory says about its training: trainer_state.json of a checkpoint or of best/."""
     state_file = Path(model_dir) / "trainer_state.json"
@@ -96,7 +97,10 @@ def push(model_dir: Path, repo_id: str, token: str | None = None, private: bool 
          card: str | None = None, endpoint: str | None = None) -> str:
     """Create `repo_id` if needed and upload config.json, model.safetensors and a model card in one commit.
     Returns the commit URL."""
-    from huggingface_hub import CommitOperationAdd, HfApi  # imported when used: it is slow to import
+    from huggingface_hub import (  # imported when used: it is slow to import
+        CommitOperationAdd,
+        HfApi,
+    )
 
     model_dir = Path(model_dir)
     api = HfApi(endpoint=endpoint, token=token)

@@ -7,6 +7,8 @@ from typing import Callable
 
 import mlx.core as mx
 
+from .cli import number
+
 Sampler = Callable[..., mx.array]  # sampler(logits) or sampler(logits, keys)
 
 
@@ -31,6 +33,12 @@ DEFAULT_TEMP = 0.8
 DEFAULT_TOP_P = 1.0
 DEFAULT_MIN_P = 0.05
 DEFAULT_TOP_K = 0
+
+# The ranges of the sampling settings, as argparse types: for generate's flags and the REPL's commands.
+TEMP = number(float, 0, 100)
+TOP_P = number(float, 0, 1, low_open=True)
+MIN_P = number(float, 0, 1, high_open=True)
+LENGTH = number(int, 1)
 
 
 def make_sampler(

@@ -27,12 +27,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from ipaddress import ip_address
 
+import mlx.core as mx
+
 from .batching import Batcher, Busy, ByteLogprob, Chunk, Job
 from .cli import SEED_LIMIT, cli
 from .cli import parser as parser_for
 from .errors import UserError
-from .generate import DEFAULT_MAX_TOKENS, encode_prompt, fit_context, instruct_prompt
-from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, DEFAULT_TOP_K, DEFAULT_TOP_P, make_sampler
+from .generate import DEFAULT_MAX_TOKENS, fit_context
+from .sampling import (
+    DEFAULT_MIN_P,
+    DEFAULT_TEMP,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+    make_sampler,
+)
+from .text import encode_prompt, instruct_prompt
+from .weights import load_for_inference, locate
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -164,8 +174,6 @@ def _biased(sampler, bias: dict[int, float], vocab: int):
         values[byte] = value
 
     def sample(logits, keys=None):
-        import mlx.core as mx  # only ever called in the generation thread
-
         return sampler(logits + mx.array(values), keys)
 
     return sample
@@ -604,11 +612,8 @@ def main(argv=None):
     if args.timeout <= 0:
         raise UserError("--timeout must be positive")
 
-    from .generate import load_for_generation
-    from .weights import locate
-
     name = args.model or str(locate(None))
-    app = App(lambda: load_for_generation(args), name, args)  # loaded by the generation thread
+    app = App(lambda: load_for_inference(args.model, args.quantize), name, args)  # loaded by the generation thread
     try:
         server = Server((args.host, args.port), Handler, app)
     except OSError as error:

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from .text import instruct_text
+
 GENERATOR_VERSION = 1
 
 FEATURES = ("Dialogue", "BadEnding", "MoralValue", "Twist", "Foreshadowing", "Conflict")
@@ -1775,12 +1777,8 @@ def generate_stories(seed: int, n_bytes: int) -> Iterator[Story]:
 
 
 def instruct_record(story: Story) -> str:
-    """The story in TinyStoriesInstruct's record layout: Features (if any), Words, Summary, Random
-    sentence, then 'Story: ' and the text after a blank line."""
-    lines = [f"Features: {', '.join(story.features)}"] if story.features else []
-    lines += [f"Words: {', '.join(story.words)}", f"Summary: {story.summary}",
-              f"Random sentence: {story.random_sentence}", f"Story: \n\n{story.text}"]
-    return "\n".join(lines)
+    """The story in TinyStoriesInstruct's record layout (text.instruct_text)."""
+    return instruct_text(story.features, story.words, story.summary, story.random_sentence, story.text)
 
 
 def documents(seed: int, n_bytes: int, instruct: bool = False) -> Iterator[str]:

@@ -15,6 +15,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from rich.console import Console
+
 from . import checkpoint, cli, data, distributed
 from .config import PRESETS, ModelConfig
 from .errors import UserError
@@ -185,8 +187,6 @@ def run(args, console) -> dict:
 
 @cli.cli
 def main(argv=None):
-    from rich.console import Console
-
     args = build_parser().parse_args(argv)
     summary = run(args, Console(stderr=True))
     if summary.get("interrupted"):

@@ -22,6 +22,13 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from . import checkpoint, data, distributed
 from .config import ModelConfig
@@ -285,8 +292,6 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train until `iters` steps (or Ctrl-C); return a summary (steps, losses, speed, paths)."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
         config = self.config
         metrics = Metrics(self.run_dir / checkpoint.METRICS_FILE, self.chief, self.step)
         if metrics.dropped:

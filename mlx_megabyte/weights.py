@@ -13,10 +13,10 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
+from .config import ModelConfig
 from .errors import UserError
 from .files import read_safetensors, write_safetensors, write_text
 from .hub import download_model, looks_like_repo_id
-from .config import ModelConfig
 from .model import MEGABYTE
 
 CONFIG_FILE = "config.json"
@@ -151,4 +151,15 @@ def quantize(model: MEGABYTE, bits: int, group_size: int = 64) -> MEGABYTE:
         return hasattr(module, "to_quantized") and module.weight.shape[-1] % group_size == 0
 
     nn.quantize(model, group_size=group_size, bits=bits, class_predicate=fits)
+    return model
+
+
+def load_for_inference(spec: str | None, bits: int | None = None, dtype: mx.Dtype | None = None) -> MEGABYTE:
+    """The model `--model spec` names, ready to generate or score: in `dtype` (default: float32 on CPUs,
+    where half-precision matmuls bypass BLAS; the stored dtype elsewhere), quantized to `bits` if given."""
+    if dtype is None and mx.default_device() == mx.cpu:
+        dtype = mx.float32
+    model = load(locate(spec), dtype=dtype)
+    if bits:
+        quantize(model, bits)
     return model

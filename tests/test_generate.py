@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from mlx_megabyte import MEGABYTE, ModelConfig, save
-from mlx_megabyte.data import EOT
 from mlx_megabyte.generate import generate, generate_step, stream_generate
 from mlx_megabyte.sampling import make_sampler
+from mlx_megabyte.text import EOT
 
 from .helpers import ROOT, one_line_error, run
 
@@ -249,7 +249,7 @@ def test_repl_answers_and_exits_on_ctrl_d(weights_dir):
 
 
 def test_instruct_prompt_layout():
-    from mlx_megabyte.generate import instruct_prompt
+    from mlx_megabyte.text import instruct_prompt
 
     assert instruct_prompt("Dialogue", "cat, ball, red", "A cat plays.") == (
         "Features: Dialogue\nWords: cat, ball, red\nSummary: A cat plays.\nStory: \n\n"
@@ -377,7 +377,7 @@ def test_cache_rows_can_be_merged_and_dropped():
     rng = np.random.default_rng(6)
     a, b = (mx.array(rng.integers(0, 256, (n, 7))) for n in (1, 2))
     alone_a, alone_b = model.make_cache(1), model.make_cache(2)
-    logits = [alone_a.prefill(a), alone_b.prefill(b)]
+    alone_a.prefill(a), alone_b.prefill(b)
     both = model.make_cache(1)
     both.prefill(a)
     other = model.make_cache(2)

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from mlx_megabyte import MEGABYTE, PRESETS, load, save
-from mlx_megabyte.generate import generate, instruct_prompt
+from mlx_megabyte.generate import generate
 from mlx_megabyte.sampling import make_sampler
+from mlx_megabyte.text import instruct_prompt
 
 from .helpers import ROOT, one_line_error, run
 

@@ -253,10 +253,9 @@ def test_poisoned_weights_are_never_saved(tmp_path, cache, monkeypatch, poison):
 
 def test_non_finite_weights_are_refused_by_save_load_and_evaluate(tmp_path):
     import mlx.core as mx
+    from mlx.utils import tree_flatten, tree_unflatten
 
     from mlx_megabyte import MEGABYTE, PRESETS, save
-
-    from mlx.utils import tree_flatten, tree_unflatten
 
     save(MEGABYTE(PRESETS["tiny"]), tmp_path / "good")
     arrays = dict(tree_flatten(load(tmp_path / "good").parameters()))

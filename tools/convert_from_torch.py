@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from mlx_megabyte.cli import cli
-from mlx_megabyte.errors import UserError
 from mlx_megabyte.cli import parser as parser_for
+from mlx_megabyte.errors import UserError
 
 
 def parse_args(argv=None):

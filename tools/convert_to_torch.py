@@ -14,8 +14,8 @@ config as `<name>.config.json`. In PyTorch:
 from pathlib import Path
 
 from mlx_megabyte.cli import cli
-from mlx_megabyte.errors import UserError
 from mlx_megabyte.cli import parser as parser_for
+from mlx_megabyte.errors import UserError
 
 
 def parse_args(argv=None):
@@ -30,7 +30,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from mlx_megabyte import load
-    from mlx_megabyte.convert import to_torch_state, torch_config_path, write_torch_state
+    from mlx_megabyte.convert import (
+        to_torch_state,
+        torch_config_path,
+        write_torch_state,
+    )
 
     out = Path(args.torch_path)
     for path in (out, torch_config_path(out)):

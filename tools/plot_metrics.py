@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 from mlx_megabyte.cli import cli
-from mlx_megabyte.errors import UserError
 from mlx_megabyte.cli import parser as parser_for
+from mlx_megabyte.errors import UserError
 
 
 def read_metrics(path: Path):
