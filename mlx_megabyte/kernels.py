@@ -1,10 +1,14 @@
-"""Fast elementwise kernels for MLX's CPU backend: GELU, softmax and causal attention.
+"""The model's GELU and causal attention, and the one place that chooses their kernels by device.
 
-MLX runs transcendental functions (erf, exp) as one scalar libm call per element on one core, which made
-them, not the matmuls, the bottleneck of the 40m model on a 2-core x86 machine (tools/benchmark.py).
-Here they are polynomials of multiplies, adds and one division, as small compiled kernels that run at
-memory speed, each with a hand-written gradient. Accuracy is within ~1e-6 of the exact functions, far
-inside the 1e-4 logit parity with megabyte-pytorch that the tests check.
+On a GPU (Metal or CUDA), MLX's exact ops are the fast ones: `mx.compile` fuses `nn.gelu` into one
+kernel, and `mx.fast.scaled_dot_product_attention` is a fused attention. On a CPU, MLX runs
+transcendental functions (erf, exp) as one scalar libm call per element on one core, which made them, not
+the matmuls, the bottleneck of the 40m model on a 2-core x86 machine (tools/benchmark.py); there GELU and
+softmax are polynomials of multiplies, adds and one division, as small compiled kernels that run at
+memory speed, each with a hand-written gradient, and attention is plain matmuls (the fused kernel falls
+back to a slow path on CPUs). Both variants compute the same function: the polynomials are within ~1e-6
+of the exact functions, far inside the 1e-4 logit parity with megabyte-pytorch that the tests check.
+`model.py` calls `gelu` and `attention` and never asks which device it runs on.
 
 Two lessons behind the shapes of this code, measured on MLX 0.32:
 - A compiled function fuses into loops of limited depth (11 ops, scalar broadcasts included); a deep
@@ -14,7 +18,40 @@ Two lessons behind the shapes of this code, measured on MLX 0.32:
 
 from __future__ import annotations
 
+import contextlib
+
 import mlx.core as mx
+import mlx.nn as nn
+
+VARIANTS = ("cpu", "gpu")
+_forced: str | None = None
+
+
+def variant() -> str:
+    """'gpu' (MLX's exact fused ops) when the default device is a GPU, else 'cpu' (the polynomials and
+    matmul attention below), unless `forced`. Read when a function is traced, so a compiled step keeps
+    the kernels of the device it was compiled for."""
+    if _forced is not None:
+        return _forced
+    return "gpu" if mx.default_device().type == mx.DeviceType.gpu else "cpu"
+
+
+@contextlib.contextmanager
+def forced(name: str):
+    """Use one variant whatever the device (tests run the GPU variant on a CPU to compare the two)."""
+    global _forced
+    if name not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {name!r}")
+    previous, _forced = _forced, name
+    try:
+        yield
+    finally:
+        _forced = previous
+
+
+def gelu(x: mx.array) -> mx.array:
+    """torch's nn.GELU(): x * Phi(x) with the exact erf."""
+    return nn.gelu(x) if variant() == "gpu" else gelu_polynomial(x)
 
 # GELU. torch's nn.GELU() is x * Phi(x) with the exact erf; MLX's erf was half of the 40m model's
 # forward time on this CPU. So erf(x / sqrt 2) comes from
@@ -66,11 +103,11 @@ def _gelu_slope_from(x, inverse, p, slope, cotangent):  # Phi(x) + x phi(x), fro
 
 
 @mx.custom_function
-def gelu(x):
+def gelu_polynomial(x):
     return _gelu_from(x, _inverse_16th_power(_erf_polynomial(x)))
 
 
-@gelu.vjp
+@gelu_polynomial.vjp
 def _gelu_vjp(x, cotangent, output):  # with one input, MLX passes the array itself, not a tuple
     # Recompute from x only once the cotangent exists: otherwise MLX may schedule every layer's
     # recomputation as soon as the forward pass ends, all alive at once (+0.8 GB for the 40m model).
@@ -114,16 +151,16 @@ _MASKED = -3.0e38  # what torch's masked_fill(-finfo.max) does, without inf - in
 
 def attention(q, k, v, scale: float, dropout: float = 0.0):
     """Causal attention of q (N, H, T, D) over k, v (N, H, S, D), S >= T, the queries being the last T
-    positions. On the GPU MLX's fused kernel is fastest; on CPUs it falls back to a slow path, and plain
-    matmuls with the polynomial softmax are about twice as fast."""
-    if dropout == 0.0 and mx.default_device() == mx.gpu:
+    positions. Scores and their softmax are float32 whatever the inputs' dtype (mixed precision)."""
+    gpu = variant() == "gpu"
+    if gpu and dropout == 0.0:
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask="causal")
-    scores = (q * scale) @ k.swapaxes(-1, -2)
+    scores = ((q * scale) @ k.swapaxes(-1, -2)).astype(mx.float32)
     T, S = scores.shape[-2:]
     if T > 1:
         visible = mx.arange(S)[None] <= mx.arange(T)[:, None] + (S - T)
         scores = mx.where(visible, scores, _MASKED)
-    probs = softmax(scores.astype(mx.float32)).astype(q.dtype)
+    probs = (mx.softmax(scores, axis=-1) if gpu else softmax(scores)).astype(q.dtype)
     if dropout > 0.0:
         # lucidrains drops attention probabilities (Attend's dropout)
         probs = probs * mx.random.bernoulli(1 - dropout, probs.shape) / (1 - dropout)

@@ -55,6 +55,8 @@ class RMSNorm(nn.Module):
         self.scale = dims**-0.5
 
     def __call__(self, x):
+        if x.dtype != mx.float32:  # mixed precision: the statistics in float32, the result in x's dtype
+            return self(x.astype(mx.float32)).astype(x.dtype)
         norm = mx.sqrt(mx.sum(mx.square(x), axis=-1, keepdims=True)) * self.scale
         return x / mx.maximum(norm, self.eps) * self.weight
 
@@ -305,6 +307,8 @@ def summed_loss(model: MEGABYTE, ids: mx.array) -> tuple[mx.array, mx.array]:
     """(summed cross-entropy, number of bytes != pad_id): sums that add up exactly across batches and
     windows of any length, for validation and evaluation."""
     logits = model(ids, include_start=True)[:, :-1]  # [:, t] predicts byte t
+    if logits.dtype != mx.float32:  # mixed precision: the loss in float32
+        logits = logits.astype(mx.float32)
     losses = nn.losses.cross_entropy(logits, ids.astype(mx.int32), reduction="none")
     counted = ids != model.config.pad_id
     return mx.sum(losses * counted), mx.sum(counted)

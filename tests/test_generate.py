@@ -7,7 +7,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_megabyte import MEGABYTE, ModelConfig, save
+from mlx_megabyte import MEGABYTE, ModelConfig, kernels, save
 from mlx_megabyte.generate import generate, generate_step, stream_generate
 from mlx_megabyte.sampling import make_sampler
 from mlx_megabyte.text import EOT
@@ -40,9 +40,16 @@ def greedy_by_recompute(model, prompt, steps):
     return ids[:, prompt.shape[1]:]
 
 
+@pytest.mark.parametrize("variant", kernels.VARIANTS)
 @pytest.mark.parametrize("name", CONFIGS)
-def test_cached_logits_equal_full_recomputation_at_every_position(name):
-    model = model_for(name)
+def test_cached_logits_equal_full_recomputation_at_every_position(name, variant):
+    """With either kernel variant (the GPU one forced on this CPU: its fused attention must align the
+    causal mask of a few new queries with the end of the cached keys)."""
+    with kernels.forced(variant):
+        _check_cached_logits(model_for(name))
+
+
+def _check_cached_logits(model):
     context = model.config.context_length
     ids = mx.array(np.random.default_rng(1).integers(0, 256, (2, context)))
     full = model(ids, include_start=True)  # [:, t] predicts byte t

@@ -4,7 +4,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_megabyte import loss_fn
+from mlx_megabyte import kernels, loss_fn
 from mlx_megabyte.convert import to_torch_state
 
 from .helpers import random_ids, torch_and_mlx
@@ -30,8 +30,16 @@ CONFIGS = {
 }
 
 
+@pytest.fixture(params=kernels.VARIANTS)
+def variant(request):
+    """Each test runs with the CPU kernels (polynomials, matmul attention) and with the GPU ones (MLX's
+    exact fused ops), forced on this CPU: both must compute megabyte-pytorch's function."""
+    with kernels.forced(request.param):
+        yield request.param
+
+
 @pytest.mark.parametrize("name", CONFIGS)
-def test_logits_and_loss_match_megabyte_pytorch(name):
+def test_logits_and_loss_match_megabyte_pytorch(name, variant):
     kwargs = CONFIGS[name]
     reference, model = torch_and_mlx(seed=1, **kwargs)
     rng = np.random.default_rng(0)
@@ -78,7 +86,7 @@ def test_uint8_and_int32_ids_agree():
 
 
 @pytest.mark.parametrize("name", ["2-stage", "3-stage-vocab-300", "2-stage-rel-pos-emb"])
-def test_gradients_match_megabyte_pytorch(name):
+def test_gradients_match_megabyte_pytorch(name, variant):
     """Training uses hand-written gradients (GELU, softmax): every parameter's gradient must agree."""
     import mlx.nn as nn
     from mlx.utils import tree_flatten
@@ -141,3 +149,36 @@ def test_gradient_checkpointing_changes_memory_not_gradients():
     checkpointed = dict(tree_flatten(nn.value_and_grad(model, loss_fn)(model, ids)[1]))
     assert set(plain) == set(checkpointed)
     assert max(mx.abs(plain[k] - checkpointed[k]).max().item() for k in plain) <= 1e-6
+
+
+@pytest.mark.parametrize("name", ["2-stage-rel-pos-emb", "3-stage-vocab-300", "4-stage-defaults"])
+def test_cpu_and_gpu_kernels_compute_the_same_function(name):
+    """The two kernel variants against each other: logits within 1e-5, every gradient within 1e-5 of the
+    largest, with dropout off (the GPU variant's fused attention) and on (its exact softmax)."""
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+
+    _, model = torch_and_mlx(seed=11, **CONFIGS[name])
+    ids = mx.array(random_ids(np.random.default_rng(4), 2, model.config.context_length - 1, CONFIGS[name]["num_tokens"]))
+    results = {}
+    for variant in kernels.VARIANTS:
+        with kernels.forced(variant):
+            logits = model(ids)
+            _, grads = nn.value_and_grad(model, loss_fn)(model, ids)
+            results[variant] = logits, dict(tree_flatten(grads))
+    (cpu_logits, cpu_grads), (gpu_logits, gpu_grads) = results["cpu"], results["gpu"]
+    assert mx.abs(cpu_logits - gpu_logits).max().item() <= 1e-5
+    for key in cpu_grads:
+        scale = max(mx.abs(cpu_grads[key]).max().item(), 1e-3)
+        assert mx.abs(cpu_grads[key] - gpu_grads[key]).max().item() <= 1e-5 * scale + 1e-7, key
+
+    # with attention dropout, the same random draws give the same result
+    model.train()
+    for layer in [l for stage in model.stages for l in stage.transformer.layers]:
+        layer.attention.dropout = 0.2
+    dropped = []
+    for variant in kernels.VARIANTS:
+        with kernels.forced(variant):
+            mx.random.seed(3)
+            dropped.append(model(ids))
+    assert mx.abs(dropped[0] - dropped[1]).max().item() <= 1e-5
