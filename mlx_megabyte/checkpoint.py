@@ -140,12 +140,12 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
         raise UserError(f"{path / OPTIMIZER_FILE} holds non-finite values (in {', '.join(damaged[:3])})")
     load_weights(model, arrays, source=path / WEIGHTS_FILE)
     if optimizer is not None:
-        _assign_leaves(optimizer.state, optimizer_arrays, path / OPTIMIZER_FILE)
+        assign_leaves(optimizer.state, optimizer_arrays, path / OPTIMIZER_FILE)
     mx.eval(model.parameters(), optimizer.state if optimizer is not None else [])
     return state
 
 
-def _assign_leaves(tree, arrays: dict, source) -> None:
+def assign_leaves(tree, arrays: dict, source) -> None:
     """Put saved arrays into the leaves of an initialised tree, in place.
 
     In place because a compiled training step holds on to this very tree (mx.compile inputs/outputs);

@@ -29,7 +29,7 @@ from rich.progress import (
 )
 
 from . import data
-from .cli import cli, number
+from .cli import add_model_flags, cli, model_flags, number
 from .cli import parser as parser_for
 from .errors import UserError
 from .model import summed_loss
@@ -96,14 +96,15 @@ def main(argv=None):
                         help="which part to score (default: validation for named sources, all for local files)")
     parser.add_argument("--batch-size", type=number(int, 1), default=8, help="windows per forward pass (does not change the result)")
     parser.add_argument("--cache-dir", help="where encoded data is kept")
-    parser.add_argument("--quantize", type=int, choices=(4, 8), help="score the model quantized as generate --quantize does")
+    add_model_flags(parser, "score the model quantized as generate --quantize does")
     parser.add_argument("--max-bytes", type=number(int, 1),
                         help="score only the first N bytes of the split (quantized models are slow on CPUs)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
 
     path = locate(args.model)
-    model = load_for_inference(str(path), args.quantize, dtype=mx.float32)  # full precision whatever is stored
+    bits, dtype = model_flags(args)
+    model = load_for_inference(str(path), bits, dtype or mx.float32)  # default: full precision whatever is stored
     console = Console(stderr=True)
     named = args.data in data.HUB_DATASETS or args.data in data.BUILTIN
     corpus = data.prepare(args.data, cache_dir=args.cache_dir, console=console, val_fraction=0.05)

@@ -98,7 +98,7 @@ def _gelu_from(x, inverse):  # x * (1 + erf) / 2 = (x + |x| (1 - P^-16)) / 2
 
 @mx.compile
 def _gelu_slope_from(x, inverse, p, slope, cotangent):  # Phi(x) + x phi(x), from P, P' and P^-16
-    sign = mx.where(x < 0, -1.0, 1.0)
+    sign = mx.sign(x)  # keeps x's dtype (a where over two Python floats would be float32); 0 at x = 0, where 1 - P^-16 is 0 too
     return cotangent * (0.5 + 0.5 * sign * (1 - inverse) + 8 * x * slope * inverse / p)
 
 

@@ -8,7 +8,7 @@ from argparse import ArgumentTypeError
 
 import mlx.core as mx
 
-from .cli import check_seed, cli, number
+from .cli import add_model_flags, check_seed, cli, model_flags, number
 from .cli import parser as parser_for
 from .cli import seed as seed_type
 from .errors import UserError
@@ -170,7 +170,7 @@ def build_parser():
     )
     parser.add_argument("--num-samples", "-n", type=number(int, 1, 1024), default=1, help="stories to generate in parallel")
     parser.add_argument("--stop", action="append", default=[], help="stop when this text appears (repeatable)")
-    parser.add_argument("--quantize", type=int, choices=(4, 8), help="quantize the weights to 4 or 8 bits")
+    add_model_flags(parser)
     parser.add_argument("--interactive", "-i", action="store_true", help="a story REPL")
     parser.add_argument(
         "--instruct", action="store_true",
@@ -195,7 +195,7 @@ def main(argv=None):
         raise UserError(str(error)) from None
     if args.seed is not None:
         mx.random.seed(args.seed)
-    model = load_for_inference(args.model, args.quantize)
+    model = load_for_inference(args.model, *model_flags(args))
     if args.interactive:
         defaults = {k: getattr(args, k) for k in ("temp", "max_tokens", "top_p", "min_p")}
         interactive(model, args, defaults)

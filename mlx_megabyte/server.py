@@ -30,7 +30,7 @@ from ipaddress import ip_address
 import mlx.core as mx
 
 from .batching import Batcher, Busy, ByteLogprob, Chunk, Job
-from .cli import SEED_LIMIT, cli
+from .cli import SEED_LIMIT, add_model_flags, cli, model_flags, number
 from .cli import parser as parser_for
 from .errors import UserError
 from .generate import DEFAULT_MAX_TOKENS, fit_context
@@ -570,23 +570,23 @@ def build_parser():
                         "default: the newest weights under weights/")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="address to listen on; anything but loopback needs --api-key (or --insecure)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on (0: any free port)")
+    parser.add_argument("--port", type=number(int, 0, 65535), default=DEFAULT_PORT, help="port to listen on (0: any free port)")
     parser.add_argument("--api-key",  # the environment's key is read in main: --help must not show it
                         help=f"require 'Authorization: Bearer KEY' on every API request (or set {API_KEY_VARIABLE})")
     parser.add_argument("--insecure", action="store_true",
                         help="allow a non-loopback --host without an API key (anyone who can reach it can use it)")
-    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS_CAP,
+    parser.add_argument("--max-tokens", type=number(int, 1), default=DEFAULT_MAX_TOKENS_CAP,
                         help="the most bytes one request may generate")
-    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+    parser.add_argument("--max-batch", type=number(int, 1), default=DEFAULT_MAX_BATCH,
                         help="the most sequences decoded together (a request with n samples takes n)")
-    parser.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+    parser.add_argument("--queue-size", type=number(int, 1), default=DEFAULT_QUEUE_SIZE,
                         help="requests that may wait for room in the batch; more get 503 with Retry-After")
-    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY, help="largest request body")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+    parser.add_argument("--max-body-bytes", type=number(int, 1), default=DEFAULT_MAX_BODY, help="largest request body")
+    parser.add_argument("--timeout", type=number(float, 0, 86_400, low_open=True), default=DEFAULT_TIMEOUT,
                         help="seconds a client may take to send its whole request, or to take each write of a stream")
-    parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+    parser.add_argument("--max-connections", type=number(int, 1), default=DEFAULT_MAX_CONNECTIONS,
                         help="open connections at most; more get 503 at once")
-    parser.add_argument("--quantize", type=int, choices=(4, 8), help="quantize the weights to 4 or 8 bits")
+    add_model_flags(parser)
     return parser
 
 
@@ -606,14 +606,10 @@ def main(argv=None):
     if not is_loopback(args.host) and not args.api_key and not args.insecure:
         raise UserError(f"refusing to serve on {args.host} without an API key: pass --api-key KEY (or set "
                         f"{API_KEY_VARIABLE}), or --insecure to let anyone who can reach it use it")
-    for name in ("max_tokens", "max_batch", "queue_size", "max_body_bytes", "max_connections"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.timeout <= 0:
-        raise UserError("--timeout must be positive")
 
     name = args.model or str(locate(None))
-    app = App(lambda: load_for_inference(args.model, args.quantize), name, args)  # loaded by the generation thread
+    bits, dtype = model_flags(args)
+    app = App(lambda: load_for_inference(args.model, bits, dtype), name, args)  # loaded by the generation thread
     try:
         server = Server((args.host, args.port), Handler, app)
     except OSError as error:

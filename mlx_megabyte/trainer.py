@@ -31,6 +31,7 @@ from rich.progress import (
 )
 
 from . import checkpoint, data, distributed
+from .checkpoint import assign_leaves
 from .config import ModelConfig
 from .errors import UserError
 from .files import read_safetensors, write_text
@@ -40,7 +41,7 @@ from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, make_sampler
 from .weights import WEIGHTS_FILE, load_weights, locate, non_finite, read_config
 
 LN2 = math.log(2)
-DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16}
+DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 
 # The range of every numeric setting: (type, lowest, highest, lowest excluded, highest excluded). The
 # command line checks flags against the same table as they are read.
@@ -147,18 +148,68 @@ def make_optimizer(config: TrainingConfig) -> AdamW:
     return AdamW(learning_rate=learning_rate_schedule(config), weight_decay=config.weight_decay)
 
 
+class LossScale:
+    """Dynamic loss scaling for float16, which overflows above 65,504: the loss is multiplied by `scale`
+    before the backward pass and the gradients divided by it after. A step whose gradients overflow is
+    skipped and the scale halves; after `growth_interval` good steps in a row it doubles."""
+
+    INITIAL = 2.0**15
+    GROWTH_INTERVAL = 2000
+    SMALLEST = 1.0  # below this, float16 cannot hold the run's activations even unscaled
+
+    def __init__(self, scale: float | None = None, good_steps: int = 0):
+        self.scale = self.INITIAL if scale is None else scale
+        self.good_steps = good_steps
+
+    def update(self, applied: bool) -> None:
+        if not applied:
+            self.scale, self.good_steps = self.scale / 2, 0
+            return
+        self.good_steps += 1
+        if self.good_steps == self.GROWTH_INTERVAL:
+            self.scale, self.good_steps = self.scale * 2, 0
+
+    @property
+    def state(self) -> dict:
+        return {"scale": self.scale, "good_steps": self.good_steps}
+
+
 class TrainStep:
     """One optimizer step, compiled: forward, backward, gradient averaging over ranks, clipping, AdamW.
 
     It needs no data, console or run directory (tools/benchmark.py times it alone). Model, optimizer
     and random state are compile inputs and outputs, so a call updates them in place (mlx-lm's
     pattern). With accumulation, micro-batches are summed one at a time (less memory) and applied once.
+
+    Mixed precision (`compute_dtype` bfloat16 or float16): the model's parameters and AdamW's state stay
+    float32 (the master weights); each step casts the parameters to `compute_dtype` for the forward and
+    backward passes, whose gradients arrive back in float32. With `loss_scaling` (float16) a step whose
+    gradients are not finite changes nothing; `applied` says whether the last one did.
     """
 
-    def __init__(self, model, optimizer, grad_clip: float, accumulation: int = 1, world: int = 1):
+    def __init__(self, model, optimizer, grad_clip: float, accumulation: int = 1, world: int = 1,
+                 compute_dtype=mx.float32, loss_scaling: bool = False):
         self.model, self.optimizer, self.accumulation = model, optimizer, accumulation
+        self.loss_scaling = loss_scaling
+        self.applied = mx.array(True)
         state = [model.state, optimizer.state, mx.random.state]
-        loss_and_grad = nn.value_and_grad(model, loss_fn)
+
+        if compute_dtype == mx.float32:
+            plain = nn.value_and_grad(model, loss_fn)
+
+            def loss_and_grad(batch, scale):
+                return plain(model, batch)
+        else:
+            def loss_and_grad(batch, scale):
+                masters = model.trainable_parameters()
+
+                def scaled_loss(params):
+                    model.update(tree_map(lambda p: p.astype(compute_dtype) if mx.issubdtype(p.dtype, mx.floating) else p, params))
+                    return loss_fn(model, batch) * scale
+
+                loss, grads = mx.value_and_grad(scaled_loss)(masters)
+                model.update(masters)  # the float32 masters again, for the optimizer
+                return loss / scale, tree_map(lambda g: g / scale, grads)
 
         def average(loss, grads):
             if world > 1:
@@ -168,40 +219,55 @@ class TrainStep:
 
         def update(grads):
             if grad_clip > 0:
-                grads, norm = optim.clip_grad_norm(grads, grad_clip)
+                clipped, norm = optim.clip_grad_norm(grads, grad_clip)
             else:
-                norm = mx.sqrt(sum(mx.sum(g.astype(mx.float32) ** 2) for _, g in tree_flatten(grads)))
-            optimizer.update(model, grads)
-            return norm
+                clipped, norm = grads, mx.sqrt(sum(mx.sum(g.astype(mx.float32) ** 2) for _, g in tree_flatten(grads)))
+            if not loss_scaling:
+                optimizer.update(model, clipped)
+                return norm, mx.array(True)
+            # An overflowing step is computed and thrown away: weights and optimizer state keep their values.
+            finite = mx.all(mx.stack([mx.all(mx.isfinite(g)) for _, g in tree_flatten(grads)]))
+            weights, moments = model.parameters(), dict(tree_flatten(optimizer.state))
+            optimizer.update(model, clipped)
+
+            def keep(now, before):
+                return mx.where(finite, now, before)
+
+            model.update(tree_map(keep, model.parameters(), weights))
+            assign_leaves(optimizer.state, {k: keep(v, moments[k]) for k, v in tree_flatten(optimizer.state)}, "optimizer")
+            return norm, finite
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def step(batch):
-            loss, grads = average(*loss_and_grad(model, batch))
-            return loss, update(grads)
+        def step(batch, scale):
+            loss, grads = average(*loss_and_grad(batch, scale))
+            return (loss, *update(grads))
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def gradients(batch):
-            return loss_and_grad(model, batch)
+        def gradients(batch, scale):
+            return loss_and_grad(batch, scale)
 
         @partial(mx.compile, inputs=state, outputs=state)
         def apply(loss, grads):
             loss, grads = average(loss, grads)
-            return loss, update(grads)
+            return (loss, *update(grads))
 
         self._step, self._gradients, self._apply = step, gradients, apply
 
-    def __call__(self, batch) -> tuple[mx.array, mx.array]:
+    def __call__(self, batch, loss_scale: float = 1.0) -> tuple[mx.array, mx.array]:
         """(loss, gradient norm), lazy, for a (batch_size * accumulation, length) batch of bytes."""
+        scale = mx.array(loss_scale, dtype=mx.float32)
         if self.accumulation == 1:
-            return self._step(mx.array(batch))
+            loss, norm, self.applied = self._step(mx.array(batch), scale)
+            return loss, norm
         total_loss, total_grads = 0.0, None
         for micro in np.split(np.asarray(batch), self.accumulation):
-            loss, grads = self._gradients(mx.array(micro))
+            loss, grads = self._gradients(mx.array(micro), scale)
             total_loss = total_loss + loss
             total_grads = grads if total_grads is None else tree_map(lambda a, b: a + b, total_grads, grads)
             mx.eval(total_loss, total_grads)  # one micro-batch's activations alive at a time
-        scale = 1.0 / self.accumulation
-        return self._apply(total_loss * scale, tree_map(lambda g: g * scale, total_grads))
+        factor = 1.0 / self.accumulation
+        loss, norm, self.applied = self._apply(total_loss * factor, tree_map(lambda g: g * factor, total_grads))
+        return loss, norm
 
 
 class Trainer:
@@ -226,13 +292,13 @@ class Trainer:
         self.beat = beat or (lambda activity: None)
         self.run_dir = Path(config.save_path)
         mx.random.seed(config.seed)
-        self.model = MEGABYTE(config.model)
-        self.model.set_dtype(DTYPES[config.dtype])
+        self.model = MEGABYTE(config.model)  # float32: the master weights, whatever the compute dtype
         self.model.set_grad_checkpoint(config.grad_checkpoint)
         self.optimizer = make_optimizer(config)
         self.optimizer.init(self.model.trainable_parameters())
-        self.train_step_fn = TrainStep(self.model, self.optimizer, config.grad_clip,
-                                       config.grad_accumulation_steps, self.world)
+        self.loss_scale = LossScale() if config.dtype == "float16" else None
+        self.train_step_fn = TrainStep(self.model, self.optimizer, config.grad_clip, config.grad_accumulation_steps,
+                                       self.world, DTYPES[config.dtype], loss_scaling=self.loss_scale is not None)
         self._evaluate = mx.compile(partial(summed_loss, self.model), inputs=[self.model.state])
         length = config.model.context_length
         self.batches = data.Batches(corpus.train, length, config.batch_size * config.grad_accumulation_steps,
@@ -265,7 +331,7 @@ class Trainer:
         """One optimizer step on this rank's bytes; lazy (loss, gradient norm)."""
         # Dropout draws from mx.random: seeding by step makes a resumed run draw what an unbroken one does.
         mx.random.seed(self.config.seed * 1_000_003 + self.step)
-        return self.train_step_fn(batch)
+        return self.train_step_fn(batch, self.loss_scale.scale if self.loss_scale else 1.0)
 
     def validation_loss(self) -> float:
         """Mean loss (nats per counted byte) over the fixed validation windows of this run."""
@@ -345,6 +411,10 @@ class Trainer:
         mx.async_eval(loss, grad_norm, self.model.parameters(), self.optimizer.state)
         batch = self.next_batch()  # prepared while the step runs
         loss_value, norm_value = loss.item(), grad_norm.item()
+        if self.loss_scale is not None and not self.train_step_fn.applied.item():
+            return self._skipped_step(batch, metrics, show, time.perf_counter() - tic)
+        if self.loss_scale is not None:
+            self.loss_scale.update(applied=True)
         if not math.isfinite(loss_value) or not math.isfinite(norm_value):
             # A non-finite gradient has already been applied: the weights are poisoned too.
             what = f"loss became {loss_value}" if not math.isfinite(loss_value) else f"gradient norm became {norm_value}"
@@ -356,11 +426,25 @@ class Trainer:
         self.smoothed = rate if self.smoothed is None else 0.9 * self.smoothed + 0.1 * rate
         learning_rate = self.optimizer.learning_rate.item()
         peak = mx.get_peak_memory() / 1e9
+        scale = {"loss_scale": self.loss_scale.scale} if self.loss_scale else {}
         metrics.write({"step": self.step, "loss": loss_value, "bpb": loss_value / LN2, "learning_rate": learning_rate,
-                       "grad_norm": norm_value, "bytes_per_second": rate, "peak_memory_gb": peak, "seconds": seconds})
+                       "grad_norm": norm_value, "bytes_per_second": rate, "peak_memory_gb": peak, "seconds": seconds,
+                       **scale})
         show(f"loss {loss_value:.3f}  bpb {loss_value / LN2:.3f}  {self.smoothed:,.0f} B/s  "
-             f"lr {learning_rate:.2e}  mem {peak:.2f} GB")
+             f"lr {learning_rate:.2e}  mem {peak:.2f} GB" + (f"  scale {self.loss_scale.scale:g}" if scale else ""))
         self.summary.update(loss=loss_value, bytes_per_second=self.smoothed, peak_memory_gb=peak)
+        return batch
+
+    def _skipped_step(self, batch, metrics, show, seconds) -> np.ndarray:
+        """A float16 step whose gradients overflowed: nothing was changed; halve the loss scale, say so."""
+        self.loss_scale.update(applied=False)
+        self.step += 1
+        if self.loss_scale.scale < LossScale.SMALLEST:
+            raise UserError(f"float16 overflows at step {self.step} even without loss scaling; stopped without "
+                            f"saving {self._last_good()}; use --dtype bfloat16 (or float32)")
+        metrics.write({"step": self.step, "skipped": True, "loss_scale": self.loss_scale.scale, "seconds": seconds})
+        show(f"step skipped: float16 gradients overflowed; loss scale now {self.loss_scale.scale:g}")
+        self.summary["skipped_steps"] = self.summary.get("skipped_steps", 0) + 1
         return batch
 
     def _validate(self, metrics) -> None:
@@ -371,7 +455,7 @@ class Trainer:
         self.best_bpb = min(self.best_bpb, val_bpb)
         metrics.write({"step": self.step, "val_loss": val_loss, "val_bpb": val_bpb})
         self.summary.update(val_loss=val_loss, val_bpb=val_bpb)
-        self.say(f"step {self.step}: train loss {self.summary['loss']:.4f}, validation loss {val_loss:.4f} "
+        self.say(f"step {self.step}: train loss {self.summary.get('loss', math.nan):.4f}, validation loss {val_loss:.4f} "
                  f"({val_bpb:.4f} bits per byte){' *' if improved else ''}")
         if improved:
             self.save_best(val_bpb)
@@ -400,6 +484,7 @@ class Trainer:
         return {
             "batches": self.data_state,
             "best_val_bpb": self.best_bpb if math.isfinite(self.best_bpb) else None,
+            **({"loss_scale": self.loss_scale.state} if self.loss_scale else {}),
             **self.settings(),
         }
 
@@ -431,9 +516,9 @@ class Trainer:
     def initialise_from(self, spec: str) -> Path:
         source = locate(spec)
         load_weights(self.model, read_safetensors(source / WEIGHTS_FILE), source=source)
-        # Weights take the training dtype, whatever they were stored in: a float16 model (like the demo)
-        # fine-tuned in float16 diverges in one step.
-        self.model.set_dtype(DTYPES[self.config.dtype])
+        # Master weights are float32, whatever the weights were stored in: a float16 model (like the demo)
+        # trained in float16 diverged in one step.
+        self.model.set_dtype(mx.float32)
         mx.eval(self.model.parameters())
         return source
 
@@ -463,6 +548,8 @@ class Trainer:
         self._check_settings(state)
         self.step = state["step"]
         self.batches.state = self.data_state = state["batches"]
+        if self.loss_scale is not None and isinstance(state.get("loss_scale"), dict):
+            self.loss_scale = LossScale(**state["loss_scale"])
         self.best_bpb = state["best_val_bpb"] if state.get("best_val_bpb") is not None else math.inf
         return path
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from rich.console import Console
 
@@ -407,3 +408,76 @@ def test_one_int_for_a_per_stage_flag_means_every_stage(tmp_path, cache):
     assert config("--depth", "2,2,2", "--max-seq-len", "8,4,8").dim == (64, 64, 64)
     summary, _ = train(tmp_path, cache, "--dim", "48", "--iters", "1", "--steps-per-eval", "1")
     assert load(tmp_path / "run" / "best").config.dim == (48, 48)
+
+
+# --- mixed precision (issue 10) ------------------------------------------------------------------------
+
+
+def test_bfloat16_mixed_precision_tracks_float32_and_keeps_float32_masters(tmp_path, cache):
+    """100 steps of the tiny preset on the same batches: bfloat16 compute stays within 1% of float32 at
+    every step (measured: at most 0.36%, 0.009 nats) and ends within 0.5%; weights, optimizer state and
+    checkpoints stay float32."""
+    import mlx.core as mx
+
+    flags = ["--iters", "100", "--steps-per-eval", "100", "--learning-rate", "2e-3"]
+    train(tmp_path, cache, *flags, name="f32")
+    summary, _ = train(tmp_path, cache, *flags, "--dtype", "bfloat16", name="bf16")
+    full, mixed = losses(tmp_path / "f32"), losses(tmp_path / "bf16")
+    assert sorted(mixed) == list(range(1, 101))
+    worst = max(abs(full[s] - mixed[s]) / full[s] for s in full)
+    assert worst < 0.01, worst
+    assert abs(full[100] - mixed[100]) / full[100] < 0.005
+    assert mixed[100] < 0.5 * mixed[1]  # and it learns
+    saved = checkpoint.latest_checkpoint(tmp_path / "bf16")
+    weights = mx.load(str(saved / "model.safetensors"))
+    moments = mx.load(str(saved / "optimizer.safetensors"))
+    assert {v.dtype for v in weights.values()} == {mx.float32}
+    assert {v.dtype for k, v in moments.items() if k.endswith((".m", ".v"))} == {mx.float32}
+
+
+def test_float16_overflow_skips_the_step_halves_the_scale_and_resume_restores_it(tmp_path, cache, monkeypatch):
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from mlx_megabyte import MEGABYTE, PRESETS
+    from mlx_megabyte.trainer import (
+        LossScale,
+        TrainingConfig,
+        TrainStep,
+        make_optimizer,
+    )
+
+    # The step itself: an overflowing scale changes no weight and no optimizer state, bit for bit.
+    model = MEGABYTE(PRESETS["tiny"])
+    optimizer = make_optimizer(TrainingConfig(model=model.config))
+    optimizer.init(model.trainable_parameters())
+    step = TrainStep(model, optimizer, grad_clip=1.0, compute_dtype=mx.float16, loss_scaling=True)
+    batch = np.random.default_rng(0).integers(0, 256, (2, 256))
+    before = {k: np.array(v) for k, v in tree_flatten(model.parameters())}
+    loss, norm = step(batch, loss_scale=2.0**40)  # 65,504 is float16's largest number
+    assert not step.applied.item()
+    after = dict(tree_flatten(model.parameters()))
+    assert all(np.array_equal(before[k], np.array(after[k])) for k in before)
+    assert optimizer.state["step"].item() == 0 and after[next(iter(after))].dtype == mx.float32
+    step(batch, loss_scale=1024.0)
+    assert step.applied.item() and optimizer.state["step"].item() == 1
+
+    # A run: it starts at 2^40, skips and halves until the gradients fit, and says so.
+    monkeypatch.setattr(LossScale, "INITIAL", 2.0**40)
+    summary, _ = train(tmp_path, cache, "--iters", "40", "--steps-per-eval", "40", "--dtype", "float16")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    skipped = [r for r in records if r.get("skipped")]
+    assert skipped and skipped[0]["step"] == 1 and skipped[0]["loss_scale"] == 2.0**39
+    assert all(b["loss_scale"] == a["loss_scale"] / 2 for a, b in zip(skipped, skipped[1:]))
+    assert summary["skipped_steps"] == len(skipped) < 40 and math.isfinite(summary["loss"])
+    saved = checkpoint.latest_checkpoint(tmp_path / "run")
+    state = json.loads((saved / "trainer_state.json").read_text())
+    assert state["loss_scale"]["scale"] == records[-2]["loss_scale"]  # the last step's scale (then validation)
+    load(saved)  # finite float32 weights
+
+    # --resume continues with the saved scale, not the initial one
+    summary, _ = train(tmp_path, cache, "--iters", "42", "--steps-per-eval", "42", "--dtype", "float16",
+                       "--resume", "--reschedule")
+    resumed = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r for r in resumed if r.get("step") == 41][0]["loss_scale"] in (state["loss_scale"]["scale"],
+                                                                            state["loss_scale"]["scale"] / 2)

@@ -19,12 +19,21 @@ and the MLX/torch ratio (above 1 = MLX faster / uses more memory). Tasks:
 - generate-q8, generate-q4: mlx-megabyte's generation with --quantize 8 / 4 (torch: the same float32
             full recompute, measured once per config and shared by the generate rows)
 
-It also reports model FLOPs utilisation against MLX's measured fp32 2048^3 matmul throughput.
+- train-bf16: training in bfloat16 mixed precision (float32 master weights and optimizer state): torch
+            under autocast(bfloat16), mlx-megabyte with its --dtype bfloat16 step
+
+It also reports model FLOPs utilisation against the measured 2048^3 matmul ceiling in the task's dtype.
+
+`--device gpu` measures on the GPU: megabyte-pytorch on CUDA (also `torch.compile`d with
+`--torch-compile`, where it works), mlx-megabyte on MLX's GPU backend (CUDA or Metal), peak GPU memory
+instead of the process's RSS, and the ceiling as the faster of the two frameworks' matmuls (the GPU's).
+tools/gpu_benchmark.sh runs it on a bare NVIDIA machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -35,7 +44,7 @@ import sys
 import tempfile
 import time
 
-TASKS = ("train", "train-checkpointed", "forward", "generate", "generate-q8", "generate-q4")
+TASKS = ("train", "train-bf16", "train-checkpointed", "forward", "generate", "generate-q8", "generate-q4")
 CONFIGS = {
     "seed": dict(num_tokens=256, dim=(512, 256), depth=(12, 4), max_seq_len=(256, 8)),
     "small": dict(num_tokens=256, dim=(256, 128), depth=(4, 2), max_seq_len=(128, 8), dim_head=32, heads=8),
@@ -74,9 +83,17 @@ def flops_per_byte(config: dict, training: bool) -> float:
 # --- workers (one measurement, own process) -----------------------------------------------------------
 
 
-def torch_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_bytes):
+def torch_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_bytes, device="cpu", compiled=False):
     import torch
     from MEGABYTE_pytorch import MEGABYTE
+
+    cuda = device == "gpu" and torch.cuda.is_available()  # elsewhere (a Mac) torch runs on the CPU
+    target = "cuda" if cuda else "cpu"
+
+    def clock():
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
 
     torch.manual_seed(0)
     model = MEGABYTE(**config, flash_attn=True)
@@ -84,48 +101,75 @@ def torch_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(weights), strict=True)
+    model = model.to(target)
+    run = torch.compile(model) if compiled else model
     length = math.prod(config["max_seq_len"])
-    ids = torch.randint(0, 256, (batch, length))
+    ids = torch.randint(0, 256, (batch, length), device=target)
     rates = []
     if task.startswith("train"):  # megabyte-pytorch has no checkpointing: both rows compare with its plain step
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        mixed = torch.autocast(target, dtype=torch.bfloat16) if task == "train-bf16" else contextlib.nullcontext()
         for i in range(warmup + steps):
-            tic = time.perf_counter()
-            loss = model(ids, return_loss=True)
+            tic = clock()
+            with mixed:
+                loss = run(ids, return_loss=True)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
             if i >= warmup:
-                rates.append(batch * length / (time.perf_counter() - tic))
+                rates.append(batch * length / (clock() - tic))
     elif task == "forward":
         model.eval()
         with torch.no_grad():
             for i in range(warmup + steps):
-                tic = time.perf_counter()
-                model(ids)
+                tic = clock()
+                run(ids)
                 if i >= warmup:
-                    rates.append(batch * length / (time.perf_counter() - tic))
+                    rates.append(batch * length / (clock() - tic))
     else:  # generate, exactly the loop of MEGABYTE.generate (top-k + Gumbel), timed as a whole
         from MEGABYTE_pytorch.megabyte import gumbel_sample, top_k
 
         model.eval()
-        seq = torch.randint(0, 256, (1, prompt_bytes))
+        seq = torch.randint(0, 256, (1, prompt_bytes), device=target)
         with torch.no_grad():
-            tic = time.perf_counter()
+            tic = clock()
             for _ in range(new_bytes):
                 logits = top_k(model(seq)[:, -1], thres=0.9)
                 seq = torch.cat((seq, gumbel_sample(logits, temperature=1.0)[:, None]), dim=-1)
-            rates.append(new_bytes / (time.perf_counter() - tic))
-    return {"rates": rates}
+            rates.append(new_bytes / (clock() - tic))
+    result = {"rates": rates}
+    if cuda:
+        result["gpu_peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    if task.startswith("train") and cuda:
+        result["matmul_gflops"] = torch_matmul_gflops(torch.bfloat16 if task == "train-bf16" else torch.float32)
+    return result
 
 
-def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_bytes):
+def torch_matmul_gflops(dtype, n: int = 4096, repeats: int = 5) -> float:
+    import torch
+
+    a, b = (torch.randn(n, n, device="cuda", dtype=dtype) for _ in range(2))
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        tic = time.perf_counter()
+        a @ b
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - tic)
+    return 2 * n**3 / best / 1e9
+
+
+def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_bytes, device="cpu", compiled=False):
     import mlx.core as mx  # after worker_main's check that mlx_megabyte was imported first
     import numpy as np
 
     from mlx_megabyte import MEGABYTE, ModelConfig
+    from mlx_megabyte.cli import use_device
     from mlx_megabyte.info import matmul_gflops
+
+    use_device(device)
 
     model = MEGABYTE(ModelConfig(**config))
     if weights:
@@ -141,7 +185,7 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
     length = math.prod(config["max_seq_len"])
     ids = mx.array(np.random.default_rng(0).integers(0, 256, (batch, length)))
     rates = []
-    if task in ("train", "train-checkpointed"):
+    if task.startswith("train"):
         from mlx_megabyte.trainer import TrainingConfig, TrainStep, make_optimizer
 
         # The trainer's own optimizer and compiled step, without its data, console or run directory.
@@ -149,7 +193,8 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
         model.set_grad_checkpoint(task == "train-checkpointed")
         optimizer = make_optimizer(TrainingConfig(model=model.config, iters=warmup + steps, warmup_steps=0))
         optimizer.init(model.trainable_parameters())
-        step = TrainStep(model, optimizer, grad_clip=1.0)
+        compute = mx.bfloat16 if task == "train-bf16" else mx.float32
+        step = TrainStep(model, optimizer, grad_clip=1.0, compute_dtype=compute)
         for i in range(warmup + steps):
             tic = time.perf_counter()
             loss, norm = step(ids)
@@ -176,8 +221,10 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
             if i >= warmup:
                 rates.append(new_bytes / (time.perf_counter() - tic))
     result = {"rates": rates, "mlx_peak_gb": mx.get_peak_memory() / 1e9}
+    if device == "gpu":
+        result["gpu_peak_gb"] = result["mlx_peak_gb"]
     if task.startswith("train"):
-        result["matmul_gflops"] = matmul_gflops(2048)
+        result["matmul_gflops"] = matmul_gflops(2048, dtype=mx.bfloat16 if task == "train-bf16" else mx.float32)
     return result
 
 
@@ -190,14 +237,18 @@ def worker_main(args):
 
         if sys.platform.startswith("linux") and "openblas" not in (cpu.sgemm_provider() or ""):
             sys.exit(f"error: MLX's matmuls are served by {cpu.sgemm_provider()}, not OpenBLAS: no valid numbers")
-    function = torch_worker if args.worker == "torch" else mlx_worker
-    if args.worker == "torch":
+    function = torch_worker if args.worker.startswith("torch") else mlx_worker
+    if args.worker.startswith("torch"):
         import torch
 
         torch.set_num_threads(os.cpu_count() or 1)
-    result = function(args.task, config, args.batch, args.steps, args.warmup, args.weights, args.prompt_bytes, args.new_bytes)
+    result = function(args.task, config, args.batch, args.steps, args.warmup, args.weights, args.prompt_bytes,
+                      args.new_bytes, args.device, compiled=args.worker == "torch-compiled")
     scale = 1024 if sys.platform.startswith("linux") else 1024 * 1024  # ru_maxrss: KiB on Linux, bytes on macOS
     result["max_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
+    # What a process used at its peak: GPU memory where it ran on a GPU, else its resident set.
+    result["memory_gb"] = result.get("gpu_peak_gb", result["max_rss_gb"])
+    result["memory_kind"] = "GPU" if "gpu_peak_gb" in result else "RSS"
     print("RESULT " + json.dumps(result))
 
 
@@ -214,11 +265,14 @@ def prompt_length(config_name, args):
 def measure(worker, task, config, args, weights=None, steps=None, warmup=None):
     command = [sys.executable, os.path.abspath(__file__), "--worker", worker, "--task", task, "--config", config,
                "--batch", str(args.batch), "--steps", str(steps or args.steps), "--warmup", str(args.warmup if warmup is None else warmup),
-               "--prompt-bytes", str(prompt_length(config, args)), "--new-bytes", str(args.new_bytes)]
+               "--prompt-bytes", str(prompt_length(config, args)), "--new-bytes", str(args.new_bytes),
+               "--device", args.device]
     if weights:
         command += ["--weights", weights]
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if worker == "torch-compiled" and (done.returncode != 0 or not lines):
+        return None  # torch.compile is optional: where it fails, the row says so
     if done.returncode != 0 or not lines:
         sys.exit(f"error: the {worker} {task} worker failed:\n{done.stderr[-2000:]}")
     return json.loads(lines[-1][len("RESULT "):])
@@ -246,25 +300,31 @@ def orchestrate(args):
         weights, torch_generate = None, []
         for task in args.tasks.split(","):
             generating = task.startswith("generate")
-            results = {"torch": list(torch_generate) if generating else [], "mlx": []}
+            results = {"torch": list(torch_generate) if generating else [], "mlx": [], "torch-compiled": []}
+            compiled = args.torch_compile and task in ("train", "train-bf16", "forward")
             if generating and weights is None:
                 weights = os.path.join(tempfile.mkdtemp(), "weights.safetensors")
                 save_torch_weights(config, weights)
             for round_ in range(args.rounds):
                 order = ("torch", "mlx") if round_ % 2 == 0 else ("mlx", "torch")
-                for worker in order:
+                for worker in order + (("torch-compiled",) if compiled else ()):
                     if generating and worker == "torch" and len(results["torch"]) >= args.torch_generate_rounds:
                         continue  # a full-recompute round costs minutes; one or two are enough
                     steps = 1 if generating and worker == "torch" else None
                     warmup = 0 if generating and worker == "torch" else None
                     result = measure(worker, task, config, args, weights if generating else None, steps, warmup)
+                    if result is None:
+                        print(f"  {config} {task}: torch.compile failed; no compiled row", file=sys.stderr, flush=True)
+                        compiled = False
+                        continue
                     results[worker].append(result)
                     if generating and worker == "torch":
                         torch_generate.append(result)
                     print(f"  {config} {task} round {round_ + 1} {worker}: "
-                          f"{statistics.median(result['rates']):,.1f} bytes/s, max RSS {result['max_rss_gb']:.2f} GB",
-                          file=sys.stderr, flush=True)
-            row = summarise(config, task, results)
+                          f"{statistics.median(result['rates']):,.1f} bytes/s, "
+                          f"peak memory ({result['memory_kind']}) {result['memory_gb']:.2f} GB", file=sys.stderr, flush=True)
+            row = summarise(config, task, results, args.device)
+            row["batch"] = args.batch
             if generating:
                 row["prompt_bytes"], row["new_bytes"] = prompt_length(config, args), args.new_bytes
             rows.append(row)
@@ -275,18 +335,25 @@ def orchestrate(args):
     return rows
 
 
-def summarise(config, task, results):
+def summarise(config, task, results, device="cpu"):
     def median(worker, key):
         values = [v for r in results[worker] for v in (r[key] if isinstance(r[key], list) else [r[key]])]
         return statistics.median(values)
 
-    row = {"config": config, "task": task, "torch_bytes_per_s": median("torch", "rates"),
-           "mlx_bytes_per_s": median("mlx", "rates"), "torch_max_rss_gb": median("torch", "max_rss_gb"),
-           "mlx_max_rss_gb": median("mlx", "max_rss_gb"), "mlx_peak_gb": median("mlx", "mlx_peak_gb")}
-    row["speed_ratio"] = row["mlx_bytes_per_s"] / row["torch_bytes_per_s"]
-    row["memory_ratio"] = row["mlx_max_rss_gb"] / row["torch_max_rss_gb"]
+    row = {"config": config, "task": task, "device": device, "batch": None,
+           "torch_bytes_per_s": median("torch", "rates"), "mlx_bytes_per_s": median("mlx", "rates"),
+           "torch_memory_gb": median("torch", "memory_gb"), "mlx_memory_gb": median("mlx", "memory_gb"),
+           "torch_memory_kind": results["torch"][0]["memory_kind"], "mlx_memory_kind": results["mlx"][0]["memory_kind"],
+           "mlx_peak_gb": median("mlx", "mlx_peak_gb")}
+    if results.get("torch-compiled"):
+        row["torch_compiled_bytes_per_s"] = median("torch-compiled", "rates")
+    row["speed_ratio"] = row["mlx_bytes_per_s"] / max(row["torch_bytes_per_s"], row.get("torch_compiled_bytes_per_s", 0))
+    row["memory_ratio"] = row["mlx_memory_gb"] / row["torch_memory_gb"]
     if task.startswith("train"):
-        ceiling = median("mlx", "matmul_gflops")
+        ceilings = [median("mlx", "matmul_gflops")]
+        if all("matmul_gflops" in r for r in results["torch"]):  # on CUDA: the faster framework's matmul
+            ceilings.append(median("torch", "matmul_gflops"))
+        ceiling = max(ceilings)
         flops = flops_per_byte(CONFIGS[config], training=True)
         row.update(matmul_gflops=ceiling, mflops_per_byte=flops / 1e6,
                    torch_mfu=row["torch_bytes_per_s"] * flops / (ceiling * 1e9),
@@ -295,9 +362,11 @@ def summarise(config, task, results):
 
 
 def print_row(row):
-    line = (f"{row['config']:>7} {row['task']:>18}: torch {row['torch_bytes_per_s']:>10,.1f} B/s  "
+    compiled = f" (compiled {row['torch_compiled_bytes_per_s']:,.1f})" if "torch_compiled_bytes_per_s" in row else ""
+    line = (f"{row['config']:>7} {row['task']:>18}: torch {row['torch_bytes_per_s']:>10,.1f} B/s{compiled}  "
             f"mlx {row['mlx_bytes_per_s']:>10,.1f} B/s  speed x{row['speed_ratio']:.2f}   "
-            f"max RSS torch {row['torch_max_rss_gb']:.2f} GB  mlx {row['mlx_max_rss_gb']:.2f} GB "
+            f"peak memory torch {row['torch_memory_gb']:.2f} GB ({row['torch_memory_kind']})  "
+            f"mlx {row['mlx_memory_gb']:.2f} GB ({row['mlx_memory_kind']}) "
             f"(MLX peak {row['mlx_peak_gb']:.2f} GB)  memory x{row['memory_ratio']:.2f}")
     if "prompt_bytes" in row:
         line += f"   ({row['new_bytes']} bytes after a {row['prompt_bytes']}-byte prompt)"
@@ -307,11 +376,20 @@ def print_row(row):
     print(line, flush=True)
 
 
+def default_device() -> str:
+    """gpu when MLX has one here (MLX's own default), else cpu."""
+    code = "import mlx_megabyte, mlx.core as mx; print('gpu' if mx.is_available(mx.gpu) else 'cpu')"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return found.stdout.strip() or "cpu"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="seed", help=f"comma-separated: {', '.join(CONFIGS)}")
     parser.add_argument("--tasks", default="train,forward,generate", help=f"comma-separated: {', '.join(TASKS)}")
-    parser.add_argument("--batch", type=int, default=4, help="sequences per step (train, forward)")
+    parser.add_argument("--device", choices=("cpu", "gpu"), help="where both run (default: the GPU when MLX has one)")
+    parser.add_argument("--batch", type=int, help="sequences per step (train, forward); default 4 on CPUs, 32 on GPUs")
+    parser.add_argument("--torch-compile", action="store_true", help="also time megabyte-pytorch under torch.compile")
     parser.add_argument("--steps", type=int, default=3, help="measured steps per process")
     parser.add_argument("--warmup", type=int, default=3,
                         help="unmeasured steps per process (compilation, and the allocator settling)")
@@ -320,11 +398,13 @@ def main():
     parser.add_argument("--new-bytes", type=int, default=512, help="generate: bytes to generate")
     parser.add_argument("--torch-generate-rounds", type=int, default=1, help="full-recompute rounds (slow)")
     parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--worker", choices=("torch", "mlx"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("torch", "torch-compiled", "mlx"), help=argparse.SUPPRESS)
     parser.add_argument("--task", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.device = args.device or ("cpu" if args.worker else default_device())
+    args.batch = args.batch or (32 if args.device == "gpu" else 4)
     if args.worker:
         worker_main(args)
     else:
