@@ -242,7 +242,8 @@ def test_repl_answers_and_exits_on_ctrl_d(weights_dir):
     child.sendline("/length 100000")
     child.expect("> ")
     child.sendline("Long")
-    child.expect("Long")
+    child.expect("Long")  # the terminal's echo of the typed line
+    child.expect("Long")  # the story, written after its prompt: Ctrl-C now lands in the generation
     child.sendintr()  # Ctrl-C stops the story, not the REPL
     child.expect(r"\[stopped\]")
     child.expect("> ")
