@@ -28,7 +28,7 @@ from mlx.utils import tree_flatten
 
 from .errors import UserError
 from .files import read_safetensors, write_safetensors, write_text
-from .weights import WEIGHTS_FILE, load_weights, non_finite, save
+from .weights import WEIGHTS_FILE, load_weights, non_finite, read_weights, save
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -133,7 +133,7 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
             raise ValueError("no step number")
     except (OSError, ValueError) as error:
         raise UserError(f"{path} is not a readable checkpoint ({error})") from None
-    arrays = read_safetensors(path / WEIGHTS_FILE)
+    arrays = read_weights(path)
     optimizer_arrays = read_safetensors(path / OPTIMIZER_FILE) if optimizer is not None else {}
     damaged = non_finite(optimizer_arrays)  # the weights are checked by load_weights
     if damaged:

@@ -6,6 +6,7 @@ safetensors reader, which turns a damaged file into one line.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -59,6 +60,14 @@ def write_text(path: str | Path, text: str) -> None:
 def write_safetensors(path: str | Path, arrays: dict[str, mx.array], metadata: dict | None = None) -> None:
     with atomic_path(path, suffix=".safetensors") as temporary:
         mx.save_safetensors(temporary, arrays, metadata=metadata or {})
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_safetensors(path: str | Path) -> dict[str, mx.array]:

@@ -34,11 +34,11 @@ from . import checkpoint, data, distributed
 from .checkpoint import assign_leaves
 from .config import ModelConfig
 from .errors import UserError
-from .files import read_safetensors, write_text
+from .files import write_text
 from .generate import generate
 from .model import MEGABYTE, loss_fn, summed_loss
 from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, make_sampler
-from .weights import WEIGHTS_FILE, load_weights, locate, non_finite, read_config
+from .weights import load_weights, locate, non_finite, read_config, read_weights
 
 LN2 = math.log(2)
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
@@ -515,7 +515,7 @@ class Trainer:
 
     def initialise_from(self, spec: str) -> Path:
         source = locate(spec)
-        load_weights(self.model, read_safetensors(source / WEIGHTS_FILE), source=source)
+        load_weights(self.model, read_weights(source), source=source)
         # Master weights are float32, whatever the weights were stored in: a float16 model (like the demo)
         # trained in float16 diverged in one step.
         self.model.set_dtype(mx.float32)

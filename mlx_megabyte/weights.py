@@ -15,13 +15,14 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from .config import ModelConfig
 from .errors import UserError
-from .files import read_safetensors, write_safetensors, write_text
+from .files import file_sha256, read_safetensors, write_safetensors, write_text
 from .hub import download_model, looks_like_repo_id
 from .model import MEGABYTE
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 MODEL_TYPE = "megabyte"
+CHECKSUM = "weights_sha256"
 
 
 def save(model: MEGABYTE, path: str | Path, extra_config: dict | None = None) -> None:
@@ -33,8 +34,11 @@ def save(model: MEGABYTE, path: str | Path, extra_config: dict | None = None) ->
     damaged = non_finite(arrays)
     if damaged:  # nothing that cannot be used again is written
         raise UserError(f"refusing to save non-finite weights (NaN or infinity in {_short_list(damaged, 3)}) to {path}")
-    config = {"model_type": MODEL_TYPE, **model.config.to_dict(), **(extra_config or {})}
     write_safetensors(path / WEIGHTS_FILE, arrays, {"format": "mlx"})
+    # The weights file's hash, checked by read_weights: silent damage to a tensor (a flipped bit, a copy
+    # cut short) is found on load, not as a model that quietly writes worse stories.
+    config = {"model_type": MODEL_TYPE, **model.config.to_dict(), **(extra_config or {}),
+              CHECKSUM: file_sha256(path / WEIGHTS_FILE)}
     write_text(path / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
 
@@ -91,7 +95,7 @@ def load(path: str | Path, dtype: mx.Dtype | None = None) -> MEGABYTE:
     """
     config, _ = read_config(path)
     model = MEGABYTE(config)
-    load_weights(model, read_safetensors(Path(path) / WEIGHTS_FILE), source=Path(path) / WEIGHTS_FILE)
+    load_weights(model, read_weights(path), source=Path(path) / WEIGHTS_FILE)
     if dtype is not None:
         model.set_dtype(dtype)
     model.eval()
@@ -152,6 +156,20 @@ def quantize(model: MEGABYTE, bits: int, group_size: int = 64) -> MEGABYTE:
 
     nn.quantize(model, group_size=group_size, bits=bits, class_predicate=fits)
     return model
+
+
+def read_weights(path: str | Path) -> dict[str, mx.array]:
+    """The arrays of a weights directory, after checking them against the hash its config.json records
+    (directories written before hashes were recorded, or by hand, have none and are read as they are)."""
+    path = Path(path)
+    try:
+        recorded = json.loads((path / CONFIG_FILE).read_text()).get(CHECKSUM)
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded is not None and (path / WEIGHTS_FILE).is_file() and file_sha256(path / WEIGHTS_FILE) != recorded:
+        raise UserError(f"{path / WEIGHTS_FILE} does not match the checksum in its {CONFIG_FILE}: the file is damaged "
+                        "or was replaced (restore it, or delete the checksum line to load it anyway)")
+    return read_safetensors(path / WEIGHTS_FILE)
 
 
 def load_for_inference(spec: str | None, bits: int | None = None, dtype: mx.Dtype | None = None) -> MEGABYTE:

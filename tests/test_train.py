@@ -263,6 +263,11 @@ def test_non_finite_weights_are_refused_by_save_load_and_evaluate(tmp_path):
     name = sorted(arrays)[0]
     arrays[name] = arrays[name] * mx.array(float("nan"))
     mx.save_safetensors(str(tmp_path / "good" / "model.safetensors"), arrays)  # damaged behind our back
+    with pytest.raises(UserError, match="does not match the checksum in its config.json"):
+        load(tmp_path / "good")
+    config = json.loads((tmp_path / "good" / "config.json").read_text())
+    del config["weights_sha256"]  # as in a directory written by hand: no checksum, so the values are what tells
+    (tmp_path / "good" / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match=f"non-finite weights .*{name}"):
         load(tmp_path / "good")
     result = run_command("-m", "mlx_megabyte.evaluate", "--model", str(tmp_path / "good"), "--data", "builtin")
@@ -481,3 +486,19 @@ def test_float16_overflow_skips_the_step_halves_the_scale_and_resume_restores_it
     resumed = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r for r in resumed if r.get("step") == 41][0]["loss_scale"] in (state["loss_scale"]["scale"],
                                                                             state["loss_scale"]["scale"] / 2)
+
+
+def test_a_flipped_bit_in_saved_weights_is_found_on_load_and_resume_falls_back(tmp_path, cache):
+    """The checksum that save() records catches damage the values cannot show (issue 14: config types and
+    checksums): one flipped bit in a tensor of the newest checkpoint."""
+    train(tmp_path, cache, "--iters", "4", "--steps-per-eval", "2")
+    newest = checkpoint.latest_checkpoint(tmp_path / "run")
+    weights = newest / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x01  # inside the last tensor's bytes, past the header
+    weights.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="does not match the checksum"):
+        load(newest)
+    summary, output = train(tmp_path, cache, "--iters", "4", "--steps-per-eval", "2", "--resume")
+    assert "skipped the damaged checkpoint step-00000004" in output.replace("\n", "")
+    assert summary["start_step"] == 2 and summary["step"] == 4
