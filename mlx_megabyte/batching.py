@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import codecs
 import queue
+import sys
 import threading
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -118,9 +120,17 @@ class Row:
     def _decode(self, data: bytes, final: bool = False):
         start = len(self.produced[0])
         self.produced[0] += self.decoder.decode(data, final=final)
-        if len(self.produced[0]) > start:
+        if len(self.produced[0]) == start:
+            return
+        if not self.pending and self.groups:
+            # Text with no new byte: the decoder flushed a byte it had already been given with an earlier
+            # character (0xE2 0xC3 and the story ends: two U+FFFD, the second only now). It belongs to that
+            # earlier group.
+            first, _, entries = self.groups.pop()
+            self.groups.append((first, len(self.produced[0]), entries))
+        else:
             self.groups.append((start, len(self.produced[0]), self.pending))
-            self.pending = []
+        self.pending = []
 
     def _ready(self) -> list[ByteLogprob]:
         """The bytes whose characters have been handed out (all of them once the row is done)."""
@@ -129,7 +139,8 @@ class Row:
             start, end, entries = self.groups.popleft()
             for entry in entries:
                 entry.offset = start
-            entries[-1].text = self.produced[0][start : min(end, emitted)]
+            if entries:  # (none: the bytes were handed out with the text before it)
+                entries[-1].text = self.produced[0][start : min(end, emitted)]
             out.extend(entries)
         return out
 
@@ -226,10 +237,12 @@ class Batcher:
                     try:
                         self._admit(job, threads)
                     except Exception as error:  # e.g. out of memory: this request fails, the others go on
+                        traceback.print_exc(file=sys.stderr)
                         job.events.put(error)
                 try:
                     self._step_all()
-                except Exception as error:  # never let the thread die: fail what was running
+                except Exception as error:  # never let the thread die: fail what was running, and log why
+                    traceback.print_exc(file=sys.stderr)
                     for group in self.groups:
                         for job in {id(r.job): r.job for r in group.rows}.values():
                             job.events.put(error)

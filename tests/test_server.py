@@ -412,3 +412,25 @@ def test_the_playground_in_a_real_browser(server, model):
     assert "bits/byte" in page["stats"]
     assert page["errors"] == "" and console == [], (page["errors"], console)
     assert (artifacts / "playground.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("script", [[0xE2, 0xC3, 3], [0xE2, 0xC3, 0x41, 3], [0xE2, 0xC3], [0xF0, 0x9F, 0x98, 0x80, 0xC3]])
+def test_a_byte_flushed_late_by_the_utf8_decoder_keeps_text_and_bytes_aligned(script):
+    """0xE2 0xC3 then the end: the decoder gives one U+FFFD for 0xE2 when 0xC3 arrives, and the second
+    only at the end, with no new byte behind it (found by a seed that crashed the generation thread)."""
+    from mlx_megabyte.batching import ByteLogprob, Job, Row
+    from mlx_megabyte.generate import stream_generate
+
+    job = Job(prompt=b"\x03", prompt_text=b"", n=1, max_tokens=len([b for b in script if b != 3]),
+              sampler=None, settings=(), seed=0)
+    row = Row(job, 0)
+    chunks = [row.push(ByteLogprob(byte, None, [], False)) for byte in script]
+    text = "".join(c.text for c in chunks)
+    entries = [e for c in chunks for e in c.logprobs]
+    assert "".join(e.text for e in entries) == text  # the tokens join to the text
+    assert [e.byte for e in entries] == [b for b in script if b != 3]
+
+    queue = list(script)  # the same bytes through stream_generate give the same text
+    scripted = lambda logits, *keys: mx.array([queue.pop(0) if queue else 3], dtype=mx.int32)  # noqa: E731
+    want = "".join(r.text for r in stream_generate(MEGABYTE(PRESETS["tiny"]), "", job.max_tokens, scripted))
+    assert text == want
