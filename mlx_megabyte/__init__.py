@@ -42,6 +42,7 @@ except ImportError as error:
 
 from .config import PRESETS, ModelConfig  # noqa: E402
 from .model import MEGABYTE, loss_fn  # noqa: E402
+from .spacebyte import SpaceByte, SpaceByteConfig  # noqa: E402
 from .weights import load, save  # noqa: E402
 
-__all__ = ["MEGABYTE", "ModelConfig", "PRESETS", "load", "save", "loss_fn", "__version__"]
+__all__ = ["MEGABYTE", "ModelConfig", "PRESETS", "SpaceByte", "SpaceByteConfig", "load", "save", "loss_fn", "__version__"]

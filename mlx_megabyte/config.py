@@ -11,12 +11,15 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """megabyte-pytorch 0.3.6's `MEGABYTE(...)` arguments, same names and defaults (`flash_attn` aside:
     it selects a kernel, not a function). An int `dim` is broadcast to every stage."""
+
+    model_type: ClassVar[str] = "megabyte"  # what config.json records (spacebyte.py: the other architecture)
 
     num_tokens: int
     dim: tuple[int, ...]
@@ -90,6 +93,27 @@ class ModelConfig:
     def patch_size(self, stage: int) -> int:
         """Bytes covered by one element of `stage` (1 for the last stage)."""
         return math.prod(self.max_seq_len[stage + 1 :])
+
+    def describe(self) -> str:
+        return f"MEGABYTE, {self.stages} stages, dim {self.dim}, depth {self.depth}, max_seq_len {self.max_seq_len}"
+
+    def flops_per_byte(self, training: bool = True) -> float:
+        """Matmul FLOPs per byte of one forward (x3 with backward), attention included, counted from the
+        architecture: every stage runs its sequences with a start token, and causal attention does half the
+        score matrix."""
+        inner = self.heads * self.dim_head
+        total = 0.0
+        for s in range(self.stages):
+            d, length, patch = self.dim[s], self.max_seq_len[s], self.patch_size(s)
+            positions_per_byte = (length + 1) / length / patch  # elements per byte, start token included
+            per_position = self.depth[s] * (2 * 4 * d * inner + 2 * 2 * d * self.ff_mult * d
+                                            + 2 * 2 * inner * (length + 1) / 2)
+            total += per_position * positions_per_byte
+            if s + 1 < self.stages:
+                total += 2 * d * self.max_seq_len[s + 1] * self.dim[s + 1] / patch  # to_next, once per element
+                total += 2 * patch * self.dim[-1] * d / patch  # patch embedding projection
+        total += 2 * self.dim[-1] * self.num_tokens  # logits
+        return total * (3 if training else 1)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -183,8 +183,16 @@ def from_torch_state(state: dict[str, mx.array], given: dict | None = None):
     return config, {ours: state[theirs] for theirs, ours in names.items()}, notes
 
 
+def refuse_other_architectures(config) -> None:
+    """megabyte-pytorch has only MEGABYTE: say so, in one line, for any other architecture."""
+    if config.model_type != "megabyte":
+        raise UserError(f"megabyte-pytorch has no {config.model_type} architecture: only MEGABYTE models "
+                        "convert to and from it")
+
+
 def to_torch_state(model: MEGABYTE) -> dict[str, mx.array]:
     """A state dict (torch names) that megabyte-pytorch's MEGABYTE(**config) loads with strict=True."""
+    refuse_other_architectures(model.config)
     ours = dict(tree_flatten(model.parameters()))
     state = {theirs: ours[mine] for theirs, mine in torch_key_map(model.config).items()}
     if model.config.rel_pos:

@@ -149,15 +149,25 @@ def _softmax_vjp(scores, cotangent, probs):
 _MASKED = -3.0e38  # what torch's masked_fill(-finfo.max) does, without inf - inf = nan
 
 
-def attention(q, k, v, scale: float, dropout: float = 0.0):
+def attention(q, k, v, scale: float, dropout: float = 0.0, window: int | None = None, mask: mx.array | None = None):
     """Causal attention of q (N, H, T, D) over k, v (N, H, S, D), S >= T, the queries being the last T
-    positions. Scores and their softmax are float32 whatever the inputs' dtype (mixed precision)."""
+    positions. Scores and their softmax are float32 whatever the inputs' dtype (mixed precision).
+
+    `window`: each query also sees only the last `window` positions up to its own (banded causal
+    attention; on CPUs the scores are still computed over all S keys, then masked). `mask`: a boolean
+    array broadcastable to (N, H, T, S), True where a key is visible, replacing the causal rule."""
     gpu = variant() == "gpu"
+    T, S = q.shape[-2], k.shape[-2]
+    if mask is None and window is not None and S > 1:
+        query_positions = mx.arange(T)[:, None] + (S - T)
+        keys = mx.arange(S)[None]
+        mask = (keys <= query_positions) & (keys > query_positions - window)
     if gpu and dropout == 0.0:
-        return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask="causal")
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask="causal" if mask is None else mask)
     scores = ((q * scale) @ k.swapaxes(-1, -2)).astype(mx.float32)
-    T, S = scores.shape[-2:]
-    if T > 1:
+    if mask is not None:
+        scores = mx.where(mask, scores, _MASKED)
+    elif T > 1:
         visible = mx.arange(S)[None] <= mx.arange(T)[:, None] + (S - T)
         scores = mx.where(visible, scores, _MASKED)
     probs = (mx.softmax(scores, axis=-1) if gpu else softmax(scores)).astype(q.dtype)

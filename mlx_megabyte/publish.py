@@ -23,6 +23,9 @@ def model_card(model_dir: Path, repo_id: str, data: str | None = None, bpb: floa
     """A model card (README.md) for a weights directory: architecture, size, data, quality, how to load."""
     model = load(model_dir)
     config = model.config
+    if config.model_type != "megabyte":
+        raise UserError(f"{model_dir} holds a {config.model_type} model: model cards and uploads are for MEGABYTE "
+                        "models only for now")
     facts = training_facts(model_dir)
     data = data or facts.get("data") or "not recorded"
     bpb = bpb if bpb is not None else facts.get("val_bpb", facts.get("best_val_bpb"))

@@ -609,7 +609,15 @@ def main(argv=None):
 
     name = args.model or str(locate(None))
     bits, dtype = model_flags(args)
-    app = App(lambda: load_for_inference(args.model, bits, dtype), name, args)  # loaded by the generation thread
+
+    def load():
+        model = load_for_inference(args.model, bits, dtype)
+        if model.config.model_type != "megabyte":  # batches and patch marks follow MEGABYTE's fixed patches
+            raise UserError(f"the server runs MEGABYTE models only for now; {name} is a {model.config.model_type} "
+                            "model (python -m mlx_megabyte.generate runs it)")
+        return model
+
+    app = App(load, name, args)  # loaded by the generation thread
     try:
         server = Server((args.host, args.port), Handler, app)
     except OSError as error:

@@ -1,7 +1,8 @@
-"""`python -m mlx_megabyte.train`: train a byte-level MEGABYTE, resumably, with live progress.
+"""`python -m mlx_megabyte.train`: train a byte-level MEGABYTE or SpaceByte, resumably, with live progress.
 
     python -m mlx_megabyte.train                                   # 40m preset on TinyStories
     python -m mlx_megabyte.train --preset tiny --data builtin --iters 300   # offline, in a minute
+    python -m mlx_megabyte.train --arch spacebyte --preset small --data builtin --time-budget 600
     python -m mlx_megabyte.train --resume                          # continue the run in --save-path
 
 Several processes train data-parallel when started by `mlx.launch` (see README): every rank reads its
@@ -18,16 +19,30 @@ from pathlib import Path
 from rich.console import Console
 
 from . import checkpoint, cli, data, distributed
-from .config import PRESETS, ModelConfig
+from .config import ModelConfig
 from .errors import UserError
+from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, AnyConfig, build
 from .trainer import DTYPES, RANGES, Trainer, TrainingConfig, describe
 from .weights import locate, read_config
 
 DEFAULT_PRESET = "40m"
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainingConfig) if f.default is not dataclasses.MISSING}
-MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+# Every model flag of every architecture; each architecture accepts those that are its config's fields.
+MODEL_FIELDS = tuple(dict.fromkeys(f.name for a in ARCHITECTURES.values() for f in dataclasses.fields(a.config)))
 PER_STAGE_FIELDS = ("dim", "depth", "max_seq_len")
 TUNABLE_FIELDS = ("attn_dropout", "ff_dropout", "pad_id")  # change no weight shape: fine with --init-from
+PRESET_NAMES = sorted({name for a in ARCHITECTURES.values() for name in a.presets})
+
+
+def preset_table() -> str:
+    """Every preset of every architecture: parameters and training FLOPs per byte, computed."""
+    lines = ["presets (training FLOPs per byte: forward + backward, attention included):"]
+    for arch in ARCHITECTURES.values():
+        for name, config in arch.presets.items():
+            parameters = build(config).num_parameters()  # lazy arrays: nothing is computed
+            lines.append(f"  --arch {arch.name:<9} --preset {name:<5}  {parameters / 1e6:6.2f}M parameters  "
+                         f"{config.flops_per_byte() / 1e6:6.2f} MFLOP/byte  {config.context_length:,}-byte context")
+    return "\n".join(lines)
 
 
 def flag(name: str):
@@ -46,20 +61,35 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m mlx_megabyte.train", __doc__)
-    model = parser.add_argument_group("model (a preset, then any field overridden)")
-    model.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET, help="model size (README: Presets)")
-    model.add_argument("--dim", type=_ints, help="width per stage, e.g. 512,256 (one int: every stage)")
-    model.add_argument("--depth", type=_ints, help="layers per stage, e.g. 12,4 (one int: every stage)")
-    model.add_argument("--max-seq-len", type=_ints, help="sequence length per stage, e.g. 256,8 (one int: every stage)")
+    parser.epilog = preset_table()
+    model = parser.add_argument_group("model (an architecture and a preset, then any field overridden)")
+    model.add_argument("--arch", choices=tuple(ARCHITECTURES),
+                       help=f"megabyte (fixed patches) or spacebyte (global blocks at word boundaries) "
+                       f"(default: {DEFAULT_ARCHITECTURE}, or that of --init-from)")
+    model.add_argument("--preset", choices=PRESET_NAMES, default=DEFAULT_PRESET,
+                       help="model size, in the architecture's presets (below, and README: Presets)")
+    model.add_argument("--dim", type=_ints, help="megabyte: width per stage, e.g. 512,256 (one int: every stage)")
+    model.add_argument("--depth", type=_ints, help="megabyte: layers per stage, e.g. 12,4 (one int: every stage)")
+    model.add_argument("--max-seq-len", type=_ints, help="megabyte: sequence length per stage, e.g. 256,8 (one int: every stage)")
+    model.add_argument("--context-length", type=cli.number(int, 1), help="spacebyte: bytes per sequence")
+    model.add_argument("--local-dim", type=cli.number(int, 2), help="spacebyte: width of the local (byte) blocks")
+    model.add_argument("--global-dim", type=cli.number(int, 2), help="spacebyte: width of the global blocks (>= --local-dim)")
+    model.add_argument("--local-depth", type=cli.number(int, 0), help="spacebyte: local blocks, half before the global ones")
+    model.add_argument("--global-depth", type=cli.number(int, 0), help="spacebyte: global blocks")
+    model.add_argument("--global-length", type=cli.number(int, 1),
+                       help="spacebyte: global positions per sequence, start included (default: context / 4)")
+    model.add_argument("--window", type=cli.number(int, 1), help="spacebyte: positions a local query sees (default: --local-dim)")
+    model.add_argument("--max-patch", type=cli.number(int, 1),
+                       help="spacebyte: a boundary after at most this many bytes without one (text without spaces)")
     model.add_argument("--num-tokens", type=cli.number(int, 256), help="vocabulary (at least 256 for bytes)")
     model.add_argument("--dim-head", type=cli.number(int, 1), help="width of one attention head")
-    model.add_argument("--heads", type=cli.number(int, 1), help="attention heads (every stage)")
+    model.add_argument("--heads", type=cli.number(int, 1), help="megabyte: attention heads (every stage)")
     model.add_argument("--ff-mult", type=cli.number(int, 1), help="feed-forward width as a multiple of dim")
     model.add_argument("--attn-dropout", type=cli.number(float, 0, 1, high_open=True), help="dropout on attention probabilities")
     model.add_argument("--ff-dropout", type=cli.number(float, 0, 1, high_open=True), help="dropout after the feed-forward GELU")
     model.add_argument("--pad-id", type=cli.number(int, 0), help="byte ignored by the loss")
-    model.add_argument("--rel-pos", action=argparse.BooleanOptionalAction, help="rotary embeddings")
-    model.add_argument("--pos-emb", action=argparse.BooleanOptionalAction, help="learned absolute positions")
+    model.add_argument("--rel-pos", action=argparse.BooleanOptionalAction, help="megabyte: rotary embeddings")
+    model.add_argument("--pos-emb", action=argparse.BooleanOptionalAction, help="megabyte: learned absolute positions")
 
     source = parser.add_argument_group("data")
     source.add_argument(
@@ -91,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "bfloat16 on GPUs). bfloat16 and float16 are mixed precision: float32 master weights and "
                        "AdamW state, forward and backward in the half type; float16 with dynamic loss scaling")
     train.add_argument("--device", choices=("cpu", "gpu"), help="where to train (default: the GPU when MLX has one)")
+    train.add_argument("--time-budget", type=flag("time_budget"), metavar="SECONDS",
+                       help="stop after this many seconds of training steps (validation, samples and checkpoints "
+                       "not counted; a resumed run continues the count), validate, save and exit 0; the "
+                       "schedule still follows --iters")
 
     report = parser.add_argument_group("evaluation, samples and checkpoints")
     report.add_argument("--steps-per-eval", type=flag("steps_per_eval"), default=DEFAULTS["steps_per_eval"],
@@ -117,19 +151,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def model_config(args) -> ModelConfig:
-    """The model: a preset with any field overridden, or (--init-from) the weights' own config."""
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def model_config(args) -> AnyConfig:
+    """The model: a preset of the architecture with any field overridden, or (--init-from) the weights'
+    own config."""
     overrides = {name: getattr(args, name) for name in MODEL_FIELDS if getattr(args, name, None) is not None}
+    chosen = getattr(args, "arch", None)
     if args.init_from:
         config, _ = read_config(locate(args.init_from))
+        if chosen is not None and chosen != config.model_type:
+            raise UserError(f"--init-from {args.init_from} holds a {config.model_type} model; drop --arch {chosen}")
         fixed = sorted(set(overrides) - set(TUNABLE_FIELDS))
         if fixed:
-            raise UserError(f"--init-from takes the model from its weights; drop {', '.join('--' + f.replace('_', '-') for f in fixed)}")
-        return ModelConfig.from_dict({**config.to_dict(), **overrides})
-    base = PRESETS[args.preset]
-    overrides.update(_per_stage(base, {k: overrides[k] for k in PER_STAGE_FIELDS if k in overrides}))
+            raise UserError(f"--init-from takes the model from its weights; drop {', '.join(map(_flag, fixed))}")
+        return type(config).from_dict({**config.to_dict(), **overrides})
+    arch = ARCHITECTURES[chosen or DEFAULT_ARCHITECTURE]
+    foreign = [name for name in overrides if name not in {f.name for f in dataclasses.fields(arch.config)}]
+    if foreign:
+        what = "is not a" if len(foreign) == 1 else "are not"
+        raise UserError(f"{', '.join(map(_flag, foreign))} {what} {arch.title} setting{'s' * (len(foreign) > 1)} "
+                        f"(--arch {arch.name})")
+    if args.preset not in arch.presets:
+        raise UserError(f"--arch {arch.name} has no preset {args.preset!r} (choose from {', '.join(arch.presets)})")
+    base = arch.presets[args.preset]
+    if arch.config is ModelConfig:
+        overrides.update(_per_stage(base, {k: overrides[k] for k in PER_STAGE_FIELDS if k in overrides}))
+    values = base.to_dict()
+    if "context_length" in overrides and "global_length" not in overrides:
+        values.pop("global_length", None)  # derived from the context again
     try:
-        return ModelConfig.from_dict({**base.to_dict(), **overrides})
+        return arch.config.from_dict({**values, **overrides})
     except (TypeError, ValueError) as error:
         raise UserError(f"invalid model: {error}") from None
 
@@ -151,6 +205,8 @@ def training_config(args) -> TrainingConfig:
     save_path = args.save_path
     if save_path is None:
         name = Path(args.init_from).name if args.init_from else args.preset
+        if model.model_type != DEFAULT_ARCHITECTURE and not args.init_from:
+            name = f"{model.model_type}-{name}"
         save_path = str(Path("weights") / f"{name}-{data._slug(args.data)}")
     settings = {name: getattr(args, name) for name in DEFAULTS if name != "model" and hasattr(args, name)}
     dtype = args.dtype or ("bfloat16" if cli.on_gpu() else "float32")

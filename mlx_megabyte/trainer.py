@@ -32,11 +32,11 @@ from rich.progress import (
 
 from . import checkpoint, data, distributed
 from .checkpoint import assign_leaves
-from .config import ModelConfig
 from .errors import UserError
 from .files import write_text
 from .generate import generate
-from .model import MEGABYTE, loss_fn, summed_loss
+from .model import loss_fn, summed_loss
+from .models import AnyConfig, build
 from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, make_sampler
 from .weights import load_weights, locate, non_finite, read_config, read_weights
 
@@ -52,6 +52,7 @@ RANGES = {
     "steps_per_sample": (int, 0, None), "sample_bytes": (int, 1, None), "steps_per_save": (int, 1, None),
     "keep_checkpoints": (int, 1, None), "val_fraction": (float, 0, 1, True, True),
     "builtin_mb": (float, 0.01, 100_000), "distributed_timeout": (float, 1, None),
+    "time_budget": (float, 0, None, True),
 }
 
 
@@ -62,7 +63,7 @@ class TrainingConfig:
     16 x 2048 = 32 KiB per step; 10k steps see ~330 MB of TinyStories (a sixth of it), where a 40M byte
     model's validation loss flattens out."""
 
-    model: ModelConfig
+    model: AnyConfig  # a MEGABYTE config.ModelConfig or a spacebyte.SpaceByteConfig
     # data
     data: str = "tinystories"
     val_data: str | None = None
@@ -92,6 +93,7 @@ class TrainingConfig:
     reschedule: bool = False  # with resume: accept a changed schedule (the SCHEDULE settings)
     overwrite: bool = False  # start afresh in a run directory that holds a run, moving it aside
     init_from: str | None = None  # weights to start from (the model must be theirs)
+    time_budget: float | None = None  # stop (validate, save) after this many seconds of training steps
     quiet: bool = False
     distributed_timeout: float = distributed.DEFAULT_TIMEOUT
 
@@ -102,6 +104,8 @@ class TrainingConfig:
             object.__setattr__(self, "steps_per_save", self.steps_per_eval)
         for name, (kind, low, high, *open_ends) in RANGES.items():
             value = getattr(self, name)
+            if value is None and name == "time_budget":
+                continue
             low_open, high_open = (list(open_ends) + [False, False])[:2]
             if not isinstance(value, (int, float)) or isinstance(value, bool) or (kind is int and not isinstance(value, int)):
                 raise UserError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
@@ -292,7 +296,7 @@ class Trainer:
         self.beat = beat or (lambda activity: None)
         self.run_dir = Path(config.save_path)
         mx.random.seed(config.seed)
-        self.model = MEGABYTE(config.model)  # float32: the master weights, whatever the compute dtype
+        self.model = build(config.model)  # float32: the master weights, whatever the compute dtype
         self.model.set_grad_checkpoint(config.grad_checkpoint)
         self.optimizer = make_optimizer(config)
         self.optimizer.init(self.model.trainable_parameters())
@@ -307,6 +311,7 @@ class Trainer:
         self.eval_windows = data.evaluation_windows(corpus.val, length, config.eval_batches * config.batch_size)
         self.step = 0
         self.best_bpb = math.inf
+        self.train_seconds = 0.0  # wall-clock of the training steps so far (resumed runs continue it)
         self.bytes_per_step = config.bytes_per_rank_step * self.world
         self.skipped: list[str] = []  # damaged checkpoints passed over by resume()
         self.restored_from: Path | None = None
@@ -375,14 +380,17 @@ class Trainer:
                 batch = self.next_batch()
                 while self.step < config.iters:
                     batch = self._one_step(batch, metrics, lambda stats: progress.update(task, completed=self.step, stats=stats))
-                    final = self.step == config.iters
+                    out_of_time = config.time_budget is not None and self.train_seconds >= config.time_budget
+                    if out_of_time:
+                        self.summary["time_budget_reached"] = True
+                    final = self.step == config.iters or out_of_time
                     if self.step % config.steps_per_eval == 0 or final:
                         self._validate(metrics)
                     if config.steps_per_sample and (self.step % config.steps_per_sample == 0 or final):
                         self._print_sample()
                     if self.step % config.steps_per_save == 0 or final:
                         self.save()
-                    if stop.requested:
+                    if stop.requested or out_of_time:
                         break
         except RuntimeError as error:
             if self.world == 1:
@@ -393,12 +401,14 @@ class Trainer:
         finally:
             stop.restore()
             metrics.close()
-        self.summary.update(step=self.step, seconds=time.perf_counter() - start_time, run_dir=str(self.run_dir))
+        self.summary.update(step=self.step, seconds=time.perf_counter() - start_time, run_dir=str(self.run_dir),
+                            train_seconds=self.train_seconds)
         if stop.requested:
             self._save_on_interrupt()
         else:
             latest = checkpoint.latest_checkpoint(self.run_dir) if self.chief else ""
-            self.say(f"done: {self.step} steps; best validation {self.best_bpb:.4f} bits per byte; weights in "
+            budget = f" (the time budget of {config.time_budget:g} s is spent)" if self.summary.get("time_budget_reached") else ""
+            self.say(f"done: {self.step} steps{budget}; best validation {self.best_bpb:.4f} bits per byte; weights in "
                      f"{self.run_dir / checkpoint.BEST} (best) and {latest}")
         return self.summary
 
@@ -422,6 +432,7 @@ class Trainer:
                             "try a lower --learning-rate")
         self.step += 1
         seconds = time.perf_counter() - tic
+        self.train_seconds += seconds
         rate = self.bytes_per_step / seconds
         self.smoothed = rate if self.smoothed is None else 0.9 * self.smoothed + 0.1 * rate
         learning_rate = self.optimizer.learning_rate.item()
@@ -429,7 +440,7 @@ class Trainer:
         scale = {"loss_scale": self.loss_scale.scale} if self.loss_scale else {}
         metrics.write({"step": self.step, "loss": loss_value, "bpb": loss_value / LN2, "learning_rate": learning_rate,
                        "grad_norm": norm_value, "bytes_per_second": rate, "peak_memory_gb": peak, "seconds": seconds,
-                       **scale})
+                       "train_seconds": self.train_seconds, **scale})
         show(f"loss {loss_value:.3f}  bpb {loss_value / LN2:.3f}  {self.smoothed:,.0f} B/s  "
              f"lr {learning_rate:.2e}  mem {peak:.2f} GB" + (f"  scale {self.loss_scale.scale:g}" if scale else ""))
         self.summary.update(loss=loss_value, bytes_per_second=self.smoothed, peak_memory_gb=peak)
@@ -439,6 +450,7 @@ class Trainer:
         """A float16 step whose gradients overflowed: nothing was changed; halve the loss scale, say so."""
         self.loss_scale.update(applied=False)
         self.step += 1
+        self.train_seconds += seconds
         if self.loss_scale.scale < LossScale.SMALLEST:
             raise UserError(f"float16 overflows at step {self.step} even without loss scaling; stopped without "
                             f"saving {self._last_good()}; use --dtype bfloat16 (or float32)")
@@ -453,7 +465,7 @@ class Trainer:
         val_bpb = val_loss / LN2
         improved = val_bpb < self.best_bpb
         self.best_bpb = min(self.best_bpb, val_bpb)
-        metrics.write({"step": self.step, "val_loss": val_loss, "val_bpb": val_bpb})
+        metrics.write({"step": self.step, "val_loss": val_loss, "val_bpb": val_bpb, "train_seconds": self.train_seconds})
         self.summary.update(val_loss=val_loss, val_bpb=val_bpb)
         self.say(f"step {self.step}: train loss {self.summary.get('loss', math.nan):.4f}, validation loss {val_loss:.4f} "
                  f"({val_bpb:.4f} bits per byte){' *' if improved else ''}")
@@ -484,6 +496,7 @@ class Trainer:
         return {
             "batches": self.data_state,
             "best_val_bpb": self.best_bpb if math.isfinite(self.best_bpb) else None,
+            "train_seconds": self.train_seconds,
             **({"loss_scale": self.loss_scale.state} if self.loss_scale else {}),
             **self.settings(),
         }
@@ -532,9 +545,12 @@ class Trainer:
         for path in reversed(found):
             try:
                 saved, _ = read_config(path)
+                if saved.model_type != self.config.model.model_type:
+                    raise ModelMismatch(f"--resume: the checkpoint holds a {saved.model_type} model, not "
+                                        f"{self.config.model.model_type}; use the same --arch")
                 if saved != self.config.model:
                     mine = self.config.model.to_dict()
-                    changed = [k for k, v in saved.to_dict().items() if v != mine[k]]
+                    changed = [k for k, v in saved.to_dict().items() if v != mine.get(k)]
                     raise ModelMismatch(f"--resume: the checkpoint's model differs in {', '.join(changed)}; "
                                         "use the same model flags")
                 state = checkpoint.load_checkpoint(path, self.model, self.optimizer)
@@ -551,6 +567,7 @@ class Trainer:
         if self.loss_scale is not None and isinstance(state.get("loss_scale"), dict):
             self.loss_scale = LossScale(**state["loss_scale"])
         self.best_bpb = state["best_val_bpb"] if state.get("best_val_bpb") is not None else math.inf
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         return path
 
     def _check_settings(self, state: dict) -> None:
@@ -640,8 +657,8 @@ def describe(trainer: Trainer) -> list[str]:
     if trainer.restored_from is not None:
         restored = f", resumed from {trainer.restored_from}" if config.resume else f", initialised from {trainer.restored_from}"
     return [
-        f"model: {trainer.model.num_parameters():,} parameters, {model.stages} stages, dim {model.dim}, "
-        f"depth {model.depth}, max_seq_len {model.max_seq_len}",
+        f"model: {trainer.model.num_parameters():,} parameters, {model.describe()}, "
+        f"{model.flops_per_byte() / 1e6:.2f} MFLOP per byte trained",
         f"data: {config.data}: {len(corpus.train) / 1e6:.1f} MB train, {len(corpus.val) / 1e6:.2f} MB validation"
         f" ({corpus.directory})",
         f"training: {trainer.bytes_per_step:,} bytes per step" + (f" over {trainer.world} ranks" if trainer.world > 1 else "")

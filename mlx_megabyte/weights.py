@@ -1,4 +1,5 @@
-"""A weights directory: `config.json` (the model config) + `model.safetensors` (every parameter).
+"""A weights directory: `config.json` (the model config, its `model_type` naming the architecture) +
+`model.safetensors` (every parameter).
 
 `save` and `load` write and read one; `locate` finds the one a `--model` flag names (a directory, a
 training run, a Hugging Face repo id); `quantize` turns a loaded model's matrices into 4 or 8 bits.
@@ -13,19 +14,17 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
-from .config import ModelConfig
 from .errors import UserError
 from .files import file_sha256, read_safetensors, write_safetensors, write_text
 from .hub import download_model, looks_like_repo_id
-from .model import MEGABYTE
+from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, AnyConfig, build
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-MODEL_TYPE = "megabyte"
 CHECKSUM = "weights_sha256"
 
 
-def save(model: MEGABYTE, path: str | Path, extra_config: dict | None = None) -> None:
+def save(model: nn.Module, path: str | Path, extra_config: dict | None = None) -> None:
     """Write `model` as a weights directory that `load` (and the converters) read."""
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -37,13 +36,14 @@ def save(model: MEGABYTE, path: str | Path, extra_config: dict | None = None) ->
     write_safetensors(path / WEIGHTS_FILE, arrays, {"format": "mlx"})
     # The weights file's hash, checked by read_weights: silent damage to a tensor (a flipped bit, a copy
     # cut short) is found on load, not as a model that quietly writes worse stories.
-    config = {"model_type": MODEL_TYPE, **model.config.to_dict(), **(extra_config or {}),
+    config = {"model_type": model.config.model_type, **model.config.to_dict(), **(extra_config or {}),
               CHECKSUM: file_sha256(path / WEIGHTS_FILE)}
     write_text(path / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
 
-def read_config(path: str | Path) -> tuple[ModelConfig, dict]:
-    """The model config of a weights directory and the raw JSON (which may hold more, e.g. quantization)."""
+def read_config(path: str | Path) -> tuple[AnyConfig, dict]:
+    """The model config of a weights directory (of the architecture its `model_type` names; MEGABYTE
+    when absent) and the raw JSON (which may hold more, e.g. quantization)."""
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path} is not a weights directory (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
@@ -54,10 +54,11 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict]:
         raw = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{config_path} is not valid JSON ({error})") from None
-    if not isinstance(raw, dict) or raw.get("model_type", MODEL_TYPE) != MODEL_TYPE:
-        raise UserError(f"{config_path} does not describe a MEGABYTE model")
+    if not isinstance(raw, dict) or raw.get("model_type", DEFAULT_ARCHITECTURE) not in ARCHITECTURES:
+        kind = f" (model_type {raw.get('model_type')!r})" if isinstance(raw, dict) else ""
+        raise UserError(f"{config_path} does not describe a MEGABYTE or SpaceByte model{kind}")
     try:
-        return ModelConfig.from_dict(raw), raw
+        return ARCHITECTURES[raw.get("model_type", DEFAULT_ARCHITECTURE)].config.from_dict(raw), raw
     except (TypeError, ValueError) as error:
         raise UserError(f"{config_path}: {error}") from None
 
@@ -87,14 +88,14 @@ def locate(spec: str | None, root: str | Path = "weights") -> Path:
     raise UserError(f"no weights directory at {spec}")
 
 
-def load(path: str | Path, dtype: mx.Dtype | None = None) -> MEGABYTE:
+def load(path: str | Path, dtype: mx.Dtype | None = None) -> nn.Module:
     """Read a weights directory written by `save` (or `tools/convert_from_torch.py`), in eval mode.
 
     The stored dtype is kept unless `dtype` is given (half-precision weights run faster as float32 on
     CPUs, where half-precision matmuls bypass BLAS).
     """
     config, _ = read_config(path)
-    model = MEGABYTE(config)
+    model = build(config)
     load_weights(model, read_weights(path), source=Path(path) / WEIGHTS_FILE)
     if dtype is not None:
         model.set_dtype(dtype)
@@ -102,7 +103,7 @@ def load(path: str | Path, dtype: mx.Dtype | None = None) -> MEGABYTE:
     return model
 
 
-def load_weights(model: MEGABYTE, arrays: dict[str, mx.array], source="weights") -> None:
+def load_weights(model: nn.Module, arrays: dict[str, mx.array], source="weights") -> None:
     """Set every parameter of `model` from `arrays`, or fail, changing nothing, listing what does not fit
     (names, shapes, or values that are NaN or infinite)."""
     expected = dict(tree_flatten(model.parameters()))
@@ -148,7 +149,7 @@ def _short_list(items: list[str], limit: int = 8) -> str:
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
-def quantize(model: MEGABYTE, bits: int, group_size: int = 64) -> MEGABYTE:
+def quantize(model: nn.Module, bits: int, group_size: int = 64) -> nn.Module:
     """Quantize every Linear and Embedding whose width the group size divides (others stay float)."""
 
     def fits(_, module):
@@ -172,7 +173,7 @@ def read_weights(path: str | Path) -> dict[str, mx.array]:
     return read_safetensors(path / WEIGHTS_FILE)
 
 
-def load_for_inference(spec: str | None, bits: int | None = None, dtype: mx.Dtype | None = None) -> MEGABYTE:
+def load_for_inference(spec: str | None, bits: int | None = None, dtype: mx.Dtype | None = None) -> nn.Module:
     """The model `--model spec` names, ready to generate or score: in `dtype` (default: float32 on CPUs,
     where half-precision matmuls bypass BLAS; the stored dtype elsewhere), quantized to `bits` if given."""
     if dtype is None and mx.default_device() == mx.cpu:

@@ -24,6 +24,9 @@ and the MLX/torch ratio (above 1 = MLX faster / uses more memory). Tasks:
 
 It also reports model FLOPs utilisation against the measured 2048^3 matmul ceiling in the task's dtype.
 
+The `spacebyte-small` and `spacebyte-40m` configs (the SpaceByte presets) have MLX rows only: megabyte-pytorch
+has no SpaceByte.
+
 `--device gpu` measures on the GPU: megabyte-pytorch on CUDA (also `torch.compile`d with
 `--torch-compile`, where it works), mlx-megabyte on MLX's GPU backend (CUDA or Metal), peak GPU memory
 instead of the process's RSS, and the ceiling as the faster of the two frameworks' matmuls (the GPU's).
@@ -49,35 +52,40 @@ CONFIGS = {
     "seed": dict(num_tokens=256, dim=(512, 256), depth=(12, 4), max_seq_len=(256, 8)),
     "small": dict(num_tokens=256, dim=(256, 128), depth=(4, 2), max_seq_len=(128, 8), dim_head=32, heads=8),
     "3stage": dict(num_tokens=256, dim=(384, 256, 128), depth=(6, 3, 2), max_seq_len=(64, 4, 8), dim_head=32, heads=8),
+    # SpaceByte (mlx-megabyte only: megabyte-pytorch has no such model), its presets of those names
+    "spacebyte-small": dict(model_type="spacebyte", preset="small"),
+    "spacebyte-40m": dict(model_type="spacebyte", preset="40m"),
 }
+
+
+def model_config(config: dict):
+    """The mlx-megabyte config object of a CONFIGS entry (imports mlx_megabyte: call it in workers or
+    after them)."""
+    from mlx_megabyte.models import architecture, config_from_dict
+
+    if "preset" in config:
+        return architecture(config["model_type"]).presets[config["preset"]]
+    return config_from_dict(config)
+
+
+def has_torch(config: dict) -> bool:
+    """Whether megabyte-pytorch can run this config (MEGABYTE only)."""
+    return config.get("model_type", "megabyte") == "megabyte"
+
+
+def context_length(config: dict) -> int:
+    if "max_seq_len" in config:
+        return math.prod(config["max_seq_len"])
+    return {"small": 1024, "40m": 2048, "tiny": 256}[config["preset"]]
 
 
 # --- FLOPs --------------------------------------------------------------------------------------------
 
 
 def flops_per_byte(config: dict, training: bool) -> float:
-    """Matmul FLOPs per byte of one forward (x3 with backward), attention included, counted from the
-    architecture: every stage runs its sequences with a start token, and causal attention does half the
-    score matrix."""
-    dims = config["dim"]
-    stages = len(config["depth"])
-    dims = dims if isinstance(dims, tuple) else (dims,) * stages
-    inner = config.get("heads", 8) * config.get("dim_head", 64)
-    ff = config.get("ff_mult", 4)
-    lengths = config["max_seq_len"]
-    vocab = config["num_tokens"]
-    total = 0.0
-    for s in range(stages):
-        d, length = dims[s], lengths[s]
-        patch = math.prod(lengths[s + 1 :])
-        positions_per_byte = (length + 1) / length / patch  # elements per byte, start token included
-        per_position = config["depth"][s] * (2 * 4 * d * inner + 2 * 2 * d * ff * d + 2 * 2 * inner * (length + 1) / 2)
-        total += per_position * positions_per_byte
-        if s + 1 < stages:
-            total += 2 * d * lengths[s + 1] * dims[s + 1] / patch  # to_next, once per element
-            total += 2 * patch * dims[-1] * d / patch  # patch embedding projection
-    total += 2 * dims[-1] * vocab  # logits
-    return total * (3 if training else 1)
+    """Matmul FLOPs per byte of one forward (x3 with backward), attention included: the architecture's
+    own count (ModelConfig.flops_per_byte, SpaceByteConfig.flops_per_byte)."""
+    return model_config(config).flops_per_byte(training)
 
 
 # --- workers (one measurement, own process) -----------------------------------------------------------
@@ -165,13 +173,13 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
     import mlx.core as mx  # after worker_main's check that mlx_megabyte was imported first
     import numpy as np
 
-    from mlx_megabyte import MEGABYTE, ModelConfig
     from mlx_megabyte.cli import use_device
     from mlx_megabyte.info import matmul_gflops
+    from mlx_megabyte.models import build
 
     use_device(device)
 
-    model = MEGABYTE(ModelConfig(**config))
+    model = build(model_config(config))
     if weights:
         from mlx_megabyte.convert import from_torch_state, read_torch_state
         from mlx_megabyte.weights import load_weights
@@ -182,7 +190,7 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
         from mlx_megabyte.weights import quantize
 
         quantize(model, int(task[len("generate-q"):]))
-    length = math.prod(config["max_seq_len"])
+    length = context_length(config)
     ids = mx.array(np.random.default_rng(0).integers(0, 256, (batch, length)))
     rates = []
     if task.startswith("train"):
@@ -258,7 +266,7 @@ def worker_main(args):
 def prompt_length(config_name, args):
     """The prompt for generate rows: --prompt-bytes, shortened so that it and the new bytes fit the context
     (megabyte-pytorch refuses longer sequences)."""
-    context = math.prod(CONFIGS[config_name]["max_seq_len"])
+    context = context_length(CONFIGS[config_name])
     return max(1, min(args.prompt_bytes, context - args.new_bytes))
 
 
@@ -298,15 +306,17 @@ def orchestrate(args):
             sys.exit(f"error: unknown task {task!r} (choose from {', '.join(TASKS)})")
     for config in args.configs.split(","):
         weights, torch_generate = None, []
+        torch_too = has_torch(CONFIGS[config])  # a SpaceByte config has MLX rows only
         for task in args.tasks.split(","):
             generating = task.startswith("generate")
             results = {"torch": list(torch_generate) if generating else [], "mlx": [], "torch-compiled": []}
-            compiled = args.torch_compile and task in ("train", "train-bf16", "forward")
-            if generating and weights is None:
+            compiled = torch_too and args.torch_compile and task in ("train", "train-bf16", "forward")
+            if generating and weights is None and torch_too:
                 weights = os.path.join(tempfile.mkdtemp(), "weights.safetensors")
                 save_torch_weights(config, weights)
             for round_ in range(args.rounds):
                 order = ("torch", "mlx") if round_ % 2 == 0 else ("mlx", "torch")
+                order = order if torch_too else ("mlx",)
                 for worker in order + (("torch-compiled",) if compiled else ()):
                     if generating and worker == "torch" and len(results["torch"]) >= args.torch_generate_rounds:
                         continue  # a full-recompute round costs minutes; one or two are enough
@@ -338,30 +348,39 @@ def orchestrate(args):
 def summarise(config, task, results, device="cpu"):
     def median(worker, key):
         values = [v for r in results[worker] for v in (r[key] if isinstance(r[key], list) else [r[key]])]
-        return statistics.median(values)
+        return statistics.median(values) if values else None
 
     row = {"config": config, "task": task, "device": device, "batch": None,
            "torch_bytes_per_s": median("torch", "rates"), "mlx_bytes_per_s": median("mlx", "rates"),
            "torch_memory_gb": median("torch", "memory_gb"), "mlx_memory_gb": median("mlx", "memory_gb"),
-           "torch_memory_kind": results["torch"][0]["memory_kind"], "mlx_memory_kind": results["mlx"][0]["memory_kind"],
+           "torch_memory_kind": results["torch"][0]["memory_kind"] if results["torch"] else None,
+           "mlx_memory_kind": results["mlx"][0]["memory_kind"],
            "mlx_peak_gb": median("mlx", "mlx_peak_gb")}
     if results.get("torch-compiled"):
         row["torch_compiled_bytes_per_s"] = median("torch-compiled", "rates")
-    row["speed_ratio"] = row["mlx_bytes_per_s"] / max(row["torch_bytes_per_s"], row.get("torch_compiled_bytes_per_s", 0))
-    row["memory_ratio"] = row["mlx_memory_gb"] / row["torch_memory_gb"]
+    torch_rate = max(row["torch_bytes_per_s"] or 0, row.get("torch_compiled_bytes_per_s", 0))
+    row["speed_ratio"] = row["mlx_bytes_per_s"] / torch_rate if torch_rate else None
+    row["memory_ratio"] = row["mlx_memory_gb"] / row["torch_memory_gb"] if row["torch_memory_gb"] else None
     if task.startswith("train"):
         ceilings = [median("mlx", "matmul_gflops")]
-        if all("matmul_gflops" in r for r in results["torch"]):  # on CUDA: the faster framework's matmul
+        if results["torch"] and all("matmul_gflops" in r for r in results["torch"]):  # on CUDA: the faster framework's matmul
             ceilings.append(median("torch", "matmul_gflops"))
         ceiling = max(ceilings)
         flops = flops_per_byte(CONFIGS[config], training=True)
         row.update(matmul_gflops=ceiling, mflops_per_byte=flops / 1e6,
-                   torch_mfu=row["torch_bytes_per_s"] * flops / (ceiling * 1e9),
+                   torch_mfu=(row["torch_bytes_per_s"] or 0) * flops / (ceiling * 1e9),
                    mlx_mfu=row["mlx_bytes_per_s"] * flops / (ceiling * 1e9))
     return row
 
 
 def print_row(row):
+    if row["torch_bytes_per_s"] is None:  # MLX only (SpaceByte)
+        line = (f"{row['config']:>7} {row['task']:>18}: mlx {row['mlx_bytes_per_s']:>10,.1f} B/s   "
+                f"peak memory {row['mlx_memory_gb']:.2f} GB ({row['mlx_memory_kind']}) (MLX peak {row['mlx_peak_gb']:.2f} GB)")
+        if "mlx_mfu" in row:
+            line += f"   MFU {100 * row['mlx_mfu']:.0f}% of {row['matmul_gflops']:.0f} GFLOP/s ({row['mflops_per_byte']:.1f} MFLOP/byte)"
+        print(line, flush=True)
+        return
     compiled = f" (compiled {row['torch_compiled_bytes_per_s']:,.1f})" if "torch_compiled_bytes_per_s" in row else ""
     line = (f"{row['config']:>7} {row['task']:>18}: torch {row['torch_bytes_per_s']:>10,.1f} B/s{compiled}  "
             f"mlx {row['mlx_bytes_per_s']:>10,.1f} B/s  speed x{row['speed_ratio']:.2f}   "

@@ -31,15 +31,18 @@ def main(argv=None):
     args = parse_args(argv)
     from mlx_megabyte import load
     from mlx_megabyte.convert import (
+        refuse_other_architectures,
         to_torch_state,
         torch_config_path,
         write_torch_state,
     )
+    from mlx_megabyte.weights import read_config
 
     out = Path(args.torch_path)
     for path in (out, torch_config_path(out)):
         if path.exists() and not args.force:
             raise UserError(f"{path} already exists (use --force to overwrite)")
+    refuse_other_architectures(read_config(args.mlx_path)[0])  # before anything is read or written
     model = load(args.mlx_path)
     config_path = write_torch_state(out, to_torch_state(model), model.config)
     print(f"wrote {out} and {config_path}")

@@ -1,0 +1,40 @@
+"""tools/compare.py: two tiny configurations trained for the same few seconds, scored, tabled, plotted;
+run again, nothing is trained twice."""
+
+import json
+
+from .helpers import run
+
+TEXT = "The cat sat on the mat. The dog ran to the park, and then it rested under a tree!\n"
+
+
+def test_two_tiny_configs_at_equal_wall_clock_then_nothing_twice(tmp_path):
+    corpus = tmp_path / "text.txt"
+    corpus.write_text(TEXT * 500)
+    out = tmp_path / "compare"
+    command = ["tools/compare.py", "--data", str(corpus), "--out", str(out), "--time-budget", "2",
+               "--cache-dir", str(tmp_path / "cache"),
+               "--config", "megabyte: --arch megabyte --preset tiny",
+               "--config", "spacebyte: --arch spacebyte --preset tiny",
+               "--train-args", "--batch-size 2 --eval-batches 1 --steps-per-eval 4 --iters 100000"]
+    first = run(*command, timeout=240)
+    assert first.returncode == 0, first.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in results] == ["megabyte", "spacebyte"]
+    assert [r["arch"] for r in results] == ["megabyte", "spacebyte"]
+    for r in results:
+        # Stopped by the time budget (2 s of steps, the last step may pass it), far short of --iters.
+        assert 2 <= r["train_seconds"] < 60 and 0 < r["steps"] < 100000
+        assert r["bytes_seen"] == r["steps"] * 2 * 256
+        assert 0 < r["heldout_bpb"] < 9 and r["heldout_bytes"] > 0 and r["parameters"] > 0
+        assert r["mflops_per_byte"] > 0.3
+    table = (out / "results.md").read_text()
+    assert "| megabyte | megabyte |" in table and "| spacebyte | spacebyte |" in table
+    assert (out / "bpb-vs-time.png").stat().st_size > 1000
+
+    trained = {r["name"]: (out / r["name"] / "metrics.jsonl").read_text() for r in results}
+    again = run(*command, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("done before, skipped") == 2
+    assert {r["name"]: (out / r["name"] / "metrics.jsonl").read_text() for r in results} == trained
+    assert json.loads((out / "results.json").read_text()) == results
