@@ -1,4 +1,5 @@
-"""What every command shares: one-line errors with exit codes, and help texts that show real defaults."""
+"""What every command shares: one-line errors with exit codes, help texts that show real defaults, flag
+types that check ranges as flags are read, and the choice of device (`--device cpu|gpu`)."""
 
 from __future__ import annotations
 
