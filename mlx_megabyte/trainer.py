@@ -32,6 +32,7 @@ from rich.progress import (
 
 from . import checkpoint, data, distributed
 from .checkpoint import assign_leaves
+from .cli import SEED_LIMIT
 from .errors import UserError
 from .files import write_text
 from .generate import generate
@@ -113,8 +114,8 @@ class TrainingConfig:
             too_high = high is not None and (value > high or (high_open and value == high))
             if not math.isfinite(value) or too_low or too_high:
                 raise UserError(f"{name} is out of range: {value}")
-        if not 0 <= self.seed < 2**32:
-            raise UserError(f"seed must be an integer from 0 to {2**32 - 1}, got {self.seed}")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise UserError(f"seed must be an integer from 0 to {SEED_LIMIT - 1}, got {self.seed}")
         if self.dtype not in DTYPES:
             raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.reschedule and not self.resume:
