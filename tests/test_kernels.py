@@ -6,6 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from mlx_megabyte import kernels
 from mlx_megabyte.kernels import _exp_nonpositive, attention, softmax
 from mlx_megabyte.kernels import gelu_polynomial as gelu
 
@@ -52,10 +53,13 @@ def test_softmax_and_its_gradient():
     assert mx.abs(ours - theirs).max().item() < 1e-5
 
 
-def naive_attention(q, k, v, scale):
+def naive_attention(q, k, v, scale, window=None):
     T, S = q.shape[2], k.shape[2]
     scores = np.einsum("nhtd,nhsd->nhts", q, k) * scale
-    mask = np.arange(S)[None] <= np.arange(T)[:, None] + (S - T)
+    query = np.arange(T)[:, None] + (S - T)
+    mask = np.arange(S)[None] <= query
+    if window is not None:
+        mask &= np.arange(S)[None] > query - window
     scores = np.where(mask, scores, -np.inf)
     probs = np.exp(scores - scores.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
@@ -72,6 +76,37 @@ def test_attention_is_causal_and_aligned_for_cached_queries():
         assert np.abs(got - naive_attention(q, k, v, 0.35)).max() < 1e-5, (T, S)
         fused = mx.fast.scaled_dot_product_attention(mx.array(q), mx.array(k), mx.array(v), scale=0.35, mask="causal")
         assert np.abs(got - np.array(fused)).max() < 1e-5
+
+
+def test_windowed_attention_in_blocks_equals_the_masked_full_one_gradients_included():
+    """Long sequences take the blocked path (each block of queries over its own keys and the blocks
+    before it in the window); it must equal the full attention with the band masked, for windows that
+    divide the length or not, blocks smaller than the window, on both kernel variants."""
+    rng = np.random.default_rng(3)
+    for T, window, block in ((1025, 96, None), (50, 7, None), (100, 10, 3), (64, 16, 16), (37, 5, 1)):
+        q, k, v = (rng.normal(size=(2, 3, T, 8)).astype(np.float32) for _ in range(3))
+        expected = naive_attention(q, k, v, 0.35, window)
+        cotangent = mx.array(rng.normal(size=q.shape).astype(np.float32))
+
+        def masked_full(q, k, v):
+            visible = mx.array(np.arange(T)[None] <= np.arange(T)[:, None]) & mx.array(
+                np.arange(T)[None] > np.arange(T)[:, None] - window)
+            return kernels._matmul_attention(q, k, v, 0.35, 0.0, visible)
+
+        inputs = [mx.array(t) for t in (q, k, v)]
+        reference_grads = mx.vjp(masked_full, inputs, [cotangent])[1]
+        for name in kernels.VARIANTS:
+            with kernels.forced(name):
+                def blocked(q, k, v):
+                    if block is None:
+                        assert T > 2 * window  # attention() takes the blocked path
+                        return attention(q, k, v, 0.35, window=window)
+                    return kernels._banded(q, k, v, 0.35, 0.0, window, block)
+
+                out, grads = mx.vjp(blocked, inputs, [cotangent])
+                assert np.abs(np.array(out[0]) - expected).max() < 1e-5, (T, window, block, name)
+                for ours, theirs in zip(grads, reference_grads):
+                    assert mx.abs(ours - theirs).max().item() < 1e-5, (T, window, block, name)
 
 
 def test_attention_dropout_keeps_the_expectation():
