@@ -28,6 +28,7 @@ def test_two_tiny_configs_at_equal_wall_clock_then_nothing_twice(tmp_path):
         assert r["bytes_seen"] == r["steps"] * 2 * 256
         assert 0 < r["heldout_bpb"] < 9 and r["heldout_bytes"] > 0 and r["parameters"] > 0
         assert r["mflops_per_byte"] > 0.3
+        assert (out / r["checkpoint"] / "model.safetensors").is_file()  # relative to --out
     table = (out / "results.md").read_text()
     assert "| megabyte | megabyte |" in table and "| spacebyte | spacebyte |" in table
     assert (out / "bpb-vs-time.png").stat().st_size > 1000

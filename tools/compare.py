@@ -144,7 +144,7 @@ def run_one(args, name: str, flags: list[str]) -> dict:
         "mflops_per_byte": model_config.flops_per_byte() / 1e6,
         "steps": steps, "bytes_seen": seen, "train_seconds": seconds, "bytes_per_second": seen / seconds,
         "heldout_bpb": score["bpb"], "heldout_bytes": score["bytes"], "wall_seconds": wall,
-        "checkpoint": str(latest),
+        "checkpoint": str(latest.relative_to(run_dir.parent)),  # relative to OUT: results travel with it
     }
     result_path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{name}: {score['bpb']:.4f} bits per byte held out after {steps} steps", flush=True)
