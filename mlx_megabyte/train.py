@@ -22,7 +22,7 @@ from . import checkpoint, cli, data, distributed
 from .config import ModelConfig
 from .errors import UserError
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, AnyConfig, build
-from .trainer import DTYPES, RANGES, Trainer, TrainingConfig, describe
+from .trainer import DTYPES, PRESET_DEFAULTS, Trainer, TrainingConfig, bounds, describe
 from .weights import locate, read_config
 
 DEFAULT_PRESET = "40m"
@@ -45,10 +45,15 @@ def preset_table() -> str:
     return "\n".join(lines)
 
 
+def swept(name: str) -> str:
+    """A setting's default in --help: the measured one of some presets, TrainingConfig's otherwise."""
+    chosen = ", ".join(f"{value[name]:g} for --arch {arch} --preset {preset}" for (arch, preset), value in PRESET_DEFAULTS.items())
+    return f"{chosen}, else {DEFAULTS[name]:g}; README: Defaults chosen by measurement"
+
+
 def flag(name: str):
     """The argparse type of a numeric setting: its range from trainer.RANGES, checked as it is read."""
-    kind, low, high, *open_ends = RANGES[name]
-    low_open, high_open = (list(open_ends) + [False, False])[:2]
+    kind, low, high, low_open, high_open = bounds(name)
     return cli.number(kind, low, high, low_open=low_open, high_open=high_open)
 
 
@@ -103,11 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--cache-dir", help=f"where encoded data is kept (default: {data.DEFAULT_CACHE})")
 
     train = parser.add_argument_group("optimisation")
-    train.add_argument("--batch-size", type=flag("batch_size"), default=DEFAULTS["batch_size"], help="windows per step (per rank)")
+    train.add_argument("--batch-size", type=flag("batch_size"),
+                       help=f"windows per step (per rank) (default: {swept('batch_size')})")
     train.add_argument("--grad-accumulation-steps", type=flag("grad_accumulation_steps"), default=1, help="micro-batches per step (less memory)")
     train.add_argument("--iters", type=flag("iters"), default=DEFAULTS["iters"], help="optimizer steps in total")
-    train.add_argument("--learning-rate", type=flag("learning_rate"), default=DEFAULTS["learning_rate"],
-                       help="AdamW peak rate, after warm-up; cosine-decayed to a tenth")
+    train.add_argument("--learning-rate", type=flag("learning_rate"),
+                       help=f"AdamW peak rate, after warm-up; cosine-decayed to a tenth (default: {swept('learning_rate')})")
     train.add_argument("--warmup-steps", type=flag("warmup_steps"),
                        help="linear warm-up (default 200, or a tenth of --iters if smaller)")
     train.add_argument("--weight-decay", type=flag("weight_decay"), default=DEFAULTS["weight_decay"],
@@ -209,6 +215,10 @@ def training_config(args) -> TrainingConfig:
             name = f"{model.model_type}-{name}"
         save_path = str(Path("weights") / f"{name}-{data._slug(args.data)}")
     settings = {name: getattr(args, name) for name in DEFAULTS if name != "model" and hasattr(args, name)}
+    measured = {} if args.init_from else PRESET_DEFAULTS.get((model.model_type, args.preset), {})
+    for name in ("batch_size", "learning_rate"):
+        if settings[name] is None:
+            settings[name] = measured.get(name, DEFAULTS[name])
     dtype = args.dtype or ("bfloat16" if cli.on_gpu() else "float32")
     return TrainingConfig(model=model, **{**settings, "save_path": save_path, "dtype": dtype})
 
