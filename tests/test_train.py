@@ -415,6 +415,25 @@ def test_one_int_for_a_per_stage_flag_means_every_stage(tmp_path, cache):
     assert load(tmp_path / "run" / "best").config.dim == (48, 48)
 
 
+def test_measured_defaults_apply_to_their_presets_only_and_flags_win():
+    from mlx_megabyte.train import DEFAULTS, training_config
+    from mlx_megabyte.trainer import PRESET_DEFAULTS
+
+    def config(*flags):
+        return training_config(build_parser().parse_args(list(flags)))
+
+    for (arch, preset), measured in PRESET_DEFAULTS.items():
+        chosen = config("--arch", arch, "--preset", preset)
+        assert (chosen.batch_size, chosen.learning_rate) == (measured["batch_size"], measured["learning_rate"])
+        mine = config("--arch", arch, "--preset", preset, "--batch-size", "3", "--learning-rate", "0.01")
+        assert (mine.batch_size, mine.learning_rate) == (3, 0.01)
+    plain = config("--preset", "tiny")  # not swept: the general defaults
+    assert (plain.batch_size, plain.learning_rate) == (DEFAULTS["batch_size"], DEFAULTS["learning_rate"])
+    help_text = build_parser().format_help()
+    for measured in PRESET_DEFAULTS.values():
+        assert f"{measured['learning_rate']:g}" in help_text
+
+
 # --- mixed precision (issue 10) ------------------------------------------------------------------------
 
 
