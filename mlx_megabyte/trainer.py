@@ -66,8 +66,8 @@ def bounds(name: str) -> tuple:
 # The learning rate and batch size of the `small` presets, chosen by an equal-wall-clock sweep on a CPU
 # (README: "Defaults chosen by measurement"); every other model starts from TrainingConfig's defaults.
 PRESET_DEFAULTS: dict[tuple[str, str], dict] = {
-    ("megabyte", "small"): {"learning_rate": 4e-4, "batch_size": 16},
-    ("spacebyte", "small"): {"learning_rate": 4e-4, "batch_size": 16},
+    ("megabyte", "small"): {"learning_rate": 4e-4, "batch_size": 4},
+    ("spacebyte", "small"): {"learning_rate": 1e-3, "batch_size": 4},
 }
 
 
