@@ -227,10 +227,16 @@ def _run_in(cwd, args, env):
                           env={**os.environ, **env}, timeout=120)
 
 
-def test_repl_answers_and_exits_on_ctrl_d(weights_dir):
+def test_repl_answers_and_exits_on_ctrl_d(tmp_path):
     pexpect = pytest.importorskip("pexpect")
+    # A random model that never ends a story, so that the Ctrl-C below always lands in a generation (a
+    # random model's greedy story can reach an end-of-text byte within milliseconds: a race).
+    mx.random.seed(0)
+    model = MEGABYTE(CONFIGS["2-stage"])
+    model.to_logits.bias = mx.where(mx.arange(model.to_logits.bias.shape[0]) == EOT, -1e4, model.to_logits.bias)
+    save(model, tmp_path / "endless")
     child = pexpect.spawn(sys.executable, ["-m", "mlx_megabyte.generate", "--interactive", "--model",
-                                           str(weights_dir / "weights" / "demo"), "--seed", "1", "--max-tokens", "40"],
+                                           str(tmp_path / "endless"), "--seed", "1", "--max-tokens", "40"],
                           cwd=str(ROOT), encoding="utf-8", timeout=60)
     child.expect("> ")
     child.sendline("/temp 0")
