@@ -161,14 +161,18 @@ def attention(q, k, v, scale: float, dropout: float = 0.0, window: int | None = 
     if mask is None and window is not None and T == S and T > 2 * window:
         return _banded(q, k, v, scale, dropout, window)
     if mask is None and window is not None and S > 1:
-        query_positions = mx.arange(T)[:, None] + (S - T)
-        keys = mx.arange(S)[None]
-        mask = (keys <= query_positions) & (keys > query_positions - window)
+        mask = _visible(mx.arange(T)[:, None] + (S - T), mx.arange(S)[None], window)
     if gpu and dropout == 0.0:
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask="causal" if mask is None else mask)
     if mask is None and T > 1:
-        mask = mx.arange(S)[None] <= mx.arange(T)[:, None] + (S - T)
+        mask = _visible(mx.arange(T)[:, None] + (S - T), mx.arange(S)[None])
     return _matmul_attention(q, k, v, scale, dropout, mask)
+
+
+def _visible(query, key, window=None):
+    """Which keys each query sees, from their positions: its own and earlier ones, at most `window`."""
+    seen = key <= query
+    return seen if window is None else seen & (key > query - window)
 
 
 def _matmul_attention(q, k, v, scale, dropout, mask):
@@ -202,7 +206,7 @@ def _banded(q, k, v, scale, dropout, window, block=None):
     k, v = (mx.concatenate([shifted(t, s) for s in range(before, -1, -1)], axis=3) for t in (k, v))
     query = mx.arange(blocks)[:, None, None] * block + mx.arange(block)[:, None]  # (blocks, block, 1)
     key = (mx.arange(blocks)[:, None, None] - before) * block + mx.arange((before + 1) * block)  # (blocks, 1, keys)
-    mask = (key <= query) & (key > query - window) & (key >= 0)
+    mask = _visible(query, key, window) & (key >= 0)
     if variant() == "gpu" and dropout == 0.0:  # the fused kernel takes 4-D inputs: blocks join the heads
         q, k, v = (t.reshape(N, H * blocks, *t.shape[3:]) for t in (q, k, v))
         mask = mx.broadcast_to(mask, (H, *mask.shape)).reshape(H * blocks, *mask.shape[1:])

@@ -128,8 +128,8 @@ class SpaceByteConfig:
     def flops_per_byte(self, training: bool = True) -> float:
         """Matmul FLOPs per byte of one forward (x3 with backward), attention included: every local block
         runs over the L + 1 positions (start included) and sees min(p + 1, window) keys at position p (the
-        useful work: kernels.attention computes about twice as many scores, in blocks); every global block runs over all
-        global_length positions, padding included, with causal attention."""
+        useful work: kernels.attention computes about twice as many scores, in blocks); every global
+        block runs over all global_length positions, padding included, with causal attention."""
         L, d, D, G = self.context_length, self.local_dim, self.global_dim, self.global_length
         ff = self.ff_mult
         keys = sum(min(p + 1, self.window) for p in range(L + 1))  # summed over positions
