@@ -10,8 +10,18 @@
    raised, freed blocks stay in the heap and are reused. The cost: memory is not handed back to the
    system until the process exits, so the resident size stays at its peak.
 
+3. BLAS kernel. OpenBLAS picks its kernels from the CPU model it recognises; a CPU newer than the
+   OpenBLAS build (Debian 12's 0.3.21 and an Intel Xeon of family 6 model 207, say) gets its generic
+   `Prescott` kernel, 6-7x slower at fp32 matmuls than the AVX-512 one the CPU supports. The variable
+   OPENBLAS_CORETYPE overrides the choice, but only before the library loads. So, before loading it,
+   `choose_coretype` asks a child process which core OpenBLAS picks on its own; when that is a generic
+   fallback and the CPU's flags allow a better one (AVX-512 -> SkylakeX, AVX2 + FMA -> Haswell, AVX ->
+   Sandybridge), the child also loads it with that core and checks a product against numpy's float64
+   one (an illegal instruction or a wrong product there only costs the child). The answer is cached
+   per library and CPU (~/.cache/mlx-megabyte/openblas.json), and a value the user set is never changed.
+
 On macOS MLX uses Accelerate and Metal, and nothing here applies. Opt out with
-MLX_MEGABYTE_NO_BLAS_PRELOAD=1 and MLX_MEGABYTE_NO_MALLOC_TUNING=1.
+MLX_MEGABYTE_NO_BLAS_PRELOAD=1 (which also skips 3) and MLX_MEGABYTE_NO_MALLOC_TUNING=1.
 """
 
 from __future__ import annotations
@@ -19,9 +29,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import hashlib
+import json
 import os
+import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 OPT_OUT_VARIABLE = "MLX_MEGABYTE_NO_BLAS_PRELOAD"
 ALLOCATOR_OPT_OUT_VARIABLE = "MLX_MEGABYTE_NO_MALLOC_TUNING"
@@ -30,8 +44,12 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt() parameter numbers
 # Names to try, most specific first; found through the loader's normal search path, never a fixed path.
 _CANDIDATES = ("openblas", "openblas64_", "openblasp")
 
-#: What `preload()` and `tune_allocator()` did, for `python -m mlx_megabyte.info`.
+CORETYPE_VARIABLE = "OPENBLAS_CORETYPE"
+CACHE_FILE = Path(os.environ.get("MLX_MEGABYTE_CACHE", Path.home() / ".cache" / "mlx-megabyte")) / "openblas.json"
+
+#: What `preload()`, `choose_coretype()` and `tune_allocator()` did, for `python -m mlx_megabyte.info`.
 status = "not attempted"
+coretype_status = "not attempted"
 allocator_status = "not attempted"
 
 
@@ -56,6 +74,7 @@ def preload() -> str:
             path = ctypes.util.find_library(name)
             if path is None:
                 continue
+            choose_coretype(path)
             try:
                 ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
             except OSError as error:
@@ -64,6 +83,157 @@ def preload() -> str:
             status = f"preloaded {path}"
             break
     return status
+
+
+# --- the BLAS kernel -------------------------------------------------------------------------------------
+
+# What OpenBLAS falls back to when it does not know a CPU (its generic x86 kernels), lower case.
+GENERIC_CORES = {"prescott", "core2", "penryn", "dunnington", "nehalem", "katmai", "coppermine", "northwood",
+                 "banias", "atom", "generic", "opteron", "opteron_sse3", "barcelona", "bobcat"}
+# Better cores by the CPU flags they need, best first.
+CORES_BY_FLAGS = (("SkylakeX", {"avx512f", "avx512bw", "avx512dq", "avx512vl"}),
+                  ("Haswell", {"avx2", "fma"}), ("Sandybridge", {"avx"}))
+
+
+def better_core(default: str, flags: set[str]) -> str | None:
+    """The core to ask OpenBLAS for instead of `default` (its own pick), or None: only when its pick is
+    a generic fallback and the CPU's flags allow something better."""
+    if default.strip().lower() not in GENERIC_CORES:
+        return None
+    return next((core for core, needed in CORES_BY_FLAGS if needed <= flags), None)
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo), empty if unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+# Run in a child interpreter: load OpenBLAS (with OPENBLAS_CORETYPE from the environment, if any),
+# report the core it chose and whether its sgemm agrees with numpy's float64 product.
+_PROBE = r"""
+import ctypes, json, sys
+lib = ctypes.CDLL(sys.argv[1])
+lib.openblas_get_corename.restype = ctypes.c_char_p
+core = lib.openblas_get_corename().decode()
+worst = None
+if len(sys.argv) > 2:
+    import numpy as np
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for m, k, n in ((7, 5, 3), (64, 64, 64), (129, 256, 97), (512, 300, 256)):
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        c = np.zeros((m, n), np.float32)
+        p = lambda x: x.ctypes.data_as(ctypes.c_void_p)
+        lib.cblas_sgemm(101, 111, 111, m, n, k, ctypes.c_float(1.0), p(a), k, p(b), n, ctypes.c_float(0.0), p(c), n)
+        want = a.astype(np.float64) @ b.astype(np.float64)
+        worst = max(worst, float(np.abs(c - want).max() / np.abs(want).max()))
+print(json.dumps({"core": core, "error": worst}))
+"""
+CHECK_TOLERANCE = 1e-5  # float32 products of these sizes agree with float64 within ~1e-6 relative
+
+
+def probe(library: str, coretype: str | None = None, check: bool = False, timeout: float = 60) -> dict | None:
+    """What OpenBLAS does in a child process: {"core": its core, "error": the product's relative error
+    against numpy's (with `check`)}, or None if the child failed (an illegal instruction, say)."""
+    env = {k: v for k, v in os.environ.items() if k != CORETYPE_VARIABLE}
+    if coretype:
+        env[CORETYPE_VARIABLE] = coretype
+    command = [sys.executable, "-c", _PROBE, library] + (["check"] if check else [])
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+        return json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def decide_coretype(default: str | None, flags: set[str], checked) -> tuple[str | None, str]:
+    """(the OPENBLAS_CORETYPE to set or None, why). `default` is OpenBLAS's own pick (None: unknown);
+    `checked(core)` says whether that core loads and multiplies correctly."""
+    if default is None:
+        return None, "OpenBLAS's own choice (it could not be asked which)"
+    better = better_core(default, flags)
+    if better is None:
+        return None, f"{default}: OpenBLAS's own choice"
+    if not checked(better):
+        return None, f"{default}: OpenBLAS's own choice (this CPU allows {better}, but its check failed)"
+    return better, (f"{better}: chosen by mlx-megabyte; OpenBLAS did not recognise this CPU and picked its "
+                    f"generic {default}, the CPU's flags allow {better} (checked against numpy)")
+
+
+def choose_coretype(library: str) -> str:
+    """Set OPENBLAS_CORETYPE for `library` before it loads, if OpenBLAS would pick a generic kernel on a
+    CPU that allows a better one (see the module docstring). Returns and records a status line."""
+    global coretype_status
+    if os.environ.get(CORETYPE_VARIABLE):
+        coretype_status = f"{os.environ[CORETYPE_VARIABLE]}: {CORETYPE_VARIABLE} set by you"
+        return coretype_status
+    flags = cpu_flags()
+    key = _cache_key(library, flags)
+    cache = _read_cache()
+    if key in cache:
+        coretype, coretype_status = cache[key]
+    else:
+        found = probe(library)
+
+        def checked(core):
+            result = probe(library, core, check=True)
+            return bool(result) and result["core"].lower() == core.lower() and result["error"] < CHECK_TOLERANCE
+
+        coretype, coretype_status = decide_coretype(found["core"] if found else None, flags, checked)
+        if found is not None:
+            _write_cache({**cache, key: [coretype, coretype_status]})
+    if coretype:
+        os.environ[CORETYPE_VARIABLE] = coretype  # read by OpenBLAS as it loads, in this process
+    return coretype_status
+
+
+def _cache_key(library: str, flags: set[str]) -> str:
+    try:
+        real = os.path.realpath(library)
+        stat = os.stat(real)
+        identity = f"{real}:{stat.st_size}:{stat.st_mtime_ns}"
+    except OSError:
+        identity = library
+    model = ""
+    try:
+        model = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return hashlib.sha256(f"{identity}|{model}|{' '.join(sorted(flags))}".encode()).hexdigest()[:16]
+
+
+def _read_cache() -> dict:
+    try:
+        value = json.loads(CACHE_FILE.read_text())
+        return value if isinstance(value, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(value: dict) -> None:
+    try:  # a cache only: an unwritable home just means asking again next time
+        CACHE_FILE.parent.mkdir(parents=True, exist_ok=True)
+        temporary = CACHE_FILE.with_name(f".{CACHE_FILE.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(value, indent=1))
+        os.replace(temporary, CACHE_FILE)
+    except OSError:
+        pass
+
+
+def openblas_core() -> str | None:
+    """The core OpenBLAS runs in this process (where it serves MLX), or None."""
+    function = _openblas("openblas_get_corename")
+    if function is None:
+        return None
+    function.restype = ctypes.c_char_p
+    return function().decode(errors="replace").strip()
 
 
 def tune_allocator() -> str:

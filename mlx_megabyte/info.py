@@ -3,7 +3,9 @@ MLX's CPU matmuls use.
 
 `--bench` also times 2048x2048x2048 matmuls in float32 and bfloat16 on the device: the ceiling that
 model FLOPs utilisation is measured against. On a CPU, ~4 GFLOP/s in float32 means the slow reference
-BLAS of the `mlx[cpu]` wheel, 100+ GFLOP/s on a 2-core x86 machine means OpenBLAS is in use.
+BLAS of the `mlx[cpu]` wheel, 100+ GFLOP/s on a 2-core x86 machine means OpenBLAS is in use, and
+`openblas kernel` says which of its kernels runs and why (cpu.py chooses it where OpenBLAS would fall
+back to a generic one). `cpu kernels` says whether the native fused CPU kernels (kernels.py) run.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from importlib import metadata
 
 import mlx.core as mx
 
-from . import __version__, cpu
+from . import __version__, cpu, kernels
 from .cli import cli, use_device
 from .cli import parser as parser_for
 
@@ -74,6 +76,9 @@ def describe() -> dict[str, str]:
     }
     if config := cpu.openblas_config():
         info["openblas"] = config
+        info["openblas kernel"] = cpu.coretype_status
+    info["cpu kernels"] = ("native: " + kernels.native_status if kernels._native is not None
+                           else f"pure MLX (the native kernels: {kernels.native_status})")
     installed = backend_packages()
     if installed:
         info["mlx backends"] = ", ".join(installed) + (
