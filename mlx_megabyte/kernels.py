@@ -1,16 +1,21 @@
-"""The model's GELU and causal attention, and the one place that chooses their kernels by device.
+"""The model's GELU, RMSNorm, attention and loss, and the one place that chooses their kernels by device.
 
-On a GPU (Metal or CUDA), MLX's exact ops are the fast ones: `mx.compile` fuses `nn.gelu` into one
-kernel, and `mx.fast.scaled_dot_product_attention` is a fused attention. On a CPU, MLX runs
-transcendental functions (erf, exp) as one scalar libm call per element on one core, which made them, not
-the matmuls, the bottleneck of the 40m model on a 2-core x86 machine (tools/benchmark.py); there GELU and
-softmax are polynomials of multiplies, adds and one division, as small compiled kernels that run at
-memory speed, each with a hand-written gradient, and attention is plain matmuls (the fused kernel falls
-back to a slow path on CPUs). Both variants compute the same function: the polynomials are within ~1e-6
-of the exact functions, far inside the 1e-4 logit parity with megabyte-pytorch that the tests check.
-`model.py` calls `gelu` and `attention` and never asks which device it runs on.
+Three variants compute the same function:
+- `gpu` (Metal or CUDA): MLX's exact ops. `mx.compile` fuses `nn.gelu` into one kernel, and
+  `mx.fast.scaled_dot_product_attention` is a fused attention.
+- `native` (a CPU, with the optional C++ extension `mlx_megabyte._native` built): fused, vectorised,
+  threaded kernels for the hot spots of a training step (GELU, the token-shifted RMSNorm, causal and
+  windowed self-attention, the cross-entropy, AdamW). On x86 Linux, MLX's CPU elementwise kernels run
+  scalar on one core (its SIMD layer has vector code for Apple only) and batched matmuls of small heads
+  are one BLAS call per head: a `small` training step spent ~85% of its time outside its matmuls.
+- `cpu` (a CPU without the extension): GELU and softmax as polynomials of multiplies, adds and one
+  division in small compiled kernels, each with a hand-written gradient, and attention as plain
+  matmuls (MLX's fused attention falls back to a slow path on CPUs).
+The polynomials are within ~1e-6 of the exact functions, far inside the 1e-4 logit parity with
+megabyte-pytorch that the tests check. Model code calls the functions below and never asks which
+device it runs on.
 
-Two lessons behind the shapes of this code, measured on MLX 0.32:
+Two lessons behind the shapes of the `cpu` code, measured on MLX 0.32:
 - A compiled function fuses into loops of limited depth (11 ops, scalar broadcasts included); a deep
   expression is split into several worse kernels, so these are kept shallow (Estrin, not Horner).
 - `shapeless=True` compiles generic strided loops, several times slower than shape-specialised ones.
@@ -19,29 +24,62 @@ Two lessons behind the shapes of this code, measured on MLX 0.32:
 from __future__ import annotations
 
 import contextlib
+import importlib
+import os
+from functools import lru_cache
 
 import mlx.core as mx
 import mlx.nn as nn
 
-VARIANTS = ("cpu", "gpu")
+VARIANTS = ("gpu", "native", "cpu")
+NATIVE_OPT_OUT = "MLX_MEGABYTE_NO_NATIVE"
 _forced: str | None = None
 
 
+def _load_native():
+    """The extension module and a line saying what was loaded, or None and why not."""
+    if os.environ.get(NATIVE_OPT_OUT, "") not in ("", "0"):
+        return None, f"disabled by {NATIVE_OPT_OUT}"
+    try:
+        _native = importlib.import_module(f"{__package__}._native")
+    except ImportError as error:
+        return None, f"not built ({error}); reinstall with a C++ compiler present: pip install -e ."
+    if _native.mlx_version() != mx.__version__:
+        return None, (f"built for MLX {_native.mlx_version()}, running {mx.__version__}: rebuild it with "
+                      "pip install -e . (the pure-MLX kernels are used meanwhile)")
+    return _native, f"{_native.isa()} kernels on {_native.threads()} threads"
+
+
+_native, native_status = _load_native()
+
+
+def available_variants() -> tuple[str, ...]:
+    """The variants this installation can run (`native` needs the extension; `gpu` can be forced on a CPU)."""
+    return tuple(v for v in VARIANTS if v != "native" or _native is not None)
+
+
 def variant() -> str:
-    """'gpu' (MLX's exact fused ops) when the default device is a GPU, else 'cpu' (the polynomials and
-    matmul attention below), unless `forced`. Read when a function is traced, so a compiled step keeps
-    the kernels of the device it was compiled for."""
+    """'gpu' when the default device is a GPU, else 'native' when the extension is loaded, else 'cpu',
+    unless `forced`. Read when a function is traced, so a compiled step keeps the kernels of the device
+    it was compiled for."""
     if _forced is not None:
         return _forced
-    return "gpu" if mx.default_device().type == mx.DeviceType.gpu else "cpu"
+    if mx.default_device().type == mx.DeviceType.gpu:
+        return "gpu"
+    return "native" if _native is not None else "cpu"
+
+
+def _native_for(*arrays) -> bool:
+    """Whether the native kernels take these inputs: float32 (mixed precision keeps the MLX ops)."""
+    return variant() == "native" and all(a.dtype == mx.float32 for a in arrays)
 
 
 @contextlib.contextmanager
 def forced(name: str):
-    """Use one variant whatever the device (tests run the GPU variant on a CPU to compare the two)."""
+    """Use one variant whatever the device (tests run every variant on a CPU to compare them)."""
     global _forced
-    if name not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {name!r}")
+    if name not in available_variants():
+        raise ValueError(f"variant must be one of {available_variants()}, got {name!r}")
     previous, _forced = _forced, name
     try:
         yield
@@ -51,7 +89,19 @@ def forced(name: str):
 
 def gelu(x: mx.array) -> mx.array:
     """torch's nn.GELU(): x * Phi(x) with the exact erf."""
-    return nn.gelu(x) if variant() == "gpu" else gelu_polynomial(x)
+    if variant() == "gpu":
+        return nn.gelu(x)
+    return _native_gelu(x) if _native_for(x) else gelu_polynomial(x)
+
+
+@mx.custom_function
+def _native_gelu(x):
+    return _native.gelu(x)
+
+
+@_native_gelu.vjp
+def _native_gelu_vjp(x, cotangent, output):
+    return _native.gelu_grad(x, cotangent)
 
 # GELU. torch's nn.GELU() is x * Phi(x) with the exact erf; MLX's erf was half of the 40m model's
 # forward time on this CPU. So erf(x / sqrt 2) comes from
@@ -214,3 +264,123 @@ def _banded(q, k, v, scale, dropout, window, block=None):
     else:
         out = _matmul_attention(q, k, v, scale, dropout, mask)  # (N, H, blocks, block, D)
     return out.reshape(N, H, blocks * block, D)[:, :, :T]
+
+
+# --- token shift and RMSNorm ----------------------------------------------------------------------------
+
+
+def token_shift(x: mx.array, previous: mx.array | None = None) -> mx.array:
+    """RWKV's token shift, as lucidrains applies it before every attention and feed-forward:
+    the second half of the features comes from the previous position (zeros before the first).
+
+    x: (N, T, D). `previous` is the row before x[:, 0] (N, 1, D) when x continues a cached sequence.
+    torch.chunk(2) gives the first half the odd feature, so the split is at ceil(D / 2).
+    """
+    split = (x.shape[-1] + 1) // 2
+    kept, shifted = x[..., :split], x[..., split:]
+    before = mx.zeros_like(shifted[:, :1]) if previous is None else previous[..., split:]
+    shifted = mx.concatenate([before, shifted[:, :-1]], axis=1)
+    return mx.concatenate([kept, shifted], axis=-1)
+
+
+def rms_norm(x: mx.array, weight: mx.array, eps: float, shift: bool = False) -> mx.array:
+    """lucidrains' RMSNorm of x (..., D), x / max(|x| / sqrt(D), eps) * weight; of `token_shift(x)`
+    with `shift` (x is then (N, T, D)), which the native kernel does in the same pass. Not
+    `mx.fast.rms_norm`, which adds eps under the square root: the two differ for small norms. In mixed
+    precision the statistics are float32 and the result has x's dtype."""
+    if _native_for(x, weight):
+        return _native_rms_norm(x.shape[-2] if shift else 1, shift, x.shape[-1] ** -0.5, eps)(x, weight)
+    if shift:
+        x = token_shift(x)
+    dtype = x.dtype
+    x = x.astype(mx.float32)
+    norm = mx.sqrt(mx.sum(mx.square(x), axis=-1, keepdims=True)) * x.shape[-1] ** -0.5
+    return (x / mx.maximum(norm, eps) * weight).astype(dtype)
+
+
+@lru_cache(maxsize=None)
+def _native_rms_norm(sequence: int, shift: bool, scale: float, eps: float):
+    @mx.custom_function
+    def norm(x, weight):
+        return _native.rms_norm(x, weight, sequence, shift, scale, eps)
+
+    @norm.vjp
+    def norm_vjp(primals, cotangents, outputs):
+        x, weight = primals
+        return _native.rms_norm_grad(x, weight, outputs[1], cotangents[0], sequence, shift, scale, eps)
+
+    return lambda x, weight: norm(x, weight)[0]
+
+
+# --- self-attention from projections ----------------------------------------------------------------
+
+
+def self_attention(q: mx.array, kv: mx.array, heads: int, scale: float, dropout: float = 0.0,
+                   window: int | None = None, rotary: bool = False) -> mx.array:
+    """Causal self-attention of T positions from their projections: q (N, T, H * D) and kv (N, T,
+    2 * H * D), keys then values (lucidrains' to_kv); -> (N, T, H * D), ready for the output projection.
+
+    `window`: each query sees only the last `window` positions up to its own. `rotary`: rotary
+    positions 0 .. T - 1 on queries and keys (base 10000, rotate-half, as mx.fast.rope with
+    traditional=False). The native kernel reads the heads where the projections put them and writes
+    the result in the same layout: no transposes, no split of kv, no T x T scores in memory."""
+    N, T, inner = q.shape
+    if dropout == 0.0 and _native_for(q, kv):
+        return _native_attention(heads, scale, window or 0, rotary)(q, kv)
+    dim_head = inner // heads
+    k, v = mx.split(kv, 2, axis=-1)
+    q, k, v = (t.reshape(N, T, heads, dim_head).transpose(0, 2, 1, 3) for t in (q, k, v))
+    if rotary:
+        q = mx.fast.rope(q, dim_head, traditional=False, base=10000.0, scale=1.0, offset=0)
+        k = mx.fast.rope(k, dim_head, traditional=False, base=10000.0, scale=1.0, offset=0)
+    out = attention(q, k, v, scale, dropout, window=window)
+    return out.transpose(0, 2, 1, 3).reshape(N, T, inner)
+
+
+@lru_cache(maxsize=None)
+def _native_attention(heads: int, scale: float, window: int, rotary: bool):
+    @mx.custom_function
+    def attend(q, kv):
+        return _native.attention(q, kv, heads, scale, window, rotary)
+
+    @attend.vjp
+    def attend_vjp(primals, cotangents, outputs):
+        q, kv = primals
+        out, lse = outputs
+        return _native.attention_grad(q, kv, out, lse, cotangents[0], heads, scale, window, rotary)
+
+    return lambda q, kv: attend(q, kv)[0]
+
+
+# --- the loss and the optimizer -------------------------------------------------------------------------
+
+
+def cross_entropy(logits: mx.array, targets: mx.array) -> mx.array:
+    """Per-position cross-entropy (nats, float32) of logits (..., V) against integer targets (...)."""
+    if _native_for(logits):
+        return _native_cross_entropy(logits, targets.astype(mx.int32))[0]
+    return nn.losses.cross_entropy(logits.astype(mx.float32), targets.astype(mx.int32), reduction="none")
+
+
+@mx.custom_function
+def _native_cross_entropy(logits, targets):
+    return _native.cross_entropy(logits, targets)
+
+
+@_native_cross_entropy.vjp
+def _native_cross_entropy_vjp(primals, cotangents, outputs):
+    logits, targets = primals
+    return _native.cross_entropy_grad(logits, targets, outputs[1], cotangents[0]), mx.zeros_like(targets)
+
+
+def fused_adamw(parameters: list[mx.array]) -> bool:
+    """Whether `adamw` runs these parameters in the native kernel (float32, the native variant)."""
+    return _native_for(*parameters)
+
+
+def adamw(learning_rate, gradients, parameters, first, second, decay, betas, eps, max_norm):
+    """One AdamW step of MLX's formula (no bias correction) over lists of arrays, in one native pass:
+    the gradients' global norm first, then, with the gradients scaled as `optim.clip_grad_norm` scales
+    them (max_norm 0: unclipped), the new moments and parameters. Returns (norm, parameters, first
+    moments, second moments). Only where `fused_adamw` says so."""
+    return _native.adamw(learning_rate, gradients, parameters, first, second, decay, betas[0], betas[1], eps, max_norm)

@@ -27,38 +27,20 @@ from mlx.utils import tree_flatten
 
 from .cache import KVCache, MegabyteCache
 from .config import ModelConfig
-from .kernels import attention, gelu
-
-
-def token_shift(x: mx.array, previous: mx.array | None = None) -> mx.array:
-    """RWKV's token shift, as lucidrains applies it before every attention and feed-forward:
-    the second half of the features comes from the previous position (zeros before the first).
-
-    x: (N, T, D). `previous` is the row before x[:, 0] (N, 1, D) when x continues a cached sequence.
-    torch.chunk(2) gives the first half the odd feature, so the split is at ceil(D / 2).
-    """
-    split = (x.shape[-1] + 1) // 2
-    kept, shifted = x[..., :split], x[..., split:]
-    before = mx.zeros_like(shifted[:, :1]) if previous is None else previous[..., split:]
-    shifted = mx.concatenate([before, shifted[:, :-1]], axis=1)
-    return mx.concatenate([kept, shifted], axis=-1)
+from .kernels import attention, cross_entropy, gelu, rms_norm, self_attention, token_shift
 
 
 class RMSNorm(nn.Module):
-    """lucidrains' RMSNorm: x / max(||x|| / sqrt(D), eps) * g. Not `mx.fast.rms_norm`, which adds eps
-    under the square root; the two differ for small norms."""
+    """lucidrains' RMSNorm: x / max(||x|| / sqrt(D), eps) * g (kernels.rms_norm); of the token-shifted
+    x with `shift`."""
 
     def __init__(self, dims: int, eps: float = 1e-8):
         super().__init__()
         self.weight = mx.ones((dims,))
         self.eps = eps
-        self.scale = dims**-0.5
 
-    def __call__(self, x):
-        if x.dtype != mx.float32:  # mixed precision: the statistics in float32, the result in x's dtype
-            return self(x.astype(mx.float32)).astype(x.dtype)
-        norm = mx.sqrt(mx.sum(mx.square(x), axis=-1, keepdims=True)) * self.scale
-        return x / mx.maximum(norm, self.eps) * self.weight
+    def __call__(self, x, shift: bool = False):
+        return rms_norm(x, self.weight, self.eps, shift)
 
 
 class Attention(nn.Module):
@@ -74,22 +56,23 @@ class Attention(nn.Module):
         self.key_value = nn.Linear(dims, 2 * inner, bias=False)  # keys then values, as lucidrains' to_kv
         self.out = nn.Linear(inner, dims, bias=False)
 
-    def __call__(self, x, cache=None):
+    def __call__(self, x, cache=None, shift: bool = False):
+        """x (N, T, D). With `shift` (a whole sequence, no cache) x is token-shifted here, in the norm's
+        pass; a cached sequence is shifted by the caller, which knows the row before."""
         N, T, _ = x.shape
-        x = self.norm(x)
+        x = self.norm(x, shift)
+        dropout = self.dropout if self.training else 0.0
+        if cache is None:
+            return self.out(self_attention(self.query(x), self.key_value(x), self.heads, self.scale, dropout,
+                                           rotary=self.rotary))
         q = self.query(x)
         k, v = mx.split(self.key_value(x), 2, axis=-1)
         q, k, v = (t.reshape(N, T, self.heads, self.dim_head).transpose(0, 2, 1, 3) for t in (q, k, v))
-
-        offset = 0 if cache is None else cache.offset
         if self.rotary:
             # Same rotation as lucidrains' apply_rotary_pos_emb (theta 10000, halves rotated together).
-            q = mx.fast.rope(q, self.dim_head, traditional=False, base=10000.0, scale=1.0, offset=offset)
-            k = mx.fast.rope(k, self.dim_head, traditional=False, base=10000.0, scale=1.0, offset=offset)
-        if cache is not None:
-            k, v = cache.update_and_fetch(k, v)
-
-        dropout = self.dropout if self.training else 0.0
+            q = mx.fast.rope(q, self.dim_head, traditional=False, base=10000.0, scale=1.0, offset=cache.offset)
+            k = mx.fast.rope(k, self.dim_head, traditional=False, base=10000.0, scale=1.0, offset=cache.offset)
+        k, v = cache.update_and_fetch(k, v)
         out = attention(q, k, v, self.scale, dropout)
         return self.out(out.transpose(0, 2, 1, 3).reshape(N, T, -1))
 
@@ -104,8 +87,8 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.down = nn.Linear(dims * mult, dims)
 
-    def __call__(self, x):
-        return self.down(self.dropout(gelu(self.up(self.norm(x)))))
+    def __call__(self, x, shift: bool = False):
+        return self.down(self.dropout(gelu(self.up(self.norm(x, shift)))))
 
 
 class Block(nn.Module):
@@ -115,11 +98,13 @@ class Block(nn.Module):
         self.feed_forward = FeedForward(dims, config.ff_mult, config.ff_dropout)
 
     def __call__(self, x, cache=None):
-        # Each sublayer sees the token-shifted input; the residual adds the unshifted one.
-        previous = cache.previous_row("attention", x) if cache is not None else None
-        x = x + self.attention(token_shift(x, previous), cache)
-        previous = cache.previous_row("feed_forward", x) if cache is not None else None
-        return x + self.feed_forward(token_shift(x, previous))
+        # Each sublayer sees the token-shifted input; the residual adds the unshifted one. A whole
+        # sequence is shifted inside the sublayer's norm (one pass); a cached one needs the row before.
+        if cache is None:
+            x = x + self.attention(x, shift=True)
+            return x + self.feed_forward(x, shift=True)
+        x = x + self.attention(token_shift(x, cache.previous_row("attention", x)), cache)
+        return x + self.feed_forward(token_shift(x, cache.previous_row("feed_forward", x)))
 
 
 class Transformer(nn.Module):
@@ -307,8 +292,6 @@ def summed_loss(model: MEGABYTE, ids: mx.array) -> tuple[mx.array, mx.array]:
     """(summed cross-entropy, number of bytes != pad_id): sums that add up exactly across batches and
     windows of any length, for validation and evaluation."""
     logits = model(ids, include_start=True)[:, :-1]  # [:, t] predicts byte t
-    if logits.dtype != mx.float32:  # mixed precision: the loss in float32
-        logits = logits.astype(mx.float32)
-    losses = nn.losses.cross_entropy(logits, ids.astype(mx.int32), reduction="none")
+    losses = cross_entropy(logits, ids)  # float32, whatever the logits' dtype (mixed precision)
     counted = ids != model.config.pad_id
     return mx.sum(losses * counted), mx.sum(counted)

@@ -41,7 +41,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from .cache import KVCache
-from .kernels import attention
+from .kernels import attention, self_attention
 from .model import FeedForward, RMSNorm, _checkpointed
 
 BYTES_PER_GLOBAL = 4  # default global_length = context_length / this (the paper uses 6 for its corpora)
@@ -213,6 +213,10 @@ class Attention(nn.Module):
     def __call__(self, x, cache=None, mask=None):
         N, T, _ = x.shape
         x = self.norm(x)
+        dropout = self.dropout if self.training else 0.0
+        if cache is None and mask is None:
+            return self.out(self_attention(self.query(x), self.key_value(x), self.heads, self.scale, dropout,
+                                           window=self.window, rotary=self.rotary))
         q = self.query(x)
         k, v = mx.split(self.key_value(x), 2, axis=-1)
         q, k, v = (t.reshape(N, T, self.heads, self.dim_head).transpose(0, 2, 1, 3) for t in (q, k, v))
@@ -224,7 +228,6 @@ class Attention(nn.Module):
             k, v = cache.update_and_fetch(k, v)
             if self.window is not None and k.shape[2] > self.window + T - 1:  # older keys are out of sight
                 k, v = k[..., -(self.window + T - 1) :, :], v[..., -(self.window + T - 1) :, :]
-        dropout = self.dropout if self.training else 0.0
         out = attention(q, k, v, self.scale, dropout, window=self.window, mask=mask)
         return self.out(out.transpose(0, 2, 1, 3).reshape(N, T, -1))
 

@@ -21,7 +21,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_flatten, tree_map
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,7 +30,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from . import checkpoint, data, distributed
+from . import checkpoint, data, distributed, kernels
 from .checkpoint import assign_leaves
 from .cli import SEED_LIMIT
 from .errors import UserError
@@ -153,6 +153,42 @@ class AdamW(optim.AdamW):
             return optim.Adam.apply_single(self, gradient, parameter, state)
         return super().apply_single(gradient, parameter, state)
 
+    def clip_and_update(self, model, gradients, max_norm: float) -> mx.array:
+        """`optim.clip_grad_norm(gradients, max_norm)` (0: unclipped) and `update(model, ...)` in one;
+        returns the gradients' global norm. Where kernels.fused_adamw allows, both are one native pass
+        over every parameter instead of a dozen elementwise passes each (the 40m preset's update took
+        500 ms of a ~3 s step on a 2-core CPU); otherwise MLX's own functions."""
+        flat = tree_flatten(gradients)
+        parameters = dict(tree_flatten(model.trainable_parameters()))
+        if not kernels.fused_adamw([parameters[k] for k, _ in flat] + [g for _, g in flat]):
+            if max_norm > 0:
+                gradients, norm = optim.clip_grad_norm(gradients, max_norm)
+            else:
+                norm = mx.sqrt(sum(mx.sum(g.astype(mx.float32) ** 2) for _, g in flat))
+            self.update(model, gradients)
+            return norm
+        if not self._initialized:
+            self.init(gradients)
+        for name, scheduler in self._schedulers.items():  # as Optimizer.apply_gradients does
+            self.state[name] = scheduler(self.step)
+        self.state["step"] = self.step + 1
+        states = [_leaf(self.state, name) for name, _ in flat]  # each parameter's {"m", "v"}
+        params = [parameters[name] for name, _ in flat]
+        norm, new, first, second = kernels.adamw(
+            self.learning_rate.astype(mx.float32), [g for _, g in flat], params, [s["m"] for s in states],
+            [s["v"] for s in states], [self.weight_decay if p.ndim >= 2 else 0.0 for p in params], self.betas,
+            self.eps, max_norm)
+        for state, m, v in zip(states, first, second):
+            state["m"], state["v"] = m, v
+        model.update(tree_unflatten(list(zip([name for name, _ in flat], new))))
+        return norm
+
+
+def _leaf(tree, dotted: str):
+    for part in dotted.split("."):
+        tree = tree[int(part)] if isinstance(tree, list) else tree[part]
+    return tree
+
 
 def learning_rate_schedule(config: TrainingConfig):
     """Linear warm-up to the peak, then cosine decay to a tenth of it at the last step."""
@@ -237,13 +273,12 @@ class TrainStep:
             return loss, grads
 
         def update(grads):
+            if not loss_scaling:
+                return optimizer.clip_and_update(model, grads, grad_clip), mx.array(True)
             if grad_clip > 0:
                 clipped, norm = optim.clip_grad_norm(grads, grad_clip)
             else:
                 clipped, norm = grads, mx.sqrt(sum(mx.sum(g.astype(mx.float32) ** 2) for _, g in tree_flatten(grads)))
-            if not loss_scaling:
-                optimizer.update(model, clipped)
-                return norm, mx.array(True)
             # An overflowing step is computed and thrown away: weights and optimizer state keep their values.
             finite = mx.all(mx.stack([mx.all(mx.isfinite(g)) for _, g in tree_flatten(grads)]))
             weights, moments = model.parameters(), dict(tree_flatten(optimizer.state))

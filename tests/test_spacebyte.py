@@ -182,7 +182,7 @@ def test_gradient_checkpointing_leaves_gradients_unchanged():
 # --- cached generation ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", kernels.VARIANTS)
+@pytest.mark.parametrize("variant", kernels.available_variants())
 def test_cached_logits_equal_full_recomputation_at_every_position(variant):
     """Two rows whose boundaries fall at different bytes (the global blocks step for one row, not the
     other), past the global length, with a window shorter than the context."""
