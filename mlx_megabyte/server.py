@@ -619,6 +619,14 @@ def main(argv=None):
 
     app = App(load, name, args)  # loaded by the generation thread
     try:
+        serve(app, args, name)
+    finally:
+        app.batcher.stop()  # whatever ended the server: the process must not exit before it (see Batcher.stop)
+
+
+def serve(app: App, args, name: str) -> None:
+    """Listen where the flags say, announce the address, and answer requests until interrupted."""
+    try:
         server = Server((args.host, args.port), Handler, app)
     except OSError as error:
         raise UserError(f"cannot listen on {args.host}:{args.port} ({error.strerror or error})") from None
@@ -630,7 +638,6 @@ def main(argv=None):
         server.serve_forever()
     finally:
         server.server_close()
-        app.batcher.stop()
 
 
 if __name__ == "__main__":

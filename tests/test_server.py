@@ -365,6 +365,35 @@ def test_openai_client(server, model):
     assert "".join(pieces) == want
 
 
+@pytest.fixture(scope="module")
+def spacebyte_weights(tmp_path_factory):
+    from mlx_megabyte.models import architecture, build
+
+    path = tmp_path_factory.mktemp("server") / "spacebyte"
+    save(build(architecture("spacebyte").presets["tiny"]), path)
+    return path
+
+
+def test_every_start_up_failure_exits_1_with_one_line(weights, spacebyte_weights):
+    """The error was right, but the process then often died by SIGABRT (exit 134, "terminate called
+    without an active exception"): a race with the generation thread, so it is tried many times."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        for attempt in range(12):
+            result = run("-m", "mlx_megabyte.server", "--model", str(weights), "--port", str(port), timeout=60)
+            assert result.returncode == 1, (attempt, result.returncode, result.stderr)
+            one_line_error(result, f"cannot listen on 127.0.0.1:{port}", "in use")
+    finally:
+        taken.close()
+    for attempt in range(8):
+        result = run("-m", "mlx_megabyte.server", "--model", str(spacebyte_weights), "--port", "0", timeout=60)
+        assert result.returncode == 1, (attempt, result.returncode, result.stderr)
+        one_line_error(result, "runs MEGABYTE models only")
+
+
 def test_refuses_a_public_address_without_a_key(weights):
     one_line_error(run("-m", "mlx_megabyte.server", "--model", str(weights), "--host", "0.0.0.0",
                        env={"MLX_MEGABYTE_API_KEY": ""}, timeout=60), "refusing to serve on 0.0.0.0", "--api-key")
