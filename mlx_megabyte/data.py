@@ -121,6 +121,11 @@ def jsonl_documents(path: Path) -> Iterator[str]:
                 continue
             if not isinstance(text, str):
                 raise UserError(f"{path}:{number}: 'text' holds a {type(text).__name__}, not a string")
+            try:  # JSON can escape a lone UTF-16 surrogate ("\ud800"), which no UTF-8 text holds
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise UserError(f"{path}:{number}: the text holds a lone UTF-16 surrogate "
+                                f"(\\u{ord(text[error.start]):04x}), which is not text") from None
             yield text.strip()
 
 

@@ -87,8 +87,21 @@ def _get(body: dict, name: str, kinds, default, check=None, what: str = ""):
                        "invalid_type")
     if kinds == (int, float):
         value = float(value)
+    if kinds is str:
+        _text(value, name)
     if check is not None and not check(value):
         raise ApiError(400, f"'{name}' must be {what}, got {value!r}", name, "invalid_value")
+    return value
+
+
+def _text(value: str, name: str) -> str:
+    """`value` if it is text. JSON can carry a lone UTF-16 surrogate ("\\ud800") that no UTF-8 text holds:
+    refused, naming the field, before anything tries to encode it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ApiError(400, f"'{name}' holds a lone UTF-16 surrogate (\\u{ord(value[error.start]):04x}), which "
+                       "is not text", name, "invalid_text") from None
     return value
 
 
@@ -112,6 +125,8 @@ def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple
     elif not isinstance(prompt, str):
         raise ApiError(400, "'prompt' must be a string, a list of one string, or a list of byte values 0-255",
                        "prompt", "invalid_type")
+    else:
+        _text(prompt, "prompt")
     fields = {name: _get(body, name, str, "") for name in ("features", "words", "summary")}
     if any(fields.values()):  # TinyStories-Instruct, as `generate --instruct` builds it
         prefix = instruct_prompt(**fields)
@@ -140,6 +155,8 @@ def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple
     if not isinstance(stop, list) or len(stop) > MAX_STOP or not all(isinstance(s, str) and s for s in stop):
         raise ApiError(400, f"'stop' must be a string or a list of up to {MAX_STOP} non-empty strings", "stop",
                        "invalid_type")
+    for text in stop:
+        _text(text, "stop")
 
     bias = _get(body, "logit_bias", dict, {})
     try:

@@ -74,6 +74,14 @@ def test_bad_inputs_are_user_errors(tmp_path):
         data.prepare(str(tmp_path / "empty.txt"), cache_dir=tmp_path / "cache")
 
 
+def test_a_lone_surrogate_in_a_jsonl_text_is_one_line_naming_the_line(tmp_path):
+    """JSON can escape a lone UTF-16 surrogate, which is no text (once a traceback from the encoder)."""
+    (tmp_path / "d.jsonl").write_text('{"text": "fine"}\n{"text": "Once \\ud800 upon a time"}\n')
+    result = run("-m", "mlx_megabyte.train", "--preset", "tiny", "--data", str(tmp_path / "d.jsonl"),
+                 "--cache-dir", str(tmp_path / "cache"), "--save-path", str(tmp_path / "run"))
+    one_line_error(result, "d.jsonl:2", "lone UTF-16 surrogate (\\ud800)")
+
+
 def test_hub_schema_from_local_files(tmp_path):
     """The hub code path on local folders laid out like roneneldan/TinyStories (parquet, a story per row)
     and roneneldan/TinyStoriesInstruct (text files, a line per row, <|endoftext|> lines between records)."""

@@ -270,6 +270,21 @@ def test_hostile_input_gets_a_clean_4xx_and_the_server_keeps_serving(server, cas
     assert server.request("GET", "/health")[0] == 200
 
 
+SURROGATES = [("prompt", b'"prompt": "\\ud800 abc"'), ("prompt", b'"prompt": ["abc \\udcff"]'),
+              ("features", b'"features": "\\ud800"'), ("words", b'"words": "cat, \\ud83d"'),
+              ("summary", b'"summary": "\\udfff"'), ("stop", b'"stop": "\\ud800"'), ("stop", b'"stop": ["a", "\\ud800"]')]
+
+
+@pytest.mark.parametrize("field,member", SURROGATES, ids=[f"{f}{i}" for i, (f, _) in enumerate(SURROGATES)])
+def test_a_lone_surrogate_in_any_string_is_a_400_naming_the_field(server, field, member):
+    """JSON may escape a lone UTF-16 surrogate, which is no text: once a dropped connection and a traceback."""
+    body = b'{"max_tokens": 5, ' + member + b"}"
+    status, _, reply = server.request("POST", "/v1/completions", raw=body)
+    assert status == 400 and reply["error"]["param"] == field and reply["error"]["code"] == "invalid_text", reply
+    assert "surrogate" in reply["error"]["message"]
+    assert server.request("GET", "/health")[0] == 200
+
+
 def test_unknown_fields_are_ignored_and_bytes_are_a_prompt(server, model):
     reply = server.complete(prompt=list(b"Once"), max_tokens=10, temperature=0.0, frequency_penalty=0.5,
                             user="someone", model="anything", suffix=None)
