@@ -117,6 +117,9 @@ def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple
     """
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", None, "invalid_body")
+    if "messages" in body:  # not a story from an empty prompt
+        raise ApiError(400, "'messages' makes this a chat request: send it to /v1/chat/completions "
+                       "(/v1/completions takes a 'prompt')", "messages", "wrong_endpoint")
     prompt = body.get("prompt", "")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
@@ -158,13 +161,11 @@ def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple
     for text in stop:
         _text(text, "stop")
 
-    bias = _get(body, "logit_bias", dict, {})
-    try:
-        bias = {int(k): float(v) for k, v in bias.items() if not isinstance(v, bool)}
-        assert all(0 <= k < config.num_tokens and -100 <= v <= 100 for k, v in bias.items())
-    except (ValueError, TypeError, AssertionError):
-        raise ApiError(400, "'logit_bias' must map byte values (0-255) to numbers from -100 to 100", "logit_bias",
-                       "invalid_value") from None
+    bias = _logit_bias(_get(body, "logit_bias", dict, {}), config.num_tokens)
+    include_usage = options.get("include_usage")
+    if include_usage is not None and not isinstance(include_usage, bool):
+        raise ApiError(400, "'stream_options.include_usage' must be true or false, got "
+                       f"{json.dumps(include_usage)[:40]}", "stream_options.include_usage", "invalid_type")
 
     raw = prompt if isinstance(prompt, bytes) else encode_prompt(prompt, story_start=False)
     fitted, notice = fit_context(encode_prompt(raw), config.context_length)
@@ -175,8 +176,25 @@ def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple
     job = Job(prompt=fitted, prompt_text=raw, n=n, max_tokens=max_tokens, sampler=sampler,
               settings=(*settings, tuple(sorted(bias.items()))), seed=seed, stop=tuple(stop), logprobs=logprobs, echo=echo)
     echoed = raw.decode("utf-8", "replace") if echo else ""
-    return job, {"stream": stream, "echo": echoed, "include_usage": options.get("include_usage") is True,
-                 "notice": notice}
+    return job, {"stream": stream, "echo": echoed, "include_usage": include_usage is True, "notice": notice}
+
+
+def _logit_bias(bias: dict, vocab: int) -> dict[int, float]:
+    """OpenAI's logit_bias, checked: every key a token (here a byte value, "0" to "255" as written), every
+    value a number from -100 to 100. Nothing is dropped or coerced: `true`, "5" and " 3" are refused."""
+    out = {}
+    for key, value in bias.items():
+        if not (key.isascii() and key.isdigit() and str(int(key)) == key and int(key) < vocab):
+            raise ApiError(400, f"'logit_bias' keys must be byte values written as integers 0-{vocab - 1}, got "
+                           f"{json.dumps(key)[:40]}", "logit_bias", "invalid_value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ApiError(400, f"'logit_bias' values must be numbers, got {json.dumps(value)[:40]} for {key}",
+                           "logit_bias", "invalid_type")
+        if not -100 <= value <= 100:
+            raise ApiError(400, f"'logit_bias' values must be from -100 to 100, got {value} for {key}", "logit_bias",
+                           "invalid_value")
+        out[int(key)] = float(value)
+    return out
 
 
 def _no_constants(name: str):

@@ -256,6 +256,13 @@ HOSTILE = [
     ({"body": {"prompt": "a", "logprobs": 99}}, 400, "invalid_value"),
     ({"body": {"prompt": "a", "stream": "yes"}}, 400, "invalid_type"),
     ({"body": {"prompt": "a", "logit_bias": {"300": 1}}}, 400, "invalid_value"),
+    ({"body": {"prompt": "a", "logit_bias": {"3": True}}}, 400, "invalid_type"),  # once silently dropped
+    ({"body": {"prompt": "a", "logit_bias": {"3": "5"}}}, 400, "invalid_type"),  # once coerced to 5.0
+    ({"body": {"prompt": "a", "logit_bias": {" 3": 1}}}, 400, "invalid_value"),  # once read as byte 3
+    ({"body": {"prompt": "a", "logit_bias": {"3.0": 1}}}, 400, "invalid_value"),
+    ({"body": {"prompt": "a", "logit_bias": {"3": 101}}}, 400, "invalid_value"),
+    ({"body": {"prompt": "a", "stream": True, "stream_options": {"include_usage": "yes"}}}, 400, "invalid_type"),
+    ({"body": {"messages": [{"role": "user", "content": "Hi"}]}}, 400, "wrong_endpoint"),
     ({"raw": b"x" * (2 << 20)}, 413, "body_too_large"),
     ({"path": "/v1/nothing", "body": {}}, 404, "not_found"),
     ({"method": "GET", "path": "/v1/completions"}, 405, "method_not_allowed"),
@@ -283,6 +290,15 @@ def test_a_lone_surrogate_in_any_string_is_a_400_naming_the_field(server, field,
     assert status == 400 and reply["error"]["param"] == field and reply["error"]["code"] == "invalid_text", reply
     assert "surrogate" in reply["error"]["message"]
     assert server.request("GET", "/health")[0] == 200
+
+
+def test_a_chat_body_on_the_completions_endpoint_points_to_the_chat_endpoint(server):
+    status, _, reply = server.request("POST", "/v1/completions", {"messages": [{"role": "user", "content": "Hi"}]})
+    assert status == 400 and reply["error"]["param"] == "messages", reply  # once a story from an empty prompt
+    assert "/v1/chat/completions" in reply["error"]["message"]
+    status, _, reply = server.request("POST", "/v1/completions", {"prompt": "a", "stream": True,
+                                                                   "stream_options": {"include_usage": 1}})
+    assert status == 400 and reply["error"]["param"] == "stream_options.include_usage", reply
 
 
 def test_unknown_fields_are_ignored_and_bytes_are_a_prompt(server, model):
