@@ -22,7 +22,9 @@ import socket
 import sys
 import threading
 import time
+import traceback
 import uuid
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from ipaddress import ip_address
@@ -58,6 +60,12 @@ API_KEY_VARIABLE = "MLX_MEGABYTE_API_KEY"
 PLAYGROUND = {"/": ("index.html", "text/html; charset=utf-8"),
               "/playground.css": ("playground.css", "text/css; charset=utf-8"),
               "/playground.js": ("playground.js", "text/javascript; charset=utf-8")}
+# Every path and the methods it takes (the Allow header of a 405)
+ROUTES = {**{path: "GET, HEAD, OPTIONS" for path in (*PLAYGROUND, "/health", "/v1/models")},
+          "/v1/completions": "POST, OPTIONS"}
+# The standard library's own refusals, coded as the API's errors are
+STDLIB_ERRORS = {400: "bad_request", 414: "uri_too_long", 431: "headers_too_large", 501: "not_implemented",
+                 505: "http_version_not_supported"}
 
 
 class ApiError(Exception):
@@ -273,9 +281,12 @@ class Server(ThreadingHTTPServer):
 
     def process_request(self, request, client_address):
         if not self.slots.acquire(blocking=False):
+            error = ApiError(503, f"the server has {self.app.max_connections} open connections; retry in a moment",
+                             code="too_many_connections", kind="server_error")
+            data = json.dumps(error.body()).encode()
             try:
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
-                                b"Connection: close\r\n\r\n")
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" % len(data) + data)
             except OSError:
                 pass
             self.shutdown_request(request)
@@ -287,6 +298,11 @@ class Server(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
+
+    def handle_error(self, request, client_address):
+        """What escaped a handler (a bug: clients that go away are handled there), in one write so that
+        concurrent connections' lines do not interleave."""
+        sys.stderr.write(f"{client_address[0]} - internal error:\n{traceback.format_exc()}")
 
 
 class App:
@@ -304,17 +320,26 @@ class App:
 
 
 class Handler(BaseHTTPRequestHandler):
-    """One connection, one request (Connection: close): the body must arrive within `timeout` seconds."""
+    """One connection, one request (Connection: close): the body must arrive within `timeout` seconds.
+
+    Every answer is JSON in the API's error shape, the standard library's own refusals included (a garbled
+    request line, too many headers, an unknown method), and a client that goes away or is cut off costs
+    at most one line in the log, never a traceback.
+    """
 
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # a garbled request line still gets a status line (0.9 has none)
     server_version = "mlx-megabyte"
     server: Server
 
     def setup(self):
         self.timeout = self.server.app.timeout  # every read waits at most this long...
         super().setup()
+        self._dropped, self._drop_lock = False, threading.Lock()
+        self._answered = False
+        self._body_pending = False  # a body the client sends that was not read (yet)
         # ...and the whole request must have arrived by then too, however slowly it trickles in.
-        self._deadline = threading.Timer(self.timeout, self._drop)
+        self._deadline = threading.Timer(self.timeout, self._cut_off)
         self._deadline.daemon = True
         self._deadline.start()
 
@@ -322,46 +347,135 @@ class Handler(BaseHTTPRequestHandler):
         self._deadline.cancel()
         super().finish()
 
-    def _drop(self):
+    def handle(self):
+        try:
+            super().handle()
+        except (ConnectionError, TimeoutError) as error:  # the client left while it was read or answered
+            self._dropped_client(f"the connection broke ({type(error).__name__})")
+
+    def _cut_off(self):
+        self._dropped_client(f"its request did not arrive within {self.timeout:g} s")
         try:
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
+    def _dropped_client(self, why: str):
+        """Log a client that went away or was cut off: once, and only if it had begun a request (browsers
+        open spare connections that they never use, and closing those is no news)."""
+        with self._drop_lock:
+            if self._dropped:
+                return
+            self._dropped = True
+        if getattr(self, "raw_requestline", b""):
+            self.log_message("dropped: %s", why)
+
     def log_message(self, format, *args):
-        sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+        sys.stderr.write(f"{self.address_string()} - {format % args}\n")  # one write: lines do not interleave
+
+    def log_error(self, format, *args):
+        if args and isinstance(args[-1], TimeoutError):  # handle_one_request: a read or a write timed out
+            return self._dropped_client(f"it sent nothing for {self.timeout:g} s")
+        self.log_message(format, *args)
+
+    # --- what every request must be ---
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self._dropped:  # cut off while its headers trickled in: there is no one to answer
+            return False
+        problem = self._malformed()
+        if problem:
+            self.send_error(400, problem)
+            return False
+        lengths = self.headers.get_all("Content-Length") or ["0"]
+        self._body_pending = int(lengths[0]) > 0 or "Transfer-Encoding" in self.headers
+        return True
+
+    def _malformed(self) -> str | None:
+        """Why a parsed request cannot be served safely (RFC 9112 sections 3.2 and 6.3), or None. Two
+        Content-Length headers are refused, not "the first wins": a proxy in front that took the other
+        one would see a different request (request smuggling)."""
+        if len(self.requestline.split()) == 2:
+            return "HTTP/0.9 requests are not served; send HTTP/1.1"
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) > 1:
+            return "the request has more than one Host header"
+        if not hosts and self.request_version != "HTTP/1.0":
+            return "an HTTP/1.1 request needs a Host header"
+        lengths = self.headers.get_all("Content-Length") or []
+        if len(lengths) > 1:
+            return "the request has more than one Content-Length header"
+        if lengths and not (lengths[0].strip().isascii() and lengths[0].strip().isdigit()):
+            return f"Content-Length must be a number of bytes, got {lengths[0][:40]!r}"
+        return None
+
+    def send_error(self, code, message=None, explain=None):
+        """The standard library's own refusals (and _malformed's) in the API's JSON shape instead of its
+        HTML page. What the client sent is usually not all read: see _linger."""
+        if self._dropped:
+            return
+        text = message or HTTPStatus(code).phrase
+        if explain:
+            text += f" ({explain})"
+        self._send_json(code, ApiError(code, text, code=STDLIB_ERRORS.get(code, "bad_request")).body())
+        self._linger()
 
     # --- dispatch ---
 
     def do_GET(self):
-        self._deadline.cancel()
+        self._handle(self._get)
+
+    def do_HEAD(self):  # wherever GET works: the same status and headers, no body (see _send)
         self._handle(self._get)
 
     def do_POST(self):
         self._handle(self._post)
 
     def do_OPTIONS(self):
-        self._deadline.cancel()
-        self._handle(lambda: self._send_json(204, None))
+        self._handle(self._options)
+
+    def _other_method(self):
+        self._handle(lambda: self._raise(self._refusal(self._path())))
+
+    do_PUT = do_DELETE = do_PATCH = do_TRACE = do_CONNECT = _other_method
 
     def _handle(self, method):
         self.close_connection = True
         try:
             method()
         except ApiError as error:
-            try:
-                self._send_json(error.status, error.body(), error.headers)
-                if error.status == 413:
-                    self._linger()
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+            self._send_json(error.status, error.body(), error.headers)
+            if self._body_pending:
+                self._linger()
+        except (ConnectionError, TimeoutError):
+            raise  # handle() logs it
+        except Exception:  # a bug: the client gets a 500 if nothing was sent yet, the log the traceback
+            sys.stderr.write(f"{self.address_string()} - internal error in {self.requestline!r}:\n"
+                             f"{traceback.format_exc()}")
+            if not self._answered:
+                self._send_json(500, ApiError(500, "internal server error", code="internal_error",
+                                              kind="server_error").body())
+
+    @staticmethod
+    def _raise(error: ApiError):
+        raise error
+
+    def _path(self) -> str:
+        return self.path.split("?", 1)[0]
+
+    def _refusal(self, path: str) -> ApiError:
+        """404 for a path that is not here, 405 (with the methods that are) for one that is."""
+        if path not in ROUTES:
+            return ApiError(404, f"no endpoint {path}", code="not_found")
+        return ApiError(405, f"{self.command} is not allowed on {path} (allowed: {ROUTES[path]})",
+                        code="method_not_allowed", headers={"Allow": ROUTES[path]})
 
     def _linger(self, limit: int = 64 << 20, seconds: float = 2.0):
         """After refusing a body unread, take in what the client is still sending (for a moment, up to a
         limit) before closing: closing on unread data resets the connection, and the client would see
-        a broken pipe instead of the 413."""
+        a broken pipe instead of the refusal."""
         try:
             self.connection.shutdown(socket.SHUT_WR)
             self.connection.settimeout(seconds)
@@ -375,7 +489,7 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
     def _get(self):
-        path = self.path.split("?", 1)[0]
+        path = self._path()
         if path in PLAYGROUND:
             name, kind = PLAYGROUND[path]
             data = resources.files(__package__).joinpath("playground", name).read_bytes()
@@ -386,17 +500,18 @@ class Handler(BaseHTTPRequestHandler):
             return self._send_json(200, {"status": "ok", **app.batcher.status()})
         if path == "/v1/models":
             return self._send_json(200, {"object": "list", "data": [self._model_card()]})
-        if path == "/v1/completions":
-            raise ApiError(405, "use POST for /v1/completions", code="method_not_allowed")
-        raise ApiError(404, f"no endpoint {path}", code="not_found")
+        raise self._refusal(path)
+
+    def _options(self):
+        path = self._path()
+        self._send(204, b"", None, {"Allow": ROUTES[path]} if path in ROUTES else None)
 
     def _post(self):
-        path = self.path.split("?", 1)[0]
+        path = self._path()
         self._authorize()
-        body = self._read_body()
         if path != "/v1/completions":
-            raise ApiError(404 if path not in PLAYGROUND and path not in ("/health", "/v1/models") else 405,
-                           f"no POST endpoint {path}", code="not_found")
+            raise self._refusal(path)
+        body = self._read_body()
         try:
             request = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
         except UnicodeDecodeError:
@@ -418,27 +533,30 @@ class Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding"):
             raise ApiError(411, "send the body with a Content-Length, not chunked", code="length_required")
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        length = self.headers.get("Content-Length")  # one, and a number: see _malformed
+        if length is None:
             raise ApiError(411, "a Content-Length header is required", code="length_required")
-        if int(length) > self.server.app.max_body:
-            raise ApiError(413, f"the body has {int(length)} bytes; the limit is {self.server.app.max_body}",
+        length = int(length)
+        if length > self.server.app.max_body:
+            raise ApiError(413, f"the body has {length} bytes; the limit is {self.server.app.max_body}",
                            code="body_too_large")
         try:
-            body = self.rfile.read(int(length))
+            body = self.rfile.read(length)
         except (TimeoutError, OSError):
             body = b""
-        if len(body) < int(length):
+        if len(body) < length:
             raise ApiError(408, "the request body did not arrive in time", code="timeout")
+        self._body_pending = False
         self._deadline.cancel()
         return body
 
     def _authorize(self):
+        """`Authorization: Bearer KEY`, the scheme in any case (RFC 9110 section 11.1)."""
         key = self.server.app.api_key
         if key is None:
             return
-        given = self.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
+        scheme, _, given = self.headers.get("Authorization", "").strip().partition(" ")
+        if not (scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), key.encode())):
             raise ApiError(401, "a valid API key is required: send 'Authorization: Bearer KEY'",
                            code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
@@ -559,19 +677,26 @@ class Handler(BaseHTTPRequestHandler):
     # --- responses ---
 
     def _send_json(self, status: int, body, headers: dict | None = None):
-        data = b"" if body is None else json.dumps(body).encode()
-        self._send(status, data, "application/json", headers)
+        self._send(status, json.dumps(body).encode(), "application/json", headers)
 
-    def _send(self, status: int, data: bytes, kind: str, headers: dict | None = None):
+    def send_response(self, code, message=None):
+        self._answered = True
+        self._deadline.cancel()  # the request is over: answering is not bound by its deadline
+        super().send_response(code, message)
+
+    def _send(self, status: int, data: bytes, kind: str | None, headers: dict | None = None):
+        """A whole response. A HEAD request gets the headers only; a 204 has no body and says no length."""
         self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
+        if status != 204:
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD" and status != 204:
+            self.wfile.write(data)
 
 
 def _joined(events: list) -> list:

@@ -40,10 +40,11 @@ def model(weights):
 class Server:
     """`python -m mlx_megabyte.server` on a free port, and a raw HTTP client for it."""
 
-    def __init__(self, weights, *flags, env=None):
+    def __init__(self, weights, *flags, env=None, log=None):
+        self.log = open(log, "w") if log else None  # the server's stderr
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mlx_megabyte.server", "--model", str(weights), "--port", "0", *flags],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log or subprocess.DEVNULL, text=True,
             env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         )
         line = self.process.stdout.readline()
@@ -80,6 +81,22 @@ class Server:
     def close(self):
         self.process.terminate()
         self.process.wait(timeout=10)
+        if self.log:
+            self.log.close()
+
+
+def exchange(port, data: bytes):
+    """Send raw bytes and read the whole response (the server closes every connection): (status, headers
+    with lower-case names, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(data)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +210,7 @@ def test_a_client_that_disconnects_frees_its_rows_and_disturbs_no_one(server, mo
     leaving = socket.create_connection(("127.0.0.1", server.port))
     body = json.dumps({"prompt": "Long", "max_tokens": 20000, "stream": True, "temperature": 1.0,
                        "logit_bias": {"3": -100}}).encode()  # no end-of-text: it would run on
-    leaving.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    leaving.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
     assert leaving.recv(4096).startswith(b"HTTP/1.1 200")
     result = {}
@@ -214,7 +231,8 @@ def test_a_client_that_disconnects_frees_its_rows_and_disturbs_no_one(server, mo
 def test_a_client_waiting_for_a_whole_response_that_leaves_frees_its_rows(server):
     leaving = socket.create_connection(("127.0.0.1", server.port))
     body = json.dumps({"prompt": "x", "max_tokens": 20000, "logit_bias": {"3": -100}}).encode()
-    leaving.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    leaving.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(body) + body)
     time.sleep(0.3)
     assert server.request("GET", "/health")[2]["active_rows"] == 1
     leaving.close()
@@ -309,9 +327,83 @@ def test_unknown_fields_are_ignored_and_bytes_are_a_prompt(server, model):
 
 def test_a_body_without_content_length_gets_411(server):
     s = socket.create_connection(("127.0.0.1", server.port))
-    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n")
     assert s.recv(4096).startswith(b"HTTP/1.1 411")
     s.close()
+
+
+H = b"Host: 127.0.0.1\r\n"
+REFUSALS = [  # (raw request, status, error code): each once an HTML page, a Python default, or accepted
+    (b"PUT /v1/completions HTTP/1.1\r\n" + H + b"\r\n", 405, "method_not_allowed"),
+    (b"DELETE /v1/completions HTTP/1.1\r\n" + H + b"\r\n", 405, "method_not_allowed"),
+    (b"PATCH /health HTTP/1.1\r\n" + H + b"\r\n", 405, "method_not_allowed"),
+    (b"TRACE / HTTP/1.1\r\n" + H + b"\r\n", 405, "method_not_allowed"),
+    (b"BREW /pot HTTP/1.1\r\n" + H + b"\r\n", 501, "not_implemented"),
+    (b"GET / HTTP/1.1\r\n" + H + b"".join(b"X-%d: a\r\n" % i for i in range(120)) + b"\r\n", 431, "headers_too_large"),
+    (b"GARBAGE\r\n\r\n", 400, "bad_request"),
+    (b"GET /health\r\n\r\n", 400, "bad_request"),  # HTTP/0.9: no status line, no headers
+    (b"GET /health HTTP/2.0\r\n" + H + b"\r\n", 505, "http_version_not_supported"),
+    (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n" + H + b"\r\n", 414, "uri_too_long"),
+    (b"GET /health HTTP/1.1\r\n\r\n", 400, "bad_request"),  # HTTP/1.1 without Host
+    (b"GET /health HTTP/1.1\r\n" + H + H + b"\r\n", 400, "bad_request"),
+    (b"POST /v1/completions HTTP/1.1\r\n" + H + b"Content-Type: application/json\r\nContent-Length: 29\r\n"
+     b"Content-Length: 5\r\n\r\n" + b'{"prompt": "a", "max_tokens": 3}', 400, "bad_request"),  # once "the first wins"
+    (b"POST /v1/completions HTTP/1.1\r\n" + H + b"Content-Type: application/json\r\nContent-Length: 5\r\n"
+     b"Content-Length: 5\r\n\r\n" + b'{"a":', 400, "bad_request"),
+    (b"POST /v1/completions HTTP/1.1\r\n" + H + b"Content-Type: application/json\r\nContent-Length: +5\r\n\r\n"
+     b'{"a":', 400, "bad_request"),
+]
+
+
+@pytest.mark.parametrize("raw,status,code", REFUSALS, ids=[f"{c}{i}" for i, (_, _, c) in enumerate(REFUSALS)])
+def test_every_refusal_of_the_http_layer_is_an_api_json_error(server, raw, status, code):
+    got, headers, body = exchange(server.port, raw)
+    assert got == status and headers["content-type"] == "application/json", (got, headers, body[:200])
+    error = json.loads(body)["error"]
+    assert error["code"] == code and error["message"] and error["type"] == "invalid_request_error", error
+    if status == 405:
+        assert headers["allow"] in ("POST, OPTIONS", "GET, HEAD, OPTIONS")
+    assert server.request("GET", "/health")[0] == 200
+
+
+def test_head_works_wherever_get_does(server):
+    for path in ("/", "/playground.js", "/health", "/v1/models"):
+        status, response, text = server.request("HEAD", path)
+        get_status, get_response, _ = server.request("GET", path)
+        assert status == get_status == 200 and text == "", path  # once 501, Python's HTML page
+        assert response.getheader("Content-Type") == get_response.getheader("Content-Type")
+        if path != "/health":  # (its counters change between the two requests)
+            assert response.getheader("Content-Length") == get_response.getheader("Content-Length")
+    status, response, text = server.request("HEAD", "/v1/completions")
+    assert status == 405 and response.getheader("Allow") == "POST, OPTIONS" and text == ""
+
+
+def test_slow_clients_cost_a_line_each_in_the_log_and_no_traceback(weights, tmp_path):
+    """40 connections trickling one header byte a second: once ~200 BrokenPipeError tracebacks."""
+    log = tmp_path / "server.log"
+    s = Server(weights, "--timeout", "1", log=log)
+    clients = []
+    try:
+        for _ in range(40):
+            clients.append(socket.create_connection(("127.0.0.1", s.port)))
+            clients[-1].sendall(b"POST /v1/completions HTTP/1.1\r\n" + H)
+        for second in range(4):  # --timeout 1: each is cut off within its second second
+            for client in clients:
+                try:
+                    client.sendall(b"X-Slow: a"[second : second + 1])
+                except OSError:
+                    pass
+            time.sleep(1)
+        assert s.request("GET", "/health")[0] == 200
+    finally:
+        for client in clients:
+            client.close()
+        s.close()
+    lines = log.read_text().splitlines()
+    assert not any("Traceback" in line or line.startswith(" ") for line in lines), "\n".join(lines[:40])
+    dropped = [line for line in lines if "dropped:" in line]
+    assert 1 <= len(dropped) <= 40 and len(lines) == len(dropped) + 1, "\n".join(lines)  # + the health check
 
 
 @pytest.fixture(scope="module")
@@ -332,6 +424,10 @@ def test_an_api_key_guards_every_api_request(strict):
     assert strict.request("GET", "/health")[0] == 200
     assert strict.complete(prompt="a", max_tokens=3)["usage"]["completion_tokens"] <= 3
     assert strict.request("GET", "/", headers={"Authorization": ""})[0] == 200  # the static page is public
+    for scheme in ("bearer", "BEARER", "BeArEr"):  # the scheme is case-insensitive (RFC 9110), the key is not
+        assert strict.request("GET", "/health", headers={"Authorization": f"{scheme} {KEY}"})[0] == 200, scheme
+    for wrong in (f"Basic {KEY}", f"Bearer {KEY.upper()}", KEY):
+        assert strict.request("GET", "/health", headers={"Authorization": wrong})[0] == 401, wrong
 
 
 def test_a_full_queue_answers_503_with_retry_after(strict):
@@ -340,7 +436,8 @@ def test_a_full_queue_answers_503_with_retry_after(strict):
     busy = []
     for _ in range(2):  # one decoding (max-batch 1), one waiting (queue-size 1)
         s = socket.create_connection(("127.0.0.1", strict.port))
-        s.sendall(b"POST /v1/completions HTTP/1.1\r\nAuthorization: Bearer " + KEY.encode() +
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Authorization: Bearer " + KEY.encode() +
                   b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         busy.append(s)
         time.sleep(0.2)
@@ -360,7 +457,7 @@ def test_a_full_queue_answers_503_with_retry_after(strict):
 def test_slow_clients_are_cut_off_and_others_are_served(strict):
     strict.headers = {"Authorization": f"Bearer {KEY}"}
     slow = socket.create_connection(("127.0.0.1", strict.port))
-    slow.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Length: 100\r\n")  # headers never end
+    slow.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n")  # headers never end
     start, closed = time.time(), None
     assert strict.request("GET", "/health")[0] == 200
     for _ in range(25):  # a byte now and then does not keep the connection open (--timeout 1)
