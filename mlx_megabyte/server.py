@@ -7,6 +7,12 @@ Endpoints: POST /v1/completions (streaming with server-sent events, per-byte log
 GET /health, and the playground at /. Built on the standard library's HTTP server: a thread per
 connection parses and answers requests, one generation thread (batching.py) owns the model and decodes
 concurrent requests together.
+
+Other web pages cannot use it (access.py): on a loopback address only requests for localhost, *.localhost
+and loopback addresses are served (against DNS rebinding; --allow-host adds names); a request that a web
+page sends (it has an Origin header) is served only from the playground itself or from an --allow-origin
+origin, which gets CORS headers; and the API reads only bodies sent as application/json, which another
+site's page cannot send without a preflight.
 """
 
 from __future__ import annotations
@@ -27,10 +33,9 @@ import uuid
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from ipaddress import ip_address
-
 import mlx.core as mx
 
+from .access import Access, host_flag, is_loopback, origin_flag
 from .batching import Batcher, Busy, ByteLogprob, Chunk, Job
 from .cli import SEED_LIMIT, add_model_flags, cli, model_flags, number
 from .cli import parser as parser_for
@@ -314,6 +319,7 @@ class App:
         self.config = self.model.config
         self.parameters = self.model.num_parameters()
         self.api_key = args.api_key
+        self.access = Access(args.host, args.allow_host, args.allow_origin)
         self.max_tokens_cap, self.max_batch = args.max_tokens, args.max_batch
         self.max_body, self.timeout, self.max_connections = args.max_body_bytes, args.timeout, args.max_connections
         self.created = int(time.time())
@@ -338,6 +344,7 @@ class Handler(BaseHTTPRequestHandler):
         self._dropped, self._drop_lock = False, threading.Lock()
         self._answered = False
         self._body_pending = False  # a body the client sends that was not read (yet)
+        self._cors = None  # the --allow-origin origin this request came from: its answer carries CORS headers
         # ...and the whole request must have arrived by then too, however slowly it trickles in.
         self._deadline = threading.Timer(self.timeout, self._cut_off)
         self._deadline.daemon = True
@@ -444,6 +451,7 @@ class Handler(BaseHTTPRequestHandler):
     def _handle(self, method):
         self.close_connection = True
         try:
+            self._check_access()
             method()
         except ApiError as error:
             self._send_json(error.status, error.body(), error.headers)
@@ -488,6 +496,21 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _check_access(self):
+        """Host and Origin, for every method and path before anything else (access.py says why)."""
+        access = self.server.app.access
+        host = self.headers.get("Host")
+        problem = access.host_problem(host)
+        if problem:
+            raise ApiError(problem[0], problem[1], code="invalid_host" if problem[0] == 400 else "host_not_allowed")
+        origin = self.headers.get("Origin")
+        verdict = access.origin(origin, host)
+        if verdict == "refused":
+            raise ApiError(403, f"requests from web pages at {origin[:80]} are refused (start the server with "
+                           f"--allow-origin {origin[:80]} to let them use it)", code="origin_not_allowed")
+        if verdict == "allowed":
+            self._cors = origin
+
     def _get(self):
         path = self._path()
         if path in PLAYGROUND:
@@ -504,6 +527,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _options(self):
         path = self._path()
+        if self._cors and "Access-Control-Request-Method" in self.headers:  # an --allow-origin page's preflight
+            methods = ROUTES.get(path, "GET, HEAD, POST, OPTIONS")
+            return self._send(204, b"", None, {"Access-Control-Allow-Methods": methods, "Access-Control-Max-Age": "600",
+                                               "Access-Control-Allow-Headers": "Authorization, Content-Type"})
         self._send(204, b"", None, {"Allow": ROUTES[path]} if path in ROUTES else None)
 
     def _post(self):
@@ -511,6 +538,7 @@ class Handler(BaseHTTPRequestHandler):
         self._authorize()
         if path != "/v1/completions":
             raise self._refusal(path)
+        self._expect_json()
         body = self._read_body()
         try:
             request = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
@@ -529,6 +557,17 @@ class Handler(BaseHTTPRequestHandler):
             (self._stream if reply["stream"] else self._complete)(job, reply)
         finally:
             job.cancel()  # a no-op when it has finished; frees its rows when the client went away
+
+    def _expect_json(self):
+        """Only bodies sent as JSON are read: a web page can send text/plain or a form to any address
+        without asking first, but JSON only after a preflight (access.py)."""
+        kind, _, parameters = self.headers.get("Content-Type", "").partition(";")
+        charsets = [value.strip().strip('"').lower() for name, _, value in
+                    (p.partition("=") for p in parameters.split(";")) if name.strip().lower() == "charset"]
+        if kind.strip().lower() != "application/json" or any(c not in ("utf-8", "utf8") for c in charsets):
+            given = self.headers.get("Content-Type")
+            raise ApiError(415, "send the body as JSON with 'Content-Type: application/json' (got "
+                           f"{repr(given[:60]) if given else 'no Content-Type'})", code="unsupported_media_type")
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding"):
@@ -679,6 +718,12 @@ class Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, body, headers: dict | None = None):
         self._send(status, json.dumps(body).encode(), "application/json", headers)
 
+    def end_headers(self):
+        if self._cors:  # a page of an --allow-origin origin may read the answer
+            self.send_header("Access-Control-Allow-Origin", self._cors)
+            self.send_header("Vary", "Origin")
+        super().end_headers()
+
     def send_response(self, code, message=None):
         self._answered = True
         self._deadline.cancel()  # the request is over: answering is not bound by its deadline
@@ -735,6 +780,13 @@ def build_parser():
                         help=f"require 'Authorization: Bearer KEY' on every API request (or set {API_KEY_VARIABLE})")
     parser.add_argument("--insecure", action="store_true",
                         help="allow a non-loopback --host without an API key (anyone who can reach it can use it)")
+    parser.add_argument("--allow-origin", type=origin_flag, action="append", default=[], metavar="ORIGIN",
+                        help="a web origin (scheme://host[:port]) whose pages may call the API, answered with CORS "
+                        "headers; repeat for several, '*' for any page (default: only the playground this server "
+                        "serves)")
+    parser.add_argument("--allow-host", type=host_flag, action="append", default=[], metavar="NAME",
+                        help="a name that requests may carry in Host besides localhost and loopback addresses "
+                        "(a reverse proxy's public name, say); repeat for several")
     parser.add_argument("--max-tokens", type=number(int, 1), default=DEFAULT_MAX_TOKENS_CAP,
                         help="the most bytes one request may generate")
     parser.add_argument("--max-batch", type=number(int, 1), default=DEFAULT_MAX_BATCH,
@@ -748,15 +800,6 @@ def build_parser():
                         help="open connections at most; more get 503 at once")
     add_model_flags(parser)
     return parser
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @cli

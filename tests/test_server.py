@@ -57,7 +57,9 @@ class Server:
         """(status, headers, parsed JSON or text)."""
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-        connection.request(method, path, body=data, headers={**self.headers, **(headers or {})})
+        json_body = {"Content-Type": "application/json"} if data is not None else {}  # as clients send it
+        headers = {**json_body, **self.headers, **(headers or {})}  # None: leave that header out
+        connection.request(method, path, body=data, headers={k: v for k, v in headers.items() if v is not None})
         response = connection.getresponse()
         text = response.read().decode()
         connection.close()
@@ -404,6 +406,89 @@ def test_slow_clients_cost_a_line_each_in_the_log_and_no_traceback(weights, tmp_
     assert not any("Traceback" in line or line.startswith(" ") for line in lines), "\n".join(lines[:40])
     dropped = [line for line in lines if "dropped:" in line]
     assert 1 <= len(dropped) <= 40 and len(lines) == len(dropped) + 1, "\n".join(lines)  # + the health check
+
+
+def test_requests_for_another_host_name_are_refused(server):
+    """DNS rebinding: a site that points its own name at 127.0.0.1 makes its pages same-origin with the
+    server, but their requests carry the site's name in Host (once not looked at)."""
+    port = server.port
+    for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1.nip.io:{port}", "localhost.evil.example",
+                 "attacker.com:8080", "0.0.0.0"):
+        for method, path, body in (("GET", "/health", None), ("GET", "/", None),
+                                   ("POST", "/v1/completions", {"prompt": "a", "max_tokens": 2})):
+            status, response, reply = server.request(method, path, body, headers={"Host": host})
+            assert status == 403 and reply["error"]["code"] == "host_not_allowed", (host, path, reply)
+            assert response.getheader("Access-Control-Allow-Origin") is None
+    for host in ("localhost", f"localhost:{port}", f"127.0.0.1:{port}", "127.0.0.2", f"[::1]:{port}",
+                 f"app.localhost:{port}", "LOCALHOST."):
+        assert server.request("GET", "/health", headers={"Host": host})[0] == 200, host
+    status, _, reply = server.request("GET", "/health", headers={"Host": "a b"})
+    assert status == 400 and reply["error"]["code"] == "invalid_host"
+
+
+def test_other_sites_pages_cannot_use_a_server_without_a_key(server):
+    """Once, any page the user visited could make the server generate: a text/plain cross-origin POST is
+    sent without a preflight, and it was executed."""
+    story = json.dumps({"prompt": "a", "max_tokens": 2}).encode()
+    evil = {"Origin": "https://evil.example"}
+    for kind in ("text/plain;charset=UTF-8", "application/x-www-form-urlencoded", "application/json"):
+        status, response, reply = server.request("POST", "/v1/completions", raw=story, headers={**evil, "Content-Type": kind})
+        assert status == 403 and reply["error"]["code"] == "origin_not_allowed", (kind, reply)
+        assert response.getheader("Access-Control-Allow-Origin") is None and "--allow-origin" in reply["error"]["message"]
+    status, response, _ = server.request("OPTIONS", "/v1/completions", headers={
+        **evil, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+    assert status == 403 and response.getheader("Access-Control-Allow-Origin") is None  # no preflight for it
+    assert server.request("GET", "/v1/models", headers=evil)[0] == 403
+    # Not a browser (no Origin): only JSON bodies are read, which no page can send elsewhere without a preflight.
+    for kind in ("text/plain;charset=UTF-8", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+                 None, "application/json; charset=latin-1", "application/jsonx"):
+        status, _, reply = server.request("POST", "/v1/completions", raw=story, headers={"Content-Type": kind})
+        assert status == 415 and reply["error"]["code"] == "unsupported_media_type", (kind, reply)
+    for kind in ("application/json", "Application/JSON; charset=UTF-8"):
+        assert server.request("POST", "/v1/completions", raw=story, headers={"Content-Type": kind})[0] == 200, kind
+    # The playground's own page: its POSTs carry this server's origin.
+    status, response, _ = server.request("POST", "/v1/completions", raw=story, headers={"Origin": server.url})
+    assert status == 200 and response.getheader("Access-Control-Allow-Origin") is None  # same-origin: none needed
+    status, response, _ = server.request("OPTIONS", "/v1/completions")
+    assert status == 204 and response.getheader("Allow") == "POST, OPTIONS"
+
+
+@pytest.fixture(scope="module")
+def cors(weights):
+    s = Server(weights, "--allow-origin", "https://app.example", "--allow-origin", "http://localhost:3000",
+               "--allow-host", "proxy.example")
+    yield s
+    s.close()
+
+
+def test_allow_origin_answers_preflights_and_adds_cors_headers_for_those_origins_only(cors):
+    app = {"Origin": "https://app.example"}
+    status, response, _ = cors.request("OPTIONS", "/v1/completions", headers={
+        **app, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization, content-type"})
+    assert status == 204 and response.getheader("Access-Control-Allow-Origin") == "https://app.example"
+    assert "POST" in response.getheader("Access-Control-Allow-Methods")
+    allowed = response.getheader("Access-Control-Allow-Headers").lower()
+    assert "authorization" in allowed and "content-type" in allowed and response.getheader("Vary") == "Origin"
+    status, response, reply = cors.request("POST", "/v1/completions", {"prompt": "a", "max_tokens": 3}, headers=app)
+    assert status == 200 and response.getheader("Access-Control-Allow-Origin") == "https://app.example", reply
+    status, response, _ = cors.request("POST", "/v1/completions", {"prompt": 5}, headers={"Origin": "http://localhost:3000"})
+    assert status == 400 and response.getheader("Access-Control-Allow-Origin") == "http://localhost:3000"  # errors too
+    for origin in ("https://evil.example", "http://app.example", "https://app.example:8443", "null"):
+        status, response, _ = cors.request("OPTIONS", "/v1/completions", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST"})
+        assert status == 403 and response.getheader("Access-Control-Allow-Origin") is None, origin
+        assert cors.request("POST", "/v1/completions", {"prompt": "a"}, headers={"Origin": origin})[0] == 403, origin
+    assert cors.request("GET", "/health", headers={"Host": "proxy.example"})[0] == 200  # --allow-host
+    assert cors.request("GET", "/health", headers={"Host": "other.example"})[0] == 403
+
+
+@pytest.mark.parametrize("flags,fragment", [(["--allow-origin", "app.example"], "expected an origin"),
+                                            (["--allow-origin", "https://app.example/page"], "no path"),
+                                            (["--allow-host", "proxy.example:80"], "without a port")])
+def test_bad_allow_flags_are_one_line(weights, flags, fragment):
+    result = run("-m", "mlx_megabyte.server", "--model", str(weights), *flags, timeout=60)
+    assert result.returncode == 2
+    one_line_error(result, flags[0], fragment)
 
 
 @pytest.fixture(scope="module")
