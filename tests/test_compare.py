@@ -66,6 +66,7 @@ def test_a_configuration_name_given_twice_is_refused_not_dropped(tmp_path):
     ('{"a": 5}', ["configuration 'a'", "must be a string"]),
     ('{"a": "--preset \\"tiny"}', ["configuration 'a'", "No closing quotation"]),
     ('{"a": "--no-such-flag"}', ["configuration 'a'", "unrecognized arguments: --no-such-flag"]),
+    ('{"a": "--data \\ud800"}', ["configuration 'a'", "lone UTF-16 surrogate"]),
     (None, ["--configs", "No such file"]),
 ])
 def test_bad_configs_files_are_one_line(tmp_path, contents, fragments):

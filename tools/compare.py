@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import subprocess
 import sys
@@ -117,13 +118,20 @@ def read_configs(path: str) -> list[tuple[str, object]]:
 def split_flags(flags, what: str) -> list[str]:
     """Train flags as a list: a string split as a shell would, or a list of strings as it is."""
     if isinstance(flags, list) and all(isinstance(flag, str) for flag in flags):
-        return list(flags)
-    if not isinstance(flags, str):
+        split = list(flags)
+    elif not isinstance(flags, str):
         raise UserError(f"{what}: the flags must be a string (or a list of strings), got {json.dumps(flags)[:60]}")
-    try:
-        return shlex.split(flags)
-    except ValueError as error:  # an unbalanced quote
-        raise UserError(f"{what}: cannot split {flags.strip()!r} into flags ({error})") from None
+    else:
+        try:
+            split = shlex.split(flags)
+        except ValueError as error:  # an unbalanced quote
+            raise UserError(f"{what}: cannot split {flags.strip()!r} into flags ({error})") from None
+    for flag in split:  # JSON can escape a lone UTF-16 surrogate, which no command line can carry
+        try:
+            os.fsencode(flag)
+        except UnicodeEncodeError:
+            raise UserError(f"{what}: the flag {flag!r} holds a lone UTF-16 surrogate, which is not text") from None
+    return split
 
 
 def train_command(args, name: str, flags: list[str]) -> tuple[list[str], object]:
