@@ -361,6 +361,7 @@ class Handler(BaseHTTPRequestHandler):
             self._dropped_client(f"the connection broke ({type(error).__name__})")
 
     def _cut_off(self):
+        """The deadline passed with the request still incomplete: close the connection under the reader."""
         self._dropped_client(f"its request did not arrive within {self.timeout:g} s")
         try:
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -443,8 +444,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_OPTIONS(self):
         self._handle(self._options)
 
-    def _other_method(self):
-        self._handle(lambda: self._raise(self._refusal(self._path())))
+    def _other_method(self):  # no path here takes PUT, DELETE, PATCH, TRACE or CONNECT: 405 (or 404)
+        self._handle(self._not_allowed)
 
     do_PUT = do_DELETE = do_PATCH = do_TRACE = do_CONNECT = _other_method
 
@@ -466,9 +467,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._send_json(500, ApiError(500, "internal server error", code="internal_error",
                                               kind="server_error").body())
 
-    @staticmethod
-    def _raise(error: ApiError):
-        raise error
+    def _not_allowed(self):
+        raise self._refusal(self._path())
 
     def _path(self) -> str:
         return self.path.split("?", 1)[0]
