@@ -33,6 +33,7 @@ import uuid
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+
 import mlx.core as mx
 
 from .access import Access, host_flag, is_loopback, origin_flag

@@ -19,7 +19,6 @@ from mlx_megabyte.cli import cli
 from mlx_megabyte.cli import parser as parser_for
 from mlx_megabyte.errors import UserError
 
-
 STEP_FIELDS = ("bpb", "learning_rate", "bytes_per_second")  # what a training step needs to be drawn
 
 
