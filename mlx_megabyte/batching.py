@@ -18,9 +18,11 @@ Each row samples from its own random key (`sampling.row_keys`), so a request get
 from __future__ import annotations
 
 import codecs
+import os
 import queue
 import sys
 import threading
+import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
@@ -189,14 +191,23 @@ class Batcher:
         self.thread.start()
         self._ready.wait()
         if self._load_error is not None:
+            _wait_until_gone(self.thread)  # the error usually ends the process: see `stop`
             raise self._load_error
         return self
 
     def stop(self):
+        """End the thread and wait until it is gone, also at the operating system's level.
+
+        The process must not exit before that. MLX's Python bindings keep a per-thread random-key state
+        (made when the model's weights are initialised) whose C++ destructor takes the GIL as the thread
+        ends, after `Thread.join` has returned. If the interpreter is shutting down by then, Python ends
+        the thread inside that destructor and the C++ runtime aborts the process ("terminate called
+        without an active exception", SIGABRT, exit 134): a start-up failure was often reported so.
+        """
         with self.lock:
             self._stopping = True
             self.lock.notify()
-        self.thread.join(timeout=10)
+        _wait_until_gone(self.thread)
 
     def submit(self, job: Job) -> None:
         """Queue a job, or raise Busy when `queue_size` jobs are already waiting."""
@@ -393,6 +404,16 @@ class Batcher:
             self.groups.remove(group)
         elif len(keep) < len(group.rows):
             group.keep(keep)
+
+
+def _wait_until_gone(thread: threading.Thread, timeout: float = 10.0) -> None:
+    """Join `thread`, then wait (up to `timeout` in all) until Linux says its thread has exited, thread-local
+    destructors included (see `Batcher.stop`). Elsewhere there is no such record, and join is all there is."""
+    deadline = time.monotonic() + timeout
+    thread.join(timeout)
+    task = f"/proc/self/task/{thread.native_id}"
+    while thread.native_id is not None and os.path.exists(task) and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def _log_softmax(logits: mx.array) -> mx.array:

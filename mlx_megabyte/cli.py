@@ -1,5 +1,6 @@
-"""What every command shares: one-line errors with exit codes, help texts that show real defaults, flag
-types that check ranges as flags are read, and the choice of device (`--device cpu|gpu`)."""
+"""What every command and every tool under tools/ shares: one-line errors with exit codes, help texts that
+show real defaults, flag types that check ranges as flags are read, and the choice of device (`--device
+cpu|gpu`)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,24 @@ def number(kind=float, low=None, high=None, low_open=False, high_open=False):
         return value
 
     convert.__name__ = "integer" if kind is int else "number"  # argparse names the type in its messages
+    return convert
+
+
+def listed(kind=str, low=None, choices=None):
+    """An argparse type for comma-separated values (`--tasks train,forward`, `--clients 1,4,16`), each
+    checked as `number` checks one value, or against `choices`, when the flags are read."""
+    one = number(kind, low) if kind is not str else str
+
+    def convert(text: str) -> list:
+        values = [value.strip() for value in text.split(",")]
+        if not all(values):
+            raise argparse.ArgumentTypeError(f"expected comma-separated values, got {text!r}")
+        unknown = [value for value in values if choices is not None and value not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {unknown[0]!r} (choose from {', '.join(choices)})")
+        return [one(value) for value in values]
+
+    convert.__name__ = "list"
     return convert
 
 

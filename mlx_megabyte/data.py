@@ -5,8 +5,10 @@ flat `train.bin` / `val.bin` under a cache directory keyed by the source and `EN
 memory-maps them and samples random windows, with no Python loop over bytes.
 
 Documents are joined with the end-of-text byte (text.EOT, ASCII ETX), not 0: megabyte-pytorch's loss
-ignores `pad_id` (0), and the model must learn where a story ends. Bytes 0 and 3 are removed from
-documents.
+ignores `pad_id` (0), and the model must learn where a story ends. Local files keep every byte they hold
+(leading and trailing whitespace too) but two: inside a document 0x00 (pad_id: the loss would skip it) and
+0x03 (it would end the document) become 0x1A (ASCII SUB, "substitute"), and encoding counts them; the
+data line of `train` and `evaluate` says how many (`Encoding`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -38,7 +40,12 @@ from .files import atomic_path, file_sha256, write_text
 from .hub import hub_reachable
 from .text import EOT
 
-ENCODING_VERSION = 2  # 2: local files are keyed by a hash of their bytes, not their mtime
+# 2: local files are keyed by a hash of their bytes, not their mtime. 3: local documents keep their
+# whitespace, and 0x00 and 0x03 in documents become SUBSTITUTE instead of disappearing.
+ENCODING_VERSION = 3
+SUBSTITUTE = 0x1A  # ASCII SUB: what a byte that cannot stand in a document becomes
+RESERVED = {0x00: "pad_id, which the loss ignores", EOT: "end of text, which would end the document"}
+_SUBSTITUTED = bytes.maketrans(bytes(RESERVED), bytes([SUBSTITUTE]) * len(RESERVED))
 MARKER = "<|endoftext|>"  # how TinyStories' text files separate stories
 HUB_DATASETS = {"tinystories": "roneneldan/TinyStories", "tinystories-instruct": "roneneldan/TinyStoriesInstruct"}
 BUILTIN = {"builtin": False, "builtin-instruct": True}  # name -> instruct records?
@@ -49,18 +56,58 @@ ABANDONED_AFTER = 600  # seconds; see _sweep_abandoned
 
 
 @dataclass
+class Encoding:
+    """What encoding did to the documents of a source: how many, their bytes, and the reserved bytes in
+    them that became SUBSTITUTE (kept in the cache's meta.json, said in the data line)."""
+
+    documents: int = 0
+    text_bytes: int = 0  # the documents' own bytes, without the end-of-text byte after each
+    replaced: dict[int, int] = field(default_factory=lambda: dict.fromkeys(RESERVED, 0))
+
+    def encode(self, text: str) -> bytes:
+        """A document's bytes (UTF-8; surrogate escapes give back undecodable input bytes, so a file's
+        bytes come back as they were), reserved bytes substituted and counted."""
+        data = text.encode("utf-8", "surrogateescape")
+        for byte in RESERVED:
+            self.replaced[byte] += data.count(byte)
+        if data:
+            self.documents += 1
+            self.text_bytes += len(data)
+        return data.translate(_SUBSTITUTED)
+
+    def describe(self) -> str:
+        text = (f"{self.documents:,} document{'s' * (self.documents != 1)} ({self.text_bytes:,} bytes), each "
+                f"followed by the end-of-text byte 0x{EOT:02x}")
+        changed = [f"{n:,} byte{'s' * (n != 1)} 0x{byte:02x} ({RESERVED[byte]})"
+                   for byte, n in self.replaced.items() if n]
+        if not changed:
+            return text + "; every byte of them as given"
+        return text + f"; in them {' and '.join(changed)} replaced by 0x{SUBSTITUTE:02X}"
+
+    def to_json(self) -> dict:
+        return {"documents": self.documents, "text_bytes": self.text_bytes,
+                "replaced": {f"0x{byte:02x}": n for byte, n in self.replaced.items()}}
+
+    @classmethod
+    def from_json(cls, record: dict) -> Encoding:
+        replaced = {int(name, 16): n for name, n in record["replaced"].items()}
+        return cls(record["documents"], record["text_bytes"], replaced)
+
+
+@dataclass
 class Corpus:
-    """Encoded training and validation bytes (memory-mapped) and where they came from."""
+    """Encoded training and validation bytes (memory-mapped), where they came from, and how they were
+    encoded (per source: "train" is --data, whose tail is the validation split unless "val" is there)."""
 
     train: np.ndarray
     val: np.ndarray
     source: str
     directory: Path
+    encodings: dict[str, tuple[str, Encoding]] = field(default_factory=dict)  # split -> (what, Encoding)
 
-
-def encode(text: str) -> bytes:
-    """A document's bytes: UTF-8 (surrogate escapes give back undecodable input bytes), bytes 0 and 3 removed."""
-    return text.encode("utf-8", "surrogateescape").replace(b"\x00", b"").replace(b"\x03", b"")
+    def describe(self) -> str:
+        """What the bytes are, exactly: the data line of train and evaluate."""
+        return "; ".join(f"{what}: {encoding.describe()}" for what, encoding in self.encodings.values())
 
 
 def decode(data: bytes) -> str:
@@ -87,7 +134,9 @@ def split_marked(lines: Iterator[str]) -> Iterator[str]:
 
 def text_file_documents(path: Path) -> Iterator[str]:
     """A .txt file: stories separated by <|endoftext|>, or one plain document. Read in chunks; any bytes
-    are accepted (a byte model needs no UTF-8), undecodable ones pass through unchanged."""
+    are accepted (a byte model needs no UTF-8), undecodable ones pass through unchanged, and so does
+    whitespace: a marker takes with it only the line break just before and just after it (a marker on
+    a line of its own), every other byte belongs to a document."""
 
     def chunks():
         with open(path, "rb") as f:
@@ -96,13 +145,23 @@ def text_file_documents(path: Path) -> Iterator[str]:
 
     buffer = b""
     marker = MARKER.encode()
+    after_marker = False
     for chunk in chunks():
         buffer += chunk
         *complete, buffer = buffer.split(marker)
         for document in complete:
-            yield decode(document).strip()
-    if decode(buffer).strip():
-        yield decode(buffer).strip()
+            yield decode(_without_line_break(document, after_marker, before_marker=True))
+            after_marker = True
+    yield decode(_without_line_break(buffer, after_marker, before_marker=False))
+
+
+def _without_line_break(document: bytes, after_marker: bool, before_marker: bool) -> bytes:
+    """A document without the one line break that separates it from a marker on either side."""
+    if after_marker:
+        document = document.removeprefix(b"\r\n") if document.startswith(b"\r\n") else document.removeprefix(b"\n")
+    if before_marker:
+        document = document.removesuffix(b"\r\n") if document.endswith(b"\r\n") else document.removesuffix(b"\n")
+    return document
 
 
 def jsonl_documents(path: Path) -> Iterator[str]:
@@ -121,7 +180,12 @@ def jsonl_documents(path: Path) -> Iterator[str]:
                 continue
             if not isinstance(text, str):
                 raise UserError(f"{path}:{number}: 'text' holds a {type(text).__name__}, not a string")
-            yield text.strip()
+            try:  # JSON can escape a lone UTF-16 surrogate ("\ud800"), which no UTF-8 text holds
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise UserError(f"{path}:{number}: the text holds a lone UTF-16 surrogate "
+                                f"(\\u{ord(text[error.start]):04x}), which is not text") from None
+            yield text
 
 
 def parquet_documents(path: Path) -> Iterator[str]:
@@ -142,7 +206,7 @@ def parquet_documents(path: Path) -> Iterator[str]:
     for batch in table.iter_batches(columns=["text"], batch_size=8192):
         for text in batch.column(0).to_pylist():
             if text:  # nulls (missing values) and empty strings are no document
-                yield text.strip()
+                yield text
 
 
 def local_files(spec: str) -> list[Path]:
@@ -235,13 +299,13 @@ def _in_hub_cache(repo_id: str) -> bool:
 # --- encoding into the cache ----------------------------------------------------------------------------
 
 
-def write_documents(path: Path, documents: Iterator[str], progress=None) -> int:
-    """Encode documents (each followed by EOT) into a uint8 file, atomically; return the byte count."""
-    total = 0
+def write_documents(path: Path, documents: Iterator[str], progress=None) -> Encoding:
+    """Encode documents (each followed by EOT; empty ones are none) into a uint8 file, atomically."""
+    encoding, total = Encoding(), 0
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as f:
             for text in documents:
-                data = encode(text)
+                data = encoding.encode(text)
                 if not data:
                     continue
                 f.write(data)
@@ -249,7 +313,7 @@ def write_documents(path: Path, documents: Iterator[str], progress=None) -> int:
                 total += len(data) + 1
                 if progress:
                     progress(total)
-    return total
+    return encoding
 
 
 def split_tail(train_path: Path, val_path: Path, fraction: float) -> None:
@@ -310,6 +374,9 @@ def prepare(
     if held_out is not None:
         identity["held_out"] = held_out
 
+    # What each encoded split is, in the flags' words (messages and the data line)
+    what = {"train": f"{data} (train)" if data in HUB_DATASETS else data if data in BUILTIN else f"--data {data}",
+            "val": f"--val-data {val_data}" if val_data is not None else f"{data} (validation)"}
     directory = cache_dir / f"{_slug(data)}-{cache_key(identity)}"
     train_path, val_path, meta_path = directory / "train.bin", directory / "val.bin", directory / "meta.json"
     _sweep_abandoned(cache_dir)
@@ -318,19 +385,23 @@ def prepare(
         if not meta_path.is_file():
             for leftover in directory.glob(".*.tmp*"):  # a killed encoding's half-written files
                 leftover.unlink(missing_ok=True)
+            encodings = {}
             for split in ("train", "val"):
                 if split in produce:
-                    _encode_with_progress(split, data, produce[split], directory / f"{split}.bin", console)
+                    encodings[split] = _encode_with_progress(split, what[split], produce[split],
+                                                             directory / f"{split}.bin", console).to_json()
             if "val" not in produce:
                 split_tail(train_path, val_path, held_out)
             meta = {**identity, "data": data, "train_bytes": train_path.stat().st_size,
-                    "val_bytes": val_path.stat().st_size}
+                    "val_bytes": val_path.stat().st_size, "encodings": encodings}
             write_text(meta_path, json.dumps(meta, indent=2))  # written last: marks the cache complete
+        meta = json.loads(meta_path.read_text())
     return Corpus(
         train=np.memmap(train_path, dtype=np.uint8, mode="r"),
         val=np.memmap(val_path, dtype=np.uint8, mode="r"),
         source=data,
         directory=directory,
+        encodings={split: (what[split], Encoding.from_json(record)) for split, record in meta["encodings"].items()},
     )
 
 
@@ -366,14 +437,16 @@ def _exclusive(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _encode_with_progress(split, name, documents, path, console):
-    columns = (TextColumn(f"encoding {name} ({split})"), BarColumn(), DownloadColumn(), TimeElapsedColumn())
+def _encode_with_progress(split, what, documents, path, console) -> Encoding:
+    """Encode one split; `what` names it as the flags do (`--data notes.txt`, `tinystories (validation)`)."""
+    columns = (TextColumn(f"encoding {what}"), BarColumn(), DownloadColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True, disable=console is None) as progress:
         task = progress.add_task("encode", total=None)
-        total = write_documents(path, documents(), lambda n: progress.update(task, completed=n))
-    if total == 0:
+        encoding = write_documents(path, documents(), lambda n: progress.update(task, completed=n))
+    if encoding.documents == 0:
         path.unlink(missing_ok=True)
-        raise UserError(f"{name} ({split}) holds no text")
+        raise UserError(f"{what} holds no text")
+    return encoding
 
 
 def _file_identity(path: Path) -> list:

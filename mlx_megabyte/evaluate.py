@@ -113,17 +113,23 @@ def main(argv=None):
     if args.max_bytes is not None:
         streams = first_bytes(streams, args.max_bytes)
     size = sum(len(s) for s in streams)
+    if size == 0:
+        raise UserError(f"the {split} split of {args.data} holds no bytes to score"
+                        + (" (try --split all)" if split != "all" else ""))
+    console.print(f"data: {corpus.describe()}", highlight=False, soft_wrap=True)
+    separators = sum(int(np.count_nonzero(s == data.EOT)) for s in streams)  # one after each document, no other
     columns = (TextColumn("scoring"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True, disable=args.json) as progress:
         task = progress.add_task("score", total=size)
         result = evaluate(model, streams, args.batch_size, lambda n: progress.update(task, completed=n))
     result = {"model": str(path), "data": args.data, "split": split, "quantize": args.quantize,
-              "max_bytes": args.max_bytes, **result}
+              "max_bytes": args.max_bytes, **result, "text_bytes": size - separators, "end_of_text_bytes": separators}
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{result['bpb']:.4f} bits per byte (loss {result['loss']:.4f} nats) over {result['bytes']:,} bytes "
-              f"of {args.data} ({split})")
+              f"of {args.data} ({split}: {size - separators:,} bytes of text and {separators:,} end-of-text "
+              f"byte{'s' * (separators != 1)})")
     sys.stdout.flush()
 
 

@@ -183,12 +183,24 @@ def build_parser():
     return parser
 
 
+def refuse_ignored_flags(args) -> None:
+    """Flags that would have no effect with the others given are refused, not silently ignored."""
+    fields = [f"--{name}" for name in ("features", "words", "summary") if getattr(args, name)]
+    if args.interactive and (args.prompt or fields):
+        given = "--prompt" if args.prompt else fields[0]
+        raise UserError(f"--interactive asks for each prompt{' and its instruct fields' * args.instruct} itself: "
+                        f"drop {given}")
+    if fields and not args.instruct:
+        raise UserError(f"{fields[0]} goes into a TinyStories-Instruct prompt: add --instruct")
+
+
 @cli
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.max_tokens < 1 or args.num_samples < 1:
         raise UserError("--max-tokens and --num-samples must be at least 1")
+    refuse_ignored_flags(args)
     try:
         sampler = make_sampler(args.temp, args.top_p, args.min_p, args.top_k, args.filter_thres)
     except ValueError as error:

@@ -7,6 +7,12 @@ Endpoints: POST /v1/completions (streaming with server-sent events, per-byte log
 GET /health, and the playground at /. Built on the standard library's HTTP server: a thread per
 connection parses and answers requests, one generation thread (batching.py) owns the model and decodes
 concurrent requests together.
+
+Other web pages cannot use it (access.py): on a loopback address only requests for localhost, *.localhost
+and loopback addresses are served (against DNS rebinding; --allow-host adds names); a request that a web
+page sends (it has an Origin header) is served only from the playground itself or from an --allow-origin
+origin, which gets CORS headers; and the API reads only bodies sent as application/json, which another
+site's page cannot send without a preflight.
 """
 
 from __future__ import annotations
@@ -22,13 +28,15 @@ import socket
 import sys
 import threading
 import time
+import traceback
 import uuid
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from ipaddress import ip_address
 
 import mlx.core as mx
 
+from .access import Access, host_flag, is_loopback, origin_flag
 from .batching import Batcher, Busy, ByteLogprob, Chunk, Job
 from .cli import SEED_LIMIT, add_model_flags, cli, model_flags, number
 from .cli import parser as parser_for
@@ -58,6 +66,12 @@ API_KEY_VARIABLE = "MLX_MEGABYTE_API_KEY"
 PLAYGROUND = {"/": ("index.html", "text/html; charset=utf-8"),
               "/playground.css": ("playground.css", "text/css; charset=utf-8"),
               "/playground.js": ("playground.js", "text/javascript; charset=utf-8")}
+# Every path and the methods it takes (the Allow header of a 405)
+ROUTES = {**{path: "GET, HEAD, OPTIONS" for path in (*PLAYGROUND, "/health", "/v1/models")},
+          "/v1/completions": "POST, OPTIONS"}
+# The standard library's own refusals, coded as the API's errors are
+STDLIB_ERRORS = {400: "bad_request", 414: "uri_too_long", 431: "headers_too_large", 501: "not_implemented",
+                 505: "http_version_not_supported"}
 
 
 class ApiError(Exception):
@@ -87,8 +101,21 @@ def _get(body: dict, name: str, kinds, default, check=None, what: str = ""):
                        "invalid_type")
     if kinds == (int, float):
         value = float(value)
+    if kinds is str:
+        _text(value, name)
     if check is not None and not check(value):
         raise ApiError(400, f"'{name}' must be {what}, got {value!r}", name, "invalid_value")
+    return value
+
+
+def _text(value: str, name: str) -> str:
+    """`value` if it is text. JSON can carry a lone UTF-16 surrogate ("\\ud800") that no UTF-8 text holds:
+    refused, naming the field, before anything tries to encode it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ApiError(400, f"'{name}' holds a lone UTF-16 surrogate (\\u{ord(value[error.start]):04x}), which "
+                       "is not text", name, "invalid_text") from None
     return value
 
 
@@ -104,6 +131,9 @@ def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple
     """
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", None, "invalid_body")
+    if "messages" in body:  # not a story from an empty prompt
+        raise ApiError(400, "'messages' makes this a chat request: send it to /v1/chat/completions "
+                       "(/v1/completions takes a 'prompt')", "messages", "wrong_endpoint")
     prompt = body.get("prompt", "")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
@@ -112,6 +142,8 @@ def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple
     elif not isinstance(prompt, str):
         raise ApiError(400, "'prompt' must be a string, a list of one string, or a list of byte values 0-255",
                        "prompt", "invalid_type")
+    else:
+        _text(prompt, "prompt")
     fields = {name: _get(body, name, str, "") for name in ("features", "words", "summary")}
     if any(fields.values()):  # TinyStories-Instruct, as `generate --instruct` builds it
         prefix = instruct_prompt(**fields)
@@ -140,14 +172,14 @@ def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple
     if not isinstance(stop, list) or len(stop) > MAX_STOP or not all(isinstance(s, str) and s for s in stop):
         raise ApiError(400, f"'stop' must be a string or a list of up to {MAX_STOP} non-empty strings", "stop",
                        "invalid_type")
+    for text in stop:
+        _text(text, "stop")
 
-    bias = _get(body, "logit_bias", dict, {})
-    try:
-        bias = {int(k): float(v) for k, v in bias.items() if not isinstance(v, bool)}
-        assert all(0 <= k < config.num_tokens and -100 <= v <= 100 for k, v in bias.items())
-    except (ValueError, TypeError, AssertionError):
-        raise ApiError(400, "'logit_bias' must map byte values (0-255) to numbers from -100 to 100", "logit_bias",
-                       "invalid_value") from None
+    bias = _logit_bias(_get(body, "logit_bias", dict, {}), config.num_tokens)
+    include_usage = options.get("include_usage")
+    if include_usage is not None and not isinstance(include_usage, bool):
+        raise ApiError(400, "'stream_options.include_usage' must be true or false, got "
+                       f"{json.dumps(include_usage)[:40]}", "stream_options.include_usage", "invalid_type")
 
     raw = prompt if isinstance(prompt, bytes) else encode_prompt(prompt, story_start=False)
     fitted, notice = fit_context(encode_prompt(raw), config.context_length)
@@ -158,8 +190,25 @@ def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple
     job = Job(prompt=fitted, prompt_text=raw, n=n, max_tokens=max_tokens, sampler=sampler,
               settings=(*settings, tuple(sorted(bias.items()))), seed=seed, stop=tuple(stop), logprobs=logprobs, echo=echo)
     echoed = raw.decode("utf-8", "replace") if echo else ""
-    return job, {"stream": stream, "echo": echoed, "include_usage": options.get("include_usage") is True,
-                 "notice": notice}
+    return job, {"stream": stream, "echo": echoed, "include_usage": include_usage is True, "notice": notice}
+
+
+def _logit_bias(bias: dict, vocab: int) -> dict[int, float]:
+    """OpenAI's logit_bias, checked: every key a token (here a byte value, "0" to "255" as written), every
+    value a number from -100 to 100. Nothing is dropped or coerced: `true`, "5" and " 3" are refused."""
+    out = {}
+    for key, value in bias.items():
+        if not (key.isascii() and key.isdigit() and str(int(key)) == key and int(key) < vocab):
+            raise ApiError(400, f"'logit_bias' keys must be byte values written as integers 0-{vocab - 1}, got "
+                           f"{json.dumps(key)[:40]}", "logit_bias", "invalid_value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ApiError(400, f"'logit_bias' values must be numbers, got {json.dumps(value)[:40]} for {key}",
+                           "logit_bias", "invalid_type")
+        if not -100 <= value <= 100:
+            raise ApiError(400, f"'logit_bias' values must be from -100 to 100, got {value} for {key}", "logit_bias",
+                           "invalid_value")
+        out[int(key)] = float(value)
+    return out
 
 
 def _no_constants(name: str):
@@ -238,9 +287,12 @@ class Server(ThreadingHTTPServer):
 
     def process_request(self, request, client_address):
         if not self.slots.acquire(blocking=False):
+            error = ApiError(503, f"the server has {self.app.max_connections} open connections; retry in a moment",
+                             code="too_many_connections", kind="server_error")
+            data = json.dumps(error.body()).encode()
             try:
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
-                                b"Connection: close\r\n\r\n")
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" % len(data) + data)
             except OSError:
                 pass
             self.shutdown_request(request)
@@ -253,6 +305,11 @@ class Server(ThreadingHTTPServer):
         finally:
             self.slots.release()
 
+    def handle_error(self, request, client_address):
+        """What escaped a handler (a bug: clients that go away are handled there), in one write so that
+        concurrent connections' lines do not interleave."""
+        sys.stderr.write(f"{client_address[0]} - internal error:\n{traceback.format_exc()}")
+
 
 class App:
     """What the handlers share: the model's description, the batcher, and the limits."""
@@ -263,23 +320,34 @@ class App:
         self.config = self.model.config
         self.parameters = self.model.num_parameters()
         self.api_key = args.api_key
+        self.access = Access(args.host, args.allow_host, args.allow_origin)
         self.max_tokens_cap, self.max_batch = args.max_tokens, args.max_batch
         self.max_body, self.timeout, self.max_connections = args.max_body_bytes, args.timeout, args.max_connections
         self.created = int(time.time())
 
 
 class Handler(BaseHTTPRequestHandler):
-    """One connection, one request (Connection: close): the body must arrive within `timeout` seconds."""
+    """One connection, one request (Connection: close): the body must arrive within `timeout` seconds.
+
+    Every answer is JSON in the API's error shape, the standard library's own refusals included (a garbled
+    request line, too many headers, an unknown method), and a client that goes away or is cut off costs
+    at most one line in the log, never a traceback.
+    """
 
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # a garbled request line still gets a status line (0.9 has none)
     server_version = "mlx-megabyte"
     server: Server
 
     def setup(self):
         self.timeout = self.server.app.timeout  # every read waits at most this long...
         super().setup()
+        self._dropped, self._drop_lock = False, threading.Lock()
+        self._answered = False
+        self._body_pending = False  # a body the client sends that was not read (yet)
+        self._cors = None  # the --allow-origin origin this request came from: its answer carries CORS headers
         # ...and the whole request must have arrived by then too, however slowly it trickles in.
-        self._deadline = threading.Timer(self.timeout, self._drop)
+        self._deadline = threading.Timer(self.timeout, self._cut_off)
         self._deadline.daemon = True
         self._deadline.start()
 
@@ -287,46 +355,136 @@ class Handler(BaseHTTPRequestHandler):
         self._deadline.cancel()
         super().finish()
 
-    def _drop(self):
+    def handle(self):
+        try:
+            super().handle()
+        except (ConnectionError, TimeoutError) as error:  # the client left while it was read or answered
+            self._dropped_client(f"the connection broke ({type(error).__name__})")
+
+    def _cut_off(self):
+        """The deadline passed with the request still incomplete: close the connection under the reader."""
+        self._dropped_client(f"its request did not arrive within {self.timeout:g} s")
         try:
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
+    def _dropped_client(self, why: str):
+        """Log a client that went away or was cut off: once, and only if it had begun a request (browsers
+        open spare connections that they never use, and closing those is no news)."""
+        with self._drop_lock:
+            if self._dropped:
+                return
+            self._dropped = True
+        if getattr(self, "raw_requestline", b""):
+            self.log_message("dropped: %s", why)
+
     def log_message(self, format, *args):
-        sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+        sys.stderr.write(f"{self.address_string()} - {format % args}\n")  # one write: lines do not interleave
+
+    def log_error(self, format, *args):
+        if args and isinstance(args[-1], TimeoutError):  # handle_one_request: a read or a write timed out
+            return self._dropped_client(f"it sent nothing for {self.timeout:g} s")
+        self.log_message(format, *args)
+
+    # --- what every request must be ---
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self._dropped:  # cut off while its headers trickled in: there is no one to answer
+            return False
+        problem = self._malformed()
+        if problem:
+            self.send_error(400, problem)
+            return False
+        lengths = self.headers.get_all("Content-Length") or ["0"]
+        self._body_pending = int(lengths[0]) > 0 or "Transfer-Encoding" in self.headers
+        return True
+
+    def _malformed(self) -> str | None:
+        """Why a parsed request cannot be served safely (RFC 9112 sections 3.2 and 6.3), or None. Two
+        Content-Length headers are refused, not "the first wins": a proxy in front that took the other
+        one would see a different request (request smuggling)."""
+        if len(self.requestline.split()) == 2:
+            return "HTTP/0.9 requests are not served; send HTTP/1.1"
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) > 1:
+            return "the request has more than one Host header"
+        if not hosts and self.request_version != "HTTP/1.0":
+            return "an HTTP/1.1 request needs a Host header"
+        lengths = self.headers.get_all("Content-Length") or []
+        if len(lengths) > 1:
+            return "the request has more than one Content-Length header"
+        if lengths and not (lengths[0].strip().isascii() and lengths[0].strip().isdigit()):
+            return f"Content-Length must be a number of bytes, got {lengths[0][:40]!r}"
+        return None
+
+    def send_error(self, code, message=None, explain=None):
+        """The standard library's own refusals (and _malformed's) in the API's JSON shape instead of its
+        HTML page. What the client sent is usually not all read: see _linger."""
+        if self._dropped:
+            return
+        text = message or HTTPStatus(code).phrase
+        if explain:
+            text += f" ({explain})"
+        self._send_json(code, ApiError(code, text, code=STDLIB_ERRORS.get(code, "bad_request")).body())
+        self._linger()
 
     # --- dispatch ---
 
     def do_GET(self):
-        self._deadline.cancel()
+        self._handle(self._get)
+
+    def do_HEAD(self):  # wherever GET works: the same status and headers, no body (see _send)
         self._handle(self._get)
 
     def do_POST(self):
         self._handle(self._post)
 
     def do_OPTIONS(self):
-        self._deadline.cancel()
-        self._handle(lambda: self._send_json(204, None))
+        self._handle(self._options)
+
+    def _other_method(self):  # no path here takes PUT, DELETE, PATCH, TRACE or CONNECT: 405 (or 404)
+        self._handle(self._not_allowed)
+
+    do_PUT = do_DELETE = do_PATCH = do_TRACE = do_CONNECT = _other_method
 
     def _handle(self, method):
         self.close_connection = True
         try:
+            self._check_access()
             method()
         except ApiError as error:
-            try:
-                self._send_json(error.status, error.body(), error.headers)
-                if error.status == 413:
-                    self._linger()
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+            self._send_json(error.status, error.body(), error.headers)
+            if self._body_pending:
+                self._linger()
+        except (ConnectionError, TimeoutError):
+            raise  # handle() logs it
+        except Exception:  # a bug: the client gets a 500 if nothing was sent yet, the log the traceback
+            sys.stderr.write(f"{self.address_string()} - internal error in {self.requestline!r}:\n"
+                             f"{traceback.format_exc()}")
+            if not self._answered:
+                self._send_json(500, ApiError(500, "internal server error", code="internal_error",
+                                              kind="server_error").body())
+
+    def _not_allowed(self):
+        raise self._refusal(self._path())
+
+    def _path(self) -> str:
+        return self.path.split("?", 1)[0]
+
+    def _refusal(self, path: str) -> ApiError:
+        """404 for a path that is not here, 405 (with the methods that are) for one that is."""
+        if path not in ROUTES:
+            return ApiError(404, f"no endpoint {path}", code="not_found")
+        return ApiError(405, f"{self.command} is not allowed on {path} (allowed: {ROUTES[path]})",
+                        code="method_not_allowed", headers={"Allow": ROUTES[path]})
 
     def _linger(self, limit: int = 64 << 20, seconds: float = 2.0):
         """After refusing a body unread, take in what the client is still sending (for a moment, up to a
         limit) before closing: closing on unread data resets the connection, and the client would see
-        a broken pipe instead of the 413."""
+        a broken pipe instead of the refusal."""
         try:
             self.connection.shutdown(socket.SHUT_WR)
             self.connection.settimeout(seconds)
@@ -339,8 +497,23 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _check_access(self):
+        """Host and Origin, for every method and path before anything else (access.py says why)."""
+        access = self.server.app.access
+        host = self.headers.get("Host")
+        problem = access.host_problem(host)
+        if problem:
+            raise ApiError(problem[0], problem[1], code="invalid_host" if problem[0] == 400 else "host_not_allowed")
+        origin = self.headers.get("Origin")
+        verdict = access.origin(origin, host)
+        if verdict == "refused":
+            raise ApiError(403, f"requests from web pages at {origin[:80]} are refused (start the server with "
+                           f"--allow-origin {origin[:80]} to let them use it)", code="origin_not_allowed")
+        if verdict == "allowed":
+            self._cors = origin
+
     def _get(self):
-        path = self.path.split("?", 1)[0]
+        path = self._path()
         if path in PLAYGROUND:
             name, kind = PLAYGROUND[path]
             data = resources.files(__package__).joinpath("playground", name).read_bytes()
@@ -351,17 +524,23 @@ class Handler(BaseHTTPRequestHandler):
             return self._send_json(200, {"status": "ok", **app.batcher.status()})
         if path == "/v1/models":
             return self._send_json(200, {"object": "list", "data": [self._model_card()]})
-        if path == "/v1/completions":
-            raise ApiError(405, "use POST for /v1/completions", code="method_not_allowed")
-        raise ApiError(404, f"no endpoint {path}", code="not_found")
+        raise self._refusal(path)
+
+    def _options(self):
+        path = self._path()
+        if self._cors and "Access-Control-Request-Method" in self.headers:  # an --allow-origin page's preflight
+            methods = ROUTES.get(path, "GET, HEAD, POST, OPTIONS")
+            return self._send(204, b"", None, {"Access-Control-Allow-Methods": methods, "Access-Control-Max-Age": "600",
+                                               "Access-Control-Allow-Headers": "Authorization, Content-Type"})
+        self._send(204, b"", None, {"Allow": ROUTES[path]} if path in ROUTES else None)
 
     def _post(self):
-        path = self.path.split("?", 1)[0]
+        path = self._path()
         self._authorize()
-        body = self._read_body()
         if path != "/v1/completions":
-            raise ApiError(404 if path not in PLAYGROUND and path not in ("/health", "/v1/models") else 405,
-                           f"no POST endpoint {path}", code="not_found")
+            raise self._refusal(path)
+        self._expect_json()
+        body = self._read_body()
         try:
             request = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
         except UnicodeDecodeError:
@@ -380,30 +559,44 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             job.cancel()  # a no-op when it has finished; frees its rows when the client went away
 
+    def _expect_json(self):
+        """Only bodies sent as JSON are read: a web page can send text/plain or a form to any address
+        without asking first, but JSON only after a preflight (access.py)."""
+        kind, _, parameters = self.headers.get("Content-Type", "").partition(";")
+        charsets = [value.strip().strip('"').lower() for name, _, value in
+                    (p.partition("=") for p in parameters.split(";")) if name.strip().lower() == "charset"]
+        if kind.strip().lower() != "application/json" or any(c not in ("utf-8", "utf8") for c in charsets):
+            given = self.headers.get("Content-Type")
+            raise ApiError(415, "send the body as JSON with 'Content-Type: application/json' (got "
+                           f"{repr(given[:60]) if given else 'no Content-Type'})", code="unsupported_media_type")
+
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding"):
             raise ApiError(411, "send the body with a Content-Length, not chunked", code="length_required")
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        length = self.headers.get("Content-Length")  # one, and a number: see _malformed
+        if length is None:
             raise ApiError(411, "a Content-Length header is required", code="length_required")
-        if int(length) > self.server.app.max_body:
-            raise ApiError(413, f"the body has {int(length)} bytes; the limit is {self.server.app.max_body}",
+        length = int(length)
+        if length > self.server.app.max_body:
+            raise ApiError(413, f"the body has {length} bytes; the limit is {self.server.app.max_body}",
                            code="body_too_large")
         try:
-            body = self.rfile.read(int(length))
+            body = self.rfile.read(length)
         except (TimeoutError, OSError):
             body = b""
-        if len(body) < int(length):
+        if len(body) < length:
             raise ApiError(408, "the request body did not arrive in time", code="timeout")
+        self._body_pending = False
         self._deadline.cancel()
         return body
 
     def _authorize(self):
+        """`Authorization: Bearer KEY`, the scheme in any case (RFC 9110 section 11.1)."""
         key = self.server.app.api_key
         if key is None:
             return
-        given = self.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
+        scheme, _, given = self.headers.get("Authorization", "").strip().partition(" ")
+        if not (scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), key.encode())):
             raise ApiError(401, "a valid API key is required: send 'Authorization: Bearer KEY'",
                            code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
@@ -524,19 +717,32 @@ class Handler(BaseHTTPRequestHandler):
     # --- responses ---
 
     def _send_json(self, status: int, body, headers: dict | None = None):
-        data = b"" if body is None else json.dumps(body).encode()
-        self._send(status, data, "application/json", headers)
+        self._send(status, json.dumps(body).encode(), "application/json", headers)
 
-    def _send(self, status: int, data: bytes, kind: str, headers: dict | None = None):
+    def end_headers(self):
+        if self._cors:  # a page of an --allow-origin origin may read the answer
+            self.send_header("Access-Control-Allow-Origin", self._cors)
+            self.send_header("Vary", "Origin")
+        super().end_headers()
+
+    def send_response(self, code, message=None):
+        self._answered = True
+        self._deadline.cancel()  # the request is over: answering is not bound by its deadline
+        super().send_response(code, message)
+
+    def _send(self, status: int, data: bytes, kind: str | None, headers: dict | None = None):
+        """A whole response. A HEAD request gets the headers only; a 204 has no body and says no length."""
         self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
+        if status != 204:
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD" and status != 204:
+            self.wfile.write(data)
 
 
 def _joined(events: list) -> list:
@@ -575,6 +781,13 @@ def build_parser():
                         help=f"require 'Authorization: Bearer KEY' on every API request (or set {API_KEY_VARIABLE})")
     parser.add_argument("--insecure", action="store_true",
                         help="allow a non-loopback --host without an API key (anyone who can reach it can use it)")
+    parser.add_argument("--allow-origin", type=origin_flag, action="append", default=[], metavar="ORIGIN",
+                        help="a web origin (scheme://host[:port]) whose pages may call the API, answered with CORS "
+                        "headers; repeat for several, '*' for any page (default: only the playground this server "
+                        "serves)")
+    parser.add_argument("--allow-host", type=host_flag, action="append", default=[], metavar="NAME",
+                        help="a name that requests may carry in Host besides localhost and loopback addresses "
+                        "(a reverse proxy's public name, say); repeat for several")
     parser.add_argument("--max-tokens", type=number(int, 1), default=DEFAULT_MAX_TOKENS_CAP,
                         help="the most bytes one request may generate")
     parser.add_argument("--max-batch", type=number(int, 1), default=DEFAULT_MAX_BATCH,
@@ -588,15 +801,6 @@ def build_parser():
                         help="open connections at most; more get 503 at once")
     add_model_flags(parser)
     return parser
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @cli
@@ -619,6 +823,14 @@ def main(argv=None):
 
     app = App(load, name, args)  # loaded by the generation thread
     try:
+        serve(app, args, name)
+    finally:
+        app.batcher.stop()  # whatever ended the server: the process must not exit before it (see Batcher.stop)
+
+
+def serve(app: App, args, name: str) -> None:
+    """Listen where the flags say, announce the address, and answer requests until interrupted."""
+    try:
         server = Server((args.host, args.port), Handler, app)
     except OSError as error:
         raise UserError(f"cannot listen on {args.host}:{args.port} ({error.strerror or error})") from None
@@ -630,7 +842,6 @@ def main(argv=None):
         server.serve_forever()
     finally:
         server.server_close()
-        app.batcher.stop()
 
 
 if __name__ == "__main__":

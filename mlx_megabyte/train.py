@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--arch", choices=tuple(ARCHITECTURES),
                        help=f"megabyte (fixed patches) or spacebyte (global blocks at word boundaries) "
                        f"(default: {DEFAULT_ARCHITECTURE}, or that of --init-from)")
-    model.add_argument("--preset", choices=PRESET_NAMES, default=DEFAULT_PRESET,
-                       help="model size, in the architecture's presets (below, and README: Presets)")
+    model.add_argument("--preset", choices=PRESET_NAMES,  # None: DEFAULT_PRESET, unless --init-from decides
+                       help=f"model size, in the architecture's presets (below, and README: Presets) "
+                       f"(default: {DEFAULT_PRESET}; with --init-from, the weights' own model)")
     model.add_argument("--dim", type=_ints, help="megabyte: width per stage, e.g. 512,256 (one int: every stage)")
     model.add_argument("--depth", type=_ints, help="megabyte: layers per stage, e.g. 12,4 (one int: every stage)")
     model.add_argument("--max-seq-len", type=_ints, help="megabyte: sequence length per stage, e.g. 256,8 (one int: every stage)")
@@ -166,23 +167,29 @@ def model_config(args) -> AnyConfig:
     own config."""
     overrides = {name: getattr(args, name) for name in MODEL_FIELDS if getattr(args, name, None) is not None}
     chosen = getattr(args, "arch", None)
+    preset = getattr(args, "preset", None)
     if args.init_from:
         config, _ = read_config(locate(args.init_from))
         if chosen is not None and chosen != config.model_type:
             raise UserError(f"--init-from {args.init_from} holds a {config.model_type} model; drop --arch {chosen}")
+        named = chosen or DEFAULT_ARCHITECTURE  # a preset alone names one of the default architecture
+        if preset is not None and not _same_shape(ARCHITECTURES[named].presets.get(preset), config):
+            raise UserError(f"--init-from {args.init_from} holds a {config.model_type} model that is not --arch "
+                            f"{named} --preset {preset}; drop --preset (the model is taken from the weights)")
         fixed = sorted(set(overrides) - set(TUNABLE_FIELDS))
         if fixed:
             raise UserError(f"--init-from takes the model from its weights; drop {', '.join(map(_flag, fixed))}")
         return type(config).from_dict({**config.to_dict(), **overrides})
     arch = ARCHITECTURES[chosen or DEFAULT_ARCHITECTURE]
+    preset = preset or DEFAULT_PRESET
     foreign = [name for name in overrides if name not in {f.name for f in dataclasses.fields(arch.config)}]
     if foreign:
         what = "is not a" if len(foreign) == 1 else "are not"
         raise UserError(f"{', '.join(map(_flag, foreign))} {what} {arch.title} setting{'s' * (len(foreign) > 1)} "
                         f"(--arch {arch.name})")
-    if args.preset not in arch.presets:
-        raise UserError(f"--arch {arch.name} has no preset {args.preset!r} (choose from {', '.join(arch.presets)})")
-    base = arch.presets[args.preset]
+    if preset not in arch.presets:
+        raise UserError(f"--arch {arch.name} has no preset {preset!r} (choose from {', '.join(arch.presets)})")
+    base = arch.presets[preset]
     if arch.config is ModelConfig:
         overrides.update(_per_stage(base, {k: overrides[k] for k in PER_STAGE_FIELDS if k in overrides}))
     values = base.to_dict()
@@ -192,6 +199,16 @@ def model_config(args) -> AnyConfig:
         return arch.config.from_dict({**values, **overrides})
     except (TypeError, ValueError) as error:
         raise UserError(f"invalid model: {error}") from None
+
+
+def _same_shape(preset: AnyConfig | None, config: AnyConfig) -> bool:
+    """Does a preset describe these weights' model (the settings --init-from may change aside)? Then
+    naming it with --init-from is harmless; any other preset would be silently ignored, so it is refused."""
+
+    def shape(c: AnyConfig) -> dict:
+        return {"model_type": c.model_type, **{k: v for k, v in c.to_dict().items() if k not in TUNABLE_FIELDS}}
+
+    return preset is not None and shape(preset) == shape(config)
 
 
 def _per_stage(base: ModelConfig, given: dict) -> dict:
@@ -210,12 +227,12 @@ def training_config(args) -> TrainingConfig:
     model = model_config(args)
     save_path = args.save_path
     if save_path is None:
-        name = Path(args.init_from).name if args.init_from else args.preset
+        name = Path(args.init_from).name if args.init_from else args.preset or DEFAULT_PRESET
         if model.model_type != DEFAULT_ARCHITECTURE and not args.init_from:
             name = f"{model.model_type}-{name}"
         save_path = str(Path("weights") / f"{name}-{data._slug(args.data)}")
     settings = {name: getattr(args, name) for name in DEFAULTS if name != "model" and hasattr(args, name)}
-    measured = {} if args.init_from else PRESET_DEFAULTS.get((model.model_type, args.preset), {})
+    measured = {} if args.init_from else PRESET_DEFAULTS.get((model.model_type, args.preset or DEFAULT_PRESET), {})
     for name in ("batch_size", "learning_rate"):
         if settings[name] is None:
             settings[name] = measured.get(name, DEFAULTS[name])

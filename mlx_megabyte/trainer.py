@@ -355,6 +355,7 @@ class Trainer:
                                        self.world, DTYPES[config.dtype], loss_scaling=self.loss_scale is not None)
         self._evaluate = mx.compile(partial(summed_loss, self.model), inputs=[self.model.state])
         length = config.model.context_length
+        check_sizes(config, corpus, length)
         self.batches = data.Batches(corpus.train, length, config.batch_size * config.grad_accumulation_steps,
                                     config.seed, self.rank, self.world)
         self.data_state = self.batches.state
@@ -626,7 +627,8 @@ class Trainer:
                 continue
             if key == "data_key":
                 raise UserError(f"--resume: the data of {self.corpus.source} changed since the run started "
-                                f"(its encoding {state[key]} is now {mine}); resume on the same data or start a new run")
+                                f"(its encoding {state[key]} is now {mine}: the files changed, or this version of "
+                                "mlx-megabyte encodes them differently); resume on the same data or start a new run")
             flag = "--" + key.replace("_", "-")
             hint = f", or add --reschedule to use {flag} {mine} from here on" if key in self.SCHEDULE else ""
             raise UserError(f"--resume: the run used {flag} {state[key]}, not {mine}: pass the same value{hint}")
@@ -699,6 +701,28 @@ class StopRequested:
         signal.signal(signal.SIGINT, self.previous)
 
 
+def check_sizes(config: TrainingConfig, corpus: data.Corpus, length: int) -> None:
+    """Both splits must hold one window of the model's context; if one does not, say which flag gives it more."""
+    local = config.data not in data.HUB_DATASETS and config.data not in data.BUILTIN
+    more = "a larger --builtin-mb" if config.data in data.BUILTIN else "more data"
+    if len(corpus.train) < length:
+        raise UserError(f"the training data ({config.data}) holds {len(corpus.train):,} bytes, fewer than one window "
+                        f"of {length:,} (the model's context): give {more}, or a model with a shorter context")
+    if len(corpus.val) >= length:
+        return
+    if config.val_data is not None:
+        where, hint = f"--val-data {config.val_data}", "give more validation data"
+    elif local:
+        where = f"the last {config.val_fraction:g} of the documents of {config.data}, cut at a document boundary"
+        hint = "hold out more with --val-fraction, or give validation data with --val-data PATH"
+    else:
+        where, hint = f"the validation split of {config.data}", "give validation data with --val-data PATH"
+        if config.data in data.BUILTIN:
+            hint = "raise --builtin-mb (a 33rd of it is held out), or give validation data with --val-data PATH"
+    raise UserError(f"the validation data ({where}) holds {len(corpus.val):,} bytes, fewer than one window of "
+                    f"{length:,} (the model's context): {hint}")
+
+
 def describe(trainer: Trainer) -> list[str]:
     """What a run is about to do, in a few lines (model, data, batch, where it writes)."""
     config, model = trainer.config, trainer.config.model
@@ -710,7 +734,7 @@ def describe(trainer: Trainer) -> list[str]:
         f"model: {trainer.model.num_parameters():,} parameters, {model.describe()}, "
         f"{model.flops_per_byte() / 1e6:.2f} MFLOP per byte trained",
         f"data: {config.data}: {len(corpus.train) / 1e6:.1f} MB train, {len(corpus.val) / 1e6:.2f} MB validation"
-        f" ({corpus.directory})",
+        f" ({corpus.directory}); {corpus.describe()}",
         f"training: {trainer.bytes_per_step:,} bytes per step" + (f" over {trainer.world} ranks" if trainer.world > 1 else "")
         + f"{restored}; run directory {config.save_path}",
     ]

@@ -2,25 +2,45 @@
 install gives one clear line."""
 
 import sys
+from pathlib import Path
 
 import pytest
 
 from mlx_megabyte import cpu
-from mlx_megabyte.info import matmul_gflops
 
 from .helpers import one_line_error, run
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the preload exists for Linux only")
 
 
+MATMUL = "import mlx_megabyte, mlx.core as mx; mx.eval(mx.ones((64, 64)) @ mx.ones((64, 64)))"
+
+
+def sgemm_binding(folder, env=None) -> str:
+    """The library that the dynamic linker bound libmlx.so's `cblas_sgemm` to, in a fresh process that ran
+    a float32 matmul: glibc's own record of it (LD_DEBUG=bindings), not a guess from speed."""
+    log = folder / "bindings"
+    result = run("-c", MATMUL, env={"LD_DEBUG": "bindings", "LD_DEBUG_OUTPUT": str(log), **(env or {})})
+    assert result.returncode == 0, result.stderr
+    lines = [line for path in folder.glob("bindings.*") for line in path.read_text(errors="replace").splitlines()
+             if "libmlx.so" in line.split(" to ")[0] and "`cblas_sgemm'" in line]
+    assert lines, "libmlx.so's cblas_sgemm was never bound: did the matmul run on the CPU?"
+    return lines[0].split(" to ", 1)[1].split(" [")[0]
+
+
 @linux_only
-def test_openblas_serves_mlx_matmuls():
+def test_openblas_serves_mlx_matmuls(tmp_path):
+    """The mechanism, not a speed (a GFLOP/s bound failed on a loaded machine): MLX's cblas_sgemm resolves
+    to the system OpenBLAS, and without the preload to the reference BLAS bundled with mlx[cpu]."""
     assert cpu.status.startswith("preloaded"), (
         f"{cpu.status}: install the system OpenBLAS (apt-get install libopenblas0-pthread)"
     )
     assert "openblas" in (cpu.sgemm_provider() or "").lower()
-    # The reference BLAS of mlx[cpu] manages ~4 GFLOP/s here, OpenBLAS 100+; 25 leaves room for noise.
-    assert matmul_gflops(1024) > 25
+    (tmp_path / "preloaded").mkdir()
+    assert "openblas" in Path(sgemm_binding(tmp_path / "preloaded", {"MLX_MEGABYTE_NO_BLAS_PRELOAD": ""})).name.lower()
+    (tmp_path / "bundled").mkdir()  # the same check, shown able to fail
+    bundled = sgemm_binding(tmp_path / "bundled", {"MLX_MEGABYTE_NO_BLAS_PRELOAD": "1"})
+    assert "openblas" not in Path(bundled).name.lower() and "mlx" in bundled, bundled
 
 
 @linux_only

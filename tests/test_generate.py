@@ -305,6 +305,15 @@ def test_bad_numbers_and_seeds_are_one_line(weights_dir):
         make_sampler(float("nan"))
 
 
+def test_flags_that_would_be_ignored_are_refused(weights_dir):
+    """The class of train's --preset with --init-from: instruct fields without --instruct, and a prompt
+    or fields with --interactive (which asks for them), were silently ignored."""
+    model = ["-m", "mlx_megabyte.generate", "--model", str(weights_dir / "weights" / "demo")]
+    one_line_error(run(*model, "--features", "Dialogue", "--prompt", "A"), "--features", "add --instruct")
+    one_line_error(run(*model, "--interactive", "--prompt", "A"), "--interactive", "drop --prompt")
+    one_line_error(run(*model, "--interactive", "--instruct", "--words", "cat"), "--interactive", "drop --words")
+
+
 def test_prompts_are_bytes_even_under_a_strict_utf8_locale(weights_dir):
     """Invalid UTF-8 on standard input or in an argument reaches the model as the same bytes, and is
     shown with U+FFFD, under PYTHONIOENCODING=utf-8:strict (as on macOS)."""

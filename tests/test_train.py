@@ -28,8 +28,8 @@ def cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("data-cache"))
 
 
-def train(tmp_path, cache, *extra, name="run"):
-    args = build_parser().parse_args([*BASE, "--cache-dir", cache, "--save-path", str(tmp_path / name), *extra])
+def train(tmp_path, cache, *extra, name="run", base=BASE):
+    args = build_parser().parse_args([*base, "--cache-dir", cache, "--save-path", str(tmp_path / name), *extra])
     console = Console(file=io.StringIO(), width=200)
     summary = run(args, console)
     return summary, console.file.getvalue()
@@ -158,6 +158,23 @@ def test_bad_flags_give_one_line(tmp_path, cache):
                    "no checkpoint")
 
 
+def test_a_preset_that_is_not_the_init_from_model_is_refused(tmp_path):
+    """--preset tiny with the weights of a SpaceByte model was silently ignored (SpaceByte was trained)."""
+    from mlx_megabyte import save
+    from mlx_megabyte.models import architecture, build
+    from mlx_megabyte.train import training_config
+
+    save(build(architecture("spacebyte").presets["tiny"]), tmp_path / "spacebyte")
+    common = ["-m", "mlx_megabyte.train", "--init-from", str(tmp_path / "spacebyte"), "--data", "builtin",
+              "--builtin-mb", "0.4", "--iters", "1", "--save-path", str(tmp_path / "r")]
+    for preset in (["--preset", "tiny"], ["--preset", "small"], ["--arch", "spacebyte", "--preset", "small"]):
+        one_line_error(run_command(*common, *preset), "holds a spacebyte model that is not", "drop --preset")
+    one_line_error(run_command(*common, "--arch", "megabyte"), "drop --arch megabyte")
+    # the preset that is the weights' own model names it: harmless, so accepted
+    args = build_parser().parse_args(["--arch", "spacebyte", "--preset", "tiny", *common[2:]])
+    assert training_config(args).model == architecture("spacebyte").presets["tiny"]
+
+
 def test_init_from_starts_instruct_tuning_from_pretrained_weights(tmp_path, cache):
     train(tmp_path, cache, "--iters", "60", "--steps-per-eval", "60", "--learning-rate", "2e-3", name="base")
     summary, output = train(tmp_path, cache, "--data", "builtin-instruct", "--init-from", str(tmp_path / "base"),
@@ -216,7 +233,7 @@ def test_init_from_a_float16_model_trains_in_float32_and_lowers_the_loss(tmp_pat
     demo = ROOT / "weights" / "demo"
     assert load(demo).parameters()["stages"][0]["embedding"]["embedding"]["weight"].dtype == mx.float16
     summary, _ = train(tmp_path, cache, "--init-from", str(demo), "--iters", "6", "--steps-per-eval", "6",
-                       "--learning-rate", "1e-4", "--batch-size", "4")
+                       "--learning-rate", "1e-4", "--batch-size", "4", base=BASE[2:])  # (--preset tiny is not its model)
     curve = losses(tmp_path / "run")
     assert max(curve.values()) < 1.2, curve  # float16 training went 0.55 -> 790 in one step
     assert summary["val_loss"] < 1.0, summary

@@ -298,16 +298,10 @@ def save_torch_weights(config_name, path):
 
 def orchestrate(args):
     rows = []
-    for config in args.configs.split(","):
-        if config not in CONFIGS:
-            sys.exit(f"error: unknown config {config!r} (choose from {', '.join(CONFIGS)})")
-    for task in args.tasks.split(","):
-        if task not in TASKS:
-            sys.exit(f"error: unknown task {task!r} (choose from {', '.join(TASKS)})")
-    for config in args.configs.split(","):
+    for config in args.configs:
         weights, torch_generate = None, []
         torch_too = has_torch(CONFIGS[config])  # a SpaceByte config has MLX rows only
-        for task in args.tasks.split(","):
+        for task in args.tasks:
             generating = task.startswith("generate")
             results = {"torch": list(torch_generate) if generating else [], "mlx": [], "torch-compiled": []}
             compiled = torch_too and args.torch_compile and task in ("train", "train-bf16", "forward")
@@ -402,32 +396,66 @@ def default_device() -> str:
     return found.stdout.strip() or "cpu"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", default="seed", help=f"comma-separated: {', '.join(CONFIGS)}")
-    parser.add_argument("--tasks", default="train,forward,generate", help=f"comma-separated: {', '.join(TASKS)}")
+def build_parser():
+    """The command line people use; every flag checked as it is read, as in the package's commands."""
+    from mlx_megabyte import cli  # here, not at the top: see worker_parser
+
+    parser = cli.parser("tools/benchmark.py", __doc__)
+    parser.add_argument("--configs", type=cli.listed(choices=tuple(CONFIGS)), default="seed",
+                        help=f"comma-separated: {', '.join(CONFIGS)}")
+    parser.add_argument("--tasks", type=cli.listed(choices=TASKS), default="train,forward,generate",
+                        help=f"comma-separated: {', '.join(TASKS)}")
     parser.add_argument("--device", choices=("cpu", "gpu"), help="where both run (default: the GPU when MLX has one)")
-    parser.add_argument("--batch", type=int, help="sequences per step (train, forward); default 4 on CPUs, 32 on GPUs")
+    parser.add_argument("--batch", type=cli.number(int, 1),
+                        help="sequences per step (train, forward); default 4 on CPUs, 32 on GPUs")
     parser.add_argument("--torch-compile", action="store_true", help="also time megabyte-pytorch under torch.compile")
-    parser.add_argument("--steps", type=int, default=3, help="measured steps per process")
-    parser.add_argument("--warmup", type=int, default=3,
+    parser.add_argument("--steps", type=cli.number(int, 1), default=3, help="measured steps per process")
+    parser.add_argument("--warmup", type=cli.number(int, 0), default=3,
                         help="unmeasured steps per process (compilation, and the allocator settling)")
-    parser.add_argument("--rounds", type=int, default=2, help="processes per implementation, alternating")
-    parser.add_argument("--prompt-bytes", type=int, default=1024, help="generate: prompt length (shortened to fit the context with the new bytes)")
-    parser.add_argument("--new-bytes", type=int, default=512, help="generate: bytes to generate")
-    parser.add_argument("--torch-generate-rounds", type=int, default=1, help="full-recompute rounds (slow)")
+    parser.add_argument("--rounds", type=cli.number(int, 1), default=2,
+                        help="processes per implementation, alternating")
+    parser.add_argument("--prompt-bytes", type=cli.number(int, 1), default=1024,
+                        help="generate: prompt length (shortened to fit the context with the new bytes)")
+    parser.add_argument("--new-bytes", type=cli.number(int, 1), default=512, help="generate: bytes to generate")
+    parser.add_argument("--torch-generate-rounds", type=cli.number(int, 0), default=1,
+                        help="full-recompute rounds (slow; 0: MLX rows only)")
     parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--worker", choices=("torch", "torch-compiled", "mlx"), help=argparse.SUPPRESS)
-    parser.add_argument("--task", help=argparse.SUPPRESS)
-    parser.add_argument("--config", help=argparse.SUPPRESS)
-    parser.add_argument("--weights", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    args.device = args.device or ("cpu" if args.worker else default_device())
+    return parser
+
+
+def worker_parser():
+    """The command line of one measurement process, which `measure` writes (not people): parsed without
+    mlx_megabyte, whose OpenBLAS preload would slow a torch worker ~5x."""
+    parser = argparse.ArgumentParser(prog="tools/benchmark.py --worker")
+    parser.add_argument("--worker", choices=("torch", "torch-compiled", "mlx"), required=True)
+    for name in ("--task", "--config", "--weights"):
+        parser.add_argument(name)
+    parser.add_argument("--device", default="cpu")
+    for name in ("--batch", "--steps", "--warmup", "--prompt-bytes", "--new-bytes"):
+        parser.add_argument(name, type=int)
+    return parser
+
+
+def main():
+    if "--worker" in sys.argv[1:]:
+        return worker_main(worker_parser().parse_args())
+    from mlx_megabyte import cli
+
+    cli.cli(run_benchmark)()  # one-line errors and exit codes, as the package's commands give them
+
+
+def run_benchmark(argv=None):
+    from mlx_megabyte.errors import UserError
+
+    args = build_parser().parse_args(argv)
+    if args.json and os.path.isdir(args.json):  # found out only after the first row otherwise
+        raise UserError(f"--json {args.json} is a directory; give the file to write the results to")
+    found = default_device()
+    if args.device == "gpu" and found != "gpu":  # before any worker: each would fail in turn, after the torch ones
+        raise UserError("--device gpu: this MLX has no GPU backend (README: NVIDIA GPUs)")
+    args.device = args.device or found
     args.batch = args.batch or (32 if args.device == "gpu" else 4)
-    if args.worker:
-        worker_main(args)
-    else:
-        orchestrate(args)
+    orchestrate(args)
 
 
 if __name__ == "__main__":

@@ -25,59 +25,113 @@ run that was cut off continues from its newest checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
+import os
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from mlx_megabyte import cli
+from mlx_megabyte.errors import UserError
+
 RESULT_FILE = "compare.json"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="tools/compare.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("tools/compare.py", __doc__)
     parser.add_argument("--config", action="append", default=[], metavar="'NAME: FLAGS'",
                         help="a configuration: a name, a colon and train flags (repeat for several)")
     parser.add_argument("--configs", help="a JSON file of configurations: {\"NAME\": \"FLAGS\", ...}")
     parser.add_argument("--data", required=True, help="training data for every run (train's --data)")
     parser.add_argument("--out", required=True, help="where the runs, the table and the plot go")
     budget = parser.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--time-budget", type=float, metavar="SECONDS", help="seconds of training steps per run")
-    budget.add_argument("--bytes", type=int, help="training bytes per run instead (equal data, not equal time)")
+    budget.add_argument("--time-budget", type=cli.number(float, 0, low_open=True), metavar="SECONDS",
+                        help="seconds of training steps per run")
+    budget.add_argument("--bytes", type=cli.number(int, 1),
+                        help="training bytes per run instead (equal data, not equal time)")
     parser.add_argument("--train-args", default="", help="train flags for every run (e.g. '--batch-size 8 --iters 4000')")
     parser.add_argument("--eval-data", help="held-out data (default: --data)")
     parser.add_argument("--eval-split", default="validation", choices=("validation", "train", "all"),
                         help="the part of --eval-data to score")
-    parser.add_argument("--eval-max-bytes", type=int, help="score only the first N held-out bytes")
+    parser.add_argument("--eval-max-bytes", type=cli.number(int, 1), help="score only the first N held-out bytes")
     parser.add_argument("--cache-dir", help="where encoded data is kept (train's and evaluate's --cache-dir)")
-    args = parser.parse_args(argv)
-    if args.time_budget is not None and not (math.isfinite(args.time_budget) and args.time_budget > 0):
-        parser.error("--time-budget must be a positive number of seconds")
-    if args.bytes is not None and args.bytes < 1:
-        parser.error("--bytes must be positive")
-    return args
+    return parser.parse_args(argv)
 
 
 def configurations(args) -> dict[str, list[str]]:
-    """Name -> train flags, in the order given (file first)."""
-    found: dict[str, str] = {}
+    """Name -> train flags, in the order given (file first). A name given twice is refused: one of the
+    two would silently not run."""
+    found: dict[str, object] = {}
+
+    def add(name: str, flags, where: str):
+        if name in found:
+            raise UserError(f"the configuration name {name!r} is given twice ({where}): give each its own name")
+        found[name] = flags
+
     if args.configs:
-        found.update(json.loads(Path(args.configs).read_text()))
+        for name, flags in read_configs(args.configs):
+            add(name, flags, f"in {args.configs}")
     for spec in args.config:
         name, colon, flags = spec.partition(":")
         if not colon or not name.strip():
-            sys.exit(f"error: --config {spec!r}: expected 'NAME: FLAGS'")
-        found[name.strip()] = flags
+            raise UserError(f"--config {spec!r}: expected 'NAME: FLAGS'")
+        add(name.strip(), flags, "by --config")
     if not found:
-        sys.exit("error: give at least one --config or --configs")
-    for name in found:
+        raise UserError("give at least one --config or --configs")
+    runs = {}
+    for name, flags in found.items():
         if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            sys.exit(f"error: configuration name {name!r}: use letters, digits, '-', '_' and '.' (it names a directory)")
-    return {name: shlex.split(flags) if isinstance(flags, str) else list(flags) for name, flags in found.items()}
+            raise UserError(f"configuration name {name!r}: use letters, digits, '-', '_' and '.' "
+                            "(it names a directory)")
+        runs[name] = split_flags(flags, f"configuration {name!r}")
+    return runs
+
+
+def read_configs(path: str) -> list[tuple[str, object]]:
+    """The (name, flags) pairs of a --configs file; a name given twice is refused (json.loads would keep
+    the last one silently)."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"--configs: cannot read {path} ({getattr(error, 'strerror', None) or error})") from None
+
+    def unique(pairs):
+        names = [name for name, _ in pairs]
+        twice = next((name for name in names if names.count(name) > 1), None)
+        if twice is not None:
+            raise UserError(f"the configuration name {twice!r} is given twice (in {path}): give each its own name")
+        return dict(pairs)
+
+    try:
+        found = json.loads(text, object_pairs_hook=unique)
+    except json.JSONDecodeError as error:
+        raise UserError(f"--configs: {path} is not valid JSON ({error})") from None
+    if not isinstance(found, dict):
+        raise UserError(f'--configs: {path} must hold a JSON object of configurations, {{"NAME": "FLAGS", ...}}, '
+                        f"not a {type(found).__name__}")
+    return list(found.items())
+
+
+def split_flags(flags, what: str) -> list[str]:
+    """Train flags as a list: a string split as a shell would, or a list of strings as it is."""
+    if isinstance(flags, list) and all(isinstance(flag, str) for flag in flags):
+        split = list(flags)
+    elif not isinstance(flags, str):
+        raise UserError(f"{what}: the flags must be a string (or a list of strings), got {json.dumps(flags)[:60]}")
+    else:
+        try:
+            split = shlex.split(flags)
+        except ValueError as error:  # an unbalanced quote
+            raise UserError(f"{what}: cannot split {flags.strip()!r} into flags ({error})") from None
+    for flag in split:  # JSON can escape a lone UTF-16 surrogate, which no command line can carry
+        try:
+            os.fsencode(flag)
+        except UnicodeEncodeError:
+            raise UserError(f"{what}: the flag {flag!r} holds a lone UTF-16 surrogate, which is not text") from None
+    return split
 
 
 def train_command(args, name: str, flags: list[str]) -> tuple[list[str], object]:
@@ -85,16 +139,25 @@ def train_command(args, name: str, flags: list[str]) -> tuple[list[str], object]
     from mlx_megabyte.train import build_parser, training_config
 
     run_dir = Path(args.out) / name
-    full = ["--quiet", "--steps-per-sample", "0", *shlex.split(args.train_args), *flags,
+    full = ["--quiet", "--steps-per-sample", "0", *split_flags(args.train_args, "--train-args"), *flags,
             "--data", args.data, "--save-path", str(run_dir)]
     if args.cache_dir:
         full += ["--cache-dir", args.cache_dir]
-    config = training_config(build_parser().parse_args(full))
-    if args.bytes is not None:
-        full += ["--iters", str(max(1, math.ceil(args.bytes / config.bytes_per_rank_step)))]
-        config = training_config(build_parser().parse_args(full))
-    else:
-        full += ["--time-budget", repr(args.time_budget)]
+    parser = build_parser()
+
+    def refuse(message):  # train's own flag errors, as one line that names the configuration (below)
+        raise UserError(f"{message} (see python -m mlx_megabyte.train --help)")
+
+    parser.error = refuse
+    try:
+        config = training_config(parser.parse_args(full))
+        if args.bytes is not None:
+            full += ["--iters", str(max(1, math.ceil(args.bytes / config.bytes_per_rank_step)))]
+            config = training_config(parser.parse_args(full))
+        else:
+            full += ["--time-budget", repr(args.time_budget)]
+    except UserError as error:
+        raise UserError(f"configuration {name!r}: {error}") from None
     return [sys.executable, "-m", "mlx_megabyte.train", *full], config
 
 
@@ -118,7 +181,7 @@ def run_one(args, name: str, flags: list[str]) -> dict:
     tic = time.perf_counter()
     done = subprocess.run(command)
     if done.returncode != 0:
-        sys.exit(f"error: the training of {name} failed (exit code {done.returncode}); run again to resume it")
+        raise UserError(f"the training of {name} failed (exit code {done.returncode}); run again to resume it")
     wall = time.perf_counter() - tic
 
     latest = checkpoint.latest_checkpoint(run_dir)
@@ -132,7 +195,7 @@ def run_one(args, name: str, flags: list[str]) -> dict:
     print(f"{name}: scoring {latest}", flush=True)
     scored = subprocess.run(evaluation, capture_output=True, text=True)
     if scored.returncode != 0:
-        sys.exit(f"error: evaluating {name} failed: {scored.stderr.strip()[-500:]}")
+        raise UserError(f"evaluating {name} failed: {scored.stderr.strip()[-500:]}")
     score = json.loads(scored.stdout.strip().splitlines()[-1])
 
     model_config, _ = read_config(latest)
@@ -165,12 +228,13 @@ def validation_curve(run_dir: Path) -> list[tuple[float, float]]:
     """(training seconds, validation bits per byte) at each validation in metrics.jsonl."""
     path = run_dir / "metrics.jsonl"
     points = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
+    text = path.read_bytes().decode("utf-8", errors="replace") if path.is_file() else ""  # as plot_metrics reads it
+    for line in text.splitlines():
         try:
             record = json.loads(line)
         except ValueError:
             continue
-        if "val_bpb" in record and "train_seconds" in record:
+        if isinstance(record, dict) and "val_bpb" in record and "train_seconds" in record:
             points.append((record["train_seconds"], record["val_bpb"]))
     return points
 
@@ -201,10 +265,15 @@ def plot(results: list[dict], out: Path, path: Path) -> bool:
     return True
 
 
+@cli.cli
 def main(argv=None):
     args = parse_args(argv)
     runs = configurations(args)
+    for name, flags in runs.items():  # every configuration's flags are checked before the first run starts
+        train_command(args, name, flags)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for the runs, the table and the plot")
     out.mkdir(parents=True, exist_ok=True)
     results = [run_one(args, name, flags) for name, flags in runs.items()]
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -20,31 +20,45 @@ import threading
 import time
 from urllib.parse import urlparse
 
+from mlx_megabyte import cli
+from mlx_megabyte.errors import UserError
+
 
 def stream_one(url, body: dict, api_key: str | None, result: dict):
+    """One streaming client; its figures, or what went wrong, go into `result` (it runs in a thread, where
+    an uncaught error would be a traceback instead of a failed request)."""
     parsed = urlparse(url)
     connection = http.client.HTTPConnection(parsed.hostname, parsed.port or 80, timeout=600)
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     start = time.perf_counter()
-    connection.request("POST", "/v1/completions", json.dumps(body), headers)
-    response = connection.getresponse()
-    if response.status != 200:
-        result["error"] = f"{response.status} {response.read()[:200]!r}"
+    try:
+        connection.request("POST", "/v1/completions", json.dumps(body), headers)
+        response = connection.getresponse()
+        if response.status != 200:
+            result["error"] = f"{response.status} {response.read()[:200]!r}"
+            return
+        first = None
+        generated = 0
+        for line in response:
+            if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                generated = chunk["usage"]["completion_tokens"]
+            if first is None and any(c["text"] for c in chunk["choices"]):
+                first = time.perf_counter()
+    except OSError as error:
+        reason = getattr(error, "strerror", None) or error
+        result["error"] = f"the server at {url} did not answer ({reason}): is it running?"
         return
-    first = None
-    generated = 0
-    for line in response:
-        if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
-            continue
-        chunk = json.loads(line[6:])
-        if chunk.get("usage"):
-            generated = chunk["usage"]["completion_tokens"]
-        if first is None and any(c["text"] for c in chunk["choices"]):
-            first = time.perf_counter()
+    except (ValueError, KeyError) as error:  # not the server's event stream
+        result["error"] = f"the server at {url} sent something that is not a completion stream ({error})"
+        return
+    finally:
+        connection.close()
     result.update(start=start, first=first, end=time.perf_counter(), bytes=generated)
-    connection.close()
 
 
 def run(url, clients: int, args) -> dict:
@@ -61,7 +75,7 @@ def run(url, clients: int, args) -> dict:
         t.join()
     failed = [r["error"] for r in results if "error" in r]
     if failed:
-        raise SystemExit(f"{len(failed)} of {clients} requests failed: {failed[0]}")
+        raise UserError(f"{len(failed)} of {clients} requests failed: {failed[0]}")
     wall = max(r["end"] for r in results) - min(r["start"] for r in results)
     ttfb = [r["first"] - r["start"] for r in results]
     total = sum(r["bytes"] for r in results)
@@ -69,22 +83,36 @@ def run(url, clients: int, args) -> dict:
             "per_client": total / wall / clients, "ttfb_median": statistics.median(ttfb), "ttfb_max": max(ttfb)}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default="http://127.0.0.1:8080", help="the server")
-    parser.add_argument("--clients", default="1,4,16", help="comma-separated numbers of concurrent clients")
-    parser.add_argument("--max-tokens", type=int, default=256, help="bytes each client streams")
+def server_url(text: str) -> str:
+    """The argparse type of --url: http://host[:port] (no path: the API's paths are added)."""
+    parsed = urlparse(text)
+    try:
+        parsed.port
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.scheme != "http" or not parsed.hostname or parsed.path not in ("", "/"):
+        raise argparse.ArgumentTypeError(f"expected http://HOST[:PORT], got {text!r}")
+    return text.rstrip("/")
+
+
+@cli.cli
+def main(argv=None):
+    parser = cli.parser("tools/load_test.py", __doc__)
+    parser.add_argument("--url", type=server_url, default="http://127.0.0.1:8080", help="the server")
+    parser.add_argument("--clients", type=cli.listed(int, 1), default="1,4,16",
+                        help="comma-separated numbers of concurrent clients")
+    parser.add_argument("--max-tokens", type=cli.number(int, 1), default=256, help="bytes each client streams")
     parser.add_argument("--prompt", default="Once upon a time", help="every client's prompt")
     parser.add_argument("--vary-prompts", action="store_true",
                         help="client i adds ' and then' i times: prompts of different lengths")
-    parser.add_argument("--temp", type=float, default=0.8, help="sampling temperature")
-    parser.add_argument("--rounds", type=int, default=2, help="measurements per row (the best is shown)")
+    parser.add_argument("--temp", type=cli.number(float, 0, 100), default=0.8, help="sampling temperature")
+    parser.add_argument("--rounds", type=cli.number(int, 1), default=2, help="measurements per row (the best is shown)")
     parser.add_argument("--api-key", help="the server's --api-key")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     run(args.url, 1, argparse.Namespace(**{**vars(args), "max_tokens": 16}))  # warm up: first traces compile
     rows = []
-    for clients in (int(c) for c in args.clients.split(",")):
+    for clients in args.clients:
         rows.append(max((run(args.url, clients, args) for _ in range(args.rounds)),
                         key=lambda r: r["bytes_per_second"]))
         r = rows[-1]

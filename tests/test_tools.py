@@ -1,0 +1,56 @@
+"""Every tool under tools/ keeps the package's one-line promise: its flags are read by the shared parser of
+mlx_megabyte/cli.py (checked as they are read, one line and exit 2), its other errors are one line and
+exit 1, never a traceback."""
+
+import pytest
+
+from .helpers import ROOT, one_line_error, run
+
+TOOLS = sorted(path.name for path in (ROOT / "tools").glob("*.py"))
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_every_tool_reads_its_flags_through_the_shared_parser(tool):
+    result = run(f"tools/{tool}", "--no-such-flag", timeout=60)
+    assert result.returncode == 2
+    one_line_error(result, "error: ", f"(see tools/{tool} --help)")  # (or a required flag is named first)
+
+
+BAD_FLAGS = [
+    ("benchmark.py", ["--rounds", "0"], "--rounds: must be at least 1"),  # once a traceback
+    ("benchmark.py", ["--rounds", "-2"], "--rounds: must be at least 1"),
+    ("benchmark.py", ["--steps", "0"], "--steps: must be at least 1"),
+    ("benchmark.py", ["--warmup", "-1"], "--warmup: must be at least 0"),
+    ("benchmark.py", ["--batch", "1.5"], "--batch: expected an integer"),
+    ("benchmark.py", ["--new-bytes", "nan"], "--new-bytes: expected an integer"),
+    ("benchmark.py", ["--tasks", "train,nope"], "--tasks: unknown 'nope'"),
+    ("benchmark.py", ["--configs", "seed,,small"], "--configs: expected comma-separated values"),
+    ("load_test.py", ["--clients", "1,0"], "--clients: must be at least 1"),
+    ("load_test.py", ["--clients", "four"], "--clients: expected an integer"),
+    ("load_test.py", ["--max-tokens", "0"], "--max-tokens: must be at least 1"),
+    ("load_test.py", ["--temp", "inf"], "--temp: expected a finite number"),
+    ("load_test.py", ["--rounds", "0"], "--rounds: must be at least 1"),
+    ("load_test.py", ["--url", "localhost:8080"], "--url: expected http://HOST[:PORT]"),
+    ("compare.py", ["--data", "builtin", "--out", "o", "--config", "a: --preset tiny", "--time-budget", "nan"],
+     "--time-budget: expected a finite number"),
+    ("compare.py", ["--data", "builtin", "--out", "o", "--config", "a: --preset tiny", "--bytes", "0"],
+     "--bytes: must be at least 1"),
+    ("push_to_hub.py", ["--model", "m", "--repo", "a/b", "--bpb", "-1"], "--bpb: must be at least 0"),
+    ("convert_from_torch.py", ["--mlx-path", "out"], "the following arguments are required: --torch-path"),
+]
+
+
+@pytest.mark.parametrize("tool,flags,fragment", BAD_FLAGS, ids=[f"{t}{' '.join(f)}" for t, f, _ in BAD_FLAGS])
+def test_bad_flag_values_are_one_line_when_read(tool, flags, fragment):
+    result = run(f"tools/{tool}", *flags, timeout=60)
+    assert result.returncode == 2
+    one_line_error(result, fragment)
+
+
+def test_the_other_errors_of_the_tools_are_one_line(tmp_path):
+    one_line_error(run("tools/benchmark.py", "--json", str(tmp_path), timeout=60), "--json", "is a directory")
+    refused = run("tools/load_test.py", "--url", "http://127.0.0.1:9", "--clients", "1", "--rounds", "1", timeout=60)
+    assert refused.returncode == 1
+    one_line_error(refused, "did not answer", "is it running?")  # once tracebacks from the client threads
+    one_line_error(run("tools/convert_to_torch.py", "--mlx-path", str(tmp_path / "none"), "--torch-path",
+                       str(tmp_path / "x.safetensors"), timeout=60), "is not a weights directory")
