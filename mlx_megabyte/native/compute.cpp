@@ -300,11 +300,14 @@ struct HeadLayout {
 // rotated when tables are given (rotate-half convention, as mx.fast.rope with traditional=False).
 void gather_head(const AttentionShape& s, const float* x, int64_t sn, int64_t st, int64_t offset, int64_t n,
                  bool rotate, const HeadLayout& L, float* out) {
-  std::memset(out, 0, L.rows * L.Dp * sizeof(float));
+  // Only the padding is zeroed: for MEGABYTE's local stage (9 positions, thousands of heads) zeroing
+  // whole buffers cost more than the arithmetic.
+  std::memset(out + s.T * L.Dp, 0, (L.rows - s.T) * L.Dp * sizeof(float));
   int64_t half = s.D / 2;
   for (int64_t t = 0; t < s.T; ++t) {
     const float* row = x + n * sn + t * st + offset;
     float* o = out + t * L.Dp;
+    if (L.Dp > s.D) std::memset(o + s.D, 0, (L.Dp - s.D) * sizeof(float));
     if (rotate) {
       const float* c = s.cos + t * half;
       const float* sn_ = s.sin + t * half;
@@ -339,10 +342,65 @@ void scatter_head(const AttentionShape& s, const float* g, bool rotate, const He
   }
 }
 
-void transpose(const float* rows, const HeadLayout& L, float* out) {  // (rows x Dp) -> (Dp x Tp)
-  std::memset(out, 0, L.Dp * L.Tp * sizeof(float));
-  for (int64_t t = 0; t < L.Tp - W; ++t)  // rows past T are zeros: the columns Kt needs beyond T
-    for (int64_t d = 0; d < L.Dp; ++d) out[d * L.Tp + t] = rows[t * L.Dp + d];
+// (T rows of Dp) -> (Dp x Tp), the columns past T zero (score blocks read up to W - 1 beyond T).
+void transpose(const float* rows, int64_t T, const HeadLayout& L, float* out) {
+  for (int64_t d = 0; d < L.Dp; ++d) {
+    float* o = out + d * L.Tp;
+    for (int64_t t = 0; t < T; ++t) o[t] = rows[t * L.Dp + d];
+    std::memset(o + T, 0, (L.Tp - T) * sizeof(float));
+  }
+}
+
+inline float horizontal_max(vec v) {
+  float m = v[0];
+  for (int c = 1; c < W; ++c) m = std::max(m, v[c]);
+  return m;
+}
+
+inline float horizontal_sum(vec v) {
+  float total = 0.0f;
+  for (int c = 0; c < W; ++c) total += v[c];
+  return total;
+}
+
+// The columns j0, j0 + 1, ... of a block, and which of them query i may see (j <= i, within the window).
+inline ivec visible_columns(int64_t j0, int64_t i, int64_t window) {
+  ivec j = ivec{} + static_cast<int32_t>(j0);
+  for (int c = 0; c < W; ++c) j[c] += c;
+  ivec seen = j <= static_cast<int32_t>(i);
+  if (window > 0) seen &= j > static_cast<int32_t>(i - window);
+  return seen;
+}
+
+// Row i's scores p[lo, hi) (raw q.k, written by `scores` up to a whole number of blocks) become its
+// softmax probabilities; returns the logsumexp of the scaled, visible scores.
+inline float softmax_row(float* p, int64_t lo, int64_t hi, int64_t i, int64_t window, float scale) {
+  vec m = vec{} - INFINITY;
+  for (int64_t j = lo; j < hi; j += W) {
+    vec v = visible_columns(j, i, window) ? loadu(p + j) * scale : vec{} - INFINITY;
+    storeu(p + j, v);
+    m = vmax(m, v);
+  }
+  float top = horizontal_max(m);
+  vec total = {};
+  for (int64_t j = lo; j < hi; j += W) {
+    vec e = exp_approx(loadu(p + j) - top);  // masked: exp(-inf) = 0
+    storeu(p + j, e);
+    total += e;
+  }
+  float sum = horizontal_sum(total), inverse = 1.0f / sum;
+  for (int64_t j = lo; j < hi; j += W) storeu(p + j, loadu(p + j) * inverse);
+  return top + std::log(sum);
+}
+
+// Row i's probabilities from its scores and logsumexp, and dS = P (dP - delta) from dP in `ds`.
+inline void softmax_row_grad(float* p, float* ds, int64_t lo, int64_t hi, int64_t i, int64_t window, float scale,
+                             float lse, float delta) {
+  for (int64_t j = lo; j < hi; j += W) {
+    vec e = visible_columns(j, i, window) ? exp_approx(loadu(p + j) * scale - lse) : vec{};
+    storeu(p + j, e);
+    storeu(ds + j, e * (loadu(ds + j) - delta));
+  }
 }
 
 // The keys query block [i0, i0 + BQ) may see: [lo, hi).
@@ -358,7 +416,7 @@ inline bool visible(const AttentionShape& s, int64_t i, int64_t j) {
 int64_t attention_scratch(int64_t T, int64_t D, bool grad) {
   HeadLayout L(T, D);
   int64_t rows = L.rows * L.Dp, transposed = L.Dp * L.Tp, block = BQ * L.Tp;
-  return grad ? 6 * rows + 2 * transposed + 2 * block : 3 * rows + transposed + block;
+  return grad ? 6 * rows + 2 * transposed + 2 * block : 3 * rows + transposed + block + BQ * L.Dp;
 }
 
 void attention(const AttentionShape& s, const float* q, const float* kv, float* out, float* lse, int64_t n, int64_t h,
@@ -373,33 +431,18 @@ void attention(const AttentionShape& s, const float* q, const float* kv, float* 
   gather_head(s, q, s.q_sn, s.q_st, h * s.D, n, rotate, L, Q);
   gather_head(s, kv, s.kv_sn, s.kv_st, h * s.D, n, rotate, L, K);
   gather_head(s, kv, s.kv_sn, s.kv_st, (s.H + h) * s.D, n, false, L, V);
-  transpose(K, L, Kt);
-  std::vector<float> block(BQ * L.Dp);
-  float* O = block.data();
+  transpose(K, s.T, L, Kt);
+  float* O = P + BQ * L.Tp;
   for (int64_t i0 = 0; i0 < s.T; i0 += BQ) {
     int64_t bq = std::min<int64_t>(BQ, s.T - i0), lo, hi;
     key_range(s, i0, bq, lo, hi);
     scores(Q + i0 * L.Dp, L.Dp, Kt, L.Tp, L.Dp, lo, hi, P, L.Tp);
     for (int64_t r = 0; r < BQ; ++r) {
       float* p = P + r * L.Tp;
-      int64_t i = i0 + r;
-      if (r >= bq) {
+      if (r < bq)
+        lse[(n * s.H + h) * s.T + i0 + r] = softmax_row(p, lo, hi, i0 + r, s.window, s.scale);
+      else
         std::fill(p + lo, p + hi, 0.0f);
-        continue;
-      }
-      float m = -INFINITY;
-      for (int64_t j = lo; j < hi; ++j) {
-        p[j] = visible(s, i, j) ? p[j] * s.scale : -INFINITY;
-        m = std::max(m, p[j]);
-      }
-      float total = 0.0f;
-      for (int64_t j = lo; j < hi; ++j) {
-        p[j] = p[j] == -INFINITY ? 0.0f : exp_approx(p[j] - m);
-        total += p[j];
-      }
-      float inv = 1.0f / total;
-      for (int64_t j = lo; j < hi; ++j) p[j] *= inv;
-      lse[(n * s.H + h) * s.T + i] = m + std::log(total);
     }
     combine(P, L.Tp, lo, hi, V, L.Dp, L.Dp, O, L.Dp, 1.0f);
     for (int64_t r = 0; r < bq; ++r)
@@ -425,13 +468,12 @@ void attention_grad(const AttentionShape& s, const float* q, const float* kv, co
   gather_head(s, q, s.q_sn, s.q_st, h * s.D, n, rotate, L, Q);
   gather_head(s, kv, s.kv_sn, s.kv_st, h * s.D, n, rotate, L, K);
   gather_head(s, kv, s.kv_sn, s.kv_st, (s.H + h) * s.D, n, false, L, dV);  // V, borrowing dV's room
-  transpose(K, L, Kt);
-  transpose(dV, L, Vt);
+  transpose(K, s.T, L, Kt);
+  transpose(dV, s.T, L, Vt);
   int64_t contiguous = s.H * s.D;  // out and dout are (N, T, H, D)
   gather_head(s, dout, s.T * contiguous, contiguous, h * s.D, n, false, L, dO);
   std::memset(dK, 0, rows * sizeof(float));
   std::memset(dV, 0, rows * sizeof(float));
-  float delta[BQ];
   for (int64_t i0 = 0; i0 < s.T; i0 += BQ) {
     int64_t bq = std::min<int64_t>(BQ, s.T - i0), lo, hi;
     key_range(s, i0, bq, lo, hi);
@@ -447,13 +489,8 @@ void attention_grad(const AttentionShape& s, const float* q, const float* kv, co
         continue;
       }
       const float* o = out + ((n * s.T + i) * s.H + h) * s.D;
-      delta[r] = dot(o, dO + i * L.Dp, s.D);  // sum_d dO O: the softmax's own term
-      float l = lse[(n * s.H + h) * s.T + i];
-      for (int64_t j = lo; j < hi; ++j) {
-        float pj = visible(s, i, j) ? exp_approx(p[j] * s.scale - l) : 0.0f;
-        p[j] = pj;
-        ds[j] = pj * (ds[j] - delta[r]);
-      }
+      float delta = dot(o, dO + i * L.Dp, s.D);  // sum_d dO O: the softmax's own term
+      softmax_row_grad(p, ds, lo, hi, i, s.window, s.scale, lse[(n * s.H + h) * s.T + i], delta);
     }
     combine(dS, L.Tp, lo, hi, K, L.Dp, L.Dp, dQ + i0 * L.Dp, L.Dp, s.scale);
     combine_transposed(dS, L.Tp, lo, hi, Q + i0 * L.Dp, L.Dp, L.Dp, dK, L.Dp, s.scale);
