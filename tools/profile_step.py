@@ -149,7 +149,7 @@ CATEGORIES = {"linear": "matmuls (Linear layers, forward + backward)", "self_att
               "cross_entropy": "cross-entropy", "embedding": "embeddings", "layer_norm": "LayerNorm"}
 
 
-def profile(arch: str, preset: str, batch: int, repeats: int) -> list[tuple[str, int, float]]:
+def profile(arch: str, preset: str, batch: int, repeats: int, verbose: bool = False) -> list[tuple[str, int, float]]:
     config = architecture(arch).presets[preset]
     model = build(config)
     model.train()
@@ -166,6 +166,9 @@ def profile(arch: str, preset: str, batch: int, repeats: int) -> list[tuple[str,
     rows: dict[str, list] = {}
     for (name, key, settings), count in recorder.calls.items():
         seconds = forward_backward_time(name, key, settings, recorder.modules) * count
+        if verbose:
+            shapes = ", ".join(str(k[0] if isinstance(k, tuple) and k and isinstance(k[0], tuple) else k) for k in key)
+            print(f"    {name:<15} x{count:<3} {seconds * 1e3:8.2f} ms  {shapes}")
         row = rows.setdefault(CATEGORIES[name], [0, 0.0])
         row[0] += count
         row[1] += seconds
@@ -188,13 +191,14 @@ def main(argv=None):
     parser.add_argument("--batch", type=number(int, 1), default=4, help="sequences per step")
     parser.add_argument("--variant", choices=kernels.VARIANTS, help="force a kernel variant (default: the device's)")
     parser.add_argument("--repeats", type=number(int, 1), default=7, help="timed repetitions of each piece")
+    parser.add_argument("--verbose", action="store_true", help="also list every distinct call with its shapes")
     args = parser.parse_args(argv)
     try:
         config = architecture(args.arch).presets[args.preset]
     except (KeyError, ValueError):
         parser.error(f"unknown architecture or preset: --arch {args.arch} --preset {args.preset}")
     with kernels.forced(args.variant) if args.variant else _nothing():
-        rows = profile(args.arch, args.preset, args.batch, args.repeats)
+        rows = profile(args.arch, args.preset, args.batch, args.repeats, args.verbose)
     whole = rows[-1][2]
     print(f"{args.arch} {args.preset}, batch {args.batch} x {config.context_length} bytes, kernels: "
           f"{args.variant or kernels.variant()} ({kernels.native_status})")
