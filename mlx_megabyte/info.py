@@ -71,12 +71,15 @@ def describe() -> dict[str, str]:
         "backend": backend(),
         "device": device_description(),
         "blas preload": cpu.status,
+        "blas choice": cpu.blas_status,
         "allocator": cpu.allocator_status,
         "cblas_sgemm from": matmul,
     }
     if config := cpu.openblas_config():
         info["openblas"] = config
         info["openblas kernel"] = cpu.coretype_status
+    if version := cpu.mkl_version():
+        info["onemkl"] = version
     info["cpu kernels"] = ("native: " + kernels.native_status if kernels._native is not None
                            else f"pure MLX (the native kernels: {kernels.native_status})")
     installed = backend_packages()

@@ -77,8 +77,47 @@ def test_a_generic_pick_is_replaced_end_to_end(tmp_path, monkeypatch):
 
 @linux_only
 def test_info_shows_the_kernel_and_why():
-    result = run("-m", "mlx_megabyte.info", env={"OPENBLAS_CORETYPE": "Haswell"})
+    result = run("-m", "mlx_megabyte.info", env={"OPENBLAS_CORETYPE": "Haswell", cpu.BLAS_VARIABLE: "openblas"})
     assert result.returncode == 0, result.stderr
     lines = {line.split("  ", 1)[0]: line.split("  ", 1)[1].strip() for line in result.stdout.splitlines()}
     assert lines["openblas kernel"] == "Haswell: OPENBLAS_CORETYPE set by you"
     assert " Haswell " in lines["openblas"]  # OpenBLAS's own description confirms it
+
+
+# --- which library: OpenBLAS or oneMKL -----------------------------------------------------------------
+
+
+def test_the_faster_library_is_chosen_and_the_reason_says_by_how_much():
+    timed = lambda: {"mkl": 0.02, "openblas": 0.05}  # noqa: E731
+    assert cpu.decide_blas(["mkl", "openblas"], None, timed) == (
+        "mkl", "mkl: the fastest at the presets' matmuls here (openblas took 2.50x as long)")
+    assert cpu.decide_blas(["mkl", "openblas"], None, lambda: {"mkl": 0.05, "openblas": 0.04})[0] == "openblas"
+    # a library whose timing failed (a crash, a wrong product) is not chosen
+    name, why = cpu.decide_blas(["mkl", "openblas"], None, lambda: {"mkl": None, "openblas": 0.05})
+    assert name == "openblas" and "mkl failed its timing" in why
+    # one library, or one chosen by hand: nothing is timed
+    never = lambda: pytest.fail("nothing needs timing")  # noqa: E731
+    assert cpu.decide_blas(["openblas"], None, never) == ("openblas", "openblas: the only BLAS installed")
+    assert cpu.decide_blas(["mkl", "openblas"], "openblas", never) == ("openblas", "openblas: MLX_MEGABYTE_BLAS set by you")
+    assert cpu.decide_blas(["openblas"], "mkl", never) == ("openblas", "openblas: MLX_MEGABYTE_BLAS=mkl, but mkl is not installed")
+
+
+@linux_only
+def test_each_installed_library_is_timed_for_real(tmp_path, monkeypatch):
+    """The timing runs each library's sgemm in a child at the presets' shapes, checked against numpy's
+    float64 products; the choice is cached per machine."""
+    found = cpu.blas_libraries()
+    assert "openblas" in found, "the system OpenBLAS is a prerequisite (apt-get install libopenblas0-pthread)"
+    for path in found.values():
+        seconds = cpu.time_blas(path)
+        assert seconds is not None and 0 < seconds < 60
+    assert cpu.time_blas("/nonexistent/libblas.so") is None
+    monkeypatch.setattr(cpu, "BLAS_CACHE_FILE", tmp_path / "blas.json")
+    monkeypatch.delenv(cpu.BLAS_VARIABLE, raising=False)
+    calls = []
+    monkeypatch.setattr(cpu, "time_blas", lambda path: calls.append(path) or (1.0 if "mkl" in path else 2.0))
+    both = {"mkl": "/x/libmkl_rt.so.3", "openblas": "libopenblas.so.0"}
+    assert cpu.choose_blas(both) == "mkl" and sorted(calls) == sorted(both.values())
+    assert cpu.choose_blas(both) == "mkl" and len(calls) == 2  # from the cache: not timed again
+    monkeypatch.setenv(cpu.BLAS_VARIABLE, "openblas")
+    assert cpu.choose_blas(both) == "openblas" and len(calls) == 2

@@ -29,18 +29,24 @@ def sgemm_binding(folder, env=None) -> str:
 
 
 @linux_only
-def test_openblas_serves_mlx_matmuls(tmp_path):
+def test_the_chosen_blas_serves_mlx_matmuls(tmp_path):
     """The mechanism, not a speed (a GFLOP/s bound failed on a loaded machine): MLX's cblas_sgemm resolves
-    to the system OpenBLAS, and without the preload to the reference BLAS bundled with mlx[cpu]."""
+    to the BLAS cpu.py chose (the system OpenBLAS or oneMKL), and without the preload to the reference
+    BLAS bundled with mlx[cpu]."""
     assert cpu.status.startswith("preloaded"), (
         f"{cpu.status}: install the system OpenBLAS (apt-get install libopenblas0-pthread)"
     )
-    assert "openblas" in (cpu.sgemm_provider() or "").lower()
+    chosen = {"openblas": "openblas", "mkl": "mkl_rt"}[cpu.blas]
+    assert chosen in (cpu.sgemm_provider() or "").lower()
     (tmp_path / "preloaded").mkdir()
-    assert "openblas" in Path(sgemm_binding(tmp_path / "preloaded", {"MLX_MEGABYTE_NO_BLAS_PRELOAD": ""})).name.lower()
+    assert chosen in Path(sgemm_binding(tmp_path / "preloaded", {"MLX_MEGABYTE_NO_BLAS_PRELOAD": ""})).name.lower()
     (tmp_path / "bundled").mkdir()  # the same check, shown able to fail
     bundled = sgemm_binding(tmp_path / "bundled", {"MLX_MEGABYTE_NO_BLAS_PRELOAD": "1"})
-    assert "openblas" not in Path(bundled).name.lower() and "mlx" in bundled, bundled
+    assert chosen not in Path(bundled).name.lower() and "mlx" in bundled, bundled
+    for name in cpu.blas_libraries():  # each installed library, chosen by hand, serves them in its turn
+        (tmp_path / name).mkdir()
+        forced = sgemm_binding(tmp_path / name, {"MLX_MEGABYTE_NO_BLAS_PRELOAD": "", cpu.BLAS_VARIABLE: name})
+        assert {"openblas": "openblas", "mkl": "mkl_rt"}[name] in Path(forced).name.lower(), forced
 
 
 @linux_only
