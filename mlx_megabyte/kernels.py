@@ -315,21 +315,23 @@ def _native_rms_norm(sequence: int, shift: bool, scale: float, eps: float):
 # --- self-attention from projections ----------------------------------------------------------------
 
 
-def self_attention(q: mx.array, kv: mx.array, heads: int, scale: float, dropout: float = 0.0,
-                   window: int | None = None, rotary: bool = False) -> mx.array:
-    """Causal self-attention of T positions from their projections: q (N, T, H * D) and kv (N, T,
-    2 * H * D), keys then values (lucidrains' to_kv); -> (N, T, H * D), ready for the output projection.
+def self_attention(qkv: mx.array, heads: int, scale: float, dropout: float = 0.0, window: int | None = None,
+                   rotary: bool = False) -> mx.array:
+    """Causal self-attention of T positions from their projections qkv (N, T, 3 * H * D): the queries,
+    then keys and values (lucidrains' to_q and to_kv, as one matmul); -> (N, T, H * D), ready for the
+    output projection.
 
     `window`: each query sees only the last `window` positions up to its own. `rotary`: rotary
     positions 0 .. T - 1 on queries and keys (base 10000, rotate-half, as mx.fast.rope with
-    traditional=False). The native kernel reads the heads where the projections put them and writes
-    the result in the same layout: no transposes, no split of kv, no T x T scores in memory."""
-    N, T, inner = q.shape
-    if dropout == 0.0 and _native_for(q, kv):
-        return _native_attention(heads, scale, window or 0, rotary)(q, kv)
+    traditional=False). The native kernel reads the heads where the projection put them and writes the
+    result (and the gradient) in the same layout: no split, no transposes, no T x T scores in memory."""
+    N, T, width = qkv.shape
+    if dropout == 0.0 and _native_for(qkv):
+        return _native_attention(heads, scale, window or 0, rotary)(qkv)
+    inner = width // 3
     dim_head = inner // heads
-    k, v = mx.split(kv, 2, axis=-1)
-    q, k, v = (t.reshape(N, T, heads, dim_head).transpose(0, 2, 1, 3) for t in (q, k, v))
+    q, k, v = (qkv[..., i * inner : (i + 1) * inner].reshape(N, T, heads, dim_head).transpose(0, 2, 1, 3)
+               for i in range(3))
     if rotary:
         q = mx.fast.rope(q, dim_head, traditional=False, base=10000.0, scale=1.0, offset=0)
         k = mx.fast.rope(k, dim_head, traditional=False, base=10000.0, scale=1.0, offset=0)
@@ -340,16 +342,15 @@ def self_attention(q: mx.array, kv: mx.array, heads: int, scale: float, dropout:
 @lru_cache(maxsize=None)
 def _native_attention(heads: int, scale: float, window: int, rotary: bool):
     @mx.custom_function
-    def attend(q, kv):
-        return _native.attention(q, kv, heads, scale, window, rotary)
+    def attend(qkv):
+        return _native.attention(qkv, heads, scale, window, rotary)
 
     @attend.vjp
-    def attend_vjp(primals, cotangents, outputs):
-        q, kv = primals
+    def attend_vjp(qkv, cotangents, outputs):
         out, lse = outputs
-        return _native.attention_grad(q, kv, out, lse, cotangents[0], heads, scale, window, rotary)
+        return _native.attention_grad(qkv, out, lse, cotangents[0], heads, scale, window, rotary)
 
-    return lambda q, kv: attend(q, kv)[0]
+    return lambda qkv: attend(qkv)[0]
 
 
 # --- the loss and the optimizer -------------------------------------------------------------------------

@@ -215,8 +215,10 @@ class Attention(nn.Module):
         x = self.norm(x)
         dropout = self.dropout if self.training else 0.0
         if cache is None and mask is None:
-            return self.out(self_attention(self.query(x), self.key_value(x), self.heads, self.scale, dropout,
-                                           window=self.window, rotary=self.rotary))
+            # One matmul for lucidrains' to_q and to_kv (their weights side by side): one pass over x
+            # forward, one for its gradient backward.
+            qkv = x @ mx.concatenate([self.query.weight, self.key_value.weight]).T
+            return self.out(self_attention(qkv, self.heads, self.scale, dropout, window=self.window, rotary=self.rotary))
         q = self.query(x)
         k, v = mx.split(self.key_value(x), 2, axis=-1)
         q, k, v = (t.reshape(N, T, self.heads, self.dim_head).transpose(0, 2, 1, 3) for t in (q, k, v))

@@ -102,11 +102,12 @@ def test_cross_entropy_and_its_gradient():
     assert close(grad, want_grad, 2e-6)  # float32: the softmax of logits up to ~25 carries ~1e-6
 
 
-def naive_attention(q, kv, heads, scale, window, rotary):
+def naive_attention(qkv, heads, scale, window, rotary):
     """float64 numpy: per head, masked softmax of the scores, rotary positions as mx.fast.rope."""
-    N, T, inner = q.shape
+    N, T, width = qkv.shape
+    inner = width // 3
     D = inner // heads
-    k, v = kv[..., :inner], kv[..., inner:]
+    q, k, v = qkv[..., :inner], qkv[..., inner : 2 * inner], qkv[..., 2 * inner :]
     q, k, v = (t.reshape(N, T, heads, D).astype(np.float64) for t in (q, k, v))
     if rotary:
         half = D // 2
@@ -141,38 +142,35 @@ SHAPES = [  # (N, T, heads, head width, window, rotary)
 def test_attention_against_a_float64_reference(shape):
     N, T, H, D, window, rotary = shape
     rng = np.random.default_rng(3)
-    q = rng.normal(size=(N, T, H * D)).astype(np.float32)
-    kv = rng.normal(size=(N, T, 2 * H * D)).astype(np.float32)
+    qkv = rng.normal(size=(N, T, 3 * H * D)).astype(np.float32)
     scale = D**-0.5
     with kernels.forced("native"):
-        out = kernels.self_attention(mx.array(q), mx.array(kv), H, scale, window=window or None, rotary=rotary)
-    assert close(out, naive_attention(q, kv, H, scale, window, rotary), 2e-6)
+        out = kernels.self_attention(mx.array(qkv), H, scale, window=window or None, rotary=rotary)
+    assert close(out, naive_attention(qkv, H, scale, window, rotary), 2e-6)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_attention_gradients_equal_the_pure_mlx_ones(shape):
     N, T, H, D, window, rotary = shape
     rng = np.random.default_rng(4)
-    args = [mx.array(rng.normal(size=(N, T, H * D)).astype(np.float32)),
-            mx.array(rng.normal(size=(N, T, 2 * H * D)).astype(np.float32))]
+    args = [mx.array(rng.normal(size=(N, T, 3 * H * D)).astype(np.float32))]
     cotangent = [mx.array(rng.normal(size=(N, T, H * D)).astype(np.float32))]
     results = {}
     for variant in ("native", "cpu"):
         with kernels.forced(variant):
-            results[variant] = mx.vjp(lambda q, kv: kernels.self_attention(q, kv, H, D**-0.5, window=window or None,
-                                                                          rotary=rotary), args, cotangent)[1]
+            results[variant] = mx.vjp(lambda qkv: kernels.self_attention(qkv, H, D**-0.5, window=window or None,
+                                                                        rotary=rotary), args, cotangent)[1]
     for ours, theirs in zip(results["native"], results["cpu"]):
         assert close(ours, theirs, 1e-5)
 
 
 def test_attention_reads_strided_projections():
-    """kv may be a view (a slice of a wider projection): the kernel reads it where it lies."""
+    """qkv may be a view (a slice of a wider projection): the kernel reads it where it lies."""
     rng = np.random.default_rng(5)
-    q = mx.array(rng.normal(size=(2, 20, 64)).astype(np.float32))
-    wide = mx.array(rng.normal(size=(2, 20, 3 * 64)).astype(np.float32))
-    view, copy = wide[..., 64:], mx.array(np.array(wide)[..., 64:])
-    strided, _ = native.attention(q, view, 2, 0.25, 0, False)
-    contiguous, _ = native.attention(q, copy, 2, 0.25, 0, False)
+    wide = mx.array(rng.normal(size=(2, 20, 4 * 48)).astype(np.float32))
+    view, copy = wide[..., 48:], mx.array(np.array(wide)[..., 48:])
+    strided, _ = native.attention(view, 2, 0.25, 0, False)
+    contiguous, _ = native.attention(copy, 2, 0.25, 0, False)
     assert mx.array_equal(strided, contiguous).item()
 
 
@@ -202,9 +200,8 @@ def test_fused_adamw_equals_mlx_clip_grad_norm_and_adamw():
 def test_one_thread_and_all_threads_agree():
     """The thread count changes how work is split, not the result (beyond float summation order)."""
     code = ("import mlx_megabyte, mlx.core as mx, numpy as np; from mlx_megabyte import kernels; "
-            "q = mx.array(np.random.default_rng(0).normal(size=(8, 33, 64)).astype(np.float32)); "
-            "kv = mx.array(np.random.default_rng(1).normal(size=(8, 33, 128)).astype(np.float32)); "
-            "g = mx.grad(lambda q: (kernels.self_attention(q, kv, 4, 0.25) ** 2).sum())(q); "
+            "qkv = mx.array(np.random.default_rng(0).normal(size=(8, 33, 192)).astype(np.float32)); "
+            "g = mx.grad(lambda qkv: (kernels.self_attention(qkv, 4, 0.25) ** 2).sum())(qkv); "
             "print(kernels._native.threads()); np.save(__import__('sys').argv[1], np.array(g))")
     results = []
     for threads, path in (("1", ROOT / "tests" / "artifacts" / "one.npy"), ("", ROOT / "tests" / "artifacts" / "all.npy")):

@@ -5,7 +5,7 @@
     python tools/benchmark.py --configs small,3stage --tasks train,forward --rounds 3
     python tools/benchmark.py --tasks generate
 
-Each measurement runs in its own process (mlx-megabyte preloads OpenBLAS, which slows torch ~5x in a
+Each measurement runs in its own process (mlx-megabyte preloads a BLAS, which slowed torch ~5x in a
 shared process), torch and MLX alternating round by round after warm-up steps; the table shows medians
 and the MLX/torch ratio (above 1 = MLX faster / uses more memory). Tasks:
 
@@ -240,11 +240,12 @@ def worker_main(args):
     config = CONFIGS[args.config]
     if args.worker == "mlx":
         # Before anything imports mlx.core (an import sorter once moved it above this and the numbers
-        # silently came from the reference BLAS, 30x slower): mlx_megabyte preloads OpenBLAS.
+        # silently came from the reference BLAS, 30x slower): mlx_megabyte preloads its BLAS.
         from mlx_megabyte import cpu
 
-        if sys.platform.startswith("linux") and "openblas" not in (cpu.sgemm_provider() or ""):
-            sys.exit(f"error: MLX's matmuls are served by {cpu.sgemm_provider()}, not OpenBLAS: no valid numbers")
+        if sys.platform.startswith("linux") and (cpu.blas is None or cpu.sgemm_provider() is None):
+            sys.exit(f"error: MLX's matmuls are served by the reference BLAS bundled with mlx ({cpu.status}): "
+                     "no valid numbers")
     function = torch_worker if args.worker.startswith("torch") else mlx_worker
     if args.worker.startswith("torch"):
         import torch
@@ -425,7 +426,7 @@ def build_parser():
 
 def worker_parser():
     """The command line of one measurement process, which `measure` writes (not people): parsed without
-    mlx_megabyte, whose OpenBLAS preload would slow a torch worker ~5x."""
+    mlx_megabyte, whose BLAS preload would slow a torch worker ~5x."""
     parser = argparse.ArgumentParser(prog="tools/benchmark.py --worker")
     parser.add_argument("--worker", choices=("torch", "torch-compiled", "mlx"), required=True)
     for name in ("--task", "--config", "--weights"):

@@ -507,10 +507,9 @@ void attention_grad(const AttentionShape& s, const float* q, const float* kv, co
     combine_transposed(dS, L.Tp, lo, hi, Q + i0 * L.Dp, L.Dp, L.Dp, dK, L.Dp, s.scale);
     combine_transposed(P, L.Tp, lo, hi, dO + i0 * L.Dp, L.Dp, L.Dp, dV, L.Dp, 1.0f);
   }
-  int64_t kv_row = 2 * contiguous;  // dkv is (N, T, 2, H, D)
-  scatter_head(s, dQ, rotate, L, dq, s.T * contiguous, contiguous, h * s.D, n);
-  scatter_head(s, dK, rotate, L, dkv, s.T * kv_row, kv_row, h * s.D, n);
-  scatter_head(s, dV, false, L, dkv, s.T * kv_row, kv_row, (s.H + h) * s.D, n);
+  scatter_head(s, dQ, rotate, L, dq, s.dq_sn, s.dq_st, h * s.D, n);
+  scatter_head(s, dK, rotate, L, dkv, s.dkv_sn, s.dkv_st, h * s.D, n);
+  scatter_head(s, dV, false, L, dkv, s.dkv_sn, s.dkv_st, (s.H + h) * s.D, n);
 }
 
 double sum_squares(const float* x, int64_t n) {

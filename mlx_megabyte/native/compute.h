@@ -14,6 +14,8 @@ struct AttentionShape {
   int64_t N, T, H, D;          // sequences, positions, heads, head width
   int64_t q_sn, q_st;          // element strides of q (N, T, H, D) over n and t (h: D, d: 1)
   int64_t kv_sn, kv_st;        // of kv (N, T, 2, H, D): keys at h * D, values at (H + h) * D
+  int64_t dq_sn, dq_st;        // of the gradients written
+  int64_t dkv_sn, dkv_st;
   float scale;
   int64_t window;              // a query sees at most this many positions, its own included; 0: all
   const float* cos = nullptr;  // rotary tables (T, D / 2), or null
@@ -45,7 +47,7 @@ struct Kernels {
   // One head (n, h): out (N, T, H, D) and lse (N, H, T); `scratch` holds attention_scratch floats.
   void (*attention)(const AttentionShape& s, const float* q, const float* kv, float* out, float* lse,
                     int64_t n, int64_t h, float* scratch);
-  // One head's gradients: dq (N, T, H, D), dkv (N, T, 2, H, D); out and dout are (N, T, H, D).
+  // One head's gradients: dq and dkv (strides dq_*, dkv_*); out and dout are (N, T, H, D).
   void (*attention_grad)(const AttentionShape& s, const float* q, const float* kv, const float* out,
                          const float* lse, const float* dout, float* dq, float* dkv, int64_t n, int64_t h,
                          float* scratch);

@@ -366,17 +366,18 @@ const std::vector<float>* rotary_tables(int64_t T, int64_t D) {
   return &tables;
 }
 
-// q (N, T, H * D) and kv (N, T, 2 * H * D), any strides with the last axis contiguous.
-AttentionShape shape_of(const AttentionSettings& a, const array& q, const array& kv) {
+// qkv (N, T, 3 * H * D), any strides with the last axis contiguous: q at 0, kv at H * D. The gradient is
+// written contiguously in the same layout.
+AttentionShape shape_of(const AttentionSettings& a, const array& qkv) {
   AttentionShape s;
-  s.N = q.shape(0);
-  s.T = q.shape(1);
+  s.N = qkv.shape(0);
+  s.T = qkv.shape(1);
   s.H = a.heads;
-  s.D = q.shape(2) / a.heads;
-  s.q_sn = q.strides()[0];
-  s.q_st = q.strides()[1];
-  s.kv_sn = kv.strides()[0];
-  s.kv_st = kv.strides()[1];
+  s.D = qkv.shape(2) / (3 * a.heads);
+  s.q_sn = s.kv_sn = qkv.strides()[0];
+  s.q_st = s.kv_st = qkv.strides()[1];
+  s.dq_st = s.dkv_st = 3 * s.H * s.D;
+  s.dq_sn = s.dkv_sn = s.T * s.dq_st;
   s.scale = a.scale;
   s.window = a.window;
   if (a.rotary) {
@@ -387,9 +388,9 @@ AttentionShape shape_of(const AttentionSettings& a, const array& q, const array&
   return s;
 }
 
-void check_last_axis(const array& a, const char* what) {
+void check_last_axis(const array& a) {
   if (a.strides().back() != 1 && a.shape().back() > 1)
-    throw std::runtime_error(std::string("native attention: ") + what + " must be contiguous in its last axis");
+    throw std::runtime_error("native attention: qkv must be contiguous in its last axis");
 }
 
 class Attention : public NativePrimitive {
@@ -398,10 +399,10 @@ class Attention : public NativePrimitive {
   void eval_cpu(const std::vector<array>& inputs, std::vector<array>& outputs) override {
     allocate(outputs);
     dispatch(stream(), inputs, outputs, [a = a_](auto& in, auto& out) {
-      check_last_axis(in[0], "q");
-      check_last_axis(in[1], "kv");
-      AttentionShape s = shape_of(a, in[0], in[1]);
-      const float *q = f32(in[0]), *kv = f32(in[1]);
+      check_last_axis(in[0]);
+      AttentionShape s = shape_of(a, in[0]);
+      const float* q = f32(in[0]);
+      const float* kv = q + s.H * s.D;
       float *o = f32(out[0]), *lse = f32(out[1]);
       int64_t room = K().attention_scratch(s.T, s.D, false);
       for_each_head(s, [&](int64_t n, int64_t h) {
@@ -414,7 +415,9 @@ class Attention : public NativePrimitive {
   const char* name() const override { return "MegabyteAttention"; }
   bool is_equivalent(const Primitive& o) const override { return a_ == static_cast<const Attention&>(o).a_; }
   std::vector<Shape> output_shapes(const std::vector<array>& in) override {
-    return {in[0].shape(), {in[0].shape(0), static_cast<int>(a_.heads), in[0].shape(1)}};
+    Shape out = in[0].shape();
+    out.back() /= 3;
+    return {out, {in[0].shape(0), static_cast<int>(a_.heads), in[0].shape(1)}};
   }
 
  private:
@@ -427,11 +430,13 @@ class AttentionGrad : public NativePrimitive {
   void eval_cpu(const std::vector<array>& inputs, std::vector<array>& outputs) override {
     allocate(outputs);
     dispatch(stream(), inputs, outputs, [a = a_](auto& in, auto& out) {
-      check_last_axis(in[0], "q");
-      check_last_axis(in[1], "kv");
-      AttentionShape s = shape_of(a, in[0], in[1]);
-      const float *q = f32(in[0]), *kv = f32(in[1]), *o = f32(in[2]), *lse = f32(in[3]), *dout = f32(in[4]);
-      float *dq = f32(out[0]), *dkv = f32(out[1]);
+      check_last_axis(in[0]);
+      AttentionShape s = shape_of(a, in[0]);
+      const float* q = f32(in[0]);
+      const float* kv = q + s.H * s.D;
+      const float *o = f32(in[1]), *lse = f32(in[2]), *dout = f32(in[3]);
+      float* dq = f32(out[0]);
+      float* dkv = dq + s.H * s.D;
       int64_t room = K().attention_scratch(s.T, s.D, true);
       for_each_head(s, [&](int64_t n, int64_t h) {
         thread_local std::vector<float> scratch;
@@ -442,7 +447,7 @@ class AttentionGrad : public NativePrimitive {
   }
   const char* name() const override { return "MegabyteAttentionGrad"; }
   bool is_equivalent(const Primitive& o) const override { return a_ == static_cast<const AttentionGrad&>(o).a_; }
-  std::vector<Shape> output_shapes(const std::vector<array>& in) override { return {in[0].shape(), in[1].shape()}; }
+  std::vector<Shape> output_shapes(const std::vector<array>& in) override { return {in[0].shape()}; }
 
  private:
   AttentionSettings a_;
@@ -554,27 +559,27 @@ array cross_entropy_grad(const array& logits, const array& targets, const array&
                {in, contiguous(astype(targets, int32)), as_f32(lse), as_f32(g)});
 }
 
-// q (N, T, H * D) and kv (N, T, 2 * H * D) may be strided views (a split, a slice); only their last axis
-// must be contiguous, which `contiguous` guarantees without copying rows that already are.
 array attention_input(const array& a) { return astype(a, float32); }
 
-std::tuple<array, array> attention(const array& q, const array& kv, int64_t heads, float scale, int64_t window,
-                                   bool rotary) {
-  auto qi = attention_input(q), kvi = attention_input(kv);
-  auto outs = array::make_arrays({qi.shape(), {qi.shape(0), static_cast<int>(heads), qi.shape(1)}}, {float32, float32},
+// Causal self-attention from one projection qkv (N, T, 3 * H * D): q, then keys and values (lucidrains'
+// to_q and to_kv as one matmul); its gradient comes back as one array of that shape. qkv may be a strided
+// view (only its last axis must be contiguous, which `astype` keeps without copying rows that are).
+std::tuple<array, array> attention(const array& qkv, int64_t heads, float scale, int64_t window, bool rotary) {
+  auto in = attention_input(qkv);
+  Shape shape = in.shape();
+  shape.back() /= 3;
+  auto outs = array::make_arrays({shape, {in.shape(0), static_cast<int>(heads), in.shape(1)}}, {float32, float32},
                                  std::make_shared<Attention>(cpu_stream(), AttentionSettings{heads, window, scale, rotary}),
-                                 {qi, kvi});
+                                 {in});
   return {outs[0], outs[1]};
 }
 
-std::tuple<array, array> attention_grad(const array& q, const array& kv, const array& out, const array& lse,
-                                        const array& dout, int64_t heads, float scale, int64_t window, bool rotary) {
-  auto qi = attention_input(q), kvi = attention_input(kv);
-  auto outs = array::make_arrays(
-      {qi.shape(), kvi.shape()}, {float32, float32},
-      std::make_shared<AttentionGrad>(cpu_stream(), AttentionSettings{heads, window, scale, rotary}),
-      {qi, kvi, as_f32(out), as_f32(lse), as_f32(dout)});
-  return {outs[0], outs[1]};
+array attention_grad(const array& qkv, const array& out, const array& lse, const array& dout, int64_t heads,
+                           float scale, int64_t window, bool rotary) {
+  auto in = attention_input(qkv);
+  return array(in.shape(), float32,
+               std::make_shared<AttentionGrad>(cpu_stream(), AttentionSettings{heads, window, scale, rotary}),
+               {in, as_f32(out), as_f32(lse), as_f32(dout)});
 }
 
 std::tuple<array, std::vector<array>, std::vector<array>, std::vector<array>> adamw(
@@ -617,9 +622,9 @@ NB_MODULE(_native, m) {
   m.def("cross_entropy", &cross_entropy, nb::arg("logits"), nb::arg("targets"));
   m.def("cross_entropy_grad", &cross_entropy_grad, nb::arg("logits"), nb::arg("targets"), nb::arg("lse"),
         nb::arg("cotangent"));
-  m.def("attention", &attention, nb::arg("q"), nb::arg("kv"), nb::arg("heads"), nb::arg("scale"), nb::arg("window"),
+  m.def("attention", &attention, nb::arg("qkv"), nb::arg("heads"), nb::arg("scale"), nb::arg("window"),
         nb::arg("rotary"));
-  m.def("attention_grad", &attention_grad, nb::arg("q"), nb::arg("kv"), nb::arg("out"), nb::arg("lse"),
+  m.def("attention_grad", &attention_grad, nb::arg("qkv"), nb::arg("out"), nb::arg("lse"),
         nb::arg("cotangent"), nb::arg("heads"), nb::arg("scale"), nb::arg("window"), nb::arg("rotary"));
   m.def("adamw", &adamw, nb::arg("learning_rate"), nb::arg("gradients"), nb::arg("parameters"), nb::arg("m"),
         nb::arg("v"), nb::arg("decay"), nb::arg("b1"), nb::arg("b2"), nb::arg("eps"), nb::arg("max_norm"));
