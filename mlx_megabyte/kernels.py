@@ -315,6 +315,12 @@ def _native_rms_norm(sequence: int, shift: bool, scale: float, eps: float):
 # --- self-attention from projections ----------------------------------------------------------------
 
 
+def projection(x: mx.array, *weights: mx.array) -> mx.array:
+    """x (..., D) times several bias-free Linear layers' weights (out, D) side by side: one matmul, whose
+    output holds each layer's in turn, for one pass over x forward and one for its gradient backward."""
+    return x @ mx.concatenate(weights).T
+
+
 def self_attention(qkv: mx.array, heads: int, scale: float, dropout: float = 0.0, window: int | None = None,
                    rotary: bool = False) -> mx.array:
     """Causal self-attention of T positions from their projections qkv (N, T, 3 * H * D): the queries,

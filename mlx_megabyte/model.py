@@ -27,7 +27,7 @@ from mlx.utils import tree_flatten
 
 from .cache import KVCache, MegabyteCache
 from .config import ModelConfig
-from .kernels import attention, cross_entropy, gelu, rms_norm, self_attention, token_shift
+from .kernels import attention, cross_entropy, gelu, projection, rms_norm, self_attention, token_shift
 
 
 class RMSNorm(nn.Module):
@@ -63,9 +63,7 @@ class Attention(nn.Module):
         x = self.norm(x, shift)
         dropout = self.dropout if self.training else 0.0
         if cache is None:
-            # One matmul for lucidrains' to_q and to_kv (their weights side by side): one pass over x
-            # forward, one for its gradient backward.
-            qkv = x @ mx.concatenate([self.query.weight, self.key_value.weight]).T
+            qkv = projection(x, self.query.weight, self.key_value.weight)  # lucidrains' to_q and to_kv in one
             return self.out(self_attention(qkv, self.heads, self.scale, dropout, rotary=self.rotary))
         q = self.query(x)
         k, v = mx.split(self.key_value(x), 2, axis=-1)

@@ -41,7 +41,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from .cache import KVCache
-from .kernels import attention, self_attention
+from .kernels import attention, projection, self_attention
 from .model import FeedForward, RMSNorm, _checkpointed
 
 BYTES_PER_GLOBAL = 4  # default global_length = context_length / this (the paper uses 6 for its corpora)
@@ -215,9 +215,7 @@ class Attention(nn.Module):
         x = self.norm(x)
         dropout = self.dropout if self.training else 0.0
         if cache is None and mask is None:
-            # One matmul for lucidrains' to_q and to_kv (their weights side by side): one pass over x
-            # forward, one for its gradient backward.
-            qkv = x @ mx.concatenate([self.query.weight, self.key_value.weight]).T
+            qkv = projection(x, self.query.weight, self.key_value.weight)  # lucidrains' to_q and to_kv in one
             return self.out(self_attention(qkv, self.heads, self.scale, dropout, window=self.window, rotary=self.rotary))
         q = self.query(x)
         k, v = mx.split(self.key_value(x), 2, axis=-1)

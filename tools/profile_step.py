@@ -5,7 +5,7 @@
     python tools/profile_step.py --arch spacebyte --preset 40m --batch 4 --variant cpu
 
 One forward pass records every call of the step's building blocks with its shapes: the matmuls of each
-Linear layer, the attention, RMSNorm, GELU, LayerNorm and embedding calls and the loss. Each distinct
+Linear layer (and of kernels.projection, several layers' weights side by side), the attention, RMSNorm, GELU, LayerNorm and embedding calls and the loss. Each distinct
 call is then timed on its own, forward and backward (compiled, on random inputs of the same shapes),
 and counted as often as the step makes it; the optimizer update is timed on the model's parameters.
 The table compares their sum with the whole compiled step: the rest ("other") is the elementwise glue
@@ -38,7 +38,7 @@ from mlx_megabyte.models import architecture, build  # noqa: E402
 from mlx_megabyte.trainer import TrainingConfig, TrainStep, make_optimizer  # noqa: E402
 
 # The kernels.py functions whose calls are recorded (their non-array arguments are part of the call).
-KERNEL_FUNCTIONS = ("self_attention", "attention", "rms_norm", "gelu", "cross_entropy")
+KERNEL_FUNCTIONS = ("projection", "self_attention", "attention", "rms_norm", "gelu", "cross_entropy")
 
 
 def timed(function, *args, repeats: int = 7) -> float:
@@ -144,7 +144,7 @@ def forward_backward_time(name: str, key: tuple, settings: tuple, modules: dict)
     return timed(step, cotangent, *primals)
 
 
-CATEGORIES = {"linear": "matmuls (Linear layers, forward + backward)", "self_attention": "attention",
+CATEGORIES = {"linear": "matmuls (Linear layers, forward + backward)", "projection": "matmuls (Linear layers, forward + backward)", "self_attention": "attention",
               "attention": "attention", "rms_norm": "RMSNorm (+ token shift)", "gelu": "GELU",
               "cross_entropy": "cross-entropy", "embedding": "embeddings", "layer_norm": "LayerNorm"}
 
