@@ -69,9 +69,14 @@ def variant() -> str:
     return "native" if _native is not None else "cpu"
 
 
+NATIVE_MIN_SIZE = 1 << 14  # elements: below, a primitive's fixed cost outweighs the MLX ops it replaces
+
+
 def _native_for(*arrays) -> bool:
-    """Whether the native kernels take these inputs: float32 (mixed precision keeps the MLX ops)."""
-    return variant() == "native" and all(a.dtype == mx.float32 for a in arrays)
+    """Whether the native kernels take these inputs: float32 (mixed precision keeps the MLX ops), and
+    large enough to gain from them (a decoding step's single rows are not)."""
+    return (variant() == "native" and all(a.dtype == mx.float32 for a in arrays)
+            and arrays[0].size >= NATIVE_MIN_SIZE)
 
 
 @contextlib.contextmanager
