@@ -40,9 +40,15 @@ except ImportError as error:
         "`pip install \"mlx[cpu]\"` (plain `mlx` has no Linux backend); on macOS `pip install mlx`."
     ) from None
 
-from .config import PRESETS, ModelConfig  # noqa: E402
-from .model import MEGABYTE, loss_fn  # noqa: E402
-from .spacebyte import SpaceByte, SpaceByteConfig  # noqa: E402
+from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, build, loss_fn  # noqa: E402
 from .weights import load, save  # noqa: E402
 
-__all__ = ["MEGABYTE", "ModelConfig", "PRESETS", "SpaceByte", "SpaceByteConfig", "load", "save", "loss_fn", "__version__"]
+# Every registered architecture's model and config classes by their own names (MEGABYTE, ModelConfig,
+# SpaceByte, ...), and PRESETS: the default architecture's presets.
+for _architecture in ARCHITECTURES.values():
+    globals()[_architecture.model.__name__] = _architecture.model
+    globals()[_architecture.config.__name__] = _architecture.config
+PRESETS = ARCHITECTURES[DEFAULT_ARCHITECTURE].presets
+
+__all__ = [*(a.model.__name__ for a in ARCHITECTURES.values()), *(a.config.__name__ for a in ARCHITECTURES.values()),
+           "ARCHITECTURES", "PRESETS", "build", "load", "save", "loss_fn", "__version__"]

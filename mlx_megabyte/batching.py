@@ -4,12 +4,14 @@ MLX must not evaluate one model from several threads (its streams even belong to
 them), so the `Batcher` thread loads the model and does all the arithmetic; HTTP handler threads only
 `submit` jobs and read their events.
 
-The caches decode a batch of rows that all hold the same number of bytes (see cache.py). So requests
-are kept in *groups* of rows with equal lengths, each with its own `MegabyteCache`; a group steps all its
-rows in one batched call. A new request is prefilled on its own and joins a group whose length equals
+A model's decoding state decodes a batch of rows that all hold the same number of bytes (models/base.py).
+So requests are kept in *groups* of rows with equal lengths, each with its own decoding state; a group
+steps all its rows in one batched call. A new request is prefilled on its own and joins a group whose length equals
 its own. When lengths differ by a little (clients a few milliseconds apart, prompts of slightly different
 lengths), the shorter group steps alone until it catches up and the two merge: a short pause for the
-longer one buys batched steps for both. Groups further apart than `max_gap` bytes simply take turns.
+longer one buys batched steps for both (when the states say they can be merged: equal lengths, and for
+an architecture whose positions depend on more than the length, equal positions). Groups further apart
+than `max_gap` bytes simply take turns. Nothing here depends on the architecture.
 
 Each row samples from its own random key (`sampling.row_keys`), so a request gets exactly the bytes that
 `generate.stream_generate` with the same seed and settings gives, whoever shares its batch.
@@ -31,7 +33,7 @@ import mlx.core as mx
 import numpy as np
 
 from . import cpu
-from .generate import take_new_text
+from .generation import take_new_text
 from .sampling import Sampler, row_keys, split_keys
 from .text import EOT
 
@@ -44,7 +46,7 @@ class Busy(Exception):
 class ByteLogprob:
     """What the model thought of one byte: its log-probability (natural log, the model's own
     distribution before temperature and filtering), the likeliest alternatives, and whether the byte
-    starts a patch of the first stage."""
+    begins a patch (the model's own rule: fixed patches, word boundaries, ...)."""
 
     byte: int
     logprob: float | None  # None: the byte was cut to fit the context, or nothing predicted it
@@ -229,7 +231,6 @@ class Batcher:
     def _run(self):
         try:
             self.model = self.load()
-            self.patch = self.model.config.patch_size(0)
         except BaseException as error:
             self._load_error = error
             return
@@ -306,7 +307,8 @@ class Batcher:
         k = max(job.logprobs, 0)
         top = mx.argsort(-logprobs, axis=-1)[:, :k]
         top_values = mx.take_along_axis(logprobs, top, axis=-1)
-        chosen, top, top_values = chosen.tolist(), top.tolist(), top_values.tolist()
+        starts = self.model.patch_starts(ids)[0]
+        chosen, top, top_values, starts = chosen.tolist(), top.tolist(), top_values.tolist(), starts.tolist()
         # prompt_text byte i sits at index i + shown_from of job.prompt (negative: cut to fit the context)
         shown_from = len(job.prompt) - len(job.prompt_text)
         entries = []
@@ -315,7 +317,7 @@ class Batcher:
             if t < 0:
                 entries.append(ByteLogprob(byte, None, [], False))
             else:
-                entries.append(ByteLogprob(byte, chosen[t], list(zip(top[t], top_values[t])), t % self.patch == 0))
+                entries.append(ByteLogprob(byte, chosen[t], list(zip(top[t], top_values[t])), starts[t]))
         return entries
 
     def _step_all(self):
@@ -339,8 +341,7 @@ class Batcher:
     def _merge_equal_lengths(self):
         merged: dict[tuple, Group] = {}
         for group in self.groups:
-            cache = group.cache  # equal lengths mean equal stage states; the key makes sure of it
-            key = (cache.length, tuple(cache.counts), tuple(cache.bases))
+            key = group.cache.merge_key()  # the decoding state says when two can be merged
             if key in merged:
                 merged[key].merge(group)
             else:
@@ -370,16 +371,16 @@ class Batcher:
             outputs += [mx.take_along_axis(logprobs, y[:, None], axis=-1)[:, 0], top,
                         mx.take_along_axis(logprobs, top, axis=-1)]
         cache = group.cache
-        position = cache.length if cache.length < cache.config.context_length else cache.keep
         # Queue the next step for every row before handing out this byte, so the Python work below overlaps
         # the computation (as generate_step does); rows that finish now are dropped from it afterwards.
         following = cache.step(y)
         mx.async_eval(following, *outputs)
         values = [o.tolist() for o in outputs]
+        starts = cache.patch_started()  # whether each row's new byte began a patch
         finished_jobs, keep = {}, []
         for i, row in enumerate(group.rows):
             job = row.job
-            entry = ByteLogprob(values[0][i], None, [], position % self.patch == 0)
+            entry = ByteLogprob(values[0][i], None, [], starts[i])
             if job.logprobs is not None:
                 entry.logprob = values[1][i]
                 entry.top = list(zip(values[2][i][: job.logprobs], values[3][i][: job.logprobs]))

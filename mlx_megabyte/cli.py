@@ -9,11 +9,8 @@ import functools
 import math
 import sys
 
-import mlx.core as mx
-
 from .errors import UserError
-
-SEED_LIMIT = 2**32  # seeds are 0 .. 2**32 - 1: MLX's key is 64-bit, and training derives per-step seeds from it
+from .runtime import DTYPES, SEED_LIMIT, default_dtype, use_device
 
 
 def cli(main):
@@ -101,43 +98,18 @@ def listed(kind=str, low=None, choices=None):
 seed = number(int, 0, SEED_LIMIT - 1)
 
 
-def check_seed(value: int) -> int:
-    """The same bound for seeds that arrive other than through flags (the REPL's /seed)."""
-    if not 0 <= value < SEED_LIMIT:
-        raise ValueError(f"a seed is an integer from 0 to {SEED_LIMIT - 1}, got {value}")
-    return value
-
-
-def gpu_available() -> bool:
-    return mx.is_available(mx.gpu)
-
-
-def use_device(name: str | None) -> None:
-    """Make `--device cpu|gpu` the default device (None: the GPU when MLX has one, as MLX itself does)."""
-    if name == "gpu" and not gpu_available():
-        raise UserError("--device gpu: this MLX has no GPU backend (on Linux with an NVIDIA GPU: "
-                        "pip install -e '.[cuda]'; on a Mac: pip install mlx)")
-    if name is not None:
-        mx.set_default_device(mx.gpu if name == "gpu" else mx.cpu)
-
-
-def on_gpu() -> bool:
-    return mx.default_device().type == mx.DeviceType.gpu
-
-
-INFERENCE_DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
-
-
 def add_model_flags(parser, quantize_help: str = "quantize the weights to 4 or 8 bits") -> None:
     """--device, --dtype and --quantize, spelled and checked alike in generate, evaluate and the server."""
     parser.add_argument("--device", choices=("cpu", "gpu"), help="where to run (default: the GPU when MLX has one)")
-    parser.add_argument("--dtype", choices=tuple(INFERENCE_DTYPES),
+    parser.add_argument("--dtype", choices=tuple(DTYPES),
                         help="the weights' dtype while running (default: float32 on CPUs, where half-precision "
                         "matmuls skip BLAS; the stored dtype on GPUs)")
     parser.add_argument("--quantize", type=int, choices=(4, 8), help=quantize_help)
 
 
 def model_flags(args) -> tuple:
-    """Apply --device; return (quantize bits, dtype) for weights.load_for_inference."""
+    """Apply --device; return (quantize bits, dtype) for weights.load_for_inference (runtime's default
+    rule where --dtype is not given)."""
     use_device(args.device)
-    return args.quantize, INFERENCE_DTYPES[args.dtype] if args.dtype else None
+    dtype = args.dtype or default_dtype(training=False)
+    return args.quantize, DTYPES[dtype] if dtype else None

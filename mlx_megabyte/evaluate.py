@@ -32,7 +32,7 @@ from . import data
 from .cli import add_model_flags, cli, model_flags, number
 from .cli import parser as parser_for
 from .errors import UserError
-from .model import summed_loss
+from .models import summed_loss
 from .weights import load_for_inference, locate
 
 
@@ -104,7 +104,7 @@ def main(argv=None):
 
     path = locate(args.model)
     bits, dtype = model_flags(args)
-    model = load_for_inference(str(path), bits, dtype or mx.float32)  # default: full precision whatever is stored
+    model = load_for_inference(str(path), bits, dtype)
     console = Console(stderr=True)
     named = args.data in data.HUB_DATASETS or args.data in data.BUILTIN
     corpus = data.prepare(args.data, cache_dir=args.cache_dir, console=console, val_fraction=0.05)

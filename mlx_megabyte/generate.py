@@ -1,185 +1,110 @@
-"""Generation: a cached byte-by-byte engine (`generate_step`, `stream_generate`, `generate`), a library
-with no terminal code. `python -m mlx_megabyte.generate` runs repl.py's command line.
+"""`python -m mlx_megabyte.generate`: write stories with a trained model, streamed as they are written.
 
     python -m mlx_megabyte.generate --prompt "Once upon a time"
     python -m mlx_megabyte.generate --interactive
 
 Every prompt starts a new story: the end-of-text byte that separates stories in training is put in front
-of it, so the model knows a story begins (unless the prompt has to be cut to fit the context).
+of it, so the model knows a story begins (unless the prompt has to be cut to fit the context). The
+engine is generation.py, the story REPL repl.py.
 """
 
 from __future__ import annotations
 
-import codecs
-import time
-from dataclasses import dataclass, field
-from typing import Iterator
+import sys
 
 import mlx.core as mx
-import numpy as np
 
-from . import cpu
-from .sampling import (
-    DEFAULT_MIN_P,
-    DEFAULT_TEMP,
-    Sampler,
-    make_sampler,
-    row_keys,
-    split_keys,
-)
-from .text import EOT, encode_prompt
-
-DEFAULT_MAX_TOKENS = 512
+from .cli import add_model_flags, cli, model_flags, number
+from .cli import parser as parser_for
+from .cli import seed as seed_type
+from .errors import UserError
+from .generation import DEFAULT_MAX_TOKENS
+from .repl import interactive, print_story, statistics
+from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, DEFAULT_TOP_K, DEFAULT_TOP_P, RANGES, make_sampler
+from .text import encode_prompt, instruct_prompt
+from .weights import load_for_inference
 
 
-
-@dataclass
-class GenerationResponse:
-    """One step of `stream_generate` (for several samples, `texts[i]` is sample i's new text)."""
-
-    text: str  # new text of sample 0 since the last response ("" while a character is incomplete)
-    texts: list[str]
-    bytes_generated: int
-    prompt_bytes: int
-    prompt_seconds: float
-    bytes_per_second: float
-    peak_memory_gb: float
-    finish_reason: str | None = None  # sample 0: None while running, else "eot", "stop" or "length"
-    finish_reasons: list[str | None] = field(default_factory=list)
-    notice: str | None = None  # e.g. the prompt was cut to fit the context
+def setting(name: str):
+    """The argparse type of a sampling setting: sampling.RANGES's bounds, checked as flags are read."""
+    kind, low, high, low_open, high_open = RANGES[name]
+    return number(kind, low, high, low_open, high_open)
 
 
-def fit_context(data: bytes, context: int) -> tuple[bytes, str | None]:
-    """Keep the last `context` bytes of an encoded prompt; the notice says when some were cut."""
-    if len(data) <= context:
-        return data, None
-    return data[-context:], f"the prompt has {len(data)} bytes; only its last {context} fit the context"
+def build_parser():
+    parser = parser_for("python -m mlx_megabyte.generate", __doc__)
+    parser.add_argument(
+        "--model",
+        help="a weights directory, a training run directory (its newest checkpoint), or a Hugging Face repo "
+        "id; default: the newest weights under weights/",
+    )
+    parser.add_argument("--prompt", "-p", default="", help="the start of the story; '-' reads standard input")
+    parser.add_argument("--max-tokens", "-m", type=setting("max_tokens"), default=DEFAULT_MAX_TOKENS, help="most bytes to generate")
+    parser.add_argument("--temp", type=setting("temp"), default=DEFAULT_TEMP, help="sampling temperature (0 = greedy)")
+    parser.add_argument("--top-p", type=setting("top_p"), default=DEFAULT_TOP_P, help="nucleus sampling mass (1 = off)")
+    parser.add_argument("--min-p", type=setting("min_p"), default=DEFAULT_MIN_P, help="drop bytes below this share of the top one")
+    parser.add_argument("--top-k", type=number(int, 0), default=DEFAULT_TOP_K, help="keep only the k likeliest bytes (0 = off)")
+    parser.add_argument(
+        "--filter-thres", type=number(float, 0, 1, high_open=True), default=None,
+        help="megabyte-pytorch's generate(filter_thres=...): top-k with k = (1 - thres) * vocab",
+    )
+    parser.add_argument(
+        "--seed", type=seed_type, default=None,
+        help="random seed for reproducible samples (the same story as the server's `seed` with the same settings)",
+    )
+    parser.add_argument("--num-samples", "-n", type=number(int, 1, 1024), default=1, help="stories to generate in parallel")
+    parser.add_argument("--stop", action="append", default=[], help="stop when this text appears (repeatable)")
+    add_model_flags(parser)
+    parser.add_argument("--interactive", "-i", action="store_true", help="a story REPL")
+    parser.add_argument(
+        "--instruct", action="store_true",
+        help="build TinyStories-Instruct prompts from --features/--words/--summary (asked for in --interactive)",
+    )
+    parser.add_argument("--features", default="", help="instruct: e.g. 'Dialogue, Twist'")
+    parser.add_argument("--words", default="", help="instruct: words the story should use, e.g. 'dog, ball, happy'")
+    parser.add_argument("--summary", default="", help="instruct: what the story is about")
+    parser.add_argument("--verbose", "-v", action="store_true", help="print speed and memory after each story")
+    return parser
 
 
-def keyed_sampler(sampler: Sampler, seed: int, rows: int) -> Sampler:
-    """`sampler` drawing every row from its own random key (`sampling.row_keys`), advanced once per call:
-    the same seed and settings give the same bytes however the rows are batched."""
-    keys = row_keys(seed, rows)
-
-    def sample(logits):
-        nonlocal keys
-        keys, now = split_keys(keys)
-        return sampler(logits, now)
-
-    return sample
+def refuse_ignored_flags(args) -> None:
+    """Flags that would have no effect with the others given are refused, not silently ignored."""
+    fields = [f"--{name}" for name in ("features", "words", "summary") if getattr(args, name)]
+    if args.interactive and (args.prompt or fields):
+        given = "--prompt" if args.prompt else fields[0]
+        raise UserError(f"--interactive asks for each prompt{' and its instruct fields' * args.instruct} itself: "
+                        f"drop {given}")
+    if fields and not args.instruct:
+        raise UserError(f"{fields[0]} goes into a TinyStories-Instruct prompt: add --instruct")
 
 
-def generate_step(model, prompt: mx.array, sampler: Sampler) -> Iterator[mx.array]:
-    """Yield the next byte of each sequence (N,), forever, with the model's KV caches.
-
-    The next step's graph is built and queued (mx.async_eval) before the current byte is handed out, so
-    Python work overlaps the computation. While the generator is open, OpenBLAS (on Linux CPUs) runs on
-    one thread, which suits single-row products; closing it restores the thread count.
-    """
-    cache = model.make_cache(prompt.shape[0])
-    y = sampler(cache.prefill(prompt))
-    mx.eval(y)  # the prompt's large products use every BLAS thread; the steps' single rows do better on one
-    with cpu.single_threaded_blas():
-        while True:
-            next_y = sampler(cache.step(y))
-            mx.async_eval(next_y)
-            yield y
-            y = next_y
-
-
-def stream_generate(
-    model,
-    prompt: str | bytes,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
-    sampler: Sampler | None = None,
-    stop: tuple[str, ...] = (),
-    num_samples: int = 1,
-    story_start: bool = True,
-    seed: int | None = None,
-) -> Iterator[GenerationResponse]:
-    """Generate up to `max_tokens` bytes after `prompt`, yielding decoded text as it is produced.
-
-    Stops at the end-of-text byte, at `max_tokens`, or when a `stop` string appears (it is not
-    returned). Invalid UTF-8 becomes U+FFFD; a character split across steps is returned once complete.
-    With a `seed`, sample i draws from its own random key (`keyed_sampler`), as the server does;
-    without one, from MLX's global random state.
-    """
-    sampler = sampler or make_sampler(DEFAULT_TEMP, min_p=DEFAULT_MIN_P)
-    if seed is not None:
-        sampler = keyed_sampler(sampler, seed, num_samples)
-    data, notice = fit_context(encode_prompt(prompt, story_start), model.config.context_length)
-    ids = mx.array(np.frombuffer(data, dtype=np.uint8)[None].repeat(num_samples, axis=0))
-
-    decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(num_samples)]
-    produced = [""] * num_samples  # text so far, for stop strings
-    emitted = [0] * num_samples  # characters of `produced` already handed out
-    reasons: list[str | None] = [None] * num_samples
-    start = time.perf_counter()
-    prompt_seconds = None
-    count = 0
-    for count, y in zip(range(1, max_tokens + 1), generate_step(model, ids, sampler)):
-        values = y.tolist()
-        if prompt_seconds is None:
-            prompt_seconds = time.perf_counter() - start
-            start = time.perf_counter()
-        pieces = []
-        for i, value in enumerate(values):
-            if reasons[i] is not None:
-                pieces.append("")
-                continue
-            if value == EOT:
-                reasons[i] = "eot"
-                produced[i] += decoders[i].decode(b"", final=True)
-            else:
-                produced[i] += decoders[i].decode(bytes([value]))
-                if count == max_tokens:
-                    reasons[i] = "length"
-                    produced[i] += decoders[i].decode(b"", final=True)
-            pieces.append(take_new_text(produced, emitted, i, stop, reasons))
-        elapsed = max(time.perf_counter() - start, 1e-9)
-        yield GenerationResponse(
-            text=pieces[0],
-            texts=pieces,
-            bytes_generated=count,
-            prompt_bytes=len(data),
-            prompt_seconds=prompt_seconds,
-            bytes_per_second=(count - 1) / elapsed if count > 1 else 0.0,
-            peak_memory_gb=mx.get_peak_memory() / 1e9,
-            finish_reason=reasons[0],
-            finish_reasons=list(reasons),
-            notice=notice if count == 1 else None,
-        )
-        if all(r is not None for r in reasons):
-            break
+@cli
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.max_tokens < 1 or args.num_samples < 1:
+        raise UserError("--max-tokens and --num-samples must be at least 1")
+    refuse_ignored_flags(args)
+    try:
+        sampler = make_sampler(args.temp, args.top_p, args.min_p, args.top_k, args.filter_thres)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if args.seed is not None:
+        mx.random.seed(args.seed)
+    model = load_for_inference(args.model, *model_flags(args))
+    if args.interactive:
+        defaults = {k: getattr(args, k) for k in ("temp", "max_tokens", "top_p", "min_p")}
+        interactive(model, args, defaults)
+        return
+    # Prompts are bytes: standard input is read as it is (not decoded, so invalid UTF-8 under a strict
+    # locale is no error), and a command-line argument gets back its original bytes.
+    prompt = sys.stdin.buffer.read() if args.prompt == "-" else encode_prompt(args.prompt, story_start=False)
+    if args.instruct:
+        prompt = encode_prompt(instruct_prompt(args.features, args.words, args.summary), story_start=False) + prompt
+    response = print_story(model, prompt, args, sampler, seed=args.seed)
+    if args.verbose and response is not None:
+        print(statistics(response), file=sys.stderr)
 
 
-def take_new_text(produced, emitted, i, stop, reasons) -> str:
-    """The part of sample i's text that can be handed out now: up to a stop string if one appeared, and
-    never the tail that could still turn into one."""
-    text = produced[i]
-    for s in stop:
-        at = text.find(s)
-        if at != -1:
-            reasons[i] = "stop"
-            produced[i] = text = text[:at]
-    hold = 0
-    if reasons[i] is None:
-        hold = max((len(s) - 1 for s in stop), default=0)
-    safe = max(emitted[i], len(text) - hold)
-    piece = text[emitted[i] : safe]
-    emitted[i] = safe
-    return piece
-
-
-def generate(model, prompt: str | bytes = "", **kwargs) -> list[str]:
-    """The full continuations of `prompt` (one per sample)."""
-    texts = None
-    for response in stream_generate(model, prompt, **kwargs):
-        texts = response.texts if texts is None else [a + b for a, b in zip(texts, response.texts)]
-    return texts or [""] * kwargs.get("num_samples", 1)
-
-
-if __name__ == "__main__":  # `python -m mlx_megabyte.generate`: the command line lives with the terminal code
-    from .repl import main
-
+if __name__ == "__main__":
     main()

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mlx.utils import tree_flatten
+
 from .errors import UserError
+from .models import architecture
 from .weights import CONFIG_FILE, WEIGHTS_FILE, load
 
 
@@ -20,31 +23,28 @@ def training_facts(model_dir: Path) -> dict:
 
 
 def model_card(model_dir: Path, repo_id: str, data: str | None = None, bpb: float | None = None) -> str:
-    """A model card (README.md) for a weights directory: architecture, size, data, quality, how to load."""
+    """A model card (README.md) for a weights directory: architecture, size, data, quality, how to load
+    (and, for an architecture with a reference implementation, how to convert to it)."""
     model = load(model_dir)
     config = model.config
-    if config.model_type != "megabyte":
-        raise UserError(f"{model_dir} holds a {config.model_type} model: model cards and uploads are for MEGABYTE "
-                        "models only for now")
+    arch = architecture(config.model_type)
     facts = training_facts(model_dir)
     data = data or facts.get("data") or "not recorded"
     bpb = bpb if bpb is not None else facts.get("val_bpb", facts.get("best_val_bpb"))
     quality = f"{bpb:.4f} bits per byte on held-out text" if bpb is not None else "not recorded"
     steps = f" after {facts['step']:,} steps" if "step" in facts else ""
     name = repo_id.split("/")[-1]
+    dtype = next(v.dtype for _, v in tree_flatten(model.parameters()))
+    settings = [(k, tuple(v) if isinstance(v, list) else v) for k, v in config.to_dict().items()]
     rows = "\n".join(f"| {k} | {v} |" for k, v in (
-        ("stages", config.stages), ("dim", config.dim), ("depth", config.depth),
-        ("max_seq_len (context)", f"{config.max_seq_len} ({config.context_length:,} bytes)"),
-        ("heads x dim_head", f"{config.heads} x {config.dim_head}"), ("ff_mult", config.ff_mult),
-        ("rel_pos / pos_emb", f"{config.rel_pos} / {config.pos_emb}"), ("vocabulary", f"{config.num_tokens} (bytes)"),
-        ("parameters", f"{model.num_parameters():,}"), ("weights dtype", str(model.to_logits.weight.dtype)),
+        *settings, ("context", f"{config.context_length:,} bytes"), ("patching", config.patching()),
+        ("parameters", f"{model.num_parameters():,}"), ("weights dtype", str(dtype)),
     ))
-    torch_config = "{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(open('megabyte.config.json')).items()}"
-    return f"""---
+    card = f"""---
 library_name: mlx-megabyte
 tags:
 - mlx
-- megabyte
+- {arch.name}
 - byte-level
 - text-generation
 pipeline_tag: text-generation
@@ -52,8 +52,8 @@ pipeline_tag: text-generation
 
 # {name}
 
-A MEGABYTE byte-level language model (Yu et al. 2023, arXiv 2305.07185), trained with
-mlx-megabyte in MLX. No tokenizer: it reads and writes UTF-8 bytes.
+A {arch.title} byte-level language model ({arch.paper}), trained with mlx-megabyte in MLX. No tokenizer:
+it reads and writes UTF-8 bytes.
 
 ## Architecture
 
@@ -78,22 +78,8 @@ from mlx_megabyte import load
 from mlx_megabyte.weights import locate
 model = load(locate("{repo_id}"))
 ```
-
-## Use it with megabyte-pytorch 0.3.6
-
-The weights map one to one onto lucidrains' `MEGABYTE` (logits agree within 1e-4):
-
-```bash
-python tools/convert_to_torch.py --mlx-path <downloaded folder> --torch-path megabyte.safetensors
-```
-
-```python
-import json, safetensors.torch
-from MEGABYTE_pytorch import MEGABYTE
-model = MEGABYTE(**{torch_config})
-model.load_state_dict(safetensors.torch.load_file("megabyte.safetensors"), strict=True)
-```
 """
+    return card + (arch.card_section(config) if arch.card_section else "")
 
 
 def push(model_dir: Path, repo_id: str, token: str | None = None, private: bool = False,
@@ -115,7 +101,7 @@ def push(model_dir: Path, repo_id: str, token: str | None = None, private: bool 
     ]
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        commit = api.create_commit(repo_id, operations, commit_message="Upload MEGABYTE weights from mlx-megabyte")
+        commit = api.create_commit(repo_id, operations, commit_message="Upload weights from mlx-megabyte")
     except Exception as error:  # huggingface_hub raises many kinds; the user needs the first line
         raise UserError(f"could not upload to {repo_id}: {str(error).splitlines()[0]}") from None
     return commit.commit_url

@@ -7,8 +7,6 @@ from typing import Callable
 
 import mlx.core as mx
 
-from .cli import number
-
 Sampler = Callable[..., mx.array]  # sampler(logits) or sampler(logits, keys)
 
 
@@ -34,11 +32,10 @@ DEFAULT_TOP_P = 1.0
 DEFAULT_MIN_P = 0.05
 DEFAULT_TOP_K = 0
 
-# The ranges of the sampling settings, as argparse types: for generate's flags and the REPL's commands.
-TEMP = number(float, 0, 100)
-TOP_P = number(float, 0, 1, low_open=True)
-MIN_P = number(float, 0, 1, high_open=True)
-LENGTH = number(int, 1)
+# The ranges of the sampling settings, (kind, low, high, low excluded, high excluded): generate's flags, the
+# REPL's commands and the server's fields check the same bounds.
+RANGES = {"temp": (float, 0, 100, False, False), "top_p": (float, 0, 1, True, False),
+          "min_p": (float, 0, 1, False, True), "max_tokens": (int, 1, None, False, False)}
 
 
 def make_sampler(

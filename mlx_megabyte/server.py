@@ -41,7 +41,7 @@ from .batching import Batcher, Busy, ByteLogprob, Chunk, Job
 from .cli import SEED_LIMIT, add_model_flags, cli, model_flags, number
 from .cli import parser as parser_for
 from .errors import UserError
-from .generate import DEFAULT_MAX_TOKENS, fit_context
+from .generation import DEFAULT_MAX_TOKENS, fit_context
 from .sampling import (
     DEFAULT_MIN_P,
     DEFAULT_TEMP,
@@ -603,8 +603,8 @@ class Handler(BaseHTTPRequestHandler):
     def _model_card(self) -> dict:
         app = self.server.app
         return {"id": app.name, "object": "model", "created": app.created, "owned_by": "mlx-megabyte",
-                "context_length": app.config.context_length, "patch_size": app.config.patch_size(0),
-                "max_tokens": app.max_tokens_cap, "parameters": app.parameters}
+                "architecture": app.config.model_type, "context_length": app.config.context_length,
+                "patching": app.config.patching(), "max_tokens": app.max_tokens_cap, "parameters": app.parameters}
 
     # --- completions ---
 
@@ -814,14 +814,7 @@ def main(argv=None):
     name = args.model or str(locate(None))
     bits, dtype = model_flags(args)
 
-    def load():
-        model = load_for_inference(args.model, bits, dtype)
-        if model.config.model_type != "megabyte":  # batches and patch marks follow MEGABYTE's fixed patches
-            raise UserError(f"the server runs MEGABYTE models only for now; {name} is a {model.config.model_type} "
-                            "model (python -m mlx_megabyte.generate runs it)")
-        return model
-
-    app = App(load, name, args)  # loaded by the generation thread
+    app = App(lambda: load_for_inference(args.model, bits, dtype), name, args)  # loaded by the generation thread
     try:
         serve(app, args, name)
     finally:

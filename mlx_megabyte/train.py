@@ -1,4 +1,5 @@
-"""`python -m mlx_megabyte.train`: train a byte-level MEGABYTE or SpaceByte, resumably, with live progress.
+"""`python -m mlx_megabyte.train`: train a byte-level model of any registered architecture, resumably, with
+live progress.
 
     python -m mlx_megabyte.train                                   # 40m preset on TinyStories
     python -m mlx_megabyte.train --preset tiny --data builtin --iters 300   # offline, in a minute
@@ -19,19 +20,29 @@ from pathlib import Path
 from rich.console import Console
 
 from . import checkpoint, cli, data, distributed
-from .config import ModelConfig
 from .errors import UserError
-from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, AnyConfig, build
-from .trainer import DTYPES, PRESET_DEFAULTS, Trainer, TrainingConfig, bounds, describe
+from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, Config, build
+from .models.base import STAGES
+from .runtime import DTYPES, default_dtype, use_device
+from .trainer import Trainer, TrainingConfig, bounds, describe
 from .weights import locate, read_config
 
 DEFAULT_PRESET = "40m"
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainingConfig) if f.default is not dataclasses.MISSING}
-# Every model flag of every architecture; each architecture accepts those that are its config's fields.
-MODEL_FIELDS = tuple(dict.fromkeys(f.name for a in ARCHITECTURES.values() for f in dataclasses.fields(a.config)))
-PER_STAGE_FIELDS = ("dim", "depth", "max_seq_len")
-TUNABLE_FIELDS = ("attn_dropout", "ff_dropout", "pad_id")  # change no weight shape: fine with --init-from
 PRESET_NAMES = sorted({name for a in ARCHITECTURES.values() for name in a.presets})
+
+
+def model_fields() -> dict[str, list]:
+    """Every model setting of every architecture, by name: [(architecture, field), ...] (the flags)."""
+    found: dict[str, list] = {}
+    for arch in ARCHITECTURES.values():
+        for f in dataclasses.fields(arch.config):
+            if "kind" in f.metadata:
+                found.setdefault(f.name, []).append((arch, f))
+    return found
+
+
+MODEL_FIELDS = model_fields()
 
 
 def preset_table() -> str:
@@ -47,7 +58,8 @@ def preset_table() -> str:
 
 def swept(name: str) -> str:
     """A setting's default in --help: the measured one of some presets, TrainingConfig's otherwise."""
-    chosen = ", ".join(f"{value[name]:g} for --arch {arch} --preset {preset}" for (arch, preset), value in PRESET_DEFAULTS.items())
+    chosen = ", ".join(f"{values[name]:g} for --arch {arch.name} --preset {preset}" for arch in ARCHITECTURES.values()
+                       for preset, values in arch.training_defaults.items() if name in values)
     return f"{chosen}, else {DEFAULTS[name]:g}; README: Defaults chosen by measurement"
 
 
@@ -67,37 +79,42 @@ def _ints(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m mlx_megabyte.train", __doc__)
     parser.epilog = preset_table()
-    model = parser.add_argument_group("model (an architecture and a preset, then any field overridden)")
-    model.add_argument("--arch", choices=tuple(ARCHITECTURES),
-                       help=f"megabyte (fixed patches) or spacebyte (global blocks at word boundaries) "
-                       f"(default: {DEFAULT_ARCHITECTURE}, or that of --init-from)")
-    model.add_argument("--preset", choices=PRESET_NAMES,  # None: DEFAULT_PRESET, unless --init-from decides
+    add_model_flags(parser.add_argument_group("model (an architecture and a preset, then any field overridden)"))
+    add_data_flags(parser.add_argument_group("data"))
+    add_optimisation_flags(parser.add_argument_group("optimisation"))
+    add_report_flags(parser.add_argument_group("evaluation, samples and checkpoints"))
+    parser.add_argument("--distributed-timeout", type=flag("distributed_timeout"), default=DEFAULTS["distributed_timeout"],
+                        help="with several ranks: seconds without progress after which a rank gives up "
+                        "(another rank died or cannot connect)")
+    return parser
+
+
+def add_model_flags(group) -> None:
+    """--arch, --preset, and a flag for every setting of every architecture's config (its help, kind and
+    range from the field; a setting only some architectures have names them)."""
+    group.add_argument("--arch", choices=tuple(ARCHITECTURES),
+                       help=" or ".join(f"{a.name} ({a.summary})" for a in ARCHITECTURES.values())
+                       + f" (default: {DEFAULT_ARCHITECTURE}, or that of --init-from)")
+    group.add_argument("--preset", choices=PRESET_NAMES,  # None: DEFAULT_PRESET, unless --init-from decides
                        help=f"model size, in the architecture's presets (below, and README: Presets) "
                        f"(default: {DEFAULT_PRESET}; with --init-from, the weights' own model)")
-    model.add_argument("--dim", type=_ints, help="megabyte: width per stage, e.g. 512,256 (one int: every stage)")
-    model.add_argument("--depth", type=_ints, help="megabyte: layers per stage, e.g. 12,4 (one int: every stage)")
-    model.add_argument("--max-seq-len", type=_ints, help="megabyte: sequence length per stage, e.g. 256,8 (one int: every stage)")
-    model.add_argument("--context-length", type=cli.number(int, 1), help="spacebyte: bytes per sequence")
-    model.add_argument("--local-dim", type=cli.number(int, 2), help="spacebyte: width of the local (byte) blocks")
-    model.add_argument("--global-dim", type=cli.number(int, 2), help="spacebyte: width of the global blocks (>= --local-dim)")
-    model.add_argument("--local-depth", type=cli.number(int, 0), help="spacebyte: local blocks, half before the global ones")
-    model.add_argument("--global-depth", type=cli.number(int, 0), help="spacebyte: global blocks")
-    model.add_argument("--global-length", type=cli.number(int, 1),
-                       help="spacebyte: global positions per sequence, start included (default: context / 4)")
-    model.add_argument("--window", type=cli.number(int, 1), help="spacebyte: positions a local query sees (default: --local-dim)")
-    model.add_argument("--max-patch", type=cli.number(int, 1),
-                       help="spacebyte: a boundary after at most this many bytes without one (text without spaces)")
-    model.add_argument("--num-tokens", type=cli.number(int, 256), help="vocabulary (at least 256 for bytes)")
-    model.add_argument("--dim-head", type=cli.number(int, 1), help="width of one attention head")
-    model.add_argument("--heads", type=cli.number(int, 1), help="megabyte: attention heads (every stage)")
-    model.add_argument("--ff-mult", type=cli.number(int, 1), help="feed-forward width as a multiple of dim")
-    model.add_argument("--attn-dropout", type=cli.number(float, 0, 1, high_open=True), help="dropout on attention probabilities")
-    model.add_argument("--ff-dropout", type=cli.number(float, 0, 1, high_open=True), help="dropout after the feed-forward GELU")
-    model.add_argument("--pad-id", type=cli.number(int, 0), help="byte ignored by the loss")
-    model.add_argument("--rel-pos", action=argparse.BooleanOptionalAction, help="megabyte: rotary embeddings")
-    model.add_argument("--pos-emb", action=argparse.BooleanOptionalAction, help="megabyte: learned absolute positions")
+    for name, owners in MODEL_FIELDS.items():
+        spec = owners[0][1].metadata
+        helps = dict.fromkeys(f.metadata["help"] for _, f in owners)
+        text = "; ".join(helps) if len(helps) == 1 else "; ".join(f"{a.name}: {f.metadata['help']}" for a, f in owners)
+        if len(owners) < len(ARCHITECTURES):
+            text = f"{'/'.join(a.name for a, _ in owners)}: {text}" if len(helps) == 1 else text
+        if spec["kind"] is bool:
+            group.add_argument(_flag(name), action=argparse.BooleanOptionalAction, help=text)
+        elif spec["kind"] == STAGES:
+            group.add_argument(_flag(name), type=_ints, help=text)
+        else:
+            low = max((f.metadata["low"] for _, f in owners if f.metadata["low"] is not None), default=None)
+            group.add_argument(_flag(name), type=cli.number(spec["kind"], low, spec["high"], spec["low_open"],
+                                                            spec["high_open"]), help=text)
 
-    source = parser.add_argument_group("data")
+
+def add_data_flags(source) -> None:
     source.add_argument(
         "--data", default=DEFAULTS["data"],
         help="tinystories, tinystories-instruct (Hugging Face hub), builtin, builtin-instruct (offline corpus), "
@@ -108,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--builtin-mb", type=flag("builtin_mb"), default=DEFAULTS["builtin_mb"], help="size of the built-in corpus in MB")
     source.add_argument("--cache-dir", help=f"where encoded data is kept (default: {data.DEFAULT_CACHE})")
 
-    train = parser.add_argument_group("optimisation")
+
+def add_optimisation_flags(train) -> None:
     train.add_argument("--batch-size", type=flag("batch_size"),
                        help=f"windows per step (per rank) (default: {swept('batch_size')})")
     train.add_argument("--grad-accumulation-steps", type=flag("grad_accumulation_steps"), default=1, help="micro-batches per step (less memory)")
@@ -133,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "not counted; a resumed run continues the count), validate, save and exit 0; the "
                        "schedule still follows --iters")
 
-    report = parser.add_argument_group("evaluation, samples and checkpoints")
+
+def add_report_flags(report) -> None:
     report.add_argument("--steps-per-eval", type=flag("steps_per_eval"), default=DEFAULTS["steps_per_eval"],
                         help="validation loss and bits per byte every so many steps")
     report.add_argument("--eval-batches", type=flag("eval_batches"), default=DEFAULTS["eval_batches"], help="validation batches (fixed windows)")
@@ -152,36 +171,20 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--init-from", help="start from these weights (a weights or run directory; e.g. to "
                         "instruct-tune a pretrained model); the model flags are taken from them")
     report.add_argument("--quiet", action="store_true", help="no progress bar; one line per evaluation")
-    parser.add_argument("--distributed-timeout", type=flag("distributed_timeout"), default=DEFAULTS["distributed_timeout"],
-                        help="with several ranks: seconds without progress after which a rank gives up "
-                        "(another rank died or cannot connect)")
-    return parser
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def model_config(args) -> AnyConfig:
+def model_config(args) -> Config:
     """The model: a preset of the architecture with any field overridden, or (--init-from) the weights'
     own config."""
     overrides = {name: getattr(args, name) for name in MODEL_FIELDS if getattr(args, name, None) is not None}
-    chosen = getattr(args, "arch", None)
-    preset = getattr(args, "preset", None)
     if args.init_from:
-        config, _ = read_config(locate(args.init_from))
-        if chosen is not None and chosen != config.model_type:
-            raise UserError(f"--init-from {args.init_from} holds a {config.model_type} model; drop --arch {chosen}")
-        named = chosen or DEFAULT_ARCHITECTURE  # a preset alone names one of the default architecture
-        if preset is not None and not _same_shape(ARCHITECTURES[named].presets.get(preset), config):
-            raise UserError(f"--init-from {args.init_from} holds a {config.model_type} model that is not --arch "
-                            f"{named} --preset {preset}; drop --preset (the model is taken from the weights)")
-        fixed = sorted(set(overrides) - set(TUNABLE_FIELDS))
-        if fixed:
-            raise UserError(f"--init-from takes the model from its weights; drop {', '.join(map(_flag, fixed))}")
-        return type(config).from_dict({**config.to_dict(), **overrides})
-    arch = ARCHITECTURES[chosen or DEFAULT_ARCHITECTURE]
-    preset = preset or DEFAULT_PRESET
+        return _init_from_config(args, overrides)
+    arch = ARCHITECTURES[getattr(args, "arch", None) or DEFAULT_ARCHITECTURE]
+    preset = getattr(args, "preset", None) or DEFAULT_PRESET
     foreign = [name for name in overrides if name not in {f.name for f in dataclasses.fields(arch.config)}]
     if foreign:
         what = "is not a" if len(foreign) == 1 else "are not"
@@ -189,37 +192,42 @@ def model_config(args) -> AnyConfig:
                         f"(--arch {arch.name})")
     if preset not in arch.presets:
         raise UserError(f"--arch {arch.name} has no preset {preset!r} (choose from {', '.join(arch.presets)})")
-    base = arch.presets[preset]
-    if arch.config is ModelConfig:
-        overrides.update(_per_stage(base, {k: overrides[k] for k in PER_STAGE_FIELDS if k in overrides}))
-    values = base.to_dict()
-    if "context_length" in overrides and "global_length" not in overrides:
-        values.pop("global_length", None)  # derived from the context again
     try:
-        return arch.config.from_dict({**values, **overrides})
+        return arch.presets[preset].replace(**overrides)
     except (TypeError, ValueError) as error:
         raise UserError(f"invalid model: {error}") from None
 
 
-def _same_shape(preset: AnyConfig | None, config: AnyConfig) -> bool:
+def _init_from_config(args, overrides: dict) -> Config:
+    """--init-from: the weights' own model; flags may change only settings that change no weight's shape,
+    and an --arch or --preset that is not the weights' is refused (it would be silently ignored)."""
+    config, _ = read_config(locate(args.init_from))
+    chosen, preset = getattr(args, "arch", None), getattr(args, "preset", None)
+    if chosen is not None and chosen != config.model_type:
+        raise UserError(f"--init-from {args.init_from} holds a {config.model_type} model; drop --arch {chosen}")
+    named = chosen or DEFAULT_ARCHITECTURE  # a preset alone names one of the default architecture
+    if preset is not None and not _same_shape(ARCHITECTURES[named].presets.get(preset), config):
+        raise UserError(f"--init-from {args.init_from} holds a {config.model_type} model that is not --arch "
+                        f"{named} --preset {preset}; drop --preset (the model is taken from the weights)")
+    fixed = sorted(name for name in overrides if not _tunable(config, name))
+    if fixed:
+        raise UserError(f"--init-from takes the model from its weights; drop {', '.join(map(_flag, fixed))}")
+    return config.replace(**overrides)
+
+
+def _tunable(config: Config, name: str) -> bool:
+    """Does changing this setting leave every weight's shape alone (dropout, pad_id)?"""
+    return any(f.name == name and f.metadata.get("tunable") for f in dataclasses.fields(config))
+
+
+def _same_shape(preset: Config | None, config: Config) -> bool:
     """Does a preset describe these weights' model (the settings --init-from may change aside)? Then
     naming it with --init-from is harmless; any other preset would be silently ignored, so it is refused."""
 
-    def shape(c: AnyConfig) -> dict:
-        return {"model_type": c.model_type, **{k: v for k, v in c.to_dict().items() if k not in TUNABLE_FIELDS}}
+    def shape(c: Config) -> dict:
+        return {"model_type": c.model_type, **{k: v for k, v in c.to_dict().items() if not _tunable(c, k)}}
 
-    return preset is not None and shape(preset) == shape(config)
-
-
-def _per_stage(base: ModelConfig, given: dict) -> dict:
-    """Per-stage flags as tuples of one length. One value means "every stage"; the number of stages is
-    the longest list given (else the preset's); a preset's width fills in for another number of stages."""
-    stages = max((len(v) for v in given.values()), default=base.stages)
-    stages = stages if stages > 1 else base.stages
-    out = {k: v * stages if len(v) == 1 else v for k, v in given.items()}
-    if "dim" not in out and stages != base.stages:
-        out["dim"] = (base.dim[0],) * stages
-    return out
+    return preset is not None and type(preset) is type(config) and shape(preset) == shape(config)
 
 
 def training_config(args) -> TrainingConfig:
@@ -232,17 +240,18 @@ def training_config(args) -> TrainingConfig:
             name = f"{model.model_type}-{name}"
         save_path = str(Path("weights") / f"{name}-{data._slug(args.data)}")
     settings = {name: getattr(args, name) for name in DEFAULTS if name != "model" and hasattr(args, name)}
-    measured = {} if args.init_from else PRESET_DEFAULTS.get((model.model_type, args.preset or DEFAULT_PRESET), {})
+    arch = ARCHITECTURES[model.model_type]
+    measured = {} if args.init_from else arch.training_defaults.get(args.preset or DEFAULT_PRESET, {})
     for name in ("batch_size", "learning_rate"):
         if settings[name] is None:
             settings[name] = measured.get(name, DEFAULTS[name])
-    dtype = args.dtype or ("bfloat16" if cli.on_gpu() else "float32")
+    dtype = args.dtype or default_dtype(training=True)
     return TrainingConfig(model=model, **{**settings, "save_path": save_path, "dtype": dtype})
 
 
 def run(args, console) -> dict:
     """Train as the command line says; return the summary of `Trainer.fit`."""
-    cli.use_device(getattr(args, "device", None))
+    use_device(getattr(args, "device", None))
     config = training_config(args)
     group, watchdog = distributed.init(config.distributed_timeout)
     chief = group.rank() == 0

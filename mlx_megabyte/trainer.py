@@ -1,6 +1,7 @@
-"""Training as a library: a typed `TrainingConfig`, the compiled `TrainStep`, and the `Trainer` that owns
-one run (data sampling, the loop, validation, samples, checkpoints, resume). `train.py` is only its
-command line, as mlx-lm's `lora.py` is for its `tuner/trainer.py`.
+"""Training as a library: a typed `TrainingConfig` and the `Trainer` that owns one run (data sampling, the
+loop, validation, samples, checkpoints). The optimisation step is optim.py, the resume bookkeeping
+resume.py, metrics.jsonl metrics.py; `train.py` is only the command line, as mlx-lm's `lora.py` is for
+its `tuner/trainer.py`.
 
 Several processes train data-parallel when started by `mlx.launch`: every rank reads its slice of each
 global batch, gradients are averaged inside the compiled step, and only rank 0 writes.
@@ -8,7 +9,6 @@ global batch, gradients are averaged inside the compiled step, and only rank 0 w
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import time
@@ -18,10 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 import mlx.core as mx
-import mlx.nn as nn
-import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_flatten, tree_map, tree_unflatten
+from mlx.utils import tree_flatten
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,19 +28,17 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from . import checkpoint, data, distributed, kernels
-from .checkpoint import assign_leaves
-from .cli import SEED_LIMIT
+from . import checkpoint, data, distributed, resume
 from .errors import UserError
-from .files import write_text
-from .generate import generate
-from .model import loss_fn, summed_loss
-from .models import AnyConfig, build
+from .generation import generate
+from .metrics import Metrics
+from .models import Config, build, summed_loss
+from .optim import LossScale, TrainStep, make_optimizer
+from .runtime import DTYPES, SEED_LIMIT
 from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, make_sampler
-from .weights import load_weights, locate, non_finite, read_config, read_weights
+from .weights import non_finite
 
 LN2 = math.log(2)
-DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 
 # The range of every numeric setting: (type, lowest, highest, lowest excluded, highest excluded). The
 # command line checks flags against the same table as they are read.
@@ -63,14 +59,6 @@ def bounds(name: str) -> tuple:
     return (kind, low, high, *(list(open_ends) + [False, False])[:2])
 
 
-# The learning rate and batch size of the `small` presets, chosen by an equal-wall-clock sweep on a CPU
-# (README: "Defaults chosen by measurement"); every other model starts from TrainingConfig's defaults.
-PRESET_DEFAULTS: dict[tuple[str, str], dict] = {
-    ("megabyte", "small"): {"learning_rate": 4e-4, "batch_size": 4},
-    ("spacebyte", "small"): {"learning_rate": 1e-3, "batch_size": 4},
-}
-
-
 @dataclass(frozen=True)
 class TrainingConfig:
     """Everything a run is: the model, the data, the optimisation and the reporting cadence. Validated
@@ -78,7 +66,7 @@ class TrainingConfig:
     16 x 2048 = 32 KiB per step; 10k steps see ~330 MB of TinyStories (a sixth of it), where a 40M byte
     model's validation loss flattens out."""
 
-    model: AnyConfig  # a MEGABYTE config.ModelConfig or a spacebyte.SpaceByteConfig
+    model: Config  # the model: a config of one of the architectures in models/
     # data
     data: str = "tinystories"
     val_data: str | None = None
@@ -144,186 +132,6 @@ class TrainingConfig:
         return self.batch_size * self.grad_accumulation_steps * self.model.context_length
 
 
-class AdamW(optim.AdamW):
-    """AdamW that leaves 1-D parameters (norm gains, biases, start tokens) undecayed, as nanoGPT does:
-    decaying a norm's gain only fights the normalisation."""
-
-    def apply_single(self, gradient, parameter, state):
-        if parameter.ndim < 2:
-            return optim.Adam.apply_single(self, gradient, parameter, state)
-        return super().apply_single(gradient, parameter, state)
-
-    def clip_and_update(self, model, gradients, max_norm: float) -> mx.array:
-        """`optim.clip_grad_norm(gradients, max_norm)` (0: unclipped) and `update(model, ...)` in one;
-        returns the gradients' global norm. Where kernels.fused_adamw allows, both are one native pass
-        over every parameter instead of a dozen elementwise passes each (the 40m preset's update took
-        500 ms of a ~3 s step on a 2-core CPU); otherwise MLX's own functions."""
-        flat = tree_flatten(gradients)
-        parameters = dict(tree_flatten(model.trainable_parameters()))
-        if not kernels.fused_adamw([parameters[k] for k, _ in flat] + [g for _, g in flat]):
-            if max_norm > 0:
-                gradients, norm = optim.clip_grad_norm(gradients, max_norm)
-            else:
-                norm = mx.sqrt(sum(mx.sum(g.astype(mx.float32) ** 2) for _, g in flat))
-            self.update(model, gradients)
-            return norm
-        if not self._initialized:
-            self.init(gradients)
-        for name, scheduler in self._schedulers.items():  # as Optimizer.apply_gradients does
-            self.state[name] = scheduler(self.step)
-        self.state["step"] = self.step + 1
-        states = [_leaf(self.state, name) for name, _ in flat]  # each parameter's {"m", "v"}
-        params = [parameters[name] for name, _ in flat]
-        norm, new, first, second = kernels.adamw(
-            self.learning_rate.astype(mx.float32), [g for _, g in flat], params, [s["m"] for s in states],
-            [s["v"] for s in states], [self.weight_decay if p.ndim >= 2 else 0.0 for p in params], self.betas,
-            self.eps, max_norm)
-        for state, m, v in zip(states, first, second):
-            state["m"], state["v"] = m, v
-        model.update(tree_unflatten(list(zip([name for name, _ in flat], new))))
-        return norm
-
-
-def _leaf(tree, dotted: str):
-    for part in dotted.split("."):
-        tree = tree[int(part)] if isinstance(tree, list) else tree[part]
-    return tree
-
-
-def learning_rate_schedule(config: TrainingConfig):
-    """Linear warm-up to the peak, then cosine decay to a tenth of it at the last step."""
-    peak, warmup = config.learning_rate, min(config.warmup_steps, config.iters - 1)
-    decay = optim.cosine_decay(peak, max(config.iters - warmup, 1), end=peak / 10)
-    if warmup == 0:
-        return decay
-    return optim.join_schedules([optim.linear_schedule(peak / warmup, peak, warmup), decay], [warmup])
-
-
-def make_optimizer(config: TrainingConfig) -> AdamW:
-    return AdamW(learning_rate=learning_rate_schedule(config), weight_decay=config.weight_decay)
-
-
-class LossScale:
-    """Dynamic loss scaling for float16, which overflows above 65,504: the loss is multiplied by `scale`
-    before the backward pass and the gradients divided by it after. A step whose gradients overflow is
-    skipped and the scale halves; after `growth_interval` good steps in a row it doubles."""
-
-    INITIAL = 2.0**15
-    GROWTH_INTERVAL = 2000
-    SMALLEST = 1.0  # below this, float16 cannot hold the run's activations even unscaled
-
-    def __init__(self, scale: float | None = None, good_steps: int = 0):
-        self.scale = self.INITIAL if scale is None else scale
-        self.good_steps = good_steps
-
-    def update(self, applied: bool) -> None:
-        if not applied:
-            self.scale, self.good_steps = self.scale / 2, 0
-            return
-        self.good_steps += 1
-        if self.good_steps == self.GROWTH_INTERVAL:
-            self.scale, self.good_steps = self.scale * 2, 0
-
-    @property
-    def state(self) -> dict:
-        return {"scale": self.scale, "good_steps": self.good_steps}
-
-
-class TrainStep:
-    """One optimizer step, compiled: forward, backward, gradient averaging over ranks, clipping, AdamW.
-
-    It needs no data, console or run directory (tools/benchmark.py times it alone). Model, optimizer
-    and random state are compile inputs and outputs, so a call updates them in place (mlx-lm's
-    pattern). With accumulation, micro-batches are summed one at a time (less memory) and applied once.
-
-    Mixed precision (`compute_dtype` bfloat16 or float16): the model's parameters and AdamW's state stay
-    float32 (the master weights); each step casts the parameters to `compute_dtype` for the forward and
-    backward passes, whose gradients arrive back in float32. With `loss_scaling` (float16) a step whose
-    gradients are not finite changes nothing; `applied` says whether the last one did.
-    """
-
-    def __init__(self, model, optimizer, grad_clip: float, accumulation: int = 1, world: int = 1,
-                 compute_dtype=mx.float32, loss_scaling: bool = False):
-        self.model, self.optimizer, self.accumulation = model, optimizer, accumulation
-        self.loss_scaling = loss_scaling
-        self.applied = mx.array(True)
-        state = [model.state, optimizer.state, mx.random.state]
-
-        if compute_dtype == mx.float32:
-            plain = nn.value_and_grad(model, loss_fn)
-
-            def loss_and_grad(batch, scale):
-                return plain(model, batch)
-        else:
-            def loss_and_grad(batch, scale):
-                masters = model.trainable_parameters()
-
-                def scaled_loss(params):
-                    model.update(tree_map(lambda p: p.astype(compute_dtype) if mx.issubdtype(p.dtype, mx.floating) else p, params))
-                    return loss_fn(model, batch) * scale
-
-                loss, grads = mx.value_and_grad(scaled_loss)(masters)
-                model.update(masters)  # the float32 masters again, for the optimizer
-                return loss / scale, tree_map(lambda g: g / scale, grads)
-
-        def average(loss, grads):
-            if world > 1:
-                loss = mx.distributed.all_sum(loss) / world
-                grads = nn.average_gradients(grads)
-            return loss, grads
-
-        def update(grads):
-            if not loss_scaling:
-                return optimizer.clip_and_update(model, grads, grad_clip), mx.array(True)
-            if grad_clip > 0:
-                clipped, norm = optim.clip_grad_norm(grads, grad_clip)
-            else:
-                clipped, norm = grads, mx.sqrt(sum(mx.sum(g.astype(mx.float32) ** 2) for _, g in tree_flatten(grads)))
-            # An overflowing step is computed and thrown away: weights and optimizer state keep their values.
-            finite = mx.all(mx.stack([mx.all(mx.isfinite(g)) for _, g in tree_flatten(grads)]))
-            weights, moments = model.parameters(), dict(tree_flatten(optimizer.state))
-            optimizer.update(model, clipped)
-
-            def keep(now, before):
-                return mx.where(finite, now, before)
-
-            model.update(tree_map(keep, model.parameters(), weights))
-            assign_leaves(optimizer.state, {k: keep(v, moments[k]) for k, v in tree_flatten(optimizer.state)}, "optimizer")
-            return norm, finite
-
-        @partial(mx.compile, inputs=state, outputs=state)
-        def step(batch, scale):
-            loss, grads = average(*loss_and_grad(batch, scale))
-            return (loss, *update(grads))
-
-        @partial(mx.compile, inputs=state, outputs=state)
-        def gradients(batch, scale):
-            return loss_and_grad(batch, scale)
-
-        @partial(mx.compile, inputs=state, outputs=state)
-        def apply(loss, grads):
-            loss, grads = average(loss, grads)
-            return (loss, *update(grads))
-
-        self._step, self._gradients, self._apply = step, gradients, apply
-
-    def __call__(self, batch, loss_scale: float = 1.0) -> tuple[mx.array, mx.array]:
-        """(loss, gradient norm), lazy, for a (batch_size * accumulation, length) batch of bytes."""
-        scale = mx.array(loss_scale, dtype=mx.float32)
-        if self.accumulation == 1:
-            loss, norm, self.applied = self._step(mx.array(batch), scale)
-            return loss, norm
-        total_loss, total_grads = 0.0, None
-        for micro in np.split(np.asarray(batch), self.accumulation):
-            loss, grads = self._gradients(mx.array(micro), scale)
-            total_loss = total_loss + loss
-            total_grads = grads if total_grads is None else tree_map(lambda a, b: a + b, total_grads, grads)
-            mx.eval(total_loss, total_grads)  # one micro-batch's activations alive at a time
-        factor = 1.0 / self.accumulation
-        loss, norm, self.applied = self._apply(total_loss * factor, tree_map(lambda g: g * factor, total_grads))
-        return loss, norm
-
-
 class Trainer:
     """One run: the model, its optimizer and step, the batches, and the bookkeeping around them.
 
@@ -331,11 +139,6 @@ class Trainer:
     weights; every `steps_per_sample`: print a story; every `steps_per_save`: checkpoint. Construction
     restores the run (`resume`) or the starting weights (`init_from`).
     """
-
-    # Settings a resumed run must share with the run it continues (the losses would differ otherwise),
-    # and the schedule, which `reschedule` may change from the resumed step on.
-    FIXED = ("data", "data_key", "seed", "world_size", "batch_size", "grad_accumulation_steps", "dtype")
-    SCHEDULE = ("iters", "learning_rate", "warmup_steps", "weight_decay", "grad_clip")
 
     def __init__(self, config: TrainingConfig, corpus: data.Corpus, group=None, console=None,
                  beat: Callable[[str], None] | None = None):
@@ -367,9 +170,9 @@ class Trainer:
         self.skipped: list[str] = []  # damaged checkpoints passed over by resume()
         self.restored_from: Path | None = None
         if config.resume:
-            self.restored_from = self.resume()
+            self.restored_from = resume.resume(self)
         elif config.init_from:
-            self.restored_from = self.initialise_from(config.init_from)
+            self.restored_from = resume.initialise_from(self, config.init_from)
 
     def say(self, *args, **kwargs) -> None:
         if self.chief and self.console is not None:
@@ -534,31 +337,13 @@ class Trainer:
         self.say(f"interrupted at step {self.step}; checkpoint {path}; continue with --resume")
         self.summary["interrupted"] = True
 
-    # --- checkpoints ---
-
-    def settings(self) -> dict:
-        config = self.config
-        return {"data": self.corpus.source, "data_key": self.corpus.directory.name, "seed": config.seed,
-                "world_size": self.world, "batch_size": config.batch_size,
-                "grad_accumulation_steps": config.grad_accumulation_steps, "dtype": config.dtype,
-                **{key: getattr(config, key) for key in self.SCHEDULE}}
-
-    def trainer_state(self) -> dict:
-        return {
-            "batches": self.data_state,
-            "best_val_bpb": self.best_bpb if math.isfinite(self.best_bpb) else None,
-            "train_seconds": self.train_seconds,
-            **({"loss_scale": self.loss_scale.state} if self.loss_scale else {}),
-            **self.settings(),
-        }
-
     def save(self) -> Path | None:
         self.last_saved = self.step
         if not self.chief:
             return None
         self.check_finite("writing a checkpoint")
         return checkpoint.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer,
-                                          self.trainer_state(), self.config.keep_checkpoints)
+                                          resume.record(self), self.config.keep_checkpoints)
 
     def save_best(self, val_bpb: float) -> None:
         if self.chief:
@@ -576,113 +361,6 @@ class Trainer:
     def _last_good(self) -> str:
         last = checkpoint.latest_checkpoint(self.run_dir)
         return f"(the last good checkpoint is {last})" if last else "(no checkpoint was written)"
-
-    def initialise_from(self, spec: str) -> Path:
-        source = locate(spec)
-        load_weights(self.model, read_weights(source), source=source)
-        # Master weights are float32, whatever the weights were stored in: a float16 model (like the demo)
-        # trained in float16 diverged in one step.
-        self.model.set_dtype(mx.float32)
-        mx.eval(self.model.parameters())
-        return source
-
-    def resume(self) -> Path:
-        """Load the newest usable checkpoint; damaged ones (a garbled file, non-finite values) are skipped
-        and listed in `self.skipped`."""
-        checkpoint.recover(self.run_dir)
-        found = checkpoint.checkpoints(self.run_dir)
-        if not found:
-            raise UserError(f"--resume: no checkpoint in {self.run_dir / checkpoint.CHECKPOINTS}")
-        for path in reversed(found):
-            try:
-                saved, _ = read_config(path)
-                if saved.model_type != self.config.model.model_type:
-                    raise ModelMismatch(f"--resume: the checkpoint holds a {saved.model_type} model, not "
-                                        f"{self.config.model.model_type}; use the same --arch")
-                if saved != self.config.model:
-                    mine = self.config.model.to_dict()
-                    changed = [k for k, v in saved.to_dict().items() if v != mine.get(k)]
-                    raise ModelMismatch(f"--resume: the checkpoint's model differs in {', '.join(changed)}; "
-                                        "use the same model flags")
-                state = checkpoint.load_checkpoint(path, self.model, self.optimizer)
-                break
-            except ModelMismatch:
-                raise
-            except UserError as error:
-                self.skipped.append(f"{path.name} ({error})")
-        else:
-            raise UserError(f"--resume: no usable checkpoint in {self.run_dir}: {'; '.join(self.skipped)}")
-        self._check_settings(state)
-        self.step = state["step"]
-        self.batches.state = self.data_state = state["batches"]
-        if self.loss_scale is not None and isinstance(state.get("loss_scale"), dict):
-            self.loss_scale = LossScale(**state["loss_scale"])
-        self.best_bpb = state["best_val_bpb"] if state.get("best_val_bpb") is not None else math.inf
-        self.train_seconds = float(state.get("train_seconds", 0.0))
-        return path
-
-    def _check_settings(self, state: dict) -> None:
-        for key, mine in self.settings().items():
-            if key not in state or state[key] == mine or (key in self.SCHEDULE and self.config.reschedule):
-                continue
-            if key == "data_key":
-                raise UserError(f"--resume: the data of {self.corpus.source} changed since the run started "
-                                f"(its encoding {state[key]} is now {mine}: the files changed, or this version of "
-                                "mlx-megabyte encodes them differently); resume on the same data or start a new run")
-            flag = "--" + key.replace("_", "-")
-            hint = f", or add --reschedule to use {flag} {mine} from here on" if key in self.SCHEDULE else ""
-            raise UserError(f"--resume: the run used {flag} {state[key]}, not {mine}: pass the same value{hint}")
-
-
-class ModelMismatch(UserError):
-    """--resume with model flags that are not the checkpoint's: a user error, not a damaged checkpoint."""
-
-
-class Metrics:
-    """metrics.jsonl in the run directory (rank 0 only): one line per step and per evaluation."""
-
-    def __init__(self, path: Path, enabled: bool, resumed_step: int):
-        self.path, self.enabled = path, enabled
-        self.dropped = 0  # damaged lines left out (a full disk can cut the last one short)
-        if enabled and path.is_file():
-            # Lines written after the checkpoint we resume from describe steps that will be redone.
-            kept = []
-            for line in path.read_text(errors="replace").splitlines():
-                record = _json_object(line)
-                if record is None:
-                    self.dropped += bool(line.strip())
-                elif record.get("step", 0) <= resumed_step:
-                    kept.append(line)
-            write_text(path, "".join(line + "\n" for line in kept))
-        try:
-            self.file = open(path, "a") if enabled else None
-        except OSError as error:
-            raise UserError(f"cannot write {path}: {error.strerror or error}") from None
-
-    def write(self, record: dict):
-        if self.file:
-            try:
-                self.file.write(json.dumps(record) + "\n")
-                self.file.flush()
-            except OSError as error:
-                raise UserError(f"cannot write {self.path}: {error.strerror or error}; "
-                                "checkpoints written so far are intact") from None
-
-    def close(self):
-        if self.file:
-            try:
-                self.file.close()
-            except OSError:
-                pass  # the write that failed has said so already
-
-
-def _json_object(line: str) -> dict | None:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
 
 class StopRequested:
     """First Ctrl-C: finish the step, save, exit. Second: stop at once (the last checkpoint is safe)."""

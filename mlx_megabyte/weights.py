@@ -17,7 +17,8 @@ from mlx.utils import tree_flatten, tree_unflatten
 from .errors import UserError
 from .files import file_sha256, read_safetensors, write_safetensors, write_text
 from .hub import download_model, looks_like_repo_id
-from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, AnyConfig, build
+from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, Config, Model, build
+from .runtime import DTYPES, default_dtype
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -41,8 +42,8 @@ def save(model: nn.Module, path: str | Path, extra_config: dict | None = None) -
     write_text(path / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
 
-def read_config(path: str | Path) -> tuple[AnyConfig, dict]:
-    """The model config of a weights directory (of the architecture its `model_type` names; MEGABYTE
+def read_config(path: str | Path) -> tuple[Config, dict]:
+    """The model config of a weights directory (of the architecture its `model_type` names; the default
     when absent) and the raw JSON (which may hold more, e.g. quantization)."""
     path = Path(path)
     if not path.is_dir():
@@ -56,7 +57,8 @@ def read_config(path: str | Path) -> tuple[AnyConfig, dict]:
         raise UserError(f"{config_path} is not valid JSON ({error})") from None
     if not isinstance(raw, dict) or raw.get("model_type", DEFAULT_ARCHITECTURE) not in ARCHITECTURES:
         kind = f" (model_type {raw.get('model_type')!r})" if isinstance(raw, dict) else ""
-        raise UserError(f"{config_path} does not describe a MEGABYTE or SpaceByte model{kind}")
+        raise UserError(f"{config_path} does not describe a model of an architecture this package has{kind}; "
+                        f"known: {', '.join(ARCHITECTURES)}")
     try:
         return ARCHITECTURES[raw.get("model_type", DEFAULT_ARCHITECTURE)].config.from_dict(raw), raw
     except (TypeError, ValueError) as error:
@@ -88,7 +90,7 @@ def locate(spec: str | None, root: str | Path = "weights") -> Path:
     raise UserError(f"no weights directory at {spec}")
 
 
-def load(path: str | Path, dtype: mx.Dtype | None = None) -> nn.Module:
+def load(path: str | Path, dtype: mx.Dtype | None = None) -> Model:
     """Read a weights directory written by `save` (or `tools/convert_from_torch.py`), in eval mode.
 
     The stored dtype is kept unless `dtype` is given (half-precision weights run faster as float32 on
@@ -173,11 +175,11 @@ def read_weights(path: str | Path) -> dict[str, mx.array]:
     return read_safetensors(path / WEIGHTS_FILE)
 
 
-def load_for_inference(spec: str | None, bits: int | None = None, dtype: mx.Dtype | None = None) -> nn.Module:
-    """The model `--model spec` names, ready to generate or score: in `dtype` (default: float32 on CPUs,
-    where half-precision matmuls bypass BLAS; the stored dtype elsewhere), quantized to `bits` if given."""
-    if dtype is None and mx.default_device() == mx.cpu:
-        dtype = mx.float32
+def load_for_inference(spec: str | None, bits: int | None = None, dtype: mx.Dtype | None = None) -> Model:
+    """The model `--model spec` names, ready to generate or score: in `dtype` (default: runtime's rule,
+    float32 on CPUs and the stored dtype on GPUs), quantized to `bits` if given."""
+    if dtype is None and (default := default_dtype(training=False)):
+        dtype = DTYPES[default]
     model = load(locate(spec), dtype=dtype)
     if bits:
         quantize(model, bits)

@@ -16,7 +16,7 @@ def torch_and_mlx(seed=0, **kwargs):
     from MEGABYTE_pytorch import MEGABYTE as TorchMEGABYTE
 
     from mlx_megabyte import MEGABYTE
-    from mlx_megabyte.convert import from_torch_state
+    from mlx_megabyte.models.megabyte.convert import from_torch_state
     from mlx_megabyte.weights import load_weights
 
     torch.manual_seed(seed)

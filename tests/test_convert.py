@@ -182,7 +182,7 @@ def test_configs_as_megabyte_pytorch_takes_them(kwargs, tmp_path):
     """Whatever MEGABYTE(**kwargs) accepts, --config accepts, as JSON (lists for tuples) or literally."""
     from MEGABYTE_pytorch import MEGABYTE as TorchMEGABYTE
 
-    from mlx_megabyte.convert import from_torch_state
+    from mlx_megabyte.models.megabyte.convert import from_torch_state
 
     torch.manual_seed(0)
     reference = TorchMEGABYTE(**kwargs).eval()

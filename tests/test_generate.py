@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mlx_megabyte import MEGABYTE, ModelConfig, kernels, save
-from mlx_megabyte.generate import generate, generate_step, stream_generate
+from mlx_megabyte.generation import generate, generate_step, stream_generate
 from mlx_megabyte.sampling import make_sampler
 from mlx_megabyte.text import EOT
 

@@ -176,7 +176,7 @@ def test_attention_reads_strided_projections():
 
 def test_fused_adamw_equals_mlx_clip_grad_norm_and_adamw():
     """Three steps of clip + AdamW over a model's parameters (1-D ones undecayed, as the trainer does)."""
-    from mlx_megabyte.trainer import AdamW
+    from mlx_megabyte.optim import AdamW
 
     model = nn.Sequential(nn.Linear(13, 29), nn.LayerNorm(29), nn.Linear(29, 3))
     reference = nn.Sequential(nn.Linear(13, 29), nn.LayerNorm(29), nn.Linear(29, 3))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mlx_megabyte import kernels, loss_fn
-from mlx_megabyte.convert import to_torch_state
+from mlx_megabyte.models.megabyte.convert import to_torch_state
 
 from .helpers import random_ids, torch_and_mlx
 
@@ -92,7 +92,7 @@ def test_gradients_match_megabyte_pytorch(name, variant):
     import mlx.nn as nn
     from mlx.utils import tree_flatten
 
-    from mlx_megabyte.convert import torch_key_map
+    from mlx_megabyte.models.megabyte.convert import torch_key_map
 
     kwargs = CONFIGS[name]
     reference, model = torch_and_mlx(seed=6, **kwargs)

@@ -4,6 +4,7 @@ marks, batching of concurrent clients, disconnects, hostile input, limits, auth.
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from mlx_megabyte import MEGABYTE, PRESETS, load, save
-from mlx_megabyte.generate import generate
+from mlx_megabyte.generation import generate
 from mlx_megabyte.sampling import make_sampler
 from mlx_megabyte.text import instruct_prompt
 
@@ -140,7 +141,8 @@ def test_health_models_and_the_playground(server):
     status, _, models = server.request("GET", "/v1/models")
     assert status == 200 and models["object"] == "list"
     card = models["data"][0]
-    assert card["object"] == "model" and card["context_length"] == 256 and card["patch_size"] == 8
+    assert card["object"] == "model" and card["context_length"] == 256 and card["patching"] == "fixed patches of 8 bytes"
+    assert card["architecture"] == "megabyte"
     status, response, page = server.request("GET", "/")
     assert status == 200 and response.getheader("Content-Type").startswith("text/html") and "<html" in page
     for name in ("/playground.js", "/playground.css"):
@@ -589,9 +591,10 @@ def spacebyte_weights(tmp_path_factory):
     return path
 
 
-def test_every_start_up_failure_exits_1_with_one_line(weights, spacebyte_weights):
+def test_every_start_up_failure_exits_1_with_one_line(weights, tmp_path):
     """The error was right, but the process then often died by SIGABRT (exit 134, "terminate called
-    without an active exception"): a race with the generation thread, so it is tried many times."""
+    without an active exception"): a race with the generation thread, so it is tried many times, with a
+    port in use and with weights the generation thread fails to load."""
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
@@ -603,10 +606,15 @@ def test_every_start_up_failure_exits_1_with_one_line(weights, spacebyte_weights
             one_line_error(result, f"cannot listen on 127.0.0.1:{port}", "in use")
     finally:
         taken.close()
+    damaged = tmp_path / "damaged"
+    shutil.copytree(weights, damaged)
+    with open(damaged / "model.safetensors", "r+b") as f:
+        f.seek(-4, os.SEEK_END)
+        f.write(b"\xff\xff\xff\xff")
     for attempt in range(8):
-        result = run("-m", "mlx_megabyte.server", "--model", str(spacebyte_weights), "--port", "0", timeout=60)
+        result = run("-m", "mlx_megabyte.server", "--model", str(damaged), "--port", "0", timeout=60)
         assert result.returncode == 1, (attempt, result.returncode, result.stderr)
-        one_line_error(result, "runs MEGABYTE models only")
+        one_line_error(result, "does not match the checksum")
 
 
 def test_refuses_a_public_address_without_a_key(weights):
@@ -663,7 +671,7 @@ def test_a_byte_flushed_late_by_the_utf8_decoder_keeps_text_and_bytes_aligned(sc
     """0xE2 0xC3 then the end: the decoder gives one U+FFFD for 0xE2 when 0xC3 arrives, and the second
     only at the end, with no new byte behind it (found by a seed that crashed the generation thread)."""
     from mlx_megabyte.batching import ByteLogprob, Job, Row
-    from mlx_megabyte.generate import stream_generate
+    from mlx_megabyte.generation import stream_generate
 
     job = Job(prompt=b"\x03", prompt_text=b"", n=1, max_tokens=len([b for b in script if b != 3]),
               sampler=None, settings=(), seed=0)

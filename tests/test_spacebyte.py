@@ -20,10 +20,11 @@ from mlx_megabyte import (
     loss_fn,
     save,
 )
-from mlx_megabyte import spacebyte as sb
+from mlx_megabyte.models import spacebyte as sb
+from mlx_megabyte.models.spacebyte import boundaries as spacebyte_boundaries
 from mlx_megabyte.errors import UserError
 from mlx_megabyte.evaluate import evaluate
-from mlx_megabyte.generate import generate_step
+from mlx_megabyte.generation import generate_step
 from mlx_megabyte.sampling import make_sampler
 from mlx_megabyte.train import build_parser, model_config, run
 from mlx_megabyte.weights import read_config
@@ -52,7 +53,7 @@ def model_for(config=CONFIG, seed=0):
 
 def naive_boundaries(data: bytes, max_patch: int) -> list[int]:
     """The rule, byte by byte: positions (0 = the start, p = byte p - 1) that get a global block."""
-    table = sb.spacelike_table()
+    table = spacebyte_boundaries.spacelike_table()
     positions, previous, since = [0], True, 0  # the start counts as spacelike
     for p, byte in enumerate(data, start=1):
         natural = table[byte] and not previous
@@ -67,7 +68,7 @@ def naive_boundaries(data: bytes, max_patch: int) -> list[int]:
 
 
 def test_spacelike_bytes_are_all_but_letters_digits_and_utf8_continuations():
-    table = sb.spacelike_table()
+    table = spacebyte_boundaries.spacelike_table()
     assert not table[[*b"azAZ09", 0x80, 0xBF]].any()
     assert table[[*b" .,\n\t!-_", 0x00, 0x03, 0x7F, 0xC3, 0xE4, 0xFF]].all()
     assert table.sum() == 256 - 62 - 64
@@ -75,7 +76,7 @@ def test_spacelike_bytes_are_all_but_letters_digits_and_utf8_continuations():
 
 def test_boundaries_at_words_utf8_and_the_fallback():
     def rule(data, max_patch=16):
-        return np.flatnonzero(np.array(sb.boundaries(mx.array([list(data)]), max_patch))[0]).tolist()
+        return np.flatnonzero(np.array(spacebyte_boundaries.boundaries(mx.array([list(data)]), max_patch))[0]).tolist()
 
     # A space, comma or full stop after a word; not the space after punctuation (spacelike after spacelike).
     assert rule(b"the cat, ok. ") == [0, 4, 8, 12]
@@ -96,7 +97,7 @@ def test_vectorised_rule_equals_the_byte_by_byte_rule():
     for max_patch in (1, 3, 16):
         rows = [rng.choice(alphabet, 64) for _ in range(3)] + [np.full(64, ord("q"), dtype=np.uint8),
                                                              rng.integers(0, 256, 64).astype(np.uint8)]
-        got = np.array(sb.boundaries(mx.array(np.stack(rows)), max_patch))
+        got = np.array(spacebyte_boundaries.boundaries(mx.array(np.stack(rows)), max_patch))
         for row, mask in zip(rows, got):
             assert np.flatnonzero(mask).tolist() == naive_boundaries(row.tobytes(), max_patch)
 
@@ -107,11 +108,11 @@ def test_vectorised_rule_equals_the_byte_by_byte_rule():
 def test_gather_and_scatter_equal_a_per_sequence_loop():
     rng = np.random.default_rng(1)
     ids = mx.array(rng.choice(np.frombuffer(b"ab c.", dtype=np.uint8), (3, 30)))
-    boundary = sb.boundaries(ids, 4)
+    boundary = spacebyte_boundaries.boundaries(ids, 4)
     x = mx.array(rng.standard_normal((3, 31, 5)).astype(np.float32))
     y = mx.array(rng.standard_normal((3, 6, 5)).astype(np.float32))
-    gathered, slot = sb.gather_boundaries(x, boundary, 6)
-    added = np.array(sb.scatter_back(x, y, slot))
+    gathered, slot = spacebyte_boundaries.gather_boundaries(x, boundary, 6)
+    added = np.array(spacebyte_boundaries.scatter_back(x, y, slot))
     for b in range(3):
         positions = np.flatnonzero(np.array(boundary[b]))[:6]  # boundaries past the 6th get nothing
         assert np.array_equal(np.array(gathered[b, : len(positions)]), np.array(x[b])[positions])

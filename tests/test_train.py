@@ -433,8 +433,11 @@ def test_one_int_for_a_per_stage_flag_means_every_stage(tmp_path, cache):
 
 
 def test_measured_defaults_apply_to_their_presets_only_and_flags_win():
+    from mlx_megabyte.models import ARCHITECTURES
     from mlx_megabyte.train import DEFAULTS, training_config
-    from mlx_megabyte.trainer import PRESET_DEFAULTS
+
+    PRESET_DEFAULTS = {(a.name, preset): values for a in ARCHITECTURES.values()
+                       for preset, values in a.training_defaults.items()}
 
     def config(*flags):
         return training_config(build_parser().parse_args(list(flags)))
@@ -481,12 +484,8 @@ def test_float16_overflow_skips_the_step_halves_the_scale_and_resume_restores_it
     from mlx.utils import tree_flatten
 
     from mlx_megabyte import MEGABYTE, PRESETS
-    from mlx_megabyte.trainer import (
-        LossScale,
-        TrainingConfig,
-        TrainStep,
-        make_optimizer,
-    )
+    from mlx_megabyte.optim import LossScale, TrainStep, make_optimizer
+    from mlx_megabyte.trainer import TrainingConfig
 
     # The step itself: an overflowing scale changes no weight and no optimizer state, bit for bit.
     model = MEGABYTE(PRESETS["tiny"])

@@ -39,7 +39,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
 def test_foreign_and_mismatched_directories_are_rejected(tmp_path):
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "config.json").write_text('{"model_type": "llama"}')
-    with pytest.raises(UserError, match="does not describe a MEGABYTE"):
+    with pytest.raises(UserError, match="does not describe a model of an architecture this package has"):
         load(tmp_path / "foreign")
     with pytest.raises(UserError, match="not a weights directory"):
         load(tmp_path / "absent")

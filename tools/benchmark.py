@@ -24,8 +24,9 @@ and the MLX/torch ratio (above 1 = MLX faster / uses more memory). Tasks:
 
 It also reports model FLOPs utilisation against the measured 2048^3 matmul ceiling in the task's dtype.
 
-The `spacebyte-small` and `spacebyte-40m` configs (the SpaceByte presets) have MLX rows only: megabyte-pytorch
-has no SpaceByte.
+Every registered architecture's presets are configs named ARCH-PRESET (`spacebyte-small`, ...; `small` and
+`seed` are MEGABYTE's `small` and `40m`, `3stage` a three-stage MEGABYTE); architectures megabyte-pytorch
+does not have get MLX rows only.
 
 `--device gpu` measures on the GPU: megabyte-pytorch on CUDA (also `torch.compile`d with
 `--torch-compile`, where it works), mlx-megabyte on MLX's GPU backend (CUDA or Metal), peak GPU memory
@@ -48,35 +49,43 @@ import tempfile
 import time
 
 TASKS = ("train", "train-bf16", "train-checkpointed", "forward", "generate", "generate-q8", "generate-q4")
-CONFIGS = {
-    "seed": dict(num_tokens=256, dim=(512, 256), depth=(12, 4), max_seq_len=(256, 8)),
-    "small": dict(num_tokens=256, dim=(256, 128), depth=(4, 2), max_seq_len=(128, 8), dim_head=32, heads=8),
-    "3stage": dict(num_tokens=256, dim=(384, 256, 128), depth=(6, 3, 2), max_seq_len=(64, 4, 8), dim_head=32, heads=8),
-    # SpaceByte (mlx-megabyte only: megabyte-pytorch has no such model), its presets of those names
-    "spacebyte-small": dict(model_type="spacebyte", preset="small"),
-    "spacebyte-40m": dict(model_type="spacebyte", preset="40m"),
-}
+# Named configurations: every registered architecture's presets as ARCH-PRESET, plus the names the tables
+# have always used for MEGABYTE (`small`, `seed` = the 40m preset) and one three-stage MEGABYTE shape.
+ALIASES = {"small": ("megabyte", "small"), "seed": ("megabyte", "40m")}
+THREE_STAGE = dict(num_tokens=256, dim=(384, 256, 128), depth=(6, 3, 2), max_seq_len=(64, 4, 8), dim_head=32, heads=8)
+
+
+def configurations() -> dict[str, dict]:
+    """Name -> the model's config as a dict (model_type included), from the registry's presets (imports
+    mlx_megabyte: the orchestrating process calls it, and hands each worker its dict)."""
+    from mlx_megabyte.models import ARCHITECTURES
+
+    found = {name: ARCHITECTURES[arch].presets[preset] for name, (arch, preset) in ALIASES.items()}
+    found["3stage"] = ARCHITECTURES["megabyte"].presets["small"].replace(**THREE_STAGE)
+    for arch in ARCHITECTURES.values():
+        for preset, config in arch.presets.items():
+            found.setdefault(f"{arch.name}-{preset}", config)
+    return {name: {"model_type": config.model_type, **config.to_dict()} for name, config in found.items()}
 
 
 def model_config(config: dict):
-    """The mlx-megabyte config object of a CONFIGS entry (imports mlx_megabyte: call it in workers or
-    after them)."""
-    from mlx_megabyte.models import architecture, config_from_dict
+    """The mlx-megabyte config object of a configuration's dict (in the orchestrator or an MLX worker)."""
+    from mlx_megabyte.models import config_from_dict
 
-    if "preset" in config:
-        return architecture(config["model_type"]).presets[config["preset"]]
     return config_from_dict(config)
 
 
 def has_torch(config: dict) -> bool:
-    """Whether megabyte-pytorch can run this config (MEGABYTE only)."""
-    return config.get("model_type", "megabyte") == "megabyte"
+    """Whether megabyte-pytorch can run this config: its architecture converts to that reference."""
+    from mlx_megabyte.models import architecture
+
+    return architecture(config["model_type"]).reference == "megabyte-pytorch 0.3.6"
 
 
-def context_length(config: dict) -> int:
-    if "max_seq_len" in config:
-        return math.prod(config["max_seq_len"])
-    return {"small": 1024, "40m": 2048, "tiny": 256}[config["preset"]]
+def torch_arguments(config: dict) -> dict:
+    """megabyte-pytorch's MEGABYTE(...) arguments of a MEGABYTE config's dict (no mlx_megabyte import:
+    a torch worker must not preload its BLAS)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k != "model_type"}
 
 
 # --- FLOPs --------------------------------------------------------------------------------------------
@@ -84,7 +93,7 @@ def context_length(config: dict) -> int:
 
 def flops_per_byte(config: dict, training: bool) -> float:
     """Matmul FLOPs per byte of one forward (x3 with backward), attention included: the architecture's
-    own count (ModelConfig.flops_per_byte, SpaceByteConfig.flops_per_byte)."""
+    own count (its config's flops_per_byte)."""
     return model_config(config).flops_per_byte(training)
 
 
@@ -104,7 +113,7 @@ def torch_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_
         return time.perf_counter()
 
     torch.manual_seed(0)
-    model = MEGABYTE(**config, flash_attn=True)
+    model = MEGABYTE(**torch_arguments(config), flash_attn=True)
     if weights:
         from safetensors.torch import load_file
 
@@ -173,28 +182,29 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
     import mlx.core as mx  # after worker_main's check that mlx_megabyte was imported first
     import numpy as np
 
-    from mlx_megabyte.cli import use_device
     from mlx_megabyte.info import matmul_gflops
     from mlx_megabyte.models import build
+    from mlx_megabyte.runtime import use_device
 
     use_device(device)
 
     model = build(model_config(config))
     if weights:
-        from mlx_megabyte.convert import from_torch_state, read_torch_state
+        from mlx_megabyte.models.megabyte.convert import from_torch_state, read_torch_state
         from mlx_megabyte.weights import load_weights
 
-        _, arrays, _ = from_torch_state(read_torch_state(weights), config)
+        _, arrays, _ = from_torch_state(read_torch_state(weights), torch_arguments(config))
         load_weights(model, arrays)
     if task.startswith("generate-q"):
         from mlx_megabyte.weights import quantize
 
         quantize(model, int(task[len("generate-q"):]))
-    length = context_length(config)
+    length = model_config(config).context_length
     ids = mx.array(np.random.default_rng(0).integers(0, 256, (batch, length)))
     rates = []
     if task.startswith("train"):
-        from mlx_megabyte.trainer import TrainingConfig, TrainStep, make_optimizer
+        from mlx_megabyte.optim import TrainStep, make_optimizer
+        from mlx_megabyte.trainer import TrainingConfig
 
         # The trainer's own optimizer and compiled step, without its data, console or run directory.
         model.train()
@@ -217,7 +227,7 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
             if i >= warmup:
                 rates.append(batch * length / (time.perf_counter() - tic))
     else:
-        from mlx_megabyte.generate import generate_step
+        from mlx_megabyte.generation import generate_step
         from mlx_megabyte.sampling import make_sampler
 
         model.eval()
@@ -237,7 +247,7 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
 
 
 def worker_main(args):
-    config = CONFIGS[args.config]
+    config = json.loads(args.config)
     if args.worker == "mlx":
         # Before anything imports mlx.core (an import sorter once moved it above this and the numbers
         # silently came from the reference BLAS, 30x slower): mlx_megabyte preloads its BLAS.
@@ -264,17 +274,18 @@ def worker_main(args):
 # --- orchestration ------------------------------------------------------------------------------------
 
 
-def prompt_length(config_name, args):
+def prompt_length(config: dict, args):
     """The prompt for generate rows: --prompt-bytes, shortened so that it and the new bytes fit the context
     (megabyte-pytorch refuses longer sequences)."""
-    context = context_length(CONFIGS[config_name])
+    context = model_config(config).context_length
     return max(1, min(args.prompt_bytes, context - args.new_bytes))
 
 
 def measure(worker, task, config, args, weights=None, steps=None, warmup=None):
-    command = [sys.executable, os.path.abspath(__file__), "--worker", worker, "--task", task, "--config", config,
+    command = [sys.executable, os.path.abspath(__file__), "--worker", worker, "--task", task,
+               "--config", json.dumps(args.models[config]),
                "--batch", str(args.batch), "--steps", str(steps or args.steps), "--warmup", str(args.warmup if warmup is None else warmup),
-               "--prompt-bytes", str(prompt_length(config, args)), "--new-bytes", str(args.new_bytes),
+               "--prompt-bytes", str(prompt_length(args.models[config], args)), "--new-bytes", str(args.new_bytes),
                "--device", args.device]
     if weights:
         command += ["--weights", weights]
@@ -287,12 +298,13 @@ def measure(worker, task, config, args, weights=None, steps=None, warmup=None):
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def save_torch_weights(config_name, path):
+def save_torch_weights(config: dict, path):
     """Random megabyte-pytorch weights as safetensors (made in a torch-only process)."""
     code = (
-        "import sys, torch; sys.path.insert(0, %r); from benchmark import CONFIGS; "
+        "import json, sys, torch; sys.path.insert(0, %r); from benchmark import torch_arguments; "
         "from MEGABYTE_pytorch import MEGABYTE; from safetensors.torch import save_file; torch.manual_seed(0); "
-        "save_file(MEGABYTE(**CONFIGS[%r]).state_dict(), %r)" % (os.path.dirname(os.path.abspath(__file__)), config_name, path)
+        "save_file(MEGABYTE(**torch_arguments(json.loads(%r))).state_dict(), %r)"
+        % (os.path.dirname(os.path.abspath(__file__)), json.dumps(config), path)
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -301,14 +313,14 @@ def orchestrate(args):
     rows = []
     for config in args.configs:
         weights, torch_generate = None, []
-        torch_too = has_torch(CONFIGS[config])  # a SpaceByte config has MLX rows only
+        torch_too = has_torch(args.models[config])  # an architecture megabyte-pytorch lacks has MLX rows only
         for task in args.tasks:
             generating = task.startswith("generate")
             results = {"torch": list(torch_generate) if generating else [], "mlx": [], "torch-compiled": []}
             compiled = torch_too and args.torch_compile and task in ("train", "train-bf16", "forward")
             if generating and weights is None and torch_too:
                 weights = os.path.join(tempfile.mkdtemp(), "weights.safetensors")
-                save_torch_weights(config, weights)
+                save_torch_weights(args.models[config], weights)
             for round_ in range(args.rounds):
                 order = ("torch", "mlx") if round_ % 2 == 0 else ("mlx", "torch")
                 order = order if torch_too else ("mlx",)
@@ -331,7 +343,7 @@ def orchestrate(args):
             row = summarise(config, task, results, args.device)
             row["batch"] = args.batch
             if generating:
-                row["prompt_bytes"], row["new_bytes"] = prompt_length(config, args), args.new_bytes
+                row["prompt_bytes"], row["new_bytes"] = prompt_length(args.models[config], args), args.new_bytes
             rows.append(row)
             print_row(row)
             if args.json:  # after every row: a failure later keeps what was measured
@@ -361,7 +373,7 @@ def summarise(config, task, results, device="cpu"):
         if results["torch"] and all("matmul_gflops" in r for r in results["torch"]):  # on CUDA: the faster framework's matmul
             ceilings.append(median("torch", "matmul_gflops"))
         ceiling = max(ceilings)
-        flops = flops_per_byte(CONFIGS[config], training=True)
+        flops = flops_per_byte(args.models[config], training=True)
         row.update(matmul_gflops=ceiling, mflops_per_byte=flops / 1e6,
                    torch_mfu=(row["torch_bytes_per_s"] or 0) * flops / (ceiling * 1e9),
                    mlx_mfu=row["mlx_bytes_per_s"] * flops / (ceiling * 1e9))
@@ -369,7 +381,7 @@ def summarise(config, task, results, device="cpu"):
 
 
 def print_row(row):
-    if row["torch_bytes_per_s"] is None:  # MLX only (SpaceByte)
+    if row["torch_bytes_per_s"] is None:  # MLX only (no megabyte-pytorch counterpart)
         line = (f"{row['config']:>7} {row['task']:>18}: mlx {row['mlx_bytes_per_s']:>10,.1f} B/s   "
                 f"peak memory {row['mlx_memory_gb']:.2f} GB ({row['mlx_memory_kind']}) (MLX peak {row['mlx_peak_gb']:.2f} GB)")
         if "mlx_mfu" in row:
@@ -402,8 +414,8 @@ def build_parser():
     from mlx_megabyte import cli  # here, not at the top: see worker_parser
 
     parser = cli.parser("tools/benchmark.py", __doc__)
-    parser.add_argument("--configs", type=cli.listed(choices=tuple(CONFIGS)), default="seed",
-                        help=f"comma-separated: {', '.join(CONFIGS)}")
+    parser.add_argument("--configs", type=cli.listed(choices=tuple(configurations())), default="seed",
+                        help=f"comma-separated: {', '.join(configurations())}")
     parser.add_argument("--tasks", type=cli.listed(choices=TASKS), default="train,forward,generate",
                         help=f"comma-separated: {', '.join(TASKS)}")
     parser.add_argument("--device", choices=("cpu", "gpu"), help="where both run (default: the GPU when MLX has one)")
@@ -456,6 +468,7 @@ def run_benchmark(argv=None):
         raise UserError("--device gpu: this MLX has no GPU backend (README: NVIDIA GPUs)")
     args.device = args.device or found
     args.batch = args.batch or (32 if args.device == "gpu" else 4)
+    args.models = configurations()
     orchestrate(args)
 
 

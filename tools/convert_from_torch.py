@@ -29,7 +29,7 @@ def parse_args(argv=None):
 
 
 def read_given_config(option, torch_path):
-    from mlx_megabyte.convert import torch_config_path
+    from mlx_megabyte.models.megabyte.convert import torch_config_path
 
     if option is None:
         sidecar = torch_config_path(torch_path)
@@ -57,7 +57,7 @@ def read_given_config(option, torch_path):
 def main(argv=None):
     args = parse_args(argv)
     from mlx_megabyte import MEGABYTE, save
-    from mlx_megabyte.convert import from_torch_state, read_torch_state
+    from mlx_megabyte.models.megabyte.convert import from_torch_state, read_torch_state
     from mlx_megabyte.weights import load_weights
 
     out = Path(args.mlx_path)

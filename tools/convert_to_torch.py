@@ -30,7 +30,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from mlx_megabyte import load
-    from mlx_megabyte.convert import (
+    from mlx_megabyte.models.megabyte.convert import (
         refuse_other_architectures,
         to_torch_state,
         torch_config_path,

@@ -35,7 +35,8 @@ from mlx_megabyte import kernels  # noqa: E402
 from mlx_megabyte.cli import cli, number  # noqa: E402
 from mlx_megabyte.cli import parser as parser_for  # noqa: E402
 from mlx_megabyte.models import architecture, build  # noqa: E402
-from mlx_megabyte.trainer import TrainingConfig, TrainStep, make_optimizer  # noqa: E402
+from mlx_megabyte.optim import TrainStep, make_optimizer  # noqa: E402
+from mlx_megabyte.trainer import TrainingConfig  # noqa: E402
 
 # The kernels.py functions whose calls are recorded (their non-array arguments are part of the call).
 KERNEL_FUNCTIONS = ("projection", "self_attention", "attention", "rms_norm", "gelu", "cross_entropy")
@@ -160,7 +161,7 @@ def profile(arch: str, preset: str, batch: int, repeats: int, verbose: bool = Fa
     whole = timed(lambda: step(ids) + (model.parameters(), optimizer.state), repeats=repeats)
 
     with Recorder() as recorder:
-        from mlx_megabyte.model import loss_fn
+        from mlx_megabyte.models import loss_fn
 
         mx.eval(loss_fn(model, ids))
     rows: dict[str, list] = {}

@@ -53,7 +53,7 @@ async function loadModel() {
     state.model = model;
     $("length").max = model.max_tokens;
     $("model-info").textContent = `${model.id} \u00b7 ${(model.parameters / 1e6).toFixed(1)}M parameters \u00b7 ` +
-      `${model.context_length}-byte context \u00b7 patches of ${model.patch_size} bytes`;
+      `${model.context_length}-byte context \u00b7 ${model.patching}`;
   } catch (e) {
     $("model-info").textContent = "cannot reach the server";
   }

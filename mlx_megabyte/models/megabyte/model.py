@@ -23,78 +23,19 @@ from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten
 
-from .cache import KVCache, MegabyteCache
+from ...kernels import token_shift
+from ..base import Model, checkpointed
+from ..kv_cache import KVCache
+from ..layers import Attention, FeedForward, RMSNorm
+from .cache import MegabyteCache
 from .config import ModelConfig
-from .kernels import attention, cross_entropy, gelu, projection, rms_norm, self_attention, token_shift
-
-
-class RMSNorm(nn.Module):
-    """lucidrains' RMSNorm: x / max(||x|| / sqrt(D), eps) * g (kernels.rms_norm); of the token-shifted
-    x with `shift`."""
-
-    def __init__(self, dims: int, eps: float = 1e-8):
-        super().__init__()
-        self.weight = mx.ones((dims,))
-        self.eps = eps
-
-    def __call__(self, x, shift: bool = False):
-        return rms_norm(x, self.weight, self.eps, shift)
-
-
-class Attention(nn.Module):
-    """Causal multi-head attention with pre-norm; rotary embeddings (rotate-half convention) if rel_pos."""
-
-    def __init__(self, dims: int, heads: int, dim_head: int, dropout: float, rotary: bool):
-        super().__init__()
-        inner = heads * dim_head
-        self.heads, self.dim_head, self.dropout, self.rotary = heads, dim_head, dropout, rotary
-        self.scale = dim_head**-0.5
-        self.norm = RMSNorm(dims)
-        self.query = nn.Linear(dims, inner, bias=False)
-        self.key_value = nn.Linear(dims, 2 * inner, bias=False)  # keys then values, as lucidrains' to_kv
-        self.out = nn.Linear(inner, dims, bias=False)
-
-    def __call__(self, x, cache=None, shift: bool = False):
-        """x (N, T, D). With `shift` (a whole sequence, no cache) x is token-shifted here, in the norm's
-        pass; a cached sequence is shifted by the caller, which knows the row before."""
-        N, T, _ = x.shape
-        x = self.norm(x, shift)
-        dropout = self.dropout if self.training else 0.0
-        if cache is None:
-            qkv = projection(x, self.query.weight, self.key_value.weight)  # lucidrains' to_q and to_kv in one
-            return self.out(self_attention(qkv, self.heads, self.scale, dropout, rotary=self.rotary))
-        q = self.query(x)
-        k, v = mx.split(self.key_value(x), 2, axis=-1)
-        q, k, v = (t.reshape(N, T, self.heads, self.dim_head).transpose(0, 2, 1, 3) for t in (q, k, v))
-        if self.rotary:
-            # Same rotation as lucidrains' apply_rotary_pos_emb (theta 10000, halves rotated together).
-            q = mx.fast.rope(q, self.dim_head, traditional=False, base=10000.0, scale=1.0, offset=cache.offset)
-            k = mx.fast.rope(k, self.dim_head, traditional=False, base=10000.0, scale=1.0, offset=cache.offset)
-        k, v = cache.update_and_fetch(k, v)
-        out = attention(q, k, v, self.scale, dropout)
-        return self.out(out.transpose(0, 2, 1, 3).reshape(N, T, -1))
-
-
-class FeedForward(nn.Module):
-    """Pre-norm GELU MLP (torch's erf-based nn.GELU(), see `gelu`)."""
-
-    def __init__(self, dims: int, mult: int, dropout: float):
-        super().__init__()
-        self.norm = RMSNorm(dims)
-        self.up = nn.Linear(dims, dims * mult)
-        self.dropout = nn.Dropout(dropout)
-        self.down = nn.Linear(dims * mult, dims)
-
-    def __call__(self, x, shift: bool = False):
-        return self.down(self.dropout(gelu(self.up(self.norm(x, shift)))))
 
 
 class Block(nn.Module):
     def __init__(self, config: ModelConfig, dims: int):
         super().__init__()
-        self.attention = Attention(dims, config.heads, config.dim_head, config.attn_dropout, config.rel_pos)
+        self.attention = Attention(dims, config.heads, config.dim_head, config.attn_dropout, rotary=config.rel_pos)
         self.feed_forward = FeedForward(dims, config.ff_mult, config.ff_dropout)
 
     def __call__(self, x, cache=None):
@@ -117,20 +58,10 @@ class Transformer(nn.Module):
     def __call__(self, x, cache=None):
         for i, layer in enumerate(self.layers):
             if self.grad_checkpoint and cache is None:
-                x = _checkpointed(layer, x)
+                x = checkpointed(layer, x)
             else:
                 x = layer(x, None if cache is None else cache[i])
         return self.norm(x)
-
-
-def _checkpointed(layer: nn.Module, x: mx.array) -> mx.array:
-    """layer(x), keeping only x for the backward pass, which runs the layer again."""
-
-    def run(parameters, x):
-        layer.update(parameters)
-        return layer(x)
-
-    return mx.checkpoint(run)(layer.trainable_parameters(), x)
 
 
 class PatchEmbedding(nn.Module):
@@ -215,7 +146,7 @@ class Stage(nn.Module):
         return [KVCache(length) for _ in self.transformer.layers]
 
 
-class MEGABYTE(nn.Module):
+class MEGABYTE(Model):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -277,21 +208,6 @@ class MEGABYTE(nn.Module):
         """A decoding state for incremental generation (see cache.py)."""
         return MegabyteCache(self, batch_size)
 
-    def num_parameters(self) -> int:
-        return sum(v.size for _, v in tree_flatten(self.parameters()))
-
-
-def loss_fn(model: MEGABYTE, ids: mx.array) -> mx.array:
-    """Mean next-byte cross-entropy (nats) over bytes != pad_id, byte 0 predicted by the start token;
-    megabyte-pytorch's forward(ids, return_loss=True)."""
-    total, counted = summed_loss(model, ids)
-    return total / counted
-
-
-def summed_loss(model: MEGABYTE, ids: mx.array) -> tuple[mx.array, mx.array]:
-    """(summed cross-entropy, number of bytes != pad_id): sums that add up exactly across batches and
-    windows of any length, for validation and evaluation."""
-    logits = model(ids, include_start=True)[:, :-1]  # [:, t] predicts byte t
-    losses = cross_entropy(logits, ids)  # float32, whatever the logits' dtype (mixed precision)
-    counted = ids != model.config.pad_id
-    return mx.sum(losses * counted), mx.sum(counted)
+    def patch_starts(self, ids: mx.array) -> mx.array:
+        """Fixed patches: byte t begins one when t is a multiple of the global patch."""
+        return mx.broadcast_to(mx.arange(ids.shape[1]) % self.config.patch_size(0) == 0, ids.shape)

@@ -9,35 +9,41 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from ..base import STAGES, Config, check_fields, ints, setting
+
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Config):
     """megabyte-pytorch 0.3.6's `MEGABYTE(...)` arguments, same names and defaults (`flash_attn` aside:
     it selects a kernel, not a function). An int `dim` is broadcast to every stage."""
 
-    model_type: ClassVar[str] = "megabyte"  # what config.json records (spacebyte.py: the other architecture)
+    model_type: ClassVar[str] = "megabyte"
 
-    num_tokens: int
-    dim: tuple[int, ...]
-    depth: tuple[int, ...]
-    max_seq_len: tuple[int, ...]
-    dim_head: int = 64
-    heads: int = 8
-    attn_dropout: float = 0.0
-    ff_mult: int = 4
-    ff_dropout: float = 0.0
-    pad_id: int = 0
-    rel_pos: bool = False
-    pos_emb: bool = False
+    num_tokens: int = setting(help="vocabulary (at least 256 for bytes)", low=1)
+    dim: tuple[int, ...] = setting(help="width per stage, e.g. 512,256 (one int: every stage)", kind=STAGES, low=2)
+    depth: tuple[int, ...] = setting(help="layers per stage, e.g. 12,4 (one int: every stage)", kind=STAGES, low=0)
+    max_seq_len: tuple[int, ...] = setting(
+        help="elements per sequence of each stage, e.g. 256,8: the last is the patch of bytes (one int: every "
+        "stage)", kind=STAGES, low=1)
+    dim_head: int = setting(64, help="width of one attention head", low=1)
+    heads: int = setting(8, help="attention heads (every stage)", low=1)
+    attn_dropout: float = setting(0.0, help="dropout on attention probabilities", kind=float, low=0, high=1,
+                                  high_open=True, tunable=True)
+    ff_mult: int = setting(4, help="feed-forward width as a multiple of the width", low=1)
+    ff_dropout: float = setting(0.0, help="dropout after the feed-forward GELU", kind=float, low=0, high=1,
+                                high_open=True, tunable=True)
+    pad_id: int = setting(0, help="byte ignored by the loss", low=0, tunable=True)
+    rel_pos: bool = setting(False, help="rotary embeddings", kind=bool)
+    pos_emb: bool = setting(False, help="learned absolute positions", kind=bool)
 
     def __post_init__(self):
         # Accept JSON lists and a single int dim; store tuples so configs compare and hash.
-        depth = _int_tuple("depth", self.depth)
-        max_seq_len = _int_tuple("max_seq_len", self.max_seq_len)
+        depth = ints("depth", self.depth)
+        max_seq_len = ints("max_seq_len", self.max_seq_len)
         if len(depth) != len(max_seq_len):
             raise ValueError(
                 f"depth has {len(depth)} stages but max_seq_len has {len(max_seq_len)}: give one entry per stage"
@@ -47,39 +53,19 @@ class ModelConfig:
         dim = self.dim
         if isinstance(dim, int) and not isinstance(dim, bool):
             dim = (dim,) * len(depth)
-        dim = _int_tuple("dim", dim)
+        dim = ints("dim", dim)
         if len(dim) != len(depth):
             raise ValueError(f"dim has {len(dim)} entries but there are {len(depth)} stages")
         object.__setattr__(self, "dim", dim)
         object.__setattr__(self, "depth", depth)
         object.__setattr__(self, "max_seq_len", max_seq_len)
-
-        if any(d < 2 for d in dim):
+        if any(d < 2 for d in dim):  # checked before the rest: the message says why
             raise ValueError(f"every dim must be at least 2 (token shift splits it in halves), got {dim}")
-        if any(d < 0 for d in depth):
-            raise ValueError(f"depth must not be negative, got {depth}")
-        if any(n < 1 for n in max_seq_len):
-            raise ValueError(f"max_seq_len entries must be positive, got {max_seq_len}")
-        for name in ("num_tokens", "dim_head", "heads", "ff_mult"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("rel_pos", "pos_emb"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if not isinstance(self.pad_id, int) or isinstance(self.pad_id, bool):
-            raise ValueError(f"pad_id must be an integer, got {self.pad_id!r}")
-        for name in ("attn_dropout", "ff_dropout"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ValueError(f"{name} must be a number, got {value!r}")
+        check_fields(self)
         if self.rel_pos and self.dim_head % 2:
             raise ValueError(f"rel_pos (rotary embeddings) needs an even dim_head, got {self.dim_head}")
-        if not 0 <= self.pad_id < self.num_tokens:
+        if not self.pad_id < self.num_tokens:
             raise ValueError(f"pad_id must be a token id in [0, {self.num_tokens}), got {self.pad_id}")
-        for name in ("attn_dropout", "ff_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
     @property
     def stages(self) -> int:
@@ -96,6 +82,22 @@ class ModelConfig:
 
     def describe(self) -> str:
         return f"MEGABYTE, {self.stages} stages, dim {self.dim}, depth {self.depth}, max_seq_len {self.max_seq_len}"
+
+    def patching(self) -> str:
+        return f"fixed patches of {self.patch_size(0)} bytes"
+
+    def replace(self, **changes) -> ModelConfig:
+        """Per-stage changes as tuples of one length. One value means "every stage"; the number of
+        stages is the longest list given (else this config's); this config's width fills in for
+        another number of stages."""
+        per_stage = {k: tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in changes.items()
+                     if k in ("dim", "depth", "max_seq_len")}
+        stages = max((len(v) for v in per_stage.values()), default=self.stages)
+        stages = stages if stages > 1 else self.stages
+        per_stage = {k: v * stages if len(v) == 1 else v for k, v in per_stage.items()}
+        if "dim" not in per_stage and stages != self.stages:
+            per_stage["dim"] = (self.dim[0],) * stages
+        return type(self).from_dict({**self.to_dict(), **changes, **per_stage})
 
     def flops_per_byte(self, training: bool = True) -> float:
         """Matmul FLOPs per byte of one forward (x3 with backward), attention included, counted from the
@@ -115,15 +117,6 @@ class ModelConfig:
         total += 2 * self.dim[-1] * self.num_tokens  # logits
         return total * (3 if training else 1)
 
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ModelConfig:
-        """Build from a dict, ignoring keys that are not constructor fields (e.g. `flash_attn`, `model_type`)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
-
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
@@ -134,16 +127,6 @@ class ModelConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> ModelConfig:
         return cls.from_json(Path(path).read_text())
-
-
-def _int_tuple(name, value) -> tuple[int, ...]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value,)
-    if not isinstance(value, (tuple, list)) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
-    ):
-        raise ValueError(f"{name} must be a list of integers (one per stage), got {value!r}")
-    return tuple(value)
 
 
 # Named sizes. `40m` is the seed-sized laptop model (44.3M parameters, 2048-byte context) that the

@@ -17,11 +17,11 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
+from ...errors import UserError
+from ...files import atomic_path, read_safetensors, write_safetensors, write_text
+from ...weights import check_names_and_shapes
 from .config import ModelConfig
-from .errors import UserError
-from .files import atomic_path, read_safetensors, write_safetensors, write_text
 from .model import MEGABYTE
-from .weights import check_names_and_shapes
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 _INV_FREQ = "transformers.{}.rotary_emb.inv_freq"

@@ -21,89 +21,19 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-SUBLAYERS = ("attention", "feed_forward")
+from ..base import DecodingState
+from ..kv_cache import KVCache
 
 
-class KVCache:
-    """One layer's keys and values, in buffers preallocated `step` positions at a time (mlx-lm's
-    shape), plus the last input row of each sublayer: token shift looks one position back."""
-
-    step = 256
-
-    def __init__(self, max_length: int | None = None):
-        self.max_length = max_length  # the longest this sequence gets, if known: no buffer beyond it
-        self.keys = self.values = None  # (N, H, capacity, D)
-        self.offset = 0  # positions cached, i.e. the rotary position of the next one
-        self.rows: dict[str, mx.array] = {}
-
-    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
-        """Append (N, H, T, D) keys and values; return everything cached so far."""
-        start, count = self.offset, keys.shape[2]
-        if self.keys is None:  # the first positions (a start token, a prompt) are stored as they come
-            self.keys, self.values, self.offset = keys, values, count
-            return keys, values
-        if start + count > self.keys.shape[2]:
-            capacity = -(-(start + count) // self.step) * self.step
-            if self.max_length:
-                capacity = max(min(capacity, self.max_length), start + count)
-            shape = (*keys.shape[:2], capacity - start, keys.shape[3])
-            self.keys = mx.concatenate([self.keys[..., :start, :], mx.zeros(shape, keys.dtype)], axis=2)
-            self.values = mx.concatenate([self.values[..., :start, :], mx.zeros(shape, values.dtype)], axis=2)
-        self.offset += count
-        self.keys[..., start : self.offset, :] = keys
-        self.values[..., start : self.offset, :] = values
-        return self.keys[..., : self.offset, :], self.values[..., : self.offset, :]
-
-    def previous_row(self, sublayer: str, x: mx.array) -> mx.array | None:
-        """The row that preceded x[:, 0] in `sublayer` (None at a sequence start); remembers x's last."""
-        previous = self.rows.get(sublayer)
-        self.rows[sublayer] = x[:, -1:]
-        return previous
-
-    @property
-    def state(self) -> tuple[mx.array, ...]:
-        """(keys, values, last attention row, last feed-forward row), cut to what is cached."""
-        keys, values = self.keys, self.values
-        if keys.shape[2] != self.offset:
-            keys, values = keys[..., : self.offset, :], values[..., : self.offset, :]
-        return (keys, values, *(self.rows[name] for name in SUBLAYERS))
-
-    @state.setter
-    def state(self, value: tuple[mx.array, ...]) -> None:
-        self.keys, self.values, *rows = value
-        self.offset = self.keys.shape[2]
-        self.rows = dict(zip(SUBLAYERS, rows))
-
-
-class MegabyteCache:
+class MegabyteCache(DecodingState):
     """The decoding state of `batch_size` sequences that all hold the same number of bytes."""
 
     def __init__(self, model, batch_size: int = 1, keep: int | None = None):
-        self.model = model
-        self.config = config = model.config
-        self.batch_size = batch_size
-        # On overflow keep this many bytes (default: half the context).
-        self.keep = keep if keep is not None else config.context_length // 2
-        if not 0 <= self.keep < config.context_length:
-            raise ValueError(f"keep must be in [0, {config.context_length}), got {self.keep}")
-        self.slid = 0  # how many times the window slid, for the caller's notices
-        self._reset(mx.zeros((batch_size, 0), dtype=mx.int32))
+        super().__init__(model, batch_size, keep)
+        self._reset(self.tokens)
 
-    @property
-    def length(self) -> int:
-        """Bytes currently in the window."""
-        return self.tokens.shape[1]
-
-    def prefill(self, ids: mx.array) -> mx.array:
-        """Start over from `ids` (N, L), L <= context; return the logits (N, vocab) for the next byte.
-
-        All complete elements of every stage are processed in one call per stage, not byte by byte.
-        """
-        ids = mx.array(ids).astype(mx.int32)
-        if ids.ndim != 2 or ids.shape[0] != self.batch_size:
-            raise ValueError(f"expected ids of shape ({self.batch_size}, length), got {tuple(ids.shape)}")
-        if ids.shape[1] > self.config.context_length:
-            raise ValueError(f"{ids.shape[1]} bytes do not fit the context of {self.config.context_length}")
+    def _prefill(self, ids: mx.array) -> mx.array:
+        """All complete elements of every stage are processed in one call per stage, not byte by byte."""
         if ids.shape[1] == 0:
             self._reset(ids)
             return self._logits()
@@ -112,13 +42,8 @@ class MegabyteCache:
         self._reset(ids[:, :-1])
         return self.step(ids[:, -1])
 
-    def step(self, byte: mx.array) -> mx.array:
-        """Append one byte per sequence (N,); return the logits (N, vocab) for the byte after it."""
+    def _step(self, byte: mx.array) -> mx.array:
         config, last = self.config, self.config.stages - 1
-        byte = mx.array(byte).astype(mx.int32).reshape(self.batch_size, 1)
-        if self.length == config.context_length:
-            self.slid += 1
-            return self.prefill(mx.concatenate([self.tokens[:, self.length - self.keep :], byte], axis=1))
         self.tokens = mx.concatenate([self.tokens, byte], axis=1)
         self._feed_elements(last, byte)
         logits = self._logits()
@@ -134,34 +59,22 @@ class MegabyteCache:
             self._open(below, base=self.length)
         return logits
 
-    # --- rows: what a server needs to batch requests that arrive at different times ---------------
+    def patch_started(self) -> list[bool]:
+        """Fixed patches: the byte at position p begins one when p is a multiple of the global patch."""
+        return [(self.length - 1) % self.config.patch_size(0) == 0] * self.batch_size
 
-    def select(self, rows: list[int]) -> None:
-        """Keep only these rows (in this order), e.g. to drop finished or abandoned sequences."""
-        index = mx.array(rows, dtype=mx.int32)
-        self._map_rows(lambda a: a[index])
-        self.batch_size = len(rows)
+    def merge_key(self) -> tuple:
+        """Equal lengths mean equal stage states (which element, which position in it); the key makes sure."""
+        return (type(self), self.length, tuple(self.counts), tuple(self.bases))
 
-    def merge(self, other: MegabyteCache) -> None:
-        """Append `other`'s rows. Both must hold the same number of bytes: the state of every stage
-        (which element, which position in it) is then the same, and only the arrays differ."""
-        if (self.length, self.counts, self.bases) != (other.length, other.counts, other.bases):
-            raise ValueError(f"cannot merge a cache of {other.length} bytes into one of {self.length}")
-        theirs = []
-        other._map_rows(lambda a: theirs.append(a) or a)
-        theirs = iter(theirs)
-        self._map_rows(lambda a: mx.concatenate([a, next(theirs)], axis=0))
-        self.batch_size += other.batch_size
-
-    def _map_rows(self, f):
-        """Replace every per-row array of the state (first axis = row) by f(array), in a fixed order."""
-        self.tokens = f(self.tokens)
+    def _map_rows(self, on_device, on_host):
+        self.tokens = on_device(self.tokens)
         for s in range(self.config.stages):
             if self.context[s] is not None:
-                self.context[s] = f(self.context[s])
-            self.outputs[s] = f(self.outputs[s])
+                self.context[s] = on_device(self.context[s])
+            self.outputs[s] = on_device(self.outputs[s])
             for cache in self.caches[s]:
-                cache.state = tuple(f(a) for a in cache.state)
+                cache.state = tuple(on_device(a) for a in cache.state)
 
     # --- internals ---------------------------------------------------------------------------------
 

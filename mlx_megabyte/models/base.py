@@ -1,0 +1,285 @@
+"""The contract every architecture keeps, and the code they share to keep it.
+
+An architecture is a package under models/ (megabyte/, spacebyte/, ...) registered in models/__init__.py.
+It provides:
+
+- a **config**: a frozen dataclass subclassing `Config`, one `setting(...)` per field (its help text,
+  kind and range: the command line's flags and the validation both come from them), with
+  `model_type` (what config.json records), `context_length`, `pad_id` and `num_tokens`, and the methods
+  `describe()`, `patching()` and `flops_per_byte()`;
+- a **model**: an nn.Module subclassing `Model`: `model(ids, include_start=False)` -> logits whose
+  [:, t] predicts byte t + 1 (with `include_start`, one more position first: the prediction of byte 0),
+  `make_cache(batch_size)` -> its `DecodingState`, `patch_starts(ids)` (which bytes begin a patch, for
+  the playground's marks), `set_grad_checkpoint`;
+- a **decoding state** subclassing `DecodingState`: the model's caches for a batch of sequences that all
+  hold the same number of bytes, fed byte by byte (`prefill`, `step`), whose rows can be dropped
+  (`select`) or joined with another state's (`merge`, when `can_merge` says their positions agree);
+- **presets** (name -> config) and, optionally, measured training defaults per preset.
+
+The trainer, evaluate, generate, the batcher and the server use this contract and the registry only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Callable, ClassVar
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_flatten
+
+from ..kernels import cross_entropy
+
+STAGES = "stages"  # the kind of a per-stage field: a tuple of ints, one per stage of the hierarchy
+
+
+def setting(default=MISSING, *, help: str, kind=int, low=None, high=None, low_open: bool = False,
+            high_open: bool = False, optional: bool = False, tunable: bool = False):
+    """A config field with what the command line and the validation need to know about it.
+
+    kind: int, float, bool or STAGES. low/high: the allowed range (open ends where asked). optional: None
+    is allowed (a value derived from other fields). tunable: changing it changes no weight's shape
+    (fine with --init-from, e.g. dropout)."""
+    metadata = {"help": help, "kind": kind, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
+                "optional": optional, "tunable": tunable}
+    return field(metadata=metadata) if default is MISSING else field(default=default, metadata=metadata)
+
+
+def ints(name: str, value) -> tuple[int, ...]:
+    """A per-stage value as a tuple of ints (a JSON list, or one int for a single stage)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
+    if not isinstance(value, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"{name} must be a list of integers (one per stage), got {value!r}")
+    return tuple(value)
+
+
+def _range_text(spec) -> str:
+    low, high = spec["low"], spec["high"]
+    if low is not None and high is not None:
+        return f"in {'(' if spec['low_open'] else '['}{low}, {high}{')' if spec['high_open'] else ']'}"
+    if low is not None:
+        return f"{'above' if spec['low_open'] else 'at least'} {low}"
+    return f"{'below' if spec['high_open'] else 'at most'} {high}" if high is not None else ""
+
+
+def _expected(spec) -> str:
+    """What a field must be, in words: "a positive integer", "a number in [0, 1)", ..."""
+    if spec["kind"] in (int, STAGES):
+        if spec["low"] in (0, 1) and spec["high"] is None and not spec["low_open"]:
+            return "a positive integer" if spec["low"] == 1 else "a non-negative integer"
+        return f"an integer {_range_text(spec)}".strip()
+    return f"a number {_range_text(spec)}".strip()
+
+
+def _fits(value, spec) -> bool:
+    kind, low, high = spec["kind"], spec["low"], spec["high"]
+    if isinstance(value, bool) or not isinstance(value, int if kind in (int, STAGES) else (int, float)):
+        return False
+    if not math.isfinite(value):
+        return False
+    if low is not None and (value < low or (spec["low_open"] and value == low)):
+        return False
+    return high is None or not (value > high or (spec["high_open"] and value == high))
+
+
+def check_fields(config) -> None:
+    """Every `setting` field of a config has its kind and lies in its range, or ValueError naming it."""
+    for f in fields(config):
+        spec = f.metadata
+        if "kind" not in spec:
+            continue
+        value, kind = getattr(config, f.name), spec["kind"]
+        if value is None and spec["optional"]:
+            continue
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{f.name} must be true or false, got {value!r}")
+        elif kind == STAGES:
+            if not isinstance(value, tuple) or not all(_fits(v, spec) for v in value):
+                raise ValueError(f"every {f.name} must be {_expected(spec)}, got {value!r}")
+        elif not _fits(value, spec):
+            raise ValueError(f"{f.name} must be {_expected(spec)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """What every architecture's config has besides its fields (see the module docstring)."""
+
+    model_type: ClassVar[str]
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        """Build from a dict, ignoring keys that are not fields (e.g. `model_type`, `flash_attn`)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def replace(self, **changes):
+        """This config with some fields changed (as flags change a preset's); an architecture whose
+        fields depend on each other says here what a change implies."""
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def patching(self) -> str:
+        """Where patches begin, in words (the server's model card, the playground)."""
+        raise NotImplementedError
+
+    def flops_per_byte(self, training: bool = True) -> float:
+        raise NotImplementedError
+
+
+class Model(nn.Module):
+    """What every architecture's model has besides its forward pass (see the module docstring)."""
+
+    config: Config
+
+    def num_parameters(self) -> int:
+        return sum(v.size for _, v in tree_flatten(self.parameters()))
+
+    def patch_starts(self, ids: mx.array) -> mx.array:
+        """(B, L) bool: which bytes of ids (B, L) begin a patch."""
+        raise NotImplementedError
+
+    def make_cache(self, batch_size: int = 1) -> DecodingState:
+        raise NotImplementedError
+
+    def set_grad_checkpoint(self, enabled: bool = True) -> None:
+        raise NotImplementedError
+
+
+def checkpointed(layer: nn.Module, *args) -> mx.array:
+    """layer(*args), keeping only its inputs for the backward pass, which runs the layer again."""
+
+    def run(parameters, *args):
+        layer.update(parameters)
+        return layer(*args)
+
+    return mx.checkpoint(run)(layer.trainable_parameters(), *args)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A registered architecture: what the registry (models/__init__.py) knows of it."""
+
+    name: str  # the model_type config.json records, and --arch on the command line
+    title: str  # its name in prose
+    summary: str  # what sets it apart, in a few words (train --help)
+    config: type  # its Config subclass
+    model: type  # its Model subclass
+    presets: dict  # name -> config: tiny (for tests), small, 40m, ...
+    paper: str = ""  # where it comes from, for model cards
+    training_defaults: dict = field(default_factory=dict)  # preset -> TrainingConfig values measured best
+    reference: str | None = None  # a reference implementation it converts to and from, if any
+    card_section: Callable | None = None  # config -> a model card's markdown about that reference
+
+
+# --- the loss ----------------------------------------------------------------------------------------
+
+
+def loss_fn(model: Model, ids: mx.array) -> mx.array:
+    """Mean next-byte cross-entropy (nats) over bytes != pad_id, byte 0 predicted by the start; for
+    MEGABYTE megabyte-pytorch's forward(ids, return_loss=True)."""
+    total, counted = summed_loss(model, ids)
+    return total / counted
+
+
+def summed_loss(model: Model, ids: mx.array) -> tuple[mx.array, mx.array]:
+    """(summed cross-entropy, number of bytes != pad_id): sums that add up exactly across batches and
+    windows of any length, for validation and evaluation."""
+    logits = model(ids, include_start=True)[:, :-1]  # [:, t] predicts byte t
+    losses = cross_entropy(logits, ids)  # float32, whatever the logits' dtype (mixed precision)
+    counted = ids != model.config.pad_id
+    return mx.sum(losses * counted), mx.sum(counted)
+
+
+# --- decoding ----------------------------------------------------------------------------------------
+
+
+class DecodingState:
+    """The decoding state of `batch_size` sequences that all hold the same number of bytes.
+
+    Written once here: the shape checks, and the window that slides when the context is full (the
+    last `keep` bytes, default half the context, are prefilled again; `slid` counts it for the
+    caller's notices). An architecture supplies `_prefill`, `_step`, `_map_rows` and, where equal
+    lengths are not enough to join two states, `merge_key`; and `patch_started` after each step."""
+
+    def __init__(self, model: Model, batch_size: int = 1, keep: int | None = None):
+        self.model, self.config, self.batch_size = model, model.config, batch_size
+        context = self.config.context_length
+        self.keep = keep if keep is not None else context // 2
+        if not 0 <= self.keep < context:
+            raise ValueError(f"keep must be in [0, {context}), got {self.keep}")
+        self.slid = 0
+        self.tokens = mx.zeros((batch_size, 0), dtype=mx.int32)
+
+    @property
+    def length(self) -> int:
+        """Bytes currently in the window."""
+        return self.tokens.shape[1]
+
+    def prefill(self, ids) -> mx.array:
+        """Start over from `ids` (N, L), L <= context; return the logits (N, vocab) for the next byte."""
+        ids = mx.array(ids).astype(mx.int32)
+        if ids.ndim != 2 or ids.shape[0] != self.batch_size:
+            raise ValueError(f"expected ids of shape ({self.batch_size}, length), got {tuple(ids.shape)}")
+        if ids.shape[1] > self.config.context_length:
+            raise ValueError(f"{ids.shape[1]} bytes do not fit the context of {self.config.context_length}")
+        return self._prefill(ids)
+
+    def step(self, byte) -> mx.array:
+        """Append one byte per sequence (N,); return the logits (N, vocab) for the byte after it."""
+        byte = mx.array(byte).astype(mx.int32).reshape(self.batch_size, 1)
+        if self.length == self.config.context_length:
+            self.slid += 1
+            return self.prefill(mx.concatenate([self.tokens[:, self.length - self.keep :], byte], axis=1))
+        return self._step(byte)
+
+    def patch_started(self) -> list[bool]:
+        """For each row, whether the byte the last `step` appended began a patch."""
+        raise NotImplementedError
+
+    # --- rows: what a server needs to batch requests that arrive at different times ---------------
+
+    def merge_key(self) -> tuple:
+        """Two states whose keys are equal can be merged: their positions in every part of the model agree."""
+        return (type(self), self.length)
+
+    def can_merge(self, other: DecodingState) -> bool:
+        return self.merge_key() == other.merge_key()
+
+    def select(self, rows: list[int]) -> None:
+        """Keep only these rows (in this order), e.g. to drop finished or abandoned sequences."""
+        index, host = mx.array(rows, dtype=mx.int32), np.array(rows, dtype=np.int64)
+        self._map_rows(lambda a: a[index], lambda a: a[host])
+        self.batch_size = len(rows)
+
+    def merge(self, other: DecodingState) -> None:
+        """Append `other`'s rows (see can_merge)."""
+        if not self.can_merge(other):
+            raise ValueError(f"cannot merge a decoding state of {other.length} bytes into one of {self.length}"
+                             + ("" if self.length != other.length else " (their positions differ)"))
+        theirs, host = [], []
+        other._map_rows(lambda a: theirs.append(a) or a, lambda a: host.append(a) or a)
+        theirs, host = iter(theirs), iter(host)
+        self._map_rows(lambda a: mx.concatenate([a, next(theirs)]), lambda a: np.concatenate([a, next(host)]))
+        self.batch_size += other.batch_size
+
+    # --- for the architecture ----------------------------------------------------------------------
+
+    def _prefill(self, ids: mx.array) -> mx.array:
+        raise NotImplementedError
+
+    def _step(self, byte: mx.array) -> mx.array:
+        raise NotImplementedError
+
+    def _map_rows(self, on_device: Callable, on_host: Callable) -> None:
+        """Replace every per-row array of the state (first axis = row) by on_device(array), or
+        on_host(array) for numpy ones, always in the same order."""
+        raise NotImplementedError

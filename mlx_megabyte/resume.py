@@ -1,0 +1,109 @@
+"""What a checkpoint records about a run besides its weights (trainer_state.json), and how a run resumes:
+the newest usable checkpoint is loaded, damaged ones are passed over, and a run whose settings differ
+from the checkpoint's is refused in one line. Also the start from other weights (--init-from)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import mlx.core as mx
+
+from . import checkpoint
+from .errors import UserError
+from .optim import LossScale
+from .weights import load_weights, locate, read_config, read_weights
+
+# The settings --reschedule may change from the resumed step on (the others must match).
+SCHEDULE = ("iters", "learning_rate", "warmup_steps", "weight_decay", "grad_clip")
+
+
+class ModelMismatch(UserError):
+    """--resume with model flags that are not the checkpoint's: a user error, not a damaged checkpoint."""
+
+
+def settings(trainer) -> dict:
+    """The settings a resumed run must share with the run it continues (the losses would differ
+    otherwise); the SCHEDULE ones only without --reschedule."""
+    config = trainer.config
+    return {"data": trainer.corpus.source, "data_key": trainer.corpus.directory.name, "seed": config.seed,
+            "world_size": trainer.world, "batch_size": config.batch_size,
+            "grad_accumulation_steps": config.grad_accumulation_steps, "dtype": config.dtype,
+            **{key: getattr(config, key) for key in SCHEDULE}}
+
+
+def record(trainer) -> dict:
+    """What trainer_state.json holds besides the step: the batch sampler, the best score so far, the
+    time trained, the loss scale, and the settings."""
+    return {
+        "batches": trainer.data_state,
+        "best_val_bpb": trainer.best_bpb if math.isfinite(trainer.best_bpb) else None,
+        "train_seconds": trainer.train_seconds,
+        **({"loss_scale": trainer.loss_scale.state} if trainer.loss_scale else {}),
+        **settings(trainer),
+    }
+
+
+def initialise_from(trainer, spec: str) -> Path:
+    """Start from the weights `spec` names (their model is the run's), as float32 master weights."""
+    source = locate(spec)
+    load_weights(trainer.model, read_weights(source), source=source)
+    # Master weights are float32, whatever the weights were stored in: a float16 model (like the demo)
+    # trained in float16 diverged in one step.
+    trainer.model.set_dtype(mx.float32)
+    mx.eval(trainer.model.parameters())
+    return source
+
+
+def resume(trainer) -> Path:
+    """Load the newest usable checkpoint into the trainer; damaged ones (a garbled file, non-finite
+    values) are skipped and listed in `trainer.skipped`."""
+    checkpoint.recover(trainer.run_dir)
+    found = checkpoint.checkpoints(trainer.run_dir)
+    if not found:
+        raise UserError(f"--resume: no checkpoint in {trainer.run_dir / checkpoint.CHECKPOINTS}")
+    for path in reversed(found):
+        try:
+            check_model(path, trainer.config.model)
+            state = checkpoint.load_checkpoint(path, trainer.model, trainer.optimizer)
+            break
+        except ModelMismatch:
+            raise
+        except UserError as error:
+            trainer.skipped.append(f"{path.name} ({error})")
+    else:
+        raise UserError(f"--resume: no usable checkpoint in {trainer.run_dir}: {'; '.join(trainer.skipped)}")
+    check_settings(trainer, state)
+    trainer.step = state["step"]
+    trainer.batches.state = trainer.data_state = state["batches"]
+    if trainer.loss_scale is not None and isinstance(state.get("loss_scale"), dict):
+        trainer.loss_scale = LossScale(**state["loss_scale"])
+    trainer.best_bpb = state["best_val_bpb"] if state.get("best_val_bpb") is not None else math.inf
+    trainer.train_seconds = float(state.get("train_seconds", 0.0))
+    return path
+
+
+def check_model(path: Path, mine) -> None:
+    """The checkpoint's model must be the one the flags describe (its architecture, every setting)."""
+    saved, _ = read_config(path)
+    if saved.model_type != mine.model_type:
+        raise ModelMismatch(f"--resume: the checkpoint holds a {saved.model_type} model, not {mine.model_type}; "
+                            "use the same --arch")
+    if saved != mine:
+        ours = mine.to_dict()
+        changed = [k for k, v in saved.to_dict().items() if v != ours.get(k)]
+        raise ModelMismatch(f"--resume: the checkpoint's model differs in {', '.join(changed)}; use the same model flags")
+
+
+def check_settings(trainer, state: dict) -> None:
+    """Refuse, in one line naming the flag, a resumed run whose settings differ from the checkpoint's."""
+    for key, mine in settings(trainer).items():
+        if key not in state or state[key] == mine or (key in SCHEDULE and trainer.config.reschedule):
+            continue
+        if key == "data_key":
+            raise UserError(f"--resume: the data of {trainer.corpus.source} changed since the run started "
+                            f"(its encoding {state[key]} is now {mine}: the files changed, or this version of "
+                            "mlx-megabyte encodes them differently); resume on the same data or start a new run")
+        flag = "--" + key.replace("_", "-")
+        hint = f", or add --reschedule to use {flag} {mine} from here on" if key in SCHEDULE else ""
+        raise UserError(f"--resume: the run used {flag} {state[key]}, not {mine}: pass the same value{hint}")
