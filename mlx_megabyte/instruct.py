@@ -60,7 +60,6 @@ _STORY_LABEL = re.compile(r"^Story:\s*", re.MULTILINE)
 _STORY_LABEL_BYTES = re.compile(rb"(?:^|(?<=[\n\x03]))Story:[ \t\r\n]*")
 _LABEL_IN_STORY = re.compile(r"^[ \t]*(?:Features|Words|Summary|Random sentence|Story):", re.MULTILINE | re.IGNORECASE)
 _LETTER = r"[^\W\d_]"  # a letter in any script
-_QUOTED = re.compile(r"[\"“][^\"“”]*?" + _LETTER + r"[^\"“”]*?[\"”]")
 _VOWELS = "aeiou"
 
 
@@ -117,7 +116,7 @@ def records_from_stream(data, limit: int | None = None) -> list[Record]:
     """The records in an encoded split (documents separated by the end-of-text byte, as data.prepare
     writes them), in order; documents that are not records (plain stories) are skipped."""
     records = []
-    for document in bytes(np.asarray(data, dtype=np.uint8)).split(bytes([EOT])):
+    for document in _byte_array(data).tobytes().split(bytes([EOT])):
         try:
             records.append(parse_record(document.decode("utf-8", "surrogateescape")))
         except ValueError:
@@ -125,6 +124,11 @@ def records_from_stream(data, limit: int | None = None) -> list[Record]:
         if limit is not None and len(records) == limit:
             break
     return records
+
+
+def _byte_array(data) -> np.ndarray:
+    """bytes, or a uint8 array (a memory-mapped split), as a uint8 array."""
+    return np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray)) else np.asarray(data, np.uint8)
 
 
 def story_mask(data) -> np.ndarray:
@@ -135,7 +139,7 @@ def story_mask(data) -> np.ndarray:
     >>> story_mask(b"Words: a\\nStory: Hi\\x03").astype(int).tolist()
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1]
     """
-    ids = np.asarray(np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray)) else data, np.uint8)
+    ids = _byte_array(data)
     ends = np.flatnonzero(ids == EOT)
     mask = np.zeros(len(ids), dtype=bool)
     last = -1
@@ -208,9 +212,25 @@ def words_used(story: str, words) -> float | None:
 
 def has_dialogue(story: str) -> bool:
     """Whether the story quotes speech: a pair of double quotes, straight (") or curly (“ ”), around at
-    least one letter, within one paragraph. Single quotes are not counted: they cannot be told apart
-    from apostrophes ("Lily's hat" and 'Tom's' would pair up)."""
-    return any(_QUOTED.search(paragraph) for paragraph in re.split(r"\n[ \t]*\n", story))
+    least one letter, within one paragraph. Quotes pair up in order (the first with the second, ...), so
+    'a "..." and "1, 2"' has none. Single quotes are not counted: they cannot be told apart from
+    apostrophes ("Lily's hat and Tom's" would pair up)."""
+    return any(re.search(_LETTER, quoted) for paragraph in re.split(r"\n[ \t]*\n", story)
+               for quoted in _quoted(paragraph))
+
+
+def _quoted(paragraph: str):
+    """The texts between paired double quotes, in order. An opening curly quote while one is open starts
+    again; a closing curly quote with none open is a stray."""
+    opened = None
+    for i, c in enumerate(paragraph):
+        if c not in '"“”':
+            continue
+        if opened is None or c == "“":
+            opened = None if c == "”" else i
+        else:
+            yield paragraph[opened + 1 : i]
+            opened = None
 
 
 def _normal(text: str) -> str:
