@@ -55,8 +55,9 @@ DEFAULT_SEED = 0
 DEFAULT_STORY_BYTES = 2048  # the length budget: the built-in stories are at most about 1,400 bytes
 FIELDS = {"features": "Features", "words": "Words", "summary": "Summary", "random_sentence": "Random sentence"}
 _FIELD_LINE = re.compile(r"(Features|Words|Summary|Random sentence):[ \t]*(.*)", re.IGNORECASE)
-_STORY_LABEL = re.compile(r"^Story:\s*", re.MULTILINE)
-# In a stream of records: "Story:" at the start of a line or of a record, and the whitespace after it.
+# "Story:" at the start of a line and the whitespace after it; in a stream of records also right after
+# the end-of-text byte that starts a record. The two agree: parse_record's story is what story_mask marks.
+_STORY_LABEL = re.compile(r"^Story:[ \t\r\n]*", re.MULTILINE)
 _STORY_LABEL_BYTES = re.compile(rb"(?:^|(?<=[\n\x03]))Story:[ \t\r\n]*")
 _LABEL_IN_STORY = re.compile(r"^[ \t]*(?:Features|Words|Summary|Random sentence|Story):", re.MULTILINE | re.IGNORECASE)
 _LETTER = r"[^\W\d_]"  # a letter in any script
@@ -106,7 +107,8 @@ def parse_record(text: str) -> Record:
             if name is None:
                 raise ValueError(f"not a TinyStories-Instruct record: {line.strip()[:40]!r} comes before any field")
             values[name] = f"{values[name]} {line.strip()}".strip()
-    listed = {key: tuple(w.strip() for w in values.get(key, "").split(",") if w.strip()) for key in ("features", "words")}
+    listed = {key: tuple(w.strip() for w in values.get(key, "").split(",") if w.strip())
+              for key in ("features", "words")}
     return Record(features=listed["features"], words=listed["words"], summary=values.get("summary", ""),
                   random_sentence=values.get("random_sentence", ""), story=text[story.end():],
                   prompt=text[: story.end()])
@@ -249,7 +251,9 @@ def repeats_prompt(story: str, record: Record) -> bool:
     it holds the whole summary verbatim (ignoring case and runs of whitespace). The random sentence is
     no repetition: the prompt asks for it. A single sentence of a longer summary is not checked: the
     built-in summaries end with a moral the story may say in the same words."""
-    return bool(_LABEL_IN_STORY.search(story)) or bool(record.summary.strip()) and _normal(record.summary) in _normal(story)
+    if _LABEL_IN_STORY.search(story):
+        return True
+    return bool(record.summary.strip()) and _normal(record.summary) in _normal(story)
 
 
 def valid_utf8(data: bytes, ended: bool = True) -> bool:

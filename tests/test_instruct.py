@@ -173,7 +173,8 @@ def test_the_builtin_corpus_parses_back_and_its_stories_pass_every_check():
 
 
 def test_records_from_an_encoded_split():
-    docs = [instruct_text(["Dialogue"], ["a"], "S.", "", "One."), "A plain story.", instruct_text("", ["b"], story="Two.")]
+    docs = [instruct_text(["Dialogue"], ["a"], "S.", "", "One."), "A plain story.",
+            instruct_text("", ["b"], story="Two.")]
     stream = b"".join(d.encode() + bytes([EOT]) for d in docs)
     got = instruct.records_from_stream(np.frombuffer(stream, np.uint8))
     assert [(r.words, r.story) for r in got] == [(("a",), "One."), (("b",), "Two.")]
@@ -299,7 +300,8 @@ def test_the_driver_cuts_stories_at_the_budget():
     # 12 bytes: "Mia said, " and two of the three bytes of the opening quote: cut, so still valid UTF-8
     assert (story["story_bytes"], story["ended"], story["valid_utf8"], story["dialogue"]) == (12, False, True, False)
     broken = instruct.evaluate_instruct(Scripted(b"Mia \xff ran."), SCRIPT_RECORDS[:1])["aggregate"]
-    assert (broken["valid_utf8"], broken["stories_ended"], broken["mean_story_bytes"]) == (0.0, 1.0, 10.0)  # "Mia " + 0xff + " ran."
+    # "Mia " + 0xff + " ran.": 10 bytes, not UTF-8
+    assert (broken["valid_utf8"], broken["stories_ended"], broken["mean_story_bytes"]) == (0.0, 1.0, 10.0)
 
 
 @pytest.mark.parametrize("architecture", ["megabyte", "spacebyte"])
