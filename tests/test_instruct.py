@@ -194,6 +194,14 @@ def test_story_mask_marks_each_story_and_its_end_of_text_byte():
     assert story_mask(b"Story: open").tolist() == [False] * 7 + [True] * 4  # no EOT yet: to the end
 
 
+@pytest.mark.parametrize("text", [HUB_RECORD, HUB_RECORD.replace("\n", "\r\n")])
+def test_the_mask_marks_what_parse_record_calls_the_story(text):
+    r = parse_record(text)
+    ids = bytes([EOT]) + text.encode() + bytes([EOT])
+    mask = story_mask(ids)
+    assert bytes(np.frombuffer(ids, np.uint8)[mask]) == r.story.encode() + bytes([EOT])
+
+
 # --- the model ---
 
 
