@@ -1,0 +1,452 @@
+"""How well a story model follows TinyStories-Instruct prompts, with checks anyone can redo by hand.
+
+A record (text.instruct_text writes one) is a few "Name: value" lines, then "Story:" and the story:
+
+    Features: Dialogue
+    Words: hat, run, red
+    Summary: Mia loses her red hat and her friend helps her find it.
+    Random sentence: The wind was cold.
+    Story:
+
+    Once upon a time, ...
+
+`parse_record` reads it back, in either layout: the built-in corpus's (that order, every field but Story
+optional) or TinyStoriesInstruct's on the hub (the same labels in any order). What a story is scored on:
+
+- **Words** (`words_used`): the share of required words the story uses, as whole words, ignoring case,
+  in the word's own form or a simple inflection (`word_forms`). Irregular forms (run -> ran) do not count.
+- **Dialogue** (`has_dialogue`): double quotes, straight or curly, around words in one paragraph.
+- **Random sentence** (`sentence_used`): the record asks for one sentence of the story; it counts when the
+  story holds it verbatim, ignoring case and runs of whitespace.
+- **The story itself**: it ends (the end-of-text byte within the length budget), is valid UTF-8
+  (`valid_utf8`), and does not repeat its prompt (`repeats_prompt`).
+
+Not scored: BadEnding, Twist, Foreshadowing and Conflict are about what happens, not how it is written;
+cue words agree poorly with the built-in corpus's own labels (on 3,000 of its stories "sad", "cried" or
+"never" in the last paragraph finds 288 of 507 bad endings and flags 818 good ones; "suddenly", "but then"
+or "surprise" finds 176 of 429 twists and flags 650 others). MoralValue's cue phrases ("learned that",
+"lesson", ...) do match the built-in labels (1,190 of 1,190, 4 false alarms), but only because its morals
+come from a few templates: TinyStoriesInstruct's morals are free prose, so the same list would measure the
+template, not the feature.
+
+The bits per byte of the stories given their prompts (`story_bits_per_byte`) count the bytes `story_mask`
+marks: the story and the end-of-text byte that closes it (a model is asked to end its story too), never
+the prompt. Training with a masked prompt uses the same mask.
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import re
+from contextlib import closing
+from dataclasses import dataclass
+
+import mlx.core as mx
+import numpy as np
+from rich.table import Table
+
+from .generate import fit_context, generate_step, keyed_sampler
+from .kernels import cross_entropy
+from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, DEFAULT_TOP_K, DEFAULT_TOP_P, make_sampler
+from .text import EOT, encode_prompt
+
+DEFAULT_SEED = 0
+DEFAULT_STORY_BYTES = 2048  # the length budget: the built-in stories are at most about 1,400 bytes
+FIELDS = {"features": "Features", "words": "Words", "summary": "Summary", "random_sentence": "Random sentence"}
+_FIELD_LINE = re.compile(r"(Features|Words|Summary|Random sentence):[ \t]*(.*)", re.IGNORECASE)
+# "Story:" at the start of a line and the whitespace after it; in a stream of records also right after
+# the end-of-text byte that starts a record. The two agree: parse_record's story is what story_mask marks.
+_STORY_LABEL = re.compile(r"^Story:[ \t\r\n]*", re.MULTILINE)
+_STORY_LABEL_BYTES = re.compile(rb"(?:^|(?<=[\n\x03]))Story:[ \t\r\n]*")
+_LABEL_IN_STORY = re.compile(r"^[ \t]*(?:Features|Words|Summary|Random sentence|Story):", re.MULTILINE | re.IGNORECASE)
+_LETTER = r"[^\W\d_]"  # a letter in any script
+_VOWELS = "aeiou"
+
+
+# --- records ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Record:
+    """One TinyStories-Instruct record: its fields, its story, and its text up to the story as written
+    (`prompt`, ending after "Story:" and the whitespace after it), which is what a model is given."""
+
+    features: tuple[str, ...]
+    words: tuple[str, ...]
+    summary: str
+    random_sentence: str
+    story: str
+    prompt: str
+
+    @property
+    def text(self) -> str:
+        return self.prompt + self.story
+
+
+def parse_record(text: str) -> Record:
+    """The fields of a record (the inverse of text.instruct_text, in any field order).
+
+    >>> r = parse_record("Words: hat, run\\nFeatures: Dialogue\\nStory: \\n\\nOnce upon a time.")
+    >>> r.words, r.features, r.summary, r.story
+    (('hat', 'run'), ('Dialogue',), '', 'Once upon a time.')
+
+    A line that is no field continues the field above it; a record needs a "Story:" line (ValueError).
+    """
+    story = _STORY_LABEL.search(text)
+    if story is None:
+        raise ValueError("not a TinyStories-Instruct record: it has no line starting with 'Story:'")
+    values: dict[str, str] = {}
+    name = None
+    for line in text[: story.start()].splitlines():
+        match = _FIELD_LINE.fullmatch(line.strip())
+        if match:
+            name = next(key for key, label in FIELDS.items() if label.lower() == match[1].lower())
+            values[name] = match[2].strip()
+        elif line.strip():
+            if name is None:
+                raise ValueError(f"not a TinyStories-Instruct record: {line.strip()[:40]!r} comes before any field")
+            values[name] = f"{values[name]} {line.strip()}".strip()
+    listed = {key: tuple(w.strip() for w in values.get(key, "").split(",") if w.strip())
+              for key in ("features", "words")}
+    return Record(features=listed["features"], words=listed["words"], summary=values.get("summary", ""),
+                  random_sentence=values.get("random_sentence", ""), story=text[story.end():],
+                  prompt=text[: story.end()])
+
+
+def records_from_stream(data, limit: int | None = None) -> list[Record]:
+    """The records in an encoded split (documents separated by the end-of-text byte, as data.prepare
+    writes them), in order; documents that are not records (plain stories) are skipped."""
+    records = []
+    for document in _byte_array(data).tobytes().split(bytes([EOT])):
+        try:
+            records.append(parse_record(document.decode("utf-8", "surrogateescape")))
+        except ValueError:
+            continue
+        if limit is not None and len(records) == limit:
+            break
+    return records
+
+
+def _byte_array(data) -> np.ndarray:
+    """bytes, or a uint8 array (a memory-mapped split), as a uint8 array."""
+    return np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray)) else np.asarray(data, np.uint8)
+
+
+def story_mask(data) -> np.ndarray:
+    """(len(data),) bool: the bytes of a stream of records that are story, each story with the end-of-text
+    byte that closes it. A record's story starts after its first "Story:" label (at the start of a line)
+    and the whitespace after it; bytes of documents without one are never marked.
+
+    >>> story_mask(b"Words: a\\nStory: Hi\\x03").astype(int).tolist()
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1]
+    """
+    ids = _byte_array(data)
+    ends = np.flatnonzero(ids == EOT)
+    mask = np.zeros(len(ids), dtype=bool)
+    last = -1
+    for label in _STORY_LABEL_BYTES.finditer(ids.tobytes()):
+        record = int(np.searchsorted(ends, label.start()))  # its closing EOT is ends[record]
+        if record == last:
+            continue  # "Story:" inside a story is story
+        last = record
+        mask[label.end() : int(ends[record]) + 1 if record < len(ends) else len(ids)] = True
+    return mask
+
+
+# --- the checks ------------------------------------------------------------------------------------------
+
+
+def word_forms(word: str) -> tuple[str, ...]:
+    """The forms of a required word that count as using it (lower case, sorted): the word itself, and
+    -s, -es, -ed and -ing as a simple rule writes them, not a dictionary:
+
+    - -s always; -es after s, x, z, ch, sh or o (box -> boxes, go -> goes);
+    - a consonant and y: -ies and -ied (cry -> cries, cried);
+    - a final e: -d, and -ing without the e (bake -> baked, baking), but ie -> -ying (lie -> lying) and
+      ee keeps it (see -> seeing);
+    - a single vowel and a final consonant other than w, x, y: also the consonant doubled (stop ->
+      stopped, run -> running).
+
+    Plain suffixes always count too, so the rule may accept a form English does not have (bake ->
+    bakeed), which no story holds, and rarely another word (hop -> hoping). Irregular forms (run -> ran,
+    mouse -> mice) do not count, nor does a base form when the required word is inflected.
+
+    >>> word_forms("stop")
+    ('stop', 'stoped', 'stoping', 'stopped', 'stopping', 'stops')
+    """
+    w = word.strip().lower()
+    if not w or not w[-1].isalpha():
+        return (w,) if w else ()
+    forms = {w, w + "s", w + "ed", w + "ing"}
+    if w.endswith(("s", "x", "z", "ch", "sh", "o")):
+        forms.add(w + "es")
+    if len(w) > 1 and w[-1] == "y" and w[-2] not in _VOWELS:
+        forms |= {w[:-1] + "ies", w[:-1] + "ied"}
+    if w.endswith("e"):
+        forms.add(w + "d")
+        if w.endswith("ie"):
+            forms.add(w[:-2] + "ying")
+        elif not w.endswith("ee"):
+            forms.add(w[:-1] + "ing")
+    single_vowel = len(w) >= 2 and w[-2] in _VOWELS and (len(w) == 2 or w[-3] not in _VOWELS)
+    if single_vowel and w[-1] not in _VOWELS + "wxy":
+        forms |= {w + w[-1] + "ed", w + w[-1] + "ing"}
+    return tuple(sorted(forms))
+
+
+def uses_word(story: str, word: str) -> bool:
+    """Whether `story` holds one of `word_forms(word)` as a whole word, ignoring case: "dogs" uses dog,
+    "dog's" too (an apostrophe ends a word), "hotdog" does not."""
+    forms = word_forms(word)
+    if not forms:
+        return False
+    pattern = f"(?<!{_LETTER})(?:{'|'.join(map(re.escape, forms))})(?!{_LETTER})"
+    return re.search(pattern, story, re.IGNORECASE) is not None
+
+
+def words_used(story: str, words) -> float | None:
+    """The share of `words` the story uses (`uses_word`); None when there are none to use."""
+    if not words:
+        return None
+    return sum(uses_word(story, w) for w in words) / len(words)
+
+
+def has_dialogue(story: str) -> bool:
+    """Whether the story quotes speech: a pair of double quotes, straight (") or curly (“ ”), around at
+    least one letter, within one paragraph. Quotes pair up in order (the first with the second, ...), so
+    'a "..." and "1, 2"' has none. Single quotes are not counted: they cannot be told apart from
+    apostrophes ("Lily's hat and Tom's" would pair up)."""
+    return any(re.search(_LETTER, quoted) for paragraph in re.split(r"\n[ \t]*\n", story)
+               for quoted in _quoted(paragraph))
+
+
+def _quoted(paragraph: str):
+    """The texts between paired double quotes, in order. An opening curly quote while one is open starts
+    again; a closing curly quote with none open is a stray."""
+    opened = None
+    for i, c in enumerate(paragraph):
+        if c not in '"“”':
+            continue
+        if opened is None or c == "“":
+            opened = None if c == "”" else i
+        else:
+            yield paragraph[opened + 1 : i]
+            opened = None
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def sentence_used(story: str, sentence: str) -> bool | None:
+    """Whether the story holds the requested sentence (ignoring case and runs of whitespace); None when
+    none was requested."""
+    return _normal(sentence) in _normal(story) if sentence.strip() else None
+
+
+def repeats_prompt(story: str, record: Record) -> bool:
+    """Whether the story repeats its prompt: it has a line starting with a field label ("Features:",
+    "Words:", "Summary:", "Random sentence:", "Story:"), as a model that writes another record does, or
+    it holds the whole summary verbatim (ignoring case and runs of whitespace). The random sentence is
+    no repetition: the prompt asks for it. A single sentence of a longer summary is not checked: the
+    built-in summaries end with a moral the story may say in the same words."""
+    if _LABEL_IN_STORY.search(story):
+        return True
+    return bool(record.summary.strip()) and _normal(record.summary) in _normal(story)
+
+
+def valid_utf8(data: bytes, ended: bool = True) -> bool:
+    """Whether generated bytes are UTF-8. A story cut by the length budget (`ended` False) may stop
+    inside a character: that incomplete tail is allowed."""
+    try:
+        codecs.getincrementaldecoder("utf-8")("strict").decode(data, final=ended)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def score_story(record: Record, story: bytes, ended: bool) -> dict:
+    """Every check of one generated story (its bytes, without the end-of-text byte) against its record."""
+    text = story.decode("utf-8", "replace")
+    return {
+        "words_used": words_used(text, record.words),
+        "missing_words": [w for w in record.words if not uses_word(text, w)],
+        "dialogue_asked": "dialogue" in {f.lower() for f in record.features},
+        "dialogue": has_dialogue(text),
+        "sentence_used": sentence_used(text, record.random_sentence),
+        "ended": ended,
+        "valid_utf8": valid_utf8(story, ended),
+        "prompt_repeated": repeats_prompt(text, record),
+        "story_bytes": len(story),
+    }
+
+
+def aggregate(scores: list[dict]) -> dict:
+    """The scores of many stories in a few numbers; each share is over the stories it applies to, with
+    how many those are (None when none: e.g. no prompt asked for dialogue)."""
+
+    def share(values):
+        values = [float(v) for v in values]
+        return sum(values) / len(values) if values else None
+
+    worded = [s for s in scores if s["words_used"] is not None]
+    asked = [s for s in scores if s["dialogue_asked"]]
+    unasked = [s for s in scores if not s["dialogue_asked"]]
+    sentenced = [s for s in scores if s["sentence_used"] is not None]
+    return {
+        "prompts": len(scores),
+        "words_used": share(s["words_used"] for s in worded),
+        "all_words_used": share(s["words_used"] == 1 for s in worded),
+        "prompts_with_words": len(worded),
+        "dialogue_when_asked": share(s["dialogue"] for s in asked),
+        "prompts_asking_dialogue": len(asked),
+        "dialogue_when_not_asked": share(s["dialogue"] for s in unasked),
+        "prompts_not_asking_dialogue": len(unasked),
+        "sentence_used": share(s["sentence_used"] for s in sentenced),
+        "prompts_with_sentence": len(sentenced),
+        "stories_ended": share(s["ended"] for s in scores),
+        "valid_utf8": share(s["valid_utf8"] for s in scores),
+        "prompt_repeated": share(s["prompt_repeated"] for s in scores),
+        "mean_story_bytes": share(s["story_bytes"] for s in scores),
+    }
+
+
+# --- the model -------------------------------------------------------------------------------------------
+
+
+def story_bytes(model, prompt: str, max_tokens: int, sampler, seed: int) -> tuple[bytes, bool]:
+    """(the bytes generated after `prompt`, without the end-of-text byte; whether that byte came within
+    `max_tokens`). The same bytes as generate.generate(model, prompt, sampler=sampler, seed=seed), which
+    would decode them; the checks need them raw."""
+    data, _ = fit_context(encode_prompt(prompt), model.config.context_length)
+    ids = mx.array(np.frombuffer(data, dtype=np.uint8)[None])
+    out = bytearray()
+    with closing(generate_step(model, ids, keyed_sampler(sampler, seed, 1))) as steps:
+        for _, y in zip(range(max_tokens), steps):
+            value = y.item()
+            if value == EOT:
+                return bytes(out), True
+            out.append(value)
+    return bytes(out), False
+
+
+def _chunks(length: int, context: int):
+    """(first, end) spans covering range(length): the first `context` positions, then spans of half a
+    context, each scored in the `context` positions that end with it, so every position but the first
+    context's sees at least half a context before it (as generation does once its window slides)."""
+    stride = max(context // 2, 1)
+    first, end = 0, min(length, context)
+    while first < length:
+        yield first, end
+        first, end = end, min(end + stride, length)
+
+
+def summed_story_loss(model, ids: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
+    """(summed next-byte cross-entropy in nats over the positions `mask` marks, how many): ids (L,) one
+    sequence, position 0 predicted by the start token, long sequences in windows of the context."""
+    context = model.config.context_length
+    total, counted = 0.0, 0
+    for first, end in _chunks(len(ids), context):
+        begin = max(end - context, 0)
+        window = mx.array(ids[begin:end][None].astype(np.int32))  # (1, T)
+        losses = cross_entropy(model(window, include_start=True)[:, :-1], window)[0]  # (T,): [t] is byte t's
+        keep = mx.array(mask[first:end])
+        total += mx.sum(losses[first - begin :] * keep).item()
+        counted += int(mask[first:end].sum())
+    return total, counted
+
+
+def story_bits_per_byte(model, records: list[Record]) -> dict:
+    """Bits per byte of the stories given their prompts: each record is scored as the model sees it in
+    training (end-of-text byte, record, end-of-text byte), and only the bytes `story_mask` marks count."""
+    total, counted = 0.0, 0
+    for record in records:
+        ids = np.frombuffer(encode_prompt(record.text) + bytes([EOT]), dtype=np.uint8)
+        loss, n = summed_story_loss(model, ids, story_mask(ids))
+        total, counted = total + loss, counted + n
+    loss = total / counted if counted else math.nan
+    return {"story_loss": loss, "story_bpb": loss / math.log(2), "story_bytes_counted": counted}
+
+
+def evaluate_instruct(
+    model,
+    records: list[Record],
+    seed: int = DEFAULT_SEED,
+    max_tokens: int = DEFAULT_STORY_BYTES,
+    temp: float = DEFAULT_TEMP,
+    top_p: float = DEFAULT_TOP_P,
+    min_p: float = DEFAULT_MIN_P,
+    top_k: int = DEFAULT_TOP_K,
+    progress=None,
+) -> dict:
+    """Write one story per record's prompt and score it: {"settings", "aggregate", "stories"}.
+
+    Record i's story is drawn with seed + i (`generate --seed` with the same settings writes it again),
+    so the same model, records and settings give the same numbers. The aggregate adds the stories' bits
+    per byte given their prompts (`story_bits_per_byte`). `progress(done, total)` is called per story.
+    Works for any model with the package's contract: model(ids, include_start=True), make_cache and
+    config.context_length.
+    """
+    sampler = make_sampler(temp, top_p, min_p, top_k)
+    stories = []
+    for i, record in enumerate(records):
+        data, ended = story_bytes(model, record.prompt, max_tokens, sampler, seed + i)
+        stories.append({"seed": seed + i, "prompt": record.prompt, "story": data.decode("utf-8", "replace"),
+                        **score_story(record, data, ended)})
+        if progress:
+            progress(i + 1, len(records))
+    settings = {"seed": seed, "max_tokens": max_tokens, "temp": temp, "top_p": top_p, "min_p": min_p, "top_k": top_k}
+    summary = {**aggregate(stories), **story_bits_per_byte(model, records)}
+    return {"settings": settings, "aggregate": summary, "stories": stories}
+
+
+# --- reports ---------------------------------------------------------------------------------------------
+
+# (aggregate key, row label, the key counting the stories it is over, or None for every story)
+ROWS = (
+    ("words_used", "words used", "prompts_with_words"),
+    ("all_words_used", "all words used", "prompts_with_words"),
+    ("dialogue_when_asked", "dialogue when asked", "prompts_asking_dialogue"),
+    ("dialogue_when_not_asked", "dialogue when not asked", "prompts_not_asking_dialogue"),
+    ("sentence_used", "random sentence used", "prompts_with_sentence"),
+    ("stories_ended", "stories that end", None),
+    ("valid_utf8", "valid UTF-8", None),
+    ("prompt_repeated", "prompt repeated", None),
+    ("mean_story_bytes", "mean story bytes", None),
+    ("story_bpb", "story bits per byte", None),
+)
+
+
+def _cell(aggregate: dict, key: str, over: str | None) -> str:
+    value = aggregate.get(key)
+    if value is None or isinstance(value, float) and math.isnan(value):
+        return "–"
+    if key == "mean_story_bytes":
+        return f"{value:,.0f}"
+    if key == "story_bpb":
+        return f"{value:.4f}"
+    return f"{100 * value:.1f}%" + (f" of {aggregate[over]}" if over else "")
+
+
+def comparison_table(results: dict[str, dict], title: str = "Stories on command") -> Table:
+    """A rich table of several models' aggregates side by side: a column per model (e.g. base, tuned,
+    tuned with a masked prompt), a row per measure. `results` maps a name to evaluate_instruct's result
+    (or its "aggregate")."""
+    table = Table(title=title)
+    table.add_column("")
+    for name in results:
+        table.add_column(name, justify="right")
+    aggregates = [result.get("aggregate", result) for result in results.values()]
+    table.add_row("prompts", *(str(a["prompts"]) for a in aggregates))
+    for key, label, over in ROWS:
+        table.add_row(label, *(_cell(a, key, over) for a in aggregates))
+    return table
+
+
+def comparison_json(results: dict[str, dict]) -> dict:
+    """The table's JSON form: {"models": {name: {"settings", "aggregate"}}}; stories are left out (each
+    evaluate_instruct result holds them)."""
+    return {"models": {name: {"settings": result.get("settings"), "aggregate": result.get("aggregate", result)}
+                       for name, result in results.items()}}
+

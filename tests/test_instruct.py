@@ -1,0 +1,354 @@
+"""Scoring how a story follows its TinyStories-Instruct prompt: every number here was worked out by hand
+from the text in the test, or checked against a plain recomputation."""
+
+import math
+import random
+from types import SimpleNamespace
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from rich.console import Console
+
+from mlx_megabyte import instruct, models, stories
+from mlx_megabyte.config import ModelConfig
+from mlx_megabyte.generate import generate
+from mlx_megabyte.instruct import (
+    Record,
+    has_dialogue,
+    parse_record,
+    repeats_prompt,
+    sentence_used,
+    story_mask,
+    uses_word,
+    valid_utf8,
+    word_forms,
+    words_used,
+)
+from mlx_megabyte.sampling import make_sampler
+from mlx_megabyte.text import EOT, instruct_text
+
+HUB_RECORD = (
+    "Summary: Tim and Sue find a shiny stone by the river.\n"
+    "Features: Dialogue, Twist\n"
+    "Random sentence: The water was cold.\n"
+    "Words: shiny, find, stone\n"
+    "Story: \n"
+    "\n"
+    "Tim and Sue went to the river. The water was cold.\n"
+    "\n"
+    "\u201cLook!\u201d said Sue. She found a shiny stone."
+)
+
+
+def record(features=(), words=(), summary="", sentence="", story=""):
+    return parse_record(instruct_text(list(features), list(words), summary, sentence, story))
+
+
+# --- words ---
+
+
+def test_a_story_using_two_of_three_words_one_only_inflected():
+    story = "The dogs ran to the park. Mia found a red hat."
+    # dog: "dogs" (plural); run: only "ran", irregular, not counted; hat: as written
+    assert [uses_word(story, w) for w in ("dog", "run", "hat")] == [True, False, True]
+    assert words_used(story, ["dog", "run", "hat"]) == pytest.approx(2 / 3)
+    assert words_used(story, []) is None
+
+
+@pytest.mark.parametrize("word, story", [
+    ("stop", "The bus stopped."), ("run", "Tom was running."), ("bake", "Mom was baking."),
+    ("bake", "She baked a cake."), ("cry", "The baby cried."), ("cry", "He cries."), ("lie", "The cat was lying down."),
+    ("see", "I am seeing stars."), ("box", "Two boxes."), ("go", "She goes home."), ("play", "They played."),
+    ("jump", "JUMPING!"), ("dog", "The dog's bone."), ("ice cream", "Two ice creams."),
+])
+def test_simple_inflections_and_any_case_count(word, story):
+    assert uses_word(story, word)
+
+
+@pytest.mark.parametrize("word, story", [
+    ("dog", "A hotdog."), ("dog", "Dogma."), ("go", "They went home."), ("mouse", "Three mice."),
+    ("played", "They play."), ("cat", "A catalogue."),
+])
+def test_other_words_and_irregular_forms_do_not_count(word, story):
+    assert not uses_word(story, word)
+
+
+def test_word_forms_follow_the_documented_rule():
+    assert word_forms("stop") == ("stop", "stoped", "stoping", "stopped", "stopping", "stops")
+    assert word_forms("Bake") == ("bake", "baked", "bakeed", "bakeing", "bakes", "baking")
+    assert word_forms("cry") == ("cried", "cries", "cry", "cryed", "crying", "crys")
+    assert word_forms("see") == ("see", "seed", "seeed", "seeing", "sees")  # "seed": a plain -d after e
+    assert word_forms("rain") == ("rain", "rained", "raining", "rains")  # two vowels: nothing doubled
+    assert word_forms("snow") == ("snow", "snowed", "snowing", "snows")  # w is never doubled
+
+
+# --- features ---
+
+
+def test_dialogue_in_curly_or_straight_quotes():
+    assert has_dialogue("\u201cLook at me!\u201d said Mia.")
+    assert has_dialogue('Tom said, "Hi."')
+    assert has_dialogue("The end.\n\n\u201cCome back,\u201d she said.")
+
+
+def test_apostrophes_single_quotes_and_stray_quotes_are_no_dialogue():
+    assert not has_dialogue("Lily's hat and Tom's kite were in Max's room. They didn't mind.")
+    assert not has_dialogue("'Hello,' said Tom.")  # single quotes are not counted (apostrophes)
+    assert not has_dialogue('He said "hi\n\nthere" later.')  # quotes in two paragraphs do not pair
+    assert not has_dialogue('She wrote "..." on the wall and "1, 2" below.')  # no letter inside
+    assert not has_dialogue('Tom ate the "')
+
+
+def test_the_random_sentence_counts_verbatim_up_to_case_and_whitespace():
+    story = "Once upon a time.\nThe  water was\ncold. The end."
+    assert sentence_used(story, "the water was cold.")
+    assert not sentence_used(story, "The water was warm.")
+    assert sentence_used(story, "  ") is None
+
+
+def test_repeating_the_prompt():
+    r = record(["Dialogue"], ["dog"], "Mia finds a dog. She is happy.", "Mia ran.")
+    assert repeats_prompt("Once upon a time.\nWords: dog, cat\nMia ran.", r)  # a label line
+    assert repeats_prompt("Mia ran.\n  story: again", r)  # labels in any case, indented
+    assert repeats_prompt("Then: mia finds a dog.\nShe is   happy. The end.", r)  # the whole summary
+    assert not repeats_prompt("Mia ran. Mia finds a dog. The end.", r)  # one sentence of it is not
+    assert not repeats_prompt("Mia ran. Her words: dog.", r)  # a label inside a line is not a field
+    assert not repeats_prompt("Mia ran.", record(summary=""))
+
+
+def test_valid_utf8_allows_only_a_cut_tail():
+    assert valid_utf8("café".encode())
+    assert not valid_utf8(b"caf\xff")
+    assert not valid_utf8(b"caf\xc3")  # an ended story must end on a whole character
+    assert valid_utf8(b"caf\xc3", ended=False)  # cut by the length budget inside "é"
+    assert not valid_utf8(b"\xc3caf", ended=False)
+
+
+def test_score_story_by_hand():
+    r = parse_record(HUB_RECORD)
+    story = "The river was shiny. \u201cI find stones!\u201d said Tim. The water was cold."
+    assert instruct.score_story(r, story.encode(), True) == {
+        "words_used": 1.0, "missing_words": [], "dialogue_asked": True, "dialogue": True, "sentence_used": True,
+        "ended": True, "valid_utf8": True, "prompt_repeated": False, "story_bytes": len(story) + 4,  # 2 curly quotes
+    }
+    assert instruct.score_story(r, b"Tim went home. Story: again", False) == {
+        "words_used": 0.0, "missing_words": ["shiny", "find", "stone"], "dialogue_asked": True, "dialogue": False,
+        "sentence_used": False, "ended": False, "valid_utf8": True, "prompt_repeated": False, "story_bytes": 27,
+    }
+
+
+# --- records ---
+
+
+def test_a_hub_layout_record_in_another_order():
+    r = parse_record(HUB_RECORD)
+    assert r.features == ("Dialogue", "Twist")
+    assert r.words == ("shiny", "find", "stone")
+    assert r.summary == "Tim and Sue find a shiny stone by the river."
+    assert r.random_sentence == "The water was cold."
+    assert r.story.startswith("Tim and Sue went") and r.story.endswith("shiny stone.")
+    assert r.prompt.endswith("Story: \n\n") and r.text == HUB_RECORD
+
+
+def test_continued_lines_missing_fields_and_non_records():
+    r = parse_record("summary: Tom is sad.\nHe finds his ball.\nStory: Once upon a time.")
+    assert (r.summary, r.features, r.words, r.random_sentence) == ("Tom is sad. He finds his ball.", (), (), "")
+    assert r.story == "Once upon a time."
+    with pytest.raises(ValueError, match="no line starting with 'Story:'"):
+        parse_record("Words: a, b\nOnce upon a time.")
+    with pytest.raises(ValueError, match="comes before any field"):
+        parse_record("Hello there\nWords: a\nStory: x")
+
+
+def test_the_builtin_corpus_parses_back_and_its_stories_pass_every_check():
+    rng = random.Random(7)
+    for story in (stories.make_story(rng) for _ in range(300)):
+        r = parse_record(stories.instruct_record(story))
+        assert (r.features, r.words, r.summary, r.random_sentence, r.story) == (
+            story.features, story.words, story.summary, story.random_sentence, story.text)
+        score = instruct.score_story(r, story.text.encode(), True)
+        assert score["words_used"] == 1.0 and score["sentence_used"] and not score["prompt_repeated"]
+        assert score["dialogue"] == ("Dialogue" in story.features)
+
+
+def test_records_from_an_encoded_split():
+    docs = [instruct_text(["Dialogue"], ["a"], "S.", "", "One."), "A plain story.",
+            instruct_text("", ["b"], story="Two.")]
+    stream = b"".join(d.encode() + bytes([EOT]) for d in docs)
+    got = instruct.records_from_stream(np.frombuffer(stream, np.uint8))
+    assert [(r.words, r.story) for r in got] == [(("a",), "One."), (("b",), "Two.")]
+    assert len(instruct.records_from_stream(stream, limit=1)) == 1
+
+
+def test_story_mask_marks_each_story_and_its_end_of_text_byte():
+    first, plain, third = b"Words: a\nStory: Hi", b"No story here", b"Story:\n\nYo. Story: x"
+    stream = first + b"\x03" + plain + b"\x03" + third + b"\x03"
+    mask = story_mask(stream)
+    expected = np.zeros(len(stream), dtype=bool)
+    expected[16:19] = True  # "Hi" and its EOT
+    start = len(first) + 1 + len(plain) + 1 + len("Story:\n\n")
+    expected[start:] = True  # "Yo. Story: x" (a label inside a story is story) and its EOT
+    assert mask.tolist() == expected.tolist()
+    assert not story_mask(b"Words: Story: no\x03").any()  # a label must start a line
+    assert story_mask(b"Story: open").tolist() == [False] * 7 + [True] * 4  # no EOT yet: to the end
+
+
+@pytest.mark.parametrize("text", [HUB_RECORD, HUB_RECORD.replace("\n", "\r\n")])
+def test_the_mask_marks_what_parse_record_calls_the_story(text):
+    r = parse_record(text)
+    ids = bytes([EOT]) + text.encode() + bytes([EOT])
+    mask = story_mask(ids)
+    assert bytes(np.frombuffer(ids, np.uint8)[mask]) == r.story.encode() + bytes([EOT])
+
+
+# --- the model ---
+
+
+def tiny_megabyte(context_patches=8):
+    """A small random MEGABYTE with a 64-byte context, so a record takes several windows."""
+    mx.random.seed(0)
+    model = models.build(ModelConfig(num_tokens=256, dim=(32, 16), depth=(1, 1), max_seq_len=(context_patches, 8),
+                                     dim_head=8, heads=2))
+    model.eval()
+    return model
+
+
+def naive_story_loss(model, ids: np.ndarray, mask: np.ndarray) -> float:
+    """The summed story loss by a plain loop: each counted byte from its own forward pass over the bytes
+    it may see (its window: the first context, then windows ending half a context apart)."""
+    context, stride, total = model.config.context_length, model.config.context_length // 2, 0.0
+    for p in np.flatnonzero(mask):
+        end = context if p < context else min(context + ((p - context) // stride + 1) * stride, len(ids))
+        begin = max(end - context, 0)
+        logits = np.array(model(mx.array(ids[begin : p + 1][None].astype(np.int32)), include_start=True)[0, p - begin],
+                          dtype=np.float64)
+        top = logits.max()
+        total += top + math.log(np.exp(logits - top).sum()) - logits[ids[p]]
+    return total
+
+
+def test_story_bits_per_byte_equals_a_plain_recount():
+    model = tiny_megabyte()
+    short = record(["Dialogue"], ["hat"], "Mia has a hat.", "", "Mia had a red hat. \u201cHi!\u201d she said.")
+    long = record([], ["dog"], "A dog runs.", "", "The dog ran and ran across the field, then it sat down. " * 3)
+    total, counted = 0.0, 0
+    for r in (short, long):
+        ids = np.frombuffer(bytes([EOT]) + r.text.encode() + bytes([EOT]), np.uint8)
+        mask = story_mask(ids)
+        assert mask.sum() == len(r.story.encode()) + 1 and mask[-1] and not mask[: len(r.prompt.encode()) + 1].any()
+        loss, n = instruct.summed_story_loss(model, ids, mask)
+        assert loss == pytest.approx(naive_story_loss(model, ids, mask), rel=1e-5)
+        total, counted = total + loss, counted + n
+    assert len(long.text.encode()) > 3 * model.config.context_length  # several windows
+    result = instruct.story_bits_per_byte(model, [short, long])
+    assert result["story_bytes_counted"] == counted
+    assert result["story_bpb"] == pytest.approx(total / counted / math.log(2))
+
+
+class Scripted:
+    """A model that writes `script` and then the end-of-text byte whatever its prompt, and whose forward
+    pass is uniform over 256 bytes (8 bits per byte): the driver's numbers can be worked out by hand."""
+
+    def __init__(self, script: bytes):
+        self.script = script
+        self.config = SimpleNamespace(context_length=4096)
+
+    def __call__(self, ids, include_start=False):
+        return mx.zeros((ids.shape[0], ids.shape[1] + include_start, 256))
+
+    def make_cache(self, batch_size=1):
+        model = self
+
+        class Cache:
+            def prefill(self, ids):
+                self.at = 0
+                return self.logits()
+
+            def step(self, y):
+                self.at += 1
+                return self.logits()
+
+            def logits(self):
+                byte = model.script[self.at] if self.at < len(model.script) else EOT
+                return mx.broadcast_to(mx.where(mx.arange(256) == byte, 100.0, 0.0), (batch_size, 256))
+
+        return Cache()
+
+
+SCRIPT = "Mia said, \u201cLook at the dogs!\u201d They were running. The end."  # 61 bytes: 55 ASCII, 2 x 3
+SCRIPT_RECORDS = [
+    record(["Dialogue"], ["dog", "run", "hat"], "Mia sees dogs.", "They were running.", "x"),  # words 2/3
+    record([], ["look", "end", "cat"], "Mia looks.", "The end.", "yz"),  # words 2/3, dialogue not asked
+    record(["Dialogue", "BadEnding"], ["say"], "They were running.", "", ""),  # "said" irregular: 0/1; repeated
+]
+
+
+def test_the_driver_by_hand_with_a_scripted_model():
+    result = instruct.evaluate_instruct(Scripted(SCRIPT.encode()), SCRIPT_RECORDS, seed=5)
+    assert len(SCRIPT.encode()) == 61
+    assert result["aggregate"] == pytest.approx({
+        "prompts": 3, "words_used": 4 / 9, "all_words_used": 0.0, "prompts_with_words": 3,
+        "dialogue_when_asked": 1.0, "prompts_asking_dialogue": 2,
+        "dialogue_when_not_asked": 1.0, "prompts_not_asking_dialogue": 1,
+        "sentence_used": 1.0, "prompts_with_sentence": 2,
+        "stories_ended": 1.0, "valid_utf8": 1.0, "prompt_repeated": 1 / 3, "mean_story_bytes": 61.0,
+        "story_loss": math.log(256), "story_bpb": 8.0, "story_bytes_counted": (1 + 1) + (2 + 1) + (0 + 1),
+    })
+    assert [s["seed"] for s in result["stories"]] == [5, 6, 7]
+    assert [s["missing_words"] for s in result["stories"]] == [["hat"], ["cat"], ["say"]]
+    assert result["stories"][0]["story"] == SCRIPT and result["stories"][0]["prompt"] == SCRIPT_RECORDS[0].prompt
+    assert result["settings"] == {"seed": 5, "max_tokens": instruct.DEFAULT_STORY_BYTES, "temp": 0.8,
+                                  "top_p": 1.0, "min_p": 0.05, "top_k": 0}
+
+
+def test_the_driver_cuts_stories_at_the_budget():
+    cut = instruct.evaluate_instruct(Scripted(SCRIPT.encode()), SCRIPT_RECORDS[:1], max_tokens=12)
+    story = cut["stories"][0]
+    # 12 bytes: "Mia said, " and two of the three bytes of the opening quote: cut, so still valid UTF-8
+    assert (story["story_bytes"], story["ended"], story["valid_utf8"], story["dialogue"]) == (12, False, True, False)
+    broken = instruct.evaluate_instruct(Scripted(b"Mia \xff ran."), SCRIPT_RECORDS[:1])["aggregate"]
+    # "Mia " + 0xff + " ran.": 10 bytes, not UTF-8
+    assert (broken["valid_utf8"], broken["stories_ended"], broken["mean_story_bytes"]) == (0.0, 1.0, 10.0)
+
+
+@pytest.mark.parametrize("architecture", ["megabyte", "spacebyte"])
+def test_the_driver_is_reproducible_for_every_architecture(architecture):
+    mx.random.seed(0)
+    model = models.build(models.ARCHITECTURES[architecture].presets["tiny"])
+    model.eval()
+    rng = random.Random(11)
+    records = [parse_record(stories.instruct_record(stories.make_story(rng))) for _ in range(2)]
+    first = instruct.evaluate_instruct(model, records, seed=3, max_tokens=24)
+    again = instruct.evaluate_instruct(model, records, seed=3, max_tokens=24)
+    assert first == again
+    assert first["aggregate"]["story_bytes_counted"] == sum(len(r.story.encode()) + 1 for r in records)
+    # each story is the one generate writes with its seed
+    sampler = make_sampler(0.8, min_p=0.05)
+    for i, (r, story) in enumerate(zip(records, first["stories"])):
+        assert story["story"] == generate(model, r.prompt, max_tokens=24, sampler=sampler, seed=3 + i)[0]
+
+
+def test_the_comparison_table_and_its_json():
+    base = instruct.evaluate_instruct(Scripted(b"The sun sat."), SCRIPT_RECORDS)
+    tuned = instruct.evaluate_instruct(Scripted(SCRIPT.encode()), SCRIPT_RECORDS)
+    console = Console(record=True, width=120)
+    console.print(instruct.comparison_table({"base": base, "tuned": tuned}))
+    lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+             for line in console.export_text().splitlines() if line.count("│") == 4}
+    assert lines["words used"] == ["0.0% of 3", "44.4% of 3"]  # base: no word; tuned: (2/3 + 2/3 + 0) / 3
+    assert lines["dialogue when asked"] == ["0.0% of 2", "100.0% of 2"]
+    assert lines["prompt repeated"] == ["0.0%", "33.3%"]
+    assert lines["mean story bytes"] == ["12", "61"]
+    assert lines["story bits per byte"] == ["8.0000", "8.0000"]
+    assert lines["prompts"] == ["3", "3"]
+    data = instruct.comparison_json({"base": base, "tuned": tuned})
+    assert list(data["models"]) == ["base", "tuned"]
+    assert data["models"]["tuned"]["aggregate"]["words_used"] == pytest.approx(4 / 9)
+    assert "stories" not in data["models"]["tuned"]
+
+
+def test_a_record_with_nothing_checkable_scores_none():
+    result = instruct.aggregate([instruct.score_story(Record((), (), "", "", "", "Story: "), b"Hi.", True)])
+    assert result["words_used"] is None and result["sentence_used"] is None and result["dialogue_when_asked"] is None
+    assert result["dialogue_when_not_asked"] == 0.0 and result["prompts_not_asking_dialogue"] == 1
