@@ -46,7 +46,7 @@ import mlx.core as mx
 import numpy as np
 from rich.table import Table
 
-from .generate import fit_context, generate_step, keyed_sampler
+from .generation import fit_context, generate_step, keyed_sampler
 from .kernels import cross_entropy
 from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, DEFAULT_TOP_K, DEFAULT_TOP_P, make_sampler
 from .text import EOT, encode_prompt

@@ -11,8 +11,8 @@ import pytest
 from rich.console import Console
 
 from mlx_megabyte import instruct, models, stories
-from mlx_megabyte.config import ModelConfig
-from mlx_megabyte.generate import generate
+from mlx_megabyte.models.megabyte.config import ModelConfig
+from mlx_megabyte.generation import generate
 from mlx_megabyte.instruct import (
     Record,
     has_dialogue,
