@@ -7,7 +7,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_megabyte import MEGABYTE, ModelConfig, kernels, save
+from mlx_megabyte import MEGABYTE, ModelConfig, save
 from mlx_megabyte.generation import generate, generate_step, stream_generate
 from mlx_megabyte.sampling import make_sampler
 from mlx_megabyte.text import EOT
@@ -38,66 +38,6 @@ def greedy_by_recompute(model, prompt, steps):
         logits = model(ids, include_start=True)[:, -1]
         ids = mx.concatenate([ids, mx.argmax(logits, axis=-1)[:, None].astype(ids.dtype)], axis=1)
     return ids[:, prompt.shape[1]:]
-
-
-@pytest.mark.parametrize("variant", kernels.available_variants())
-@pytest.mark.parametrize("name", CONFIGS)
-def test_cached_logits_equal_full_recomputation_at_every_position(name, variant):
-    """With every kernel variant (the GPU one forced on this CPU: its fused attention must align the
-    causal mask of a few new queries with the end of the cached keys; the native one computes the full
-    pass, the caches the steps)."""
-    with kernels.forced(variant):
-        _check_cached_logits(model_for(name))
-
-
-def _check_cached_logits(model):
-    context = model.config.context_length
-    ids = mx.array(np.random.default_rng(1).integers(0, 256, (2, context)))
-    full = model(ids, include_start=True)  # [:, t] predicts byte t
-    cache = model.make_cache(2)
-    worst = mx.abs(cache.prefill(ids[:, :0]) - full[:, 0]).max().item()
-    for t in range(context):
-        worst = max(worst, mx.abs(cache.step(ids[:, t]) - full[:, t + 1]).max().item())
-    assert worst <= 1e-4
-
-
-@pytest.mark.parametrize("name", CONFIGS)
-def test_greedy_bytes_equal_full_recomputation(name):
-    model = model_for(name, seed=3)
-    config = model.config
-    patch = config.patch_size(0)
-    rng = np.random.default_rng(2)
-    # empty, one byte, one byte short of a patch, exactly one patch, one more
-    for length in (0, 1, patch - 1, patch, patch + 1):
-        prompt = mx.array(rng.integers(0, 256, (1, length)), dtype=mx.int32)
-        steps = min(3 * patch + 2, config.context_length - length)
-        want = greedy_by_recompute(model, prompt, steps)
-        got = [y for _, y in zip(range(steps), generate_step(model, prompt, make_sampler(0.0)))]
-        assert mx.array_equal(mx.stack(got, axis=1), want), (name, length)
-
-
-def test_prefill_of_every_length_gives_the_same_logits_as_stepping():
-    model = model_for("3-stage")
-    context = model.config.context_length
-    ids = mx.array(np.random.default_rng(4).integers(0, 256, (1, context)))
-    full = model(ids, include_start=True)
-    for length in range(context + 1):
-        logits = model.make_cache(1).prefill(ids[:, :length])
-        assert mx.abs(logits - full[:, length]).max().item() <= 1e-4, length
-
-
-def test_generation_past_the_context_slides_the_window():
-    model = model_for("2-stage")
-    context = model.config.context_length  # 32
-    cache = model.make_cache(1)
-    ids = mx.array(np.random.default_rng(5).integers(0, 256, (1, context + 5)))
-    cache.prefill(ids[:, :context])
-    for t in range(context, context + 5):
-        logits = cache.step(ids[:, t])
-    assert cache.slid == 1
-    window = ids[:, context + 5 - cache.length :]
-    assert cache.length == context // 2 + 5
-    assert mx.abs(logits - model(window, include_start=True)[:, -1]).max().item() <= 1e-4
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OpenBLAS threads: Linux CPUs only")
@@ -395,26 +335,3 @@ def test_a_seed_gives_each_sample_its_own_stream():
     mx.random.seed(0)  # the global random state plays no part
     assert three == generate(model, "Once", max_tokens=40, sampler=sampler, num_samples=3, seed=11)
 
-
-def test_cache_rows_can_be_merged_and_dropped():
-    model = model_for("2-stage")
-    rng = np.random.default_rng(6)
-    a, b = (mx.array(rng.integers(0, 256, (n, 7))) for n in (1, 2))
-    alone_a, alone_b = model.make_cache(1), model.make_cache(2)
-    alone_a.prefill(a), alone_b.prefill(b)
-    both = model.make_cache(1)
-    both.prefill(a)
-    other = model.make_cache(2)
-    other.prefill(b)
-    both.merge(other)
-    assert both.batch_size == 3
-    nexts = mx.array(rng.integers(0, 256, (3, 12)))
-    for t in range(12):  # crosses patch boundaries: the global stage steps for merged rows too
-        merged = both.step(nexts[:, t])
-        separate = mx.concatenate([alone_a.step(nexts[:1, t]), alone_b.step(nexts[1:, t])], axis=0)
-        assert mx.abs(merged - separate).max().item() <= 1e-5
-    both.select([2, 0])
-    assert mx.abs(both.step(nexts[[2, 0], 0]) - mx.concatenate(
-        [alone_b.step(nexts[1:, 0])[1:], alone_a.step(nexts[:1, 0])])).max().item() <= 1e-5
-    with pytest.raises(ValueError):
-        both.merge(model.make_cache(1))  # 0 bytes against 20

@@ -11,7 +11,6 @@ import pytest
 from rich.console import Console
 
 from mlx_megabyte import instruct, models, stories
-from mlx_megabyte.models.megabyte.config import ModelConfig
 from mlx_megabyte.generation import generate
 from mlx_megabyte.instruct import (
     Record,
@@ -25,6 +24,7 @@ from mlx_megabyte.instruct import (
     word_forms,
     words_used,
 )
+from mlx_megabyte.models.megabyte.config import ModelConfig
 from mlx_megabyte.sampling import make_sampler
 from mlx_megabyte.text import EOT, instruct_text
 

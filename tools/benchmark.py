@@ -190,7 +190,10 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
 
     model = build(model_config(config))
     if weights:
-        from mlx_megabyte.models.megabyte.convert import from_torch_state, read_torch_state
+        from mlx_megabyte.models.megabyte.convert import (
+            from_torch_state,
+            read_torch_state,
+        )
         from mlx_megabyte.weights import load_weights
 
         _, arrays, _ = from_torch_state(read_torch_state(weights), torch_arguments(config))
@@ -340,7 +343,7 @@ def orchestrate(args):
                     print(f"  {config} {task} round {round_ + 1} {worker}: "
                           f"{statistics.median(result['rates']):,.1f} bytes/s, "
                           f"peak memory ({result['memory_kind']}) {result['memory_gb']:.2f} GB", file=sys.stderr, flush=True)
-            row = summarise(config, task, results, args.device)
+            row = summarise(config, task, results, args.device, args.models[config])
             row["batch"] = args.batch
             if generating:
                 row["prompt_bytes"], row["new_bytes"] = prompt_length(args.models[config], args), args.new_bytes
@@ -352,7 +355,7 @@ def orchestrate(args):
     return rows
 
 
-def summarise(config, task, results, device="cpu"):
+def summarise(config, task, results, device, model: dict):
     def median(worker, key):
         values = [v for r in results[worker] for v in (r[key] if isinstance(r[key], list) else [r[key]])]
         return statistics.median(values) if values else None
@@ -373,7 +376,7 @@ def summarise(config, task, results, device="cpu"):
         if results["torch"] and all("matmul_gflops" in r for r in results["torch"]):  # on CUDA: the faster framework's matmul
             ceilings.append(median("torch", "matmul_gflops"))
         ceiling = max(ceilings)
-        flops = flops_per_byte(args.models[config], training=True)
+        flops = flops_per_byte(model, training=True)
         row.update(matmul_gflops=ceiling, mflops_per_byte=flops / 1e6,
                    torch_mfu=(row["torch_bytes_per_s"] or 0) * flops / (ceiling * 1e9),
                    mlx_mfu=row["mlx_bytes_per_s"] * flops / (ceiling * 1e9))

@@ -15,7 +15,6 @@ whatever the CPU is doing meanwhile: compare shares, not absolute figures across
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -24,8 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import mlx_megabyte  # noqa: E402  (before mlx.core: the OpenBLAS preload)
-
+# isort: off
+import mlx_megabyte  # noqa: E402, F401  (before mlx.core: the BLAS preload)
+# isort: on
 import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402
 import numpy as np  # noqa: E402
