@@ -39,7 +39,7 @@ values (a value equal to the base's is the base run): the runs add up over the a
 most 7 runs, not 9) and each parameter's effect is seen around one known configuration. --sweep product
 runs every combination, for interactions. A run's name is the base's and its values, NAME=VALUE, joined
 by '-' (small-patch=4-learning_rate=1e-3), so running the same sweep again finds the same runs.
---dry-run prints the runs ("NAME: FLAGS", as --config takes them) and trains nothing.
+--dry-run prints the runs ("NAME: FLAGS", as --config takes them) and their sizes, and trains nothing.
 
 Writes OUT/results.md and OUT/results.json (config, the varied settings' values, parameters, training
 FLOPs per byte, steps, bytes seen, training seconds, bytes/s, held-out bits per byte), OUT/configs.json
@@ -100,7 +100,8 @@ def parse_args(argv=None):
                         help="sweep a setting of the one configuration given (repeat for several axes; see above)")
     parser.add_argument("--sweep", choices=SWEEPS, default=DEFAULT_SWEEP,
                         help="with --vary: each axis alone around the base, or every combination")
-    parser.add_argument("--dry-run", action="store_true", help="print the runs (NAME: FLAGS) and train nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the runs (NAME: FLAGS), their parameters and FLOPs per byte, and train nothing")
     parser.add_argument("--eval-data", help="held-out data (default: --data)")
     parser.add_argument("--eval-split", default="validation", choices=("validation", "train", "all"),
                         help="the part of --eval-data to score")
@@ -300,14 +301,14 @@ def positive_integer(text: str) -> int:
     return value
 
 
-def axis_names(arch: str, by_bytes: bool) -> dict[str, str]:
+def axis_names(parser, arch: str, by_bytes: bool) -> dict[str, str]:
     """Every name --vary takes for this architecture -> its group (model, training, derived): the fields
     of the architecture's config and of TrainingConfig that train has a flag for, and `preset`; not
     what compare.py sets itself."""
     from mlx_megabyte.models import architecture
     from mlx_megabyte.trainer import TrainingConfig
 
-    flags = {action.dest for action in train_parser()._actions if action.option_strings}
+    flags = {action.dest for action in parser._actions if action.option_strings}
     own = set(OWN_SETTINGS) | ({"iters"} if by_bytes else set())
     names = {"preset": "model"}
     names.update({f.name: "model" for f in dataclasses.fields(architecture(arch).config) if f.name in flags})
@@ -328,10 +329,9 @@ def unknown_axis(name: str, arch: str, names: dict[str, str]) -> UserError:
     return UserError(f"--vary {name}: not a setting of --arch {arch}{hint} ({groups})")
 
 
-def check_axes(axes: list[tuple[str, tuple[str, ...]]], arch: str, by_bytes: bool) -> None:
+def check_axes(axes: list[tuple[str, tuple[str, ...]]], names: dict[str, str], arch: str, by_bytes: bool) -> None:
     """Refuse an unknown axis, an axis given twice, a value given twice, and a derived axis together with
     a field it sets (one of the two would be lost)."""
-    names = axis_names(arch, by_bytes)
     seen = []
     for name, values in axes:
         if by_bytes and name == "iters":
@@ -473,8 +473,8 @@ def expand(args, base_name: str, base_flags: list[str]) -> list[Run]:
     except UserError as error:
         raise UserError(f"configuration {base_name!r}: {error}") from None
     arch = base.model.model_type
-    check_axes(args.vary, arch, args.bytes is not None)
-    groups = axis_names(arch, args.bytes is not None)
+    groups = axis_names(parser, arch, args.bytes is not None)
+    check_axes(args.vary, groups, arch, args.bytes is not None)
     axes = dict(args.vary)
 
     def key(config):  # what a run is, its directory aside
