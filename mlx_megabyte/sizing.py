@@ -87,10 +87,10 @@ class Choice:
 
     def explain(self) -> str:
         """What `--preset auto` prints before training: the choice, the rule, and the table behind it."""
-        reason = next(r for r in self.reasons if r.chosen)
-        lines = [f"--preset auto: {self.chosen.name} ({reason.parameters:,} parameters) for {self.time_budget:,.0f} s of training",
-                 f"  it trains at {reason.bytes_per_second:,.0f} bytes/s here: {reason.bytes_seen:,.0f} bytes in the budget, "
-                 f"{_ratio(reason.bytes_per_parameter)} per parameter",
+        r = next(reason for reason in self.reasons if reason.chosen)
+        lines = [f"--preset auto: {r.name} ({r.parameters:,} parameters) for {self.time_budget:,.0f} s of training",
+                 f"  it trains at {r.bytes_per_second:,.0f} bytes/s here: {r.bytes_seen:,.0f} bytes in the budget, "
+                 f"{_ratio(r.bytes_per_parameter)} per parameter",
                  f"  rule: {self.rule}",
                  f"    {'size':<8} {'parameters':>12} {'bytes/s':>10} {'bytes seen':>14} {'bytes/param':>11} {'steps':>8}"]
         for r in self.reasons:
@@ -98,6 +98,10 @@ class Choice:
             lines.append(f"  {'*' if r.chosen else ' '} {r.name:<8} {r.parameters:>12,} {r.bytes_per_second:>10,.0f} "
                          f"{r.bytes_seen:>14,.0f} {_ratio(r.bytes_per_parameter):>11} {steps:>8}")
         return "\n".join(lines)
+
+
+def _positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
 
 
 def _ratio(value: float) -> str:
@@ -110,10 +114,10 @@ def choose(candidates: Sequence[Candidate], time_budget: float,
     if not candidates:
         raise ValueError("choose a size from at least one candidate")
     for value, what in ((time_budget, "the time budget"), (bytes_per_parameter, "bytes_per_parameter")):
-        if not (math.isfinite(value) and value > 0):
+        if not _positive(value):
             raise ValueError(f"{what} must be a positive number of seconds or bytes, got {value!r}")
     for candidate in candidates:
-        if not (candidate.parameters > 0 and math.isfinite(candidate.bytes_per_second) and candidate.bytes_per_second > 0):
+        if not (candidate.parameters > 0 and _positive(candidate.bytes_per_second)):
             raise ValueError(f"candidate {candidate.name!r} needs positive parameters and bytes/s, got "
                              f"{candidate.parameters!r} and {candidate.bytes_per_second!r}")
 
@@ -121,12 +125,15 @@ def choose(candidates: Sequence[Candidate], time_budget: float,
         return abs(math.log(candidate.bytes_per_parameter(time_budget) / bytes_per_parameter))
 
     # Rounded, so that two candidates equally far either side are a tie, not a float's last bit.
-    best = min(candidates, key=lambda c: (round(distance(c), 9), c.parameters))
-    reasons = tuple(
-        Reason(c.name, c.parameters, c.bytes_per_second, c.bytes_seen(time_budget), c.bytes_per_parameter(time_budget),
-               distance(c), int(c.bytes_seen(time_budget) // c.bytes_per_step) if c.bytes_per_step else None, c is best)
-        for c in candidates)
-    return Choice(best, time_budget, bytes_per_parameter, reasons)
+    best = min(range(len(candidates)), key=lambda i: (round(distance(candidates[i]), 9), candidates[i].parameters))
+
+    def reason(i: int, c: Candidate) -> Reason:
+        seen = c.bytes_seen(time_budget)
+        steps = int(seen // c.bytes_per_step) if c.bytes_per_step else None
+        return Reason(c.name, c.parameters, c.bytes_per_second, seen, seen / c.parameters, distance(c), steps, i == best)
+
+    reasons = tuple(reason(i, c) for i, c in enumerate(candidates))
+    return Choice(candidates[best], time_budget, bytes_per_parameter, reasons)
 
 
 def measure(name: str, config, seconds: float = DEFAULT_MEASURE_SECONDS, warmup_steps: int = DEFAULT_WARMUP_STEPS,
@@ -135,7 +142,7 @@ def measure(name: str, config, seconds: float = DEFAULT_MEASURE_SECONDS, warmup_
     optimizer and compiled step, its batch size, accumulation, dtype and checkpointing, as train would
     run it; the warm-up steps are not timed, then steps run until `seconds` have passed (at least one).
     Data loading, validation and checkpoints are left out, as train's --time-budget leaves them out."""
-    if not (math.isfinite(seconds) and seconds > 0) or warmup_steps < 0:
+    if not _positive(seconds) or warmup_steps < 0:
         raise ValueError(f"measure for a positive number of seconds after zero or more warm-up steps, got "
                          f"{seconds!r} and {warmup_steps!r}")
     import mlx.core as mx

@@ -374,8 +374,8 @@ def set_setting(parser, flags: list[str], name: str, text: str) -> list[str]:
     setting once (and a switch set false in the base can be turned off, which appending cannot do)."""
     from mlx_megabyte.train import PER_STAGE_FIELDS
 
-    option = "--" + name.replace("_", "-")
-    action = parser._option_string_actions[option]
+    action = next(action for action in parser._actions if action.dest == name and action.option_strings)
+    option = action.option_strings[0]
     if action.nargs == 0:  # a switch: --x, or --no-x where train has it, else leaving --x out
         negative = next((spelling for spelling in action.option_strings if spelling != option), None)
         new = [option] if switch(text) else [negative] if negative else []
@@ -414,8 +414,8 @@ def apply_point(args, parser, base_flags: list[str], point: dict[str, str], arch
     for name, text in point.items():  # every field took its value (a base flag spelt otherwise would not)
         alone = parser.parse_args(set_setting(parser, [], name, text)) if name not in derived else None
         if alone is not None and getattr(parsed, name) != getattr(alone, name):
-            raise UserError(f"the base's flags set {name} in a spelling the sweep cannot replace: "
-                            f"spell it --{name.replace('_', '-')} there")
+            raise UserError(f"the base's flags set {name} in a spelling the sweep cannot replace (an abbreviation?): "
+                            "spell the flag in full there")
     return flags, parsed, config
 
 
