@@ -368,19 +368,18 @@ def stage_values(name: str, text: str) -> str:
     return ",".join(parts)
 
 
-def set_setting(parser, flags: list[str], name: str, text: str) -> list[str]:
-    """`flags` with setting `name` set to `text` (as --vary spells it): every occurrence of its flag
-    (any spelling, with its value) dropped and the new one appended, so that a run's flags say each
-    setting once (and a switch set false in the base can be turned off, which appending cannot do)."""
-    from mlx_megabyte.train import PER_STAGE_FIELDS
-
+def set_setting(parser, flags: list[str], name: str, text: str, per_stage: bool = False) -> list[str]:
+    """`flags` with setting `name` set to `text` (as --vary spells it; `per_stage`: stages joined by x):
+    every occurrence of its flag (any spelling, with its value) dropped and the new one appended, so
+    that a run's flags say each setting once (and a switch set in the base can be turned off, which
+    appending cannot do)."""
     action = next(action for action in parser._actions if action.dest == name and action.option_strings)
     option = action.option_strings[0]
     if action.nargs == 0:  # a switch: --x, or --no-x where train has it, else leaving --x out
         negative = next((spelling for spelling in action.option_strings if spelling != option), None)
         new = [option] if switch(text) else [negative] if negative else []
     else:
-        new = [option, stage_values(name, text) if name in PER_STAGE_FIELDS else text]
+        new = [option, stage_values(name, text) if per_stage else text]
     kept, skip = [], False
     for flag in flags:
         if skip:
@@ -397,23 +396,25 @@ def resolve(args, parser, flags: list[str]):
     return parse_train(parser, train_flags(args, "sweep", flags))
 
 
-def apply_point(args, parser, base_flags: list[str], point: dict[str, str], arch: str):
-    """(flags, parsed flags, TrainingConfig) of the base with the point's values: the fields first, then
-    derived axes, computed from the model the rest of the point gives."""
+def apply_point(args, parser, base_flags: list[str], point: dict[str, str], arch: str, staged: set[str]):
+    """(flags, parsed flags, TrainingConfig) of the base with the point's values (`staged`: the per-stage
+    fields): the fields first, then derived axes, computed from the model the rest of the point gives."""
     derived = DERIVED_AXES.get(arch, {})
     flags = list(base_flags)
     for name, text in point.items():
         if name not in derived:
-            flags = set_setting(parser, flags, name, text)
+            flags = set_setting(parser, flags, name, text, name in staged)
     parsed, config = resolve(args, parser, flags)
     for name, text in point.items():
         if name in derived:
             for field, value in derived[name][0](config.model, text).items():
-                flags = set_setting(parser, flags, field, STAGES.join(map(str, value)))
+                flags = set_setting(parser, flags, field, STAGES.join(map(str, value)), per_stage=True)
             parsed, config = resolve(args, parser, flags)
     for name, text in point.items():  # every field took its value (a base flag spelt otherwise would not)
-        alone = parser.parse_args(set_setting(parser, [], name, text)) if name not in derived else None
-        if alone is not None and getattr(parsed, name) != getattr(alone, name):
+        if name in derived:
+            continue
+        alone = parser.parse_args(set_setting(parser, [], name, text, name in staged))
+        if getattr(parsed, name) != getattr(alone, name):
             raise UserError(f"the base's flags set {name} in a spelling the sweep cannot replace (an abbreviation?): "
                             "spell the flag in full there")
     return flags, parsed, config
@@ -476,13 +477,16 @@ def expand(args, base_name: str, base_flags: list[str]) -> list[Run]:
     groups = axis_names(parser, arch, args.bytes is not None)
     check_axes(args.vary, groups, arch, args.bytes is not None)
     axes = dict(args.vary)
+    # Per-stage fields are those the model holds one value per stage of (MEGABYTE's dim, depth, max_seq_len).
+    staged = {name for name, group in groups.items()
+              if group == "model" and isinstance(getattr(base.model, name, None), tuple)}
 
     def key(config):  # what a run is, its directory aside
         return dataclasses.replace(config, save_path="")
 
     def point_run(point):
         try:
-            return apply_point(args, parser, base_flags, point, arch)
+            return apply_point(args, parser, base_flags, point, arch, staged)
         except UserError as error:
             raise UserError(f"--vary {describe_point(point)}: {error}") from None
 
@@ -492,7 +496,7 @@ def expand(args, base_name: str, base_flags: list[str]) -> list[Run]:
                 if name in DERIVED_AXES.get(arch, {}):
                     positive_integer(text)
                 else:
-                    parser.parse_args(set_setting(parser, [], name, text))
+                    parser.parse_args(set_setting(parser, [], name, text, name in staged))
             except UserError as error:
                 raise UserError(f"--vary {name}={text}: {error}") from None
     runs, seen = [], {}
