@@ -1,0 +1,113 @@
+"""mlx_megabyte.sizing: the size `--preset auto` would pick for a time budget, on made-up speed tables
+(every expectation worked out by hand below), and the speed measurement on the tiny preset."""
+
+import json
+import math
+
+import pytest
+
+from mlx_megabyte import sizing
+from mlx_megabyte.models import architecture, build
+from mlx_megabyte.sizing import Candidate, choose
+
+# Made-up speeds: a larger model trains slower.
+TABLE = [Candidate("tiny", 200_000, 100_000.0, 4096), Candidate("small", 4_000_000, 12_500.0, 4096),
+         Candidate("big", 40_000_000, 1_000.0)]
+
+
+@pytest.mark.parametrize("budget,chosen,seen,per_parameter", [
+    # 100 s: tiny sees 10 MB, 50 per parameter (|ln 50/20| = 0.92); small 1.25 MB, 0.3125 (4.16): tiny.
+    (100, "tiny", 10_000_000, 50.0),
+    # 6,400 s: small sees 80 MB, exactly 20 per parameter; tiny 3,200 (5.08), big 0.16 (4.83): small.
+    (6_400, "small", 80_000_000, 20.0),
+    # 640,000 s: big sees 640 MB, 16 per parameter (|ln 0.8| = 0.22); small 2,000 (4.61): big.
+    (640_000, "big", 640_000_000, 16.0),
+])
+def test_the_size_whose_bytes_per_parameter_is_nearest_the_target_wins(budget, chosen, seen, per_parameter):
+    choice = choose(TABLE, budget)
+    assert choice.chosen.name == chosen
+    reason = next(r for r in choice.reasons if r.chosen)
+    assert reason.name == chosen and reason.bytes_seen == seen and reason.bytes_per_parameter == pytest.approx(per_parameter)
+    assert [r.chosen for r in choice.reasons].count(True) == 1
+    assert choice.bytes_per_parameter == sizing.DEFAULT_BYTES_PER_PARAMETER == 20
+
+
+def test_the_rules_constant_is_a_parameter():
+    # At 100 s small sees 0.3125 bytes per parameter: with that as the target it wins, though 20 picks tiny.
+    assert choose(TABLE, 100, bytes_per_parameter=0.3125).chosen.name == "small"
+    assert choose(TABLE, 100, bytes_per_parameter=0.3125).reasons[1].distance == pytest.approx(0)
+    # 500 per parameter: tiny sees 50 (|ln 0.1| = 2.30), small 0.3125 (7.38): tiny.
+    assert choose(TABLE, 100, bytes_per_parameter=500).chosen.name == "tiny"
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_a_tie_goes_to_the_smaller_model(order):
+    # At 100 s, A sees 10,000 bytes for 1,000 parameters (10, half the target) and B 20,000 for 500 (40,
+    # twice it): equally far in ratio, so the smaller B, whichever comes first.
+    candidates = [Candidate("A", 1_000, 100.0), Candidate("B", 500, 200.0)][::order]
+    choice = choose(candidates, 100)
+    assert choice.chosen.name == "B"
+    distances = {r.name: r.distance for r in choice.reasons}
+    assert distances["A"] == pytest.approx(math.log(2)) and distances["B"] == pytest.approx(math.log(2))
+
+
+def test_the_reasons_are_data_and_a_printable_explanation():
+    choice = choose(TABLE, 100)
+    data = json.loads(json.dumps(choice.to_dict()))  # plain JSON
+    assert data["chosen"] == "tiny" and data["time_budget"] == 100 and data["bytes_per_parameter"] == 20
+    assert "nearest 20 in ratio" in data["rule"]
+    rows = {row["name"]: row for row in data["candidates"]}
+    assert rows["tiny"]["steps"] == 10_000_000 // 4096 == 2441  # what --iters would need
+    assert rows["big"]["steps"] is None  # its bytes per step unknown
+    assert rows["small"]["bytes_seen"] == 1_250_000 and rows["small"]["bytes_per_parameter"] == 0.3125
+    text = choice.explain()
+    assert text.splitlines()[0] == "--preset auto: tiny (200,000 parameters) for 100 s of training"
+    assert "100,000 bytes/s here: 10,000,000 bytes in the budget, 50 per parameter" in text
+    assert f"rule: {choice.rule}" in text
+    assert "* tiny" in text and "  small" in text and "* small" not in text
+
+
+@pytest.mark.parametrize("candidates,budget,fragment", [
+    ([], 100, "at least one candidate"),
+    (TABLE, 0, "time budget"),
+    (TABLE, math.inf, "time budget"),
+    ([Candidate("x", 1_000, math.nan)], 100, "candidate 'x'"),
+    ([Candidate("x", 0, 10.0)], 100, "candidate 'x'"),
+])
+def test_impossible_tables_are_refused_in_a_sentence(candidates, budget, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        choose(candidates, budget)
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_measure_times_only_the_steps_after_the_warm_up(monkeypatch, accumulation):
+    """A clock that moves one second per reading: three timed steps in three seconds, whatever the
+    machine, and the two warm-up steps run but are not counted."""
+    from mlx_megabyte import trainer
+
+    calls = []
+
+    class CountingStep(trainer.TrainStep):
+        def __call__(self, batch, loss_scale=1.0):
+            calls.append(batch.shape)
+            return super().__call__(batch, loss_scale)
+
+    monkeypatch.setattr(trainer, "TrainStep", CountingStep)
+    ticks = iter(range(1000))
+    tiny = architecture("megabyte").presets["tiny"]
+    config = trainer.TrainingConfig(model=tiny, batch_size=2, grad_accumulation_steps=accumulation)
+    measured = sizing.measure("tiny", config, seconds=3, warmup_steps=2, clock=lambda: float(next(ticks)))
+    assert calls == [(2 * accumulation, 256)] * 5  # 2 warm-up + 3 timed, of the batch train would use
+    assert measured.measured_steps == 3 and measured.measured_seconds == 3.0
+    assert measured.bytes_per_step == 2 * accumulation * 256
+    assert measured.bytes_per_second == 3 * 2 * accumulation * 256 / 3
+    assert measured.parameters == build(tiny).num_parameters() == 191_168
+    assert measured.name == "tiny"
+
+
+def test_measure_refuses_no_time():
+    tiny = architecture("megabyte").presets["tiny"]
+    from mlx_megabyte.trainer import TrainingConfig
+
+    with pytest.raises(ValueError, match="positive number of seconds"):
+        sizing.measure("tiny", TrainingConfig(model=tiny), seconds=0)
