@@ -20,7 +20,14 @@ from .cli import seed as seed_type
 from .errors import UserError
 from .generation import DEFAULT_MAX_TOKENS
 from .repl import interactive, print_story, statistics
-from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, DEFAULT_TOP_K, DEFAULT_TOP_P, RANGES, make_sampler
+from .sampling import (
+    DEFAULT_MIN_P,
+    DEFAULT_TEMP,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+    RANGES,
+    make_sampler,
+)
 from .text import encode_prompt, instruct_prompt
 from .weights import load_for_inference
 

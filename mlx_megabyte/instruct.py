@@ -48,7 +48,13 @@ from rich.table import Table
 
 from .generation import fit_context, generate_step, keyed_sampler
 from .kernels import cross_entropy
-from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, DEFAULT_TOP_K, DEFAULT_TOP_P, make_sampler
+from .sampling import (
+    DEFAULT_MIN_P,
+    DEFAULT_TEMP,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+    make_sampler,
+)
 from .text import EOT, encode_prompt
 
 DEFAULT_SEED = 0

@@ -149,8 +149,10 @@ def measure(name: str, config, seconds: float = DEFAULT_MEASURE_SECONDS, warmup_
     import numpy as np
 
     from .models import build
-    from .trainer import DTYPES, LossScale, TrainStep, make_optimizer
+    from .optim import LossScale, TrainStep, make_optimizer
+    from .runtime import DTYPES
 
+    mx.clear_cache()  # what an earlier candidate left: this one may be larger
     mx.random.seed(config.seed)
     model = build(config.model)
     model.train()
@@ -176,11 +178,8 @@ def measure(name: str, config, seconds: float = DEFAULT_MEASURE_SECONDS, warmup_
         elapsed = clock() - start
         if elapsed >= seconds:
             break
-    parameters = model.num_parameters()
-    del model, optimizer, step
-    mx.clear_cache()  # the next candidate may be larger
-    return Candidate(name, parameters, steps * config.bytes_per_rank_step / elapsed, config.bytes_per_rank_step,
-                     steps, elapsed)
+    return Candidate(name, model.num_parameters(), steps * config.bytes_per_rank_step / elapsed,
+                     config.bytes_per_rank_step, steps, elapsed)
 
 
 def measure_all(configs: Mapping[str, object], seconds: float = DEFAULT_MEASURE_SECONDS,

@@ -83,16 +83,16 @@ def test_impossible_tables_are_refused_in_a_sentence(candidates, budget, fragmen
 def test_measure_times_only_the_steps_after_the_warm_up(monkeypatch, accumulation):
     """A clock that moves one second per reading: three timed steps in three seconds, whatever the
     machine, and the two warm-up steps run but are not counted."""
-    from mlx_megabyte import trainer
+    from mlx_megabyte import optim, trainer
 
     calls = []
 
-    class CountingStep(trainer.TrainStep):
+    class CountingStep(optim.TrainStep):
         def __call__(self, batch, loss_scale=1.0):
             calls.append(batch.shape)
             return super().__call__(batch, loss_scale)
 
-    monkeypatch.setattr(trainer, "TrainStep", CountingStep)
+    monkeypatch.setattr(optim, "TrainStep", CountingStep)
     ticks = iter(range(1000))
     tiny = architecture("megabyte").presets["tiny"]
     config = trainer.TrainingConfig(model=tiny, batch_size=2, grad_accumulation_steps=accumulation)

@@ -34,14 +34,12 @@ from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 
 from ..base import Model, checkpointed
 from ..layers import Attention, FeedForward, RMSNorm
 from .boundaries import boundaries, gather_boundaries, scatter_back
 from .cache import SpaceByteCache
 from .config import SpaceByteConfig
-
 
 # --- modules ------------------------------------------------------------------------------------------
 
