@@ -38,6 +38,7 @@ from . import stories
 from .errors import UserError
 from .files import atomic_path, file_sha256, write_text
 from .hub import hub_reachable
+from .instruct import story_mask
 from .text import EOT
 
 # 2: local files are keyed by a hash of their bytes, not their mtime. 3: local documents keep their
@@ -49,6 +50,7 @@ _SUBSTITUTED = bytes.maketrans(bytes(RESERVED), bytes([SUBSTITUTE]) * len(RESERV
 MARKER = "<|endoftext|>"  # how TinyStories' text files separate stories
 HUB_DATASETS = {"tinystories": "roneneldan/TinyStories", "tinystories-instruct": "roneneldan/TinyStoriesInstruct"}
 BUILTIN = {"builtin": False, "builtin-instruct": True}  # name -> instruct records?
+INSTRUCT_SOURCES = {"builtin-instruct", "tinystories-instruct"}
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
 DEFAULT_CACHE = Path(os.environ.get("MLX_MEGABYTE_CACHE", Path.home() / ".cache" / "mlx-megabyte"))
 _READ_CHUNK = 1 << 24
@@ -108,6 +110,28 @@ class Corpus:
     def describe(self) -> str:
         """What the bytes are, exactly: the data line of train and evaluate."""
         return "; ".join(f"{what}: {encoding.describe()}" for what, encoding in self.encodings.values())
+
+    def story_mask(self, split: str) -> np.ndarray:
+        """(len(split),) uint8, 1 on the story bytes of the split's instruct records (instruct.story_mask:
+        after "Story:", with the end-of-text byte that closes each story), 0 elsewhere. Computed once and
+        kept beside the split (`train.mask`), memory-mapped like it."""
+        stream = getattr(self, split)
+        path = self.directory / f"{split}.mask"
+        with _exclusive(self.directory / ".lock"):
+            if not path.is_file() or path.stat().st_size != len(stream):
+                with atomic_path(path) as temporary:
+                    story_mask(stream).astype(np.uint8).tofile(temporary)
+        return np.memmap(path, dtype=np.uint8, mode="r")
+
+    @property
+    def instruct(self) -> bool:
+        """Whether the training bytes are instruct records (what `generate --instruct` asks a model to
+        have learned): the named instruct sources, or local data with a "Story:" line in its first MiB."""
+        if self.source in INSTRUCT_SOURCES:
+            return True
+        if self.source in BUILTIN or self.source in HUB_DATASETS:
+            return False
+        return bool(story_mask(self.train[: 1 << 20]).any())
 
 
 def decode(data: bytes) -> str:
@@ -466,19 +490,25 @@ class Batches:
     """Random windows of `length` bytes, `batch_size` per call, reproducible from `seed` and resumable.
 
     With several data-parallel ranks every rank draws the same global batch of batch_size * world windows
-    and keeps its own slice, so the global batch is the same whatever the world size.
+    and keeps its own slice, so the global batch is the same whatever the world size. With a `mask` (one
+    byte per byte of `data`: which ones the loss counts) a batch is (bytes, mask), the same windows of both.
     """
 
-    def __init__(self, data: np.ndarray, length: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, data: np.ndarray, length: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                 mask: np.ndarray | None = None):
         if len(data) < length:
             raise UserError(f"the data holds {len(data)} bytes, fewer than one window of {length}")
         self.windows = np.lib.stride_tricks.sliding_window_view(data, length)
+        self.mask_windows = None if mask is None else np.lib.stride_tricks.sliding_window_view(mask, length)
         self.batch_size, self.rank, self.world = batch_size, rank, world
         self.rng = np.random.default_rng(seed)
 
-    def __next__(self) -> np.ndarray:  # (batch_size, length) uint8
+    def __next__(self):  # (batch_size, length) uint8, or two of them with a mask
         starts = self.rng.integers(0, len(self.windows), size=self.batch_size * self.world)
-        return self.windows[starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]]
+        mine = starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+        if self.mask_windows is None:
+            return self.windows[mine]
+        return self.windows[mine], self.mask_windows[mine]
 
     def __iter__(self):
         return self
@@ -493,7 +523,8 @@ class Batches:
 
 
 def evaluation_windows(data: np.ndarray, length: int, count: int) -> np.ndarray:
-    """`count` fixed windows spread evenly over `data`, so validation numbers compare across steps."""
+    """`count` fixed windows spread evenly over `data` (or over a mask of it: the same windows), so
+    validation numbers compare across steps."""
     if len(data) < length:
         raise UserError(f"the validation data holds {len(data)} bytes, fewer than one window of {length}")
     starts = np.linspace(0, len(data) - length, num=count).astype(np.int64)

@@ -14,7 +14,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from . import kernels
 from .checkpoint import assign_leaves
-from .models import loss_fn
+from .models import summed_loss
 
 
 class AdamW(optim.AdamW):
@@ -109,6 +109,12 @@ class TrainStep:
     and random state are compile inputs and outputs, so a call updates them in place (mlx-lm's
     pattern). With accumulation, micro-batches are summed one at a time (less memory) and applied once.
 
+    A batch is the bytes (N, L), or (bytes, mask) where the loss counts only the bytes the mask marks
+    (`train --mask-prompt`: the stories of instruct records). The loss is the mean over every counted
+    byte of the global batch (all micro-batches, all ranks), not a mean of per-part means, which would
+    weigh a byte by how many bytes its part happens to count: each part's summed loss is divided by the
+    global count, known before the step (one all_sum of a number).
+
     Mixed precision (`compute_dtype` bfloat16 or float16): the model's parameters and AdamW's state stay
     float32 (the master weights); each step casts the parameters to `compute_dtype` for the forward and
     backward passes, whose gradients arrive back in float32. With `loss_scaling` (float16) a step whose
@@ -122,24 +128,27 @@ class TrainStep:
         self.applied = mx.array(True)
         state = [model.state, optimizer.state, mx.random.state]
 
-        if compute_dtype == mx.float32:
-            plain = nn.value_and_grad(model, loss_fn)
+        def share_of_loss(model, share, *batch):  # this part's summed loss over the global count / world
+            return summed_loss(model, *batch)[0] / share
 
-            def loss_and_grad(batch, scale):
-                return plain(model, batch)
+        if compute_dtype == mx.float32:
+            plain = nn.value_and_grad(model, share_of_loss)
+
+            def loss_and_grad(batch, share, scale):
+                return plain(model, share, *batch)
         else:
-            def loss_and_grad(batch, scale):
+            def loss_and_grad(batch, share, scale):
                 masters = model.trainable_parameters()
 
                 def scaled_loss(params):
                     model.update(tree_map(lambda p: p.astype(compute_dtype) if mx.issubdtype(p.dtype, mx.floating) else p, params))
-                    return loss_fn(model, batch) * scale
+                    return share_of_loss(model, share, *batch) * scale
 
                 loss, grads = mx.value_and_grad(scaled_loss)(masters)
                 model.update(masters)  # the float32 masters again, for the optimizer
                 return loss / scale, tree_map(lambda g: g / scale, grads)
 
-        def average(loss, grads):
+        def average(loss, grads):  # each rank's share is divided by count / world: the mean is the global one
             if world > 1:
                 loss = mx.distributed.all_sum(loss) / world
                 grads = nn.average_gradients(grads)
@@ -165,13 +174,13 @@ class TrainStep:
             return norm, finite
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def step(batch, scale):
-            loss, grads = average(*loss_and_grad(batch, scale))
+        def step(batch, share, scale):
+            loss, grads = average(*loss_and_grad(batch, share, scale))
             return (loss, *update(grads))
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def gradients(batch, scale):
-            return loss_and_grad(batch, scale)
+        def gradients(batch, share, scale):
+            return loss_and_grad(batch, share, scale)
 
         @partial(mx.compile, inputs=state, outputs=state)
         def apply(loss, grads):
@@ -179,19 +188,33 @@ class TrainStep:
             return (loss, *update(grads))
 
         self._step, self._gradients, self._apply = step, gradients, apply
+        self.world, self.pad_id = world, model.config.pad_id
 
     def __call__(self, batch, loss_scale: float = 1.0) -> tuple[mx.array, mx.array]:
-        """(loss, gradient norm), lazy, for a (batch_size * accumulation, length) batch of bytes."""
+        """(loss, gradient norm), lazy, for a (batch_size * accumulation, length) batch of bytes (or bytes
+        and mask)."""
         scale = mx.array(loss_scale, dtype=mx.float32)
+        parts = tuple(np.asarray(p) for p in (batch if isinstance(batch, tuple) else (batch,)))
+        share = self._share(parts)
         if self.accumulation == 1:
-            loss, norm, self.applied = self._step(mx.array(batch), scale)
+            loss, norm, self.applied = self._step(tuple(map(mx.array, parts)), share, scale)
             return loss, norm
         total_loss, total_grads = 0.0, None
-        for micro in np.split(np.asarray(batch), self.accumulation):
-            loss, grads = self._gradients(mx.array(micro), scale)
+        for micro in zip(*(np.split(p, self.accumulation) for p in parts)):
+            loss, grads = self._gradients(tuple(map(mx.array, micro)), share, scale)
             total_loss = total_loss + loss
             total_grads = grads if total_grads is None else tree_map(lambda a, b: a + b, total_grads, grads)
             mx.eval(total_loss, total_grads)  # one micro-batch's activations alive at a time
-        factor = 1.0 / self.accumulation
-        loss, norm, self.applied = self._apply(total_loss * factor, tree_map(lambda g: g * factor, total_grads))
+        loss, norm, self.applied = self._apply(total_loss, total_grads)
         return loss, norm
+
+    def _share(self, parts) -> mx.array:
+        """The bytes the loss counts in the global batch (!= pad_id, and marked by the mask), over the
+        number of ranks: what each rank divides its summed loss by."""
+        counted = parts[0] != self.pad_id
+        if len(parts) > 1:
+            counted &= parts[1].astype(bool)
+        total = mx.array(np.count_nonzero(counted), dtype=mx.float32)
+        if self.world > 1:
+            total = mx.distributed.all_sum(total)
+        return mx.maximum(total, 1) / self.world

@@ -29,6 +29,7 @@ def settings(trainer) -> dict:
     return {"data": trainer.corpus.source, "data_key": trainer.corpus.directory.name, "seed": config.seed,
             "world_size": trainer.world, "batch_size": config.batch_size,
             "grad_accumulation_steps": config.grad_accumulation_steps, "dtype": config.dtype,
+            "mask_prompt": config.mask_prompt,
             **{key: getattr(config, key) for key in SCHEDULE}}
 
 
@@ -39,6 +40,7 @@ def record(trainer) -> dict:
         "batches": trainer.data_state,
         "best_val_bpb": trainer.best_bpb if math.isfinite(trainer.best_bpb) else None,
         "train_seconds": trainer.train_seconds,
+        "instruct": trainer.instruct,
         **({"loss_scale": trainer.loss_scale.state} if trainer.loss_scale else {}),
         **settings(trainer),
     }
@@ -105,5 +107,8 @@ def check_settings(trainer, state: dict) -> None:
                             f"(its encoding {state[key]} is now {mine}: the files changed, or this version of "
                             "mlx-megabyte encodes them differently); resume on the same data or start a new run")
         flag = "--" + key.replace("_", "-")
+        if isinstance(mine, bool):
+            raise UserError(f"--resume: the run {'used' if state[key] else 'did not use'} {flag}: "
+                            f"{'pass it' if state[key] else 'drop it'} to continue it")
         hint = f", or add --reschedule to use {flag} {mine} from here on" if key in SCHEDULE else ""
         raise UserError(f"--resume: the run used {flag} {state[key]}, not {mine}: pass the same value{hint}")

@@ -124,6 +124,9 @@ def add_data_flags(source) -> None:
     source.add_argument("--val-fraction", type=flag("val_fraction"), default=DEFAULTS["val_fraction"], help="held out when a local source has no --val-data")
     source.add_argument("--builtin-mb", type=flag("builtin_mb"), default=DEFAULTS["builtin_mb"], help="size of the built-in corpus in MB")
     source.add_argument("--cache-dir", help=f"where encoded data is kept (default: {data.DEFAULT_CACHE})")
+    source.add_argument("--mask-prompt", action="store_true",
+                        help="instruct records: the loss (and validation bits per byte) counts only the story bytes, "
+                        "after 'Story:' with the end-of-text byte that closes each, not the prompt")
 
 
 def add_optimisation_flags(train) -> None:
@@ -266,6 +269,8 @@ def run(args, console) -> dict:
             watchdog.beat("preparing the data", timeout=float("inf"))
         corpus = data.prepare(config.data, config.val_data, config.val_fraction, config.cache_dir, config.builtin_mb,
                               console=console if chief else None)
+        if config.mask_prompt:  # computed (once per machine) and kept before the ranks meet
+            corpus.story_mask("train"), corpus.story_mask("val")
         if watchdog:
             watchdog.beat("waiting for the other ranks to prepare the data")
             distributed.barrier(group)

@@ -73,6 +73,7 @@ class TrainingConfig:
     val_fraction: float = 0.05  # held out when a local source has no val_data
     builtin_mb: float = 16
     cache_dir: str | None = None
+    mask_prompt: bool = False  # the loss counts only the stories of instruct records (after "Story:")
     # optimisation
     batch_size: int = 16  # windows per step and rank
     grad_accumulation_steps: int = 1
@@ -159,10 +160,16 @@ class Trainer:
         self._evaluate = mx.compile(partial(summed_loss, self.model), inputs=[self.model.state])
         length = config.model.context_length
         check_sizes(config, corpus, length)
+        self.instruct = corpus.instruct  # recorded with the weights: may `generate --instruct` use them?
+        train_mask, val_mask = story_masks(config, corpus) if config.mask_prompt else (None, None)
         self.batches = data.Batches(corpus.train, length, config.batch_size * config.grad_accumulation_steps,
-                                    config.seed, self.rank, self.world)
+                                    config.seed, self.rank, self.world, mask=train_mask)
         self.data_state = self.batches.state
-        self.eval_windows = data.evaluation_windows(corpus.val, length, config.eval_batches * config.batch_size)
+        # --eval-batches per rank: the same windows, each rank a share, whatever the number of ranks
+        count = config.eval_batches * config.batch_size * self.world
+        self.eval_windows = data.evaluation_windows(corpus.val, length, count)
+        self.eval_masks = None if val_mask is None else data.evaluation_windows(val_mask, length, count)
+        self.counted = "story bytes" if config.mask_prompt else "bytes"  # what the losses are per
         self.step = 0
         self.best_bpb = math.inf
         self.train_seconds = 0.0  # wall-clock of the training steps so far (resumed runs continue it)
@@ -180,13 +187,13 @@ class Trainer:
 
     # --- one step ---
 
-    def next_batch(self) -> np.ndarray:
-        """This rank's next batch. The sampler state *before* drawing it is what a checkpoint stores:
+    def next_batch(self):
+        """This rank's next batch (bytes, or bytes and story mask). The sampler state *before* drawing it is what a checkpoint stores:
         the loop prefetches a batch while a step runs, and a resumed run must draw that batch again."""
         self.data_state = self.batches.state
         return next(self.batches)
 
-    def train_step(self, batch: np.ndarray):
+    def train_step(self, batch):
         """One optimizer step on this rank's bytes; lazy (loss, gradient norm)."""
         # Dropout draws from mx.random: seeding by step makes a resumed run draw what an unbroken one does.
         mx.random.seed(self.config.seed * 1_000_003 + self.step)
@@ -197,9 +204,11 @@ class Trainer:
         self.model.eval()
         total, counted = mx.array(0.0), mx.array(0)
         windows = self.eval_windows[self.rank :: self.world]  # each rank its share
+        masks = None if self.eval_masks is None else self.eval_masks[self.rank :: self.world]
         batch = self.config.batch_size
         for start in range(0, len(windows), batch):
-            loss, count = self._evaluate(mx.array(windows[start : start + batch]))
+            parts = [windows[start : start + batch]] + ([] if masks is None else [masks[start : start + batch]])
+            loss, count = self._evaluate(*map(mx.array, parts))
             total, counted = total + loss, counted + count
             mx.eval(total, counted)
         total, counted = distributed.total([total, counted.astype(mx.float32)], self.group)
@@ -262,7 +271,8 @@ class Trainer:
         else:
             latest = checkpoint.latest_checkpoint(self.run_dir) if self.chief else ""
             budget = f" (the time budget of {config.time_budget:g} s is spent)" if self.summary.get("time_budget_reached") else ""
-            self.say(f"done: {self.step} steps{budget}; best validation {self.best_bpb:.4f} bits per byte; weights in "
+            self.say(f"done: {self.step} steps{budget}; best validation {self.best_bpb:.4f} bits per "
+                     f"{self.counted.removesuffix('s')}; weights in "
                      f"{self.run_dir / checkpoint.BEST} (best) and {latest}")
         return self.summary
 
@@ -319,10 +329,13 @@ class Trainer:
         val_bpb = val_loss / LN2
         improved = val_bpb < self.best_bpb
         self.best_bpb = min(self.best_bpb, val_bpb)
-        metrics.write({"step": self.step, "val_loss": val_loss, "val_bpb": val_bpb, "train_seconds": self.train_seconds})
+        counted = {"counted": self.counted} if self.config.mask_prompt else {}
+        metrics.write({"step": self.step, "val_loss": val_loss, "val_bpb": val_bpb, "train_seconds": self.train_seconds,
+                       **counted})
         self.summary.update(val_loss=val_loss, val_bpb=val_bpb)
+        per = "story byte" if self.config.mask_prompt else "byte"
         self.say(f"step {self.step}: train loss {self.summary.get('loss', math.nan):.4f}, validation loss {val_loss:.4f} "
-                 f"({val_bpb:.4f} bits per byte){' *' if improved else ''}")
+                 f"({val_bpb:.4f} bits per {per}){' *' if improved else ''}")
         if improved:
             self.save_best(val_bpb)
 
@@ -348,7 +361,8 @@ class Trainer:
     def save_best(self, val_bpb: float) -> None:
         if self.chief:
             self.check_finite("saving the best weights")
-            checkpoint.save_best(self.run_dir, self.model, {"step": self.step, "val_bpb": val_bpb, "data": self.corpus.source})
+            checkpoint.save_best(self.run_dir, self.model, {"step": self.step, "val_bpb": val_bpb, "data": self.corpus.source,
+                                                            "instruct": self.instruct, "counted": self.counted})
 
     def check_finite(self, doing: str) -> None:
         """Refuse to write weights that hold a NaN or an infinity: an update can poison them one step
@@ -377,6 +391,19 @@ class StopRequested:
 
     def restore(self):
         signal.signal(signal.SIGINT, self.previous)
+
+
+def story_masks(config: TrainingConfig, corpus: data.Corpus) -> tuple[np.ndarray, np.ndarray]:
+    """--mask-prompt: which bytes of each split the loss counts (the stories of instruct records); a
+    split with no story bytes is refused (every loss would be 0 / 0)."""
+    masks = corpus.story_mask("train"), corpus.story_mask("val")
+    val_source = f"--val-data {config.val_data}" if config.val_data else f"the validation split of {config.data}"
+    for where, mask in zip((f"--data {config.data}", val_source), masks):
+        if not mask.any():
+            raise UserError(f"--mask-prompt counts only the stories of instruct records, and {where} holds none "
+                            "(no line starting with 'Story:'): use builtin-instruct, tinystories-instruct or records "
+                            "in their layout, or drop --mask-prompt")
+    return masks
 
 
 def check_sizes(config: TrainingConfig, corpus: data.Corpus, length: int) -> None:
@@ -415,5 +442,11 @@ def describe(trainer: Trainer) -> list[str]:
         f" ({corpus.directory}); {corpus.describe()}",
         f"training: {trainer.bytes_per_step:,} bytes per step" + (f" over {trainer.world} ranks" if trainer.world > 1 else "")
         + f"{restored}; run directory {config.save_path}",
-    ]
+    ] + ([_masked_line(trainer)] if config.mask_prompt else [])
+
+
+def _masked_line(trainer: Trainer) -> str:
+    share = trainer.corpus.story_mask("train").mean()
+    return (f"loss: over the story bytes of instruct records only (--mask-prompt), {share:.0%} of the training bytes; "
+            "validation bits per byte are per story byte")
 

@@ -38,9 +38,16 @@ def weights_of(run_dir):
     return mx.load(str(checkpoint.latest_checkpoint(run_dir) / "model.safetensors"))
 
 
-@pytest.mark.parametrize("arch", ["megabyte", "spacebyte"])
-def test_two_ranks_equal_one_process_over_the_same_global_batches(tmp_path, cache, arch):
-    flags = ["--iters", "4", "--steps-per-eval", "2", "--cache-dir", cache, "--arch", arch]
+def val_losses(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["val_loss"] for r in lines if "val_loss" in r]
+
+
+@pytest.mark.parametrize("arch, extra", [("megabyte", []), ("spacebyte", []),
+                                         ("megabyte", ["--data", "builtin-instruct", "--mask-prompt"])],
+                         ids=["megabyte", "spacebyte", "megabyte-mask-prompt"])
+def test_two_ranks_equal_one_process_over_the_same_global_batches(tmp_path, cache, arch, extra):
+    flags = ["--iters", "4", "--steps-per-eval", "2", "--cache-dir", cache, "--arch", arch, *extra]
     single = subprocess.run([sys.executable, *TRAIN, *flags, "--batch-size", "4", "--save-path", str(tmp_path / "one")],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
@@ -55,6 +62,8 @@ def test_two_ranks_equal_one_process_over_the_same_global_batches(tmp_path, cach
     assert set(one) == set(two)
     worst = max(mx.abs(one[k] - two[k]).max().item() for k in one)
     assert worst <= 1e-5, worst
+    # validation over each rank's share of the windows (and of their story masks) sums to one process's
+    assert val_losses(tmp_path / "two") == pytest.approx(val_losses(tmp_path / "one"), abs=1e-5)
     # only rank 0 wrote: one metrics file, one line per step and evaluation
     lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 2, 3, 4, 4]

@@ -183,19 +183,21 @@ class Architecture:
 # --- the loss ----------------------------------------------------------------------------------------
 
 
-def loss_fn(model: Model, ids: mx.array) -> mx.array:
-    """Mean next-byte cross-entropy (nats) over bytes != pad_id, byte 0 predicted by the start; for
-    MEGABYTE megabyte-pytorch's forward(ids, return_loss=True)."""
-    total, counted = summed_loss(model, ids)
-    return total / counted
+def loss_fn(model: Model, ids: mx.array, mask: mx.array | None = None) -> mx.array:
+    """Mean next-byte cross-entropy (nats) over bytes != pad_id (and, with a mask, only the bytes it
+    marks), byte 0 predicted by the start; for MEGABYTE megabyte-pytorch's forward(ids, return_loss=True)."""
+    total, counted = summed_loss(model, ids, mask)
+    return total / mx.maximum(counted, 1)
 
 
-def summed_loss(model: Model, ids: mx.array) -> tuple[mx.array, mx.array]:
-    """(summed cross-entropy, number of bytes != pad_id): sums that add up exactly across batches and
-    windows of any length, for validation and evaluation."""
+def summed_loss(model: Model, ids: mx.array, mask: mx.array | None = None) -> tuple[mx.array, mx.array]:
+    """(summed cross-entropy, number of bytes counted: != pad_id, and marked by `mask` (B, L) if given):
+    sums that add up exactly across batches and windows of any length, for validation and evaluation."""
     logits = model(ids, include_start=True)[:, :-1]  # [:, t] predicts byte t
     losses = cross_entropy(logits, ids)  # float32, whatever the logits' dtype (mixed precision)
     counted = ids != model.config.pad_id
+    if mask is not None:
+        counted = counted & mask.astype(mx.bool_)
     return mx.sum(losses * counted), mx.sum(counted)
 
 

@@ -1,0 +1,159 @@
+"""`train --mask-prompt`: the loss counts only the story bytes of instruct records, exactly, everywhere a
+loss is computed (a step, accumulation, ranks, validation, resume)."""
+
+import io
+import json
+import shutil
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+from rich.console import Console
+
+from mlx_megabyte import data, stories
+from mlx_megabyte.errors import UserError
+from mlx_megabyte.instruct import story_mask
+from mlx_megabyte.models import ARCHITECTURES, build, loss_fn, summed_loss
+from mlx_megabyte.optim import TrainStep, make_optimizer
+from mlx_megabyte.text import EOT
+from mlx_megabyte.train import build_parser, run, training_config
+
+BASE = ["--preset", "tiny", "--data", "builtin-instruct", "--builtin-mb", "0.4", "--batch-size", "4",
+        "--eval-batches", "2", "--steps-per-sample", "0", "--quiet", "--mask-prompt"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("data-cache"))
+
+
+@pytest.fixture(scope="module")
+def records():
+    """A stream of built-in instruct records, as data.prepare encodes them."""
+    text = b"".join(doc.encode() + bytes([EOT]) for doc in stories.documents(0, 20_000, instruct=True))
+    return np.frombuffer(text, np.uint8)
+
+
+def windows(stream, length, count, seed=0):
+    starts = np.random.default_rng(seed).integers(0, len(stream) - length, size=count)
+    ids = np.stack([stream[s : s + length] for s in starts])
+    mask = story_mask(stream)
+    return ids, np.stack([mask[s : s + length] for s in starts])
+
+
+def naive_story_loss(model, ids, mask):
+    """Mean cross-entropy over the story bytes, by hand: float64 log-softmax, one byte at a time."""
+    logits = np.array(model(mx.array(ids), include_start=True)[:, :-1].astype(mx.float32), dtype=np.float64)
+    total, counted = 0.0, 0
+    for b in range(ids.shape[0]):
+        for t in range(ids.shape[1]):
+            if mask[b, t] and ids[b, t] != model.config.pad_id:
+                row = logits[b, t]
+                top = row.max()
+                total += top + np.log(np.exp(row - top).sum()) - row[ids[b, t]]
+                counted += 1
+    return total / counted, counted
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_masked_loss_is_the_naive_mean_over_story_bytes(arch, records):
+    mx.random.seed(0)
+    model = build(ARCHITECTURES[arch].presets["tiny"])
+    ids, mask = windows(records, model.config.context_length, 3)
+    want, counted = naive_story_loss(model, ids, mask)
+    assert 0 < counted < ids.size  # some prompt bytes are left out, some story bytes counted
+    got = loss_fn(model, mx.array(ids), mx.array(mask)).item()
+    assert got == pytest.approx(want, rel=1e-5)
+    total, count = summed_loss(model, mx.array(ids), mx.array(mask))
+    assert count.item() == counted and total.item() == pytest.approx(want * counted, rel=1e-5)
+    # without the mask every byte counts, and the loss differs
+    assert loss_fn(model, mx.array(ids)).item() != pytest.approx(want, rel=1e-3)
+
+
+def test_a_step_is_the_global_mean_over_story_bytes_with_or_without_accumulation(records):
+    """The micro-batches count different numbers of story bytes: a step's loss is the mean over all of
+    them (naively recomputed), and accumulating gives the same loss and the same updated weights."""
+    config = training_config(build_parser().parse_args(BASE + ["--learning-rate", "1e-2"]))
+    ids, mask = windows(records, config.model.context_length, 4, seed=1)
+    assert mask[:2].sum() != mask[2:].sum()  # the two halves count different numbers of bytes
+    results = []
+    for accumulation in (1, 2):
+        mx.random.seed(0)
+        model = build(config.model)
+        want, _ = naive_story_loss(model, ids, mask)
+        optimizer = make_optimizer(config)
+        step = TrainStep(model, optimizer, grad_clip=1.0, accumulation=accumulation)
+        loss, _ = step((ids, mask))
+        assert loss.item() == pytest.approx(want, rel=1e-5)
+        results.append(dict(tree_flatten(model.parameters())))
+    worst = max(mx.abs(results[0][k] - results[1][k]).max().item() for k in results[0])
+    assert worst < 1e-6, worst
+
+
+def test_masked_batches_are_the_same_windows_of_bytes_and_mask():
+    stream = (np.arange(5000) % 251).astype(np.uint8)
+    mask = (stream % 3 == 0).astype(np.uint8)
+    plain = data.Batches(stream, 16, 4, seed=3)
+    masked = data.Batches(stream, 16, 4, seed=3, mask=mask, rank=0, world=1)
+    for _ in range(3):
+        ids, marks = next(masked)
+        assert np.array_equal(ids, next(plain))  # the mask changes no window
+        assert np.array_equal(marks, (ids % 3 == 0).astype(np.uint8))
+
+
+def test_the_story_mask_is_kept_beside_the_split(tmp_path):
+    corpus = data.prepare("builtin-instruct", cache_dir=tmp_path, builtin_mb=0.2)
+    first = corpus.story_mask("val")
+    assert np.array_equal(first, story_mask(corpus.val))
+    saved = corpus.directory / "val.mask"
+    assert saved.stat().st_size == len(corpus.val)
+    before = saved.stat().st_mtime_ns
+    assert np.array_equal(corpus.story_mask("val"), first) and saved.stat().st_mtime_ns == before  # reused
+    assert corpus.instruct and not data.prepare("builtin", cache_dir=tmp_path, builtin_mb=0.2).instruct
+
+
+def train(tmp_path, cache, *extra, name="run", base=BASE):
+    args = build_parser().parse_args([*base, "--cache-dir", cache, "--save-path", str(tmp_path / name), *extra])
+    console = Console(file=io.StringIO(), width=300)
+    return run(args, console), console.file.getvalue()
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_resumed_masked_run_matches_an_unbroken_one(tmp_path, cache):
+    flags = ["--iters", "12", "--steps-per-eval", "6", "--keep-checkpoints", "2"]
+    _, output = train(tmp_path, cache, *flags, name="straight")
+    assert "bits per story byte" in output and "--mask-prompt" in output
+    shutil.copytree(tmp_path / "straight", tmp_path / "broken")
+    shutil.rmtree(tmp_path / "broken" / "checkpoints" / "step-00000012")  # as if it stopped after step 6
+    _, output = train(tmp_path, cache, *flags, "--resume", name="broken")
+    assert "resumed from" in output
+    def losses(run_dir):  # every step's loss and every validation loss, exactly
+        return [(r["step"], r.get("loss"), r.get("val_loss")) for r in metrics(run_dir)]
+
+    assert losses(tmp_path / "broken") == losses(tmp_path / "straight")
+    assert {r.get("counted") for r in metrics(tmp_path / "straight") if "val_loss" in r} == {"story bytes"}
+    best = json.loads((tmp_path / "straight" / "best" / "trainer_state.json").read_text())
+    assert best["instruct"] is True and best["counted"] == "story bytes"
+    # the mask is a setting of the run: resuming without it is refused in one line
+    with pytest.raises(UserError, match="the run used --mask-prompt: pass it"):
+        train(tmp_path, cache, *flags, "--resume", name="broken", base=[b for b in BASE if b != "--mask-prompt"])
+
+
+def test_mask_prompt_on_data_without_records_is_refused(tmp_path, cache):
+    plain = [b if b != "builtin-instruct" else "builtin" for b in BASE]
+    with pytest.raises(UserError, match="--data builtin holds none"):
+        train(tmp_path, cache, "--iters", "1", base=plain)
+
+
+def test_bfloat16_masked_training_tracks_float32(tmp_path, cache):
+    flags = ["--iters", "30", "--steps-per-eval", "30", "--learning-rate", "2e-3"]
+    train(tmp_path, cache, *flags, name="f32")
+    train(tmp_path, cache, *flags, "--dtype", "bfloat16", name="bf16")
+    full = {r["step"]: r["loss"] for r in metrics(tmp_path / "f32") if "loss" in r}
+    mixed = {r["step"]: r["loss"] for r in metrics(tmp_path / "bf16") if "loss" in r}
+    assert max(abs(full[s] - mixed[s]) / full[s] for s in full) < 0.01
+    assert mixed[30] < 0.7 * mixed[1]
