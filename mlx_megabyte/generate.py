@@ -29,7 +29,7 @@ from .sampling import (
     make_sampler,
 )
 from .text import encode_prompt, instruct_prompt
-from .weights import load_for_inference
+from .weights import check_instruct_tuned, load_for_inference, locate
 
 
 def setting(name: str):
@@ -98,7 +98,10 @@ def main(argv=None):
         raise UserError(str(error)) from None
     if args.seed is not None:
         mx.random.seed(args.seed)
-    model = load_for_inference(args.model, *model_flags(args))
+    path = locate(args.model)
+    if args.instruct:
+        check_instruct_tuned(path)
+    model = load_for_inference(str(path), *model_flags(args))
     if args.interactive:
         defaults = {k: getattr(args, k) for k in ("temp", "max_tokens", "top_p", "min_p")}
         interactive(model, args, defaults)

@@ -3,8 +3,9 @@
     python -m mlx_megabyte.server --model weights/demo
     open http://127.0.0.1:8080/
 
-Endpoints: POST /v1/completions (streaming with server-sent events, per-byte logprobs), GET /v1/models,
-GET /health, and the playground at /. Built on the standard library's HTTP server: a thread per
+Endpoints: POST /v1/completions (streaming with server-sent events, per-byte logprobs), POST
+/v1/chat/completions (the same stories for OpenAI chat clients: chat.py says how messages become a
+prompt), GET /v1/models, GET /health, and the playground at /. Built on the standard library's HTTP server: a thread per
 connection parses and answers requests, one generation thread (batching.py) owns the model and decodes
 concurrent requests together.
 
@@ -36,6 +37,7 @@ from importlib import resources
 
 import mlx.core as mx
 
+from . import chat
 from .access import Access, host_flag, is_loopback, origin_flag
 from .batching import Batcher, Busy, ByteLogprob, Chunk, Job
 from .cli import SEED_LIMIT, add_model_flags, cli, model_flags, number
@@ -50,7 +52,7 @@ from .sampling import (
     make_sampler,
 )
 from .text import encode_prompt, instruct_prompt
-from .weights import load_for_inference, locate
+from .weights import check_instruct_tuned, load_for_inference, locate
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -68,7 +70,7 @@ PLAYGROUND = {"/": ("index.html", "text/html; charset=utf-8"),
               "/playground.js": ("playground.js", "text/javascript; charset=utf-8")}
 # Every path and the methods it takes (the Allow header of a 405)
 ROUTES = {**{path: "GET, HEAD, OPTIONS" for path in (*PLAYGROUND, "/health", "/v1/models")},
-          "/v1/completions": "POST, OPTIONS"}
+          "/v1/completions": "POST, OPTIONS", "/v1/chat/completions": "POST, OPTIONS"}
 # The standard library's own refusals, coded as the API's errors are
 STDLIB_ERRORS = {400: "bad_request", 414: "uri_too_long", 431: "headers_too_large", 501: "not_implemented",
                  505: "http_version_not_supported"}
@@ -190,7 +192,8 @@ def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple
     job = Job(prompt=fitted, prompt_text=raw, n=n, max_tokens=max_tokens, sampler=sampler,
               settings=(*settings, tuple(sorted(bias.items()))), seed=seed, stop=tuple(stop), logprobs=logprobs, echo=echo)
     echoed = raw.decode("utf-8", "replace") if echo else ""
-    return job, {"stream": stream, "echo": echoed, "include_usage": include_usage is True, "notice": notice}
+    return job, {"stream": stream, "echo": echoed, "include_usage": include_usage is True, "notice": notice,
+                 "instruct": any(fields.values())}
 
 
 def _logit_bias(bias: dict, vocab: int) -> dict[int, float]:
@@ -314,7 +317,8 @@ class Server(ThreadingHTTPServer):
 class App:
     """What the handlers share: the model's description, the batcher, and the limits."""
 
-    def __init__(self, load, name: str, args):
+    def __init__(self, load, name: str, args, untuned: str | None = None):
+        self.untuned = untuned  # why instruct prompts are refused (a model never tuned on them), or None
         self.batcher = Batcher(load, max_rows=args.max_batch, queue_size=args.queue_size).start()
         self.model, self.name = self.batcher.model, name
         self.config = self.model.config
@@ -537,7 +541,7 @@ class Handler(BaseHTTPRequestHandler):
     def _post(self):
         path = self._path()
         self._authorize()
-        if path != "/v1/completions":
+        if path not in ("/v1/completions", "/v1/chat/completions"):
             raise self._refusal(path)
         self._expect_json()
         body = self._read_body()
@@ -548,14 +552,23 @@ class Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError as error:
             raise ApiError(400, f"the request body is not valid JSON ({error})", code="invalid_json") from None
         app = self.server.app
+        answers, instruct = (self._stream, self._complete), False
+        if path == "/v1/chat/completions":
+            try:
+                request, story = chat.completion_request(request)
+            except chat.ChatError as error:
+                raise ApiError(error.status, error.message, error.param, error.code) from None
+            answers, instruct = (self._stream_chat, self._complete_chat), story.instruct
         job, reply = parse_completion(request, app.config, app.max_tokens_cap, app.max_batch)
+        if (instruct or reply["instruct"]) and app.untuned:
+            raise ApiError(400, app.untuned, code="model_not_instruct_tuned")
         try:
             app.batcher.submit(job)
         except Busy as error:
             raise ApiError(503, f"the server is busy ({error}); retry in a moment", code="queue_full",
                            kind="server_error", headers={"Retry-After": "1"}) from None
         try:
-            (self._stream if reply["stream"] else self._complete)(job, reply)
+            answers[0 if reply["stream"] else 1](job, reply)
         finally:
             job.cancel()  # a no-op when it has finished; frees its rows when the client went away
 
@@ -604,7 +617,8 @@ class Handler(BaseHTTPRequestHandler):
         app = self.server.app
         return {"id": app.name, "object": "model", "created": app.created, "owned_by": "mlx-megabyte",
                 "architecture": app.config.model_type, "context_length": app.config.context_length,
-                "patching": app.config.patching(), "max_tokens": app.max_tokens_cap, "parameters": app.parameters}
+                "patching": app.config.patching(), "max_tokens": app.max_tokens_cap, "parameters": app.parameters,
+                "instruct": app.untuned is None}
 
     # --- completions ---
 
@@ -664,7 +678,7 @@ class Handler(BaseHTTPRequestHandler):
             choices[event.index]["text"] += event.text
             entries[event.index] += event.logprobs
             if event.finish_reason:
-                choices[event.index]["finish_reason"] = _finish(event.finish_reason)
+                choices[event.index]["finish_reason"] = chat.finish_reason(event.finish_reason)
         if job.cancelled.is_set() and any(c["finish_reason"] is None for c in choices):
             return  # the client is gone
         if job.logprobs is not None:
@@ -676,20 +690,26 @@ class Handler(BaseHTTPRequestHandler):
             body["warning"] = reply["notice"]
         self._send_json(200, body)
 
-    def _stream(self, job: Job, reply: dict):
+    def _start_stream(self):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
         self.send_header("X-Accel-Buffering", "no")
         self.end_headers()
+
+    def _send_event(self, body: dict):
+        self.wfile.write(b"data: " + json.dumps(body).encode() + b"\n\n")
+        self.wfile.flush()
+
+    def _stream(self, job: Job, reply: dict):
+        self._start_stream()
         base = self._base(f"cmpl-{uuid.uuid4().hex}")
         echo = reply["echo"]
         offsets = [len(echo)] * job.n
 
         def send(choices, **extra):
-            self.wfile.write(b"data: " + json.dumps({**base, "choices": choices, **extra}).encode() + b"\n\n")
-            self.wfile.flush()
+            self._send_event({**base, "choices": choices, **extra})
 
         try:
             if echo and job.logprobs is None:
@@ -702,11 +722,42 @@ class Handler(BaseHTTPRequestHandler):
                 lp = logprobs_json(event.logprobs, offsets[event.index]) if job.logprobs is not None else None
                 offsets[event.index] += len(event.text)
                 send([{"index": event.index, "text": event.text, "logprobs": lp,
-                       "finish_reason": _finish(event.finish_reason)}])
+                       "finish_reason": chat.finish_reason(event.finish_reason)}])
             if job.cancelled.is_set():
                 return
             if reply["include_usage"]:
                 send([], usage=self._usage(job))
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except ApiError as error:  # headers are out: report it in the stream
+            self.wfile.write(b"data: " + json.dumps(error.body()).encode() + b"\n\n")
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            job.cancel()
+
+    # --- chat completions: the same jobs, answered as chat.completion (chunks) ---
+
+    def _complete_chat(self, job: Job, reply: dict):
+        texts, reasons = [""] * job.n, [None] * job.n
+        for event in self._events(job):
+            if isinstance(event, Chunk):
+                texts[event.index] += event.text
+                reasons[event.index] = event.finish_reason or reasons[event.index]
+        if job.cancelled.is_set() and None in reasons:
+            return  # the client is gone
+        counts = chat.usage(len(job.prompt), job.generated)
+        self._send_json(200, chat.chat_completion(chat.completion_id(), self.server.app.name, texts, reasons, counts))
+
+    def _stream_chat(self, job: Job, reply: dict):
+        self._start_stream()
+        cid, name, created = chat.completion_id(), self.server.app.name, int(time.time())
+        pieces = ((e.index, e.text, e.finish_reason) for e in self._events(job) if isinstance(e, Chunk))
+        try:
+            for chunk in chat.chat_chunks(cid, name, pieces, created):
+                self._send_event(chunk)
+            if job.cancelled.is_set():
+                return
+            if reply["include_usage"]:
+                self._send_event(chat.chat_chunk(cid, name, created, [], chat.usage(len(job.prompt), job.generated)))
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
         except ApiError as error:  # headers are out: report it in the stream
@@ -758,11 +809,6 @@ def _joined(events: list) -> list:
     return out
 
 
-def _finish(reason: str | None) -> str | None:
-    """Our reasons in OpenAI's words: the end-of-text byte and a stop string are both "stop"."""
-    return None if reason is None else "length" if reason == "length" else "stop"
-
-
 def _join(prompt: dict, completion: dict) -> dict:
     return {key: prompt[key] + completion[key] for key in completion}
 
@@ -811,14 +857,23 @@ def main(argv=None):
         raise UserError(f"refusing to serve on {args.host} without an API key: pass --api-key KEY (or set "
                         f"{API_KEY_VARIABLE}), or --insecure to let anyone who can reach it use it")
 
-    name = args.model or str(locate(None))
+    path = locate(args.model)
+    name = args.model or str(path)
     bits, dtype = model_flags(args)
-
-    app = App(lambda: load_for_inference(args.model, bits, dtype), name, args)  # loaded by the generation thread
+    app = App(lambda: load_for_inference(str(path), bits, dtype), name, args, untuned=_untuned(path))
     try:
         serve(app, args, name)
     finally:
         app.batcher.stop()  # whatever ended the server: the process must not exit before it (see Batcher.stop)
+
+
+def _untuned(path) -> str | None:
+    """Why instruct prompts are refused for these weights (weights.check_instruct_tuned), or None."""
+    try:
+        check_instruct_tuned(path, flag="instruct fields")
+    except UserError as error:
+        return str(error)
+    return None
 
 
 def serve(app: App, args, name: str) -> None:

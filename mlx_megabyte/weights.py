@@ -14,6 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
+from .data import INSTRUCT_SOURCES
 from .errors import UserError
 from .files import file_sha256, read_safetensors, write_safetensors, write_text
 from .hub import download_model, looks_like_repo_id
@@ -23,6 +24,7 @@ from .runtime import DTYPES, default_dtype
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CHECKSUM = "weights_sha256"
+TRAINING_FILE = "trainer_state.json"  # what training writes beside the weights (checkpoint.STATE_FILE)
 
 
 def save(model: nn.Module, path: str | Path, extra_config: dict | None = None) -> None:
@@ -173,6 +175,30 @@ def read_weights(path: str | Path) -> dict[str, mx.array]:
         raise UserError(f"{path / WEIGHTS_FILE} does not match the checksum in its {CONFIG_FILE}: the file is damaged "
                         "or was replaced (restore it, or delete the checksum line to load it anyway)")
     return read_safetensors(path / WEIGHTS_FILE)
+
+
+def trained_on(path: str | Path) -> dict | None:
+    """What trained the weights in `path`, as training recorded it beside them ({"data": ..., "instruct":
+    ...}), or None where nothing does (converted weights, weights saved by hand, an unreadable record)."""
+    try:
+        record = json.loads((Path(path) / TRAINING_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("data"), str) else None
+
+
+def check_instruct_tuned(path: str | Path, flag: str = "--instruct") -> None:
+    """Refuse, in one line, instruct prompts for weights whose record says no instruct records trained
+    them (a base model does not know the layout: it would write the prompt's fields back, not a story).
+    Weights with no record are let through: nothing says what they know."""
+    record = trained_on(path)
+    if record is None:
+        return
+    instruct = record.get("instruct", record["data"] in INSTRUCT_SOURCES)  # older records name the data only
+    if not instruct:
+        raise UserError(f"{flag}: {path} was trained on {record['data']}, never on instruct records ({TRAINING_FILE} "
+                        f"says so); tune it first: python -m mlx_megabyte.train --init-from {path} --data "
+                        "builtin-instruct --mask-prompt")
 
 
 def load_for_inference(spec: str | None, bits: int | None = None, dtype: mx.Dtype | None = None) -> Model:

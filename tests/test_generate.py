@@ -335,3 +335,30 @@ def test_a_seed_gives_each_sample_its_own_stream():
     mx.random.seed(0)  # the global random state plays no part
     assert three == generate(model, "Once", max_tokens=40, sampler=sampler, num_samples=3, seed=11)
 
+
+
+def test_instruct_with_weights_never_tuned_on_instruct_data_is_refused(weights_dir, tmp_path):
+    """The weights directory records what trained them (train writes trainer_state.json beside them):
+    --instruct with a base model says so in one line, here and in the REPL; instruct-tuned weights,
+    older records that name an instruct source, and weights with no record go ahead."""
+    import json
+    import shutil
+
+    for name, record, refused in (("base", {"data": "builtin", "instruct": False}, True),
+                                  ("tuned", {"data": "builtin", "instruct": True}, False),
+                                  ("older", {"data": "builtin-instruct"}, False),
+                                  ("unknown", None, False)):
+        path = tmp_path / name
+        shutil.copytree(weights_dir / "weights" / "demo", path)
+        (path / "trainer_state.json").unlink(missing_ok=True)
+        if record is not None:
+            (path / "trainer_state.json").write_text(json.dumps({"step": 1, **record}))
+        for flags in (["--words", "cat", "--prompt", ""], ["--interactive"]):
+            result = run("-m", "mlx_megabyte.generate", "--model", str(path), "--instruct", "--max-tokens", "5",
+                         *flags, input="")
+            if refused:
+                one_line_error(result, "--instruct", "never on instruct records", "--mask-prompt")
+            else:
+                assert result.returncode == 0, result.stderr
+        assert run("-m", "mlx_megabyte.generate", "--model", str(path), "--prompt", "Once", "--max-tokens", "5"
+                   ).returncode == 0  # a story start is fine for any model

@@ -82,6 +82,14 @@ class Server:
         assert all(e.startswith("data: ") and "\n" not in e for e in events), text
         return [e[len("data: "):] for e in events]
 
+    def stream_chat(self, **body):
+        """The `data:` payloads of a streamed chat completion."""
+        status, response, text = self.request("POST", "/v1/chat/completions", {**body, "stream": True})
+        assert status == 200 and response.getheader("Content-Type").startswith("text/event-stream"), text
+        events = text[:-2].split("\n\n")
+        assert all(e.startswith("data: ") and "\n" not in e for e in events) and events[-1] == "data: [DONE]", text
+        return [e[len("data: "):] for e in events]
+
     def close(self):
         self.process.terminate()
         self.process.wait(timeout=10)
@@ -600,6 +608,129 @@ def test_openai_client(server, model):
     pieces = [c.choices[0].text for c in client.completions.create(
         model="demo", prompt="Once upon a time", max_tokens=40, temperature=1.0, seed=8, stream=True) if c.choices]
     assert "".join(pieces) == want
+
+
+# --- /v1/chat/completions (issue 21) ----------------------------------------------------------------------
+
+
+def chat_texts(events, n=1):
+    texts = [""] * n
+    for e in events[:-1]:
+        for choice in json.loads(e)["choices"]:
+            texts[choice["index"]] += choice["delta"].get("content", "")
+    return texts
+
+
+def test_chat_completions_write_the_story_generate_writes(served):
+    """Plain and streamed, n samples, seed, max_completion_tokens, stop, temperature and top_p, usage:
+    the story of the last user message is generate's for the same prompt and settings, for every
+    architecture."""
+    server, model = served
+    settings = {"max_completion_tokens": 30, "temperature": 0.9, "top_p": 0.95, "seed": 4, "n": 2}
+    messages = [{"role": "system", "content": "You are a storyteller."}, {"role": "user", "content": "Once"}]
+    want = expected(model, "Once", 30, temperature=0.9, top_p=0.95, seed=4, n=2)
+    status, _, reply = server.request("POST", "/v1/chat/completions", {"messages": messages, **settings})
+    assert status == 200 and reply["object"] == "chat.completion", reply
+    assert [c["message"]["content"] for c in reply["choices"]] == want
+    assert {c["message"]["role"] for c in reply["choices"]} == {"assistant"}
+    settings_of_completions = {**settings, "max_tokens": settings["max_completion_tokens"]}
+    del settings_of_completions["max_completion_tokens"]
+    counted = server.complete(prompt="Once", **settings_of_completions)["usage"]  # bytes, as completions count them
+    assert reply["usage"] == counted and counted["prompt_tokens"] == 5
+    events = server.stream_chat(messages=messages, **settings, stream_options={"include_usage": True})
+    assert chat_texts(events, 2) == want
+    assert json.loads(events[-2])["usage"] == reply["usage"] and json.loads(events[-2])["choices"] == []
+    stopped = expected(model, "Once", 30, temperature=0.9, top_p=0.95, seed=4, stop=("e",))[0]
+    status, _, reply = server.request("POST", "/v1/chat/completions",
+                                      {"messages": messages, **settings, "n": 1, "stop": "e"})
+    assert reply["choices"][0]["message"]["content"] == stopped
+
+
+def test_chat_instruct_lines_and_fields_build_the_instruct_prompt(server, model):
+    fields = {"features": "Dialogue", "words": "cat, ball", "summary": "A cat plays."}
+    content = "Features: Dialogue\nWords: cat, ball\nSummary: A cat plays."
+    want = expected(model, instruct_prompt(**fields), 25, temperature=0.0)[0]
+    for body in ({"messages": [{"role": "user", "content": content}]},
+                 {"messages": [{"role": "user", "content": "Summary: A cat plays."}], "words": ["cat", "ball"],
+                  "features": "Dialogue"}):
+        status, _, reply = server.request("POST", "/v1/chat/completions", {**body, "max_tokens": 25, "temperature": 0})
+        assert status == 200 and reply["choices"][0]["message"]["content"] == want, reply
+
+
+CHAT_REFUSALS = [
+    ({}, "missing_required_parameter", "messages"),
+    ({"messages": []}, "empty_array", "messages"),
+    ({"messages": "Once"}, "invalid_type", "messages"),
+    ({"messages": [{"role": "assistant", "content": "Once"}]}, "last_message_not_user", "messages[0].role"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, None, None),
+    ({"messages": [{"role": "tool", "content": "x"}]}, None, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": ""}]}, "empty_content", "messages[0].content"),
+    ({"messages": [{"role": "user", "content": "Words: a"}], "words": "b"}, "conflicting_fields", "words"),
+    ({"messages": [{"role": "user", "content": "Hi"}], "tools": [{"type": "function"}]}, "unsupported_parameter", "tools"),
+    ({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "max_completion_tokens": 6},
+     "conflicting_fields", "max_completion_tokens"),
+    ({"messages": [{"role": "user", "content": "Hi"}], "max_completion_tokens": -1}, "invalid_value",
+     "max_completion_tokens"),
+    ({"messages": [{"role": "user", "content": "Hi"}], "n": 1000}, "invalid_value", "n"),
+    ({"messages": [{"role": "user", "content": "Hi"}], "temperature": "hot"}, "invalid_type", "temperature"),
+    ({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 10**9}, "max_tokens_too_large", "max_tokens"),
+]
+
+
+@pytest.mark.parametrize("body,code,param", CHAT_REFUSALS, ids=[f"{c[1]}{i}" for i, c in enumerate(CHAT_REFUSALS)])
+def test_chat_refusals_are_400_json_errors_in_one_line(server, body, code, param):
+    status, _, reply = server.request("POST", "/v1/chat/completions", body)
+    error = reply["error"]
+    assert status == 400 and error["type"] == "invalid_request_error" and "\n" not in error["message"], reply
+    assert code is None or error["code"] == code, error
+    assert param is None or error["param"] == param, error
+    status, _, reply = server.request("POST", "/v1/chat/completions", raw=b'{"messages": [{"role": "user", '
+                                      b'"content": "\\ud800"}]}')
+    assert status == 400 and reply["error"]["code"] == "invalid_text", reply
+    assert server.request("GET", "/health")[0] == 200
+
+
+def test_the_openai_client_chats_with_the_server_plain_and_streamed(server, model):
+    import openai
+
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+    messages = [{"role": "user", "content": "Once upon a time"}]
+    want = expected(model, "Once upon a time", 40, temperature=1.0, seed=8)[0]
+    reply = client.chat.completions.create(model="demo", messages=messages, max_completion_tokens=40, temperature=1.0,
+                                           seed=8)
+    assert reply.choices[0].message.content == want and reply.choices[0].finish_reason in ("stop", "length")
+    assert reply.usage.prompt_tokens == len(b"Once upon a time") + 1  # and the end-of-text byte before it
+    chunks = list(client.chat.completions.create(model="demo", messages=messages, max_tokens=40, temperature=1.0,
+                                                 seed=8, stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == want
+    assert chunks[-1].usage.total_tokens == reply.usage.total_tokens
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="demo", messages=[{"role": "assistant", "content": "Once"}])
+    assert caught.value.body["code"] == "last_message_not_user"
+
+
+@pytest.fixture(scope="module")
+def untuned(weights, tmp_path_factory):
+    """Weights whose training record says no instruct data trained them (as train writes it)."""
+    path = tmp_path_factory.mktemp("untuned") / "base"
+    shutil.copytree(weights, path)
+    (path / "trainer_state.json").write_text(json.dumps({"step": 10, "val_bpb": 2.0, "data": "builtin",
+                                                         "instruct": False}))
+    s = Server(path)
+    yield s
+    s.close()
+
+
+def test_instruct_prompts_to_a_model_never_tuned_on_them_are_refused(untuned):
+    assert untuned.request("GET", "/v1/models")[2]["data"][0]["instruct"] is False
+    for path, body in (("/v1/completions", {"prompt": "", "words": "cat"}),
+                       ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Words: cat"}]})):
+        status, _, reply = untuned.request("POST", path, {**body, "max_tokens": 5})
+        assert status == 400 and reply["error"]["code"] == "model_not_instruct_tuned", reply
+        assert "never on instruct records" in reply["error"]["message"]
+    status, _, reply = untuned.request("POST", "/v1/chat/completions",
+                                       {"messages": [{"role": "user", "content": "Once"}], "max_tokens": 5})
+    assert status == 200  # a story start is what a base model is for
 
 
 @pytest.fixture(scope="module")
