@@ -11,6 +11,7 @@ import sys
 
 from .errors import UserError
 from .runtime import DTYPES, SEED_LIMIT, default_dtype, use_device
+from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, DEFAULT_TOP_K, DEFAULT_TOP_P, RANGES
 
 
 def cli(main):
@@ -96,6 +97,32 @@ def listed(kind=str, low=None, choices=None):
 
 
 seed = number(int, 0, SEED_LIMIT - 1)
+
+
+def sampling_setting(name: str):
+    """The argparse type of a sampling setting: sampling.RANGES's bounds, checked as flags are read."""
+    kind, low, high, low_open, high_open = RANGES[name]
+    return number(kind, low, high, low_open, high_open)
+
+
+SAMPLING_DEFAULTS = {"temp": DEFAULT_TEMP, "top_p": DEFAULT_TOP_P, "min_p": DEFAULT_MIN_P, "top_k": DEFAULT_TOP_K}
+
+
+def add_sampling_flags(parser, defaults: bool = True) -> None:
+    """--temp, --top-p, --min-p and --top-k, spelled, checked and defaulted alike in generate and evaluate
+    (defaults=False: None when not given, for a command that uses them only in one mode)."""
+    def default(name):
+        return SAMPLING_DEFAULTS[name] if defaults else None
+
+    shown = "" if defaults else " (default: {})"
+    parser.add_argument("--temp", type=sampling_setting("temp"), default=default("temp"),
+                        help="sampling temperature (0 = greedy)" + shown.format(DEFAULT_TEMP))
+    parser.add_argument("--top-p", type=sampling_setting("top_p"), default=default("top_p"),
+                        help="nucleus sampling mass (1 = off)" + shown.format(DEFAULT_TOP_P))
+    parser.add_argument("--min-p", type=sampling_setting("min_p"), default=default("min_p"),
+                        help="drop bytes below this share of the top one" + shown.format(DEFAULT_MIN_P))
+    parser.add_argument("--top-k", type=number(int, 0), default=default("top_k"),
+                        help="keep only the k likeliest bytes (0 = off)" + shown.format(DEFAULT_TOP_K))
 
 
 def add_model_flags(parser, quantize_help: str = "quantize the weights to 4 or 8 bits") -> None:

@@ -1,13 +1,20 @@
-"""`python -m mlx_megabyte.evaluate`: exact bits per byte of a model on a source.
+"""`python -m mlx_megabyte.evaluate`: exact bits per byte of a model on a source, or (--instruct) how well
+models follow TinyStories-Instruct prompts.
 
     python -m mlx_megabyte.evaluate --model weights/40m-tinystories/best --data tinystories
     python -m mlx_megabyte.evaluate --model weights/converted --data held_out.txt --json
+    python -m mlx_megabyte.evaluate --instruct --model base=weights/demo --model tuned=weights/tuned/best
 
 The source's bytes are cut into consecutive windows of the model's context (the last one shorter) and
 every byte is scored once, exactly as megabyte-pytorch's `forward(window, return_loss=True)` scores it:
 the first byte of each window from the start token, the rest from what precedes them in the window. The
 result is the mean over all counted bytes (pad_id bytes are not counted), so it is deterministic and
 does not depend on the batch size.
+
+With --instruct every model writes one story for each of the first --prompts records of the data's
+validation split (record i with seed --seed + i, the same sampler for all), and instruct.py scores them
+(words used, dialogue when asked, stories that end, ...) with the stories' bits per byte given their
+prompts: a table with a column per model, and with --out every story and score as JSON.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import json
 import math
 import sys
 from functools import partial
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -28,12 +36,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from . import data
-from .cli import add_model_flags, cli, model_flags, number
+from . import data, instruct
+from .cli import SAMPLING_DEFAULTS, add_model_flags, add_sampling_flags, cli, model_flags, number
+from .cli import seed as seed_type
 from .cli import parser as parser_for
 from .errors import UserError
 from .models import summed_loss
-from .weights import load_for_inference, locate
+from .files import write_text
+from .weights import load_for_inference, locate, trained_on
 
 
 def windows(streams: list[np.ndarray], length: int):
@@ -85,13 +95,15 @@ def evaluate(model, streams: list[np.ndarray], batch_size: int = 8, progress=Non
     return {"loss": loss, "bpb": loss / math.log(2), "bytes": scored, "counted_bytes": counted}
 
 
-@cli
-def main(argv=None):
+def build_parser():
     parser = parser_for("python -m mlx_megabyte.evaluate", __doc__)
-    parser.add_argument("--model", help="weights directory, run directory or Hugging Face repo (default: newest under weights/)")
-    parser.add_argument("--data", required=True,
+    parser.add_argument("--model", action="append",
+                        help="weights directory, run directory or Hugging Face repo (default: newest under weights/); "
+                        "with --instruct repeatable, as NAME=PATH to name the model's column")
+    parser.add_argument("--data",
                         help="tinystories, tinystories-instruct, builtin, builtin-instruct (their validation split), "
-                        "or a local .txt/.jsonl/.parquet file, directory or glob (all of it)")
+                        "or a local .txt/.jsonl/.parquet file, directory or glob (all of it); required, but for "
+                        "--instruct (default builtin-instruct)")
     parser.add_argument("--split", choices=("validation", "train", "all"),
                         help="which part to score (default: validation for named sources, all for local files)")
     parser.add_argument("--batch-size", type=number(int, 1), default=8, help="windows per forward pass (does not change the result)")
@@ -100,9 +112,37 @@ def main(argv=None):
     parser.add_argument("--max-bytes", type=number(int, 1),
                         help="score only the first N bytes of the split (quantized models are slow on CPUs)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args(argv)
+    following = parser.add_argument_group("--instruct: stories on command")
+    following.add_argument("--instruct", action="store_true",
+                           help="score how well each --model follows the instruct prompts of the data")
+    following.add_argument("--prompts", type=number(int, 1), help=f"records whose prompts are scored (default: "
+                           f"{INSTRUCT_DEFAULTS['prompts']})")
+    following.add_argument("--seed", type=seed_type, help="record i's story is drawn with seed + i (generate --seed "
+                           f"writes it again) (default: {INSTRUCT_DEFAULTS['seed']})")
+    following.add_argument("--max-tokens", type=number(int, 1), help="the length budget: a story that has not ended "
+                           f"by then counts as not ending (default: {INSTRUCT_DEFAULTS['max_tokens']})")
+    add_sampling_flags(following, defaults=False)
+    following.add_argument("--out", help="write every story and its scores, and the table, to this JSON file")
+    return parser
 
-    path = locate(args.model)
+
+INSTRUCT_DEFAULTS = {"prompts": 100, "seed": instruct.DEFAULT_SEED, "max_tokens": instruct.DEFAULT_STORY_BYTES,
+                     "out": None, **SAMPLING_DEFAULTS}
+
+
+@cli
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.instruct:
+        return follow_instructions(args)
+    if args.data is None:
+        raise UserError("--data is required (the source to score)")
+    if args.model and len(args.model) > 1:
+        raise UserError("give one --model (several are compared with --instruct)")
+    given = [name for name in INSTRUCT_DEFAULTS if getattr(args, name) is not None]
+    if given:
+        raise UserError(f"--{given[0].replace('_', '-')} is for --instruct: add --instruct, or drop it")
+    path = locate(args.model[0] if args.model else None)
     bits, dtype = model_flags(args)
     model = load_for_inference(str(path), bits, dtype)
     console = Console(stderr=True)
@@ -130,6 +170,79 @@ def main(argv=None):
         print(f"{result['bpb']:.4f} bits per byte (loss {result['loss']:.4f} nats) over {result['bytes']:,} bytes "
               f"of {args.data} ({split}: {size - separators:,} bytes of text and {separators:,} end-of-text "
               f"byte{'s' * (separators != 1)})")
+    sys.stdout.flush()
+
+
+# --- --instruct ------------------------------------------------------------------------------------------
+
+
+def named_models(specs: list[str] | None) -> dict[str, str]:
+    """--model NAME=PATH (or PATH, named by itself) as {name: path}, names unique."""
+    named = {}
+    for spec in specs or [None]:
+        name, path = spec.split("=", 1) if spec and "=" in spec and not Path(spec).exists() else (spec, spec)
+        name = name or str(locate(None))
+        if not name or not path:
+            raise UserError(f"--model {spec}: expected NAME=PATH or PATH")
+        if name in named:
+            raise UserError(f"--model: the name {name!r} is given twice; name each model once (NAME=PATH)")
+        named[name] = path
+    return named
+
+
+def instruct_records(args, console) -> list[instruct.Record]:
+    source = args.data or "builtin-instruct"
+    named = source in data.HUB_DATASETS or source in data.BUILTIN
+    corpus = data.prepare(source, cache_dir=args.cache_dir, console=console, val_fraction=0.05)
+    split = args.split or ("validation" if named else "all")
+    streams = {"validation": [corpus.val], "train": [corpus.train], "all": [corpus.train, corpus.val]}[split]
+    records = []
+    for stream in streams:
+        records += instruct.records_from_stream(stream, limit=args.prompts - len(records))
+        if len(records) == args.prompts:
+            break
+    if not records:
+        raise UserError(f"the {split} split of {source} holds no instruct records (no line starting with 'Story:'): "
+                        "use builtin-instruct, tinystories-instruct or records in their layout")
+    return records
+
+
+def follow_instructions(args) -> None:
+    """evaluate --instruct: every model's stories for the same prompts, scored; a table and JSON."""
+    console = Console(stderr=True)
+    for name, default in INSTRUCT_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    if args.max_bytes is not None:
+        raise UserError("--max-bytes limits the bytes scored for bits per byte; with --instruct give --prompts")
+    models = named_models(args.model)
+    paths = {name: locate(path) for name, path in models.items()}  # every --model found before any work
+    records = instruct_records(args, console)
+    bits, dtype = model_flags(args)
+    results = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} stories"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True, disable=args.json) as progress:
+        for name, path in paths.items():
+            task = progress.add_task(f"{name}: writing stories", total=len(records))
+            model = load_for_inference(str(path), bits, dtype)
+            result = instruct.evaluate_instruct(model, records, args.seed, args.max_tokens, args.temp, args.top_p,
+                                                args.min_p, args.top_k,
+                                                progress=lambda done, total: progress.update(task, completed=done))
+            record = trained_on(path)
+            result["model"] = {"path": str(path), "trained_on": record and record["data"],
+                               "instruct_tuned": None if record is None else record.get(
+                                   "instruct", record["data"] in data.INSTRUCT_SOURCES)}
+            results[name] = result
+    report = {"data": args.data or "builtin-instruct", **instruct.comparison_json(results)}
+    if args.out:
+        write_text(Path(args.out), json.dumps({**report, "stories": {n: r["stories"] for n, r in results.items()}},
+                                              indent=1) + "\n")
+    if args.json:
+        print(json.dumps(report))
+    else:
+        console.print(instruct.comparison_table(results, f"Stories on command: {len(records)} prompts of "
+                                                         f"{report['data']}, seed {args.seed}"))
     sys.stdout.flush()
 
 

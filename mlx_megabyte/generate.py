@@ -14,28 +14,15 @@ import sys
 
 import mlx.core as mx
 
-from .cli import add_model_flags, cli, model_flags, number
+from .cli import add_model_flags, add_sampling_flags, cli, model_flags, number, sampling_setting
 from .cli import parser as parser_for
 from .cli import seed as seed_type
 from .errors import UserError
 from .generation import DEFAULT_MAX_TOKENS
 from .repl import interactive, print_story, statistics
-from .sampling import (
-    DEFAULT_MIN_P,
-    DEFAULT_TEMP,
-    DEFAULT_TOP_K,
-    DEFAULT_TOP_P,
-    RANGES,
-    make_sampler,
-)
+from .sampling import make_sampler
 from .text import encode_prompt, instruct_prompt
 from .weights import check_instruct_tuned, load_for_inference, locate
-
-
-def setting(name: str):
-    """The argparse type of a sampling setting: sampling.RANGES's bounds, checked as flags are read."""
-    kind, low, high, low_open, high_open = RANGES[name]
-    return number(kind, low, high, low_open, high_open)
 
 
 def build_parser():
@@ -46,11 +33,8 @@ def build_parser():
         "id; default: the newest weights under weights/",
     )
     parser.add_argument("--prompt", "-p", default="", help="the start of the story; '-' reads standard input")
-    parser.add_argument("--max-tokens", "-m", type=setting("max_tokens"), default=DEFAULT_MAX_TOKENS, help="most bytes to generate")
-    parser.add_argument("--temp", type=setting("temp"), default=DEFAULT_TEMP, help="sampling temperature (0 = greedy)")
-    parser.add_argument("--top-p", type=setting("top_p"), default=DEFAULT_TOP_P, help="nucleus sampling mass (1 = off)")
-    parser.add_argument("--min-p", type=setting("min_p"), default=DEFAULT_MIN_P, help="drop bytes below this share of the top one")
-    parser.add_argument("--top-k", type=number(int, 0), default=DEFAULT_TOP_K, help="keep only the k likeliest bytes (0 = off)")
+    parser.add_argument("--max-tokens", "-m", type=sampling_setting("max_tokens"), default=DEFAULT_MAX_TOKENS, help="most bytes to generate")
+    add_sampling_flags(parser)
     parser.add_argument(
         "--filter-thres", type=number(float, 0, 1, high_open=True), default=None,
         help="megabyte-pytorch's generate(filter_thres=...): top-k with k = (1 - thres) * vocab",

@@ -444,6 +444,9 @@ def comparison_table(results: dict[str, dict], title: str = "Stories on command"
     for name in results:
         table.add_column(name, justify="right")
     aggregates = [result.get("aggregate", result) for result in results.values()]
+    if any("model" in result for result in results.values()):  # what trained each: evaluate --instruct knows
+        tuned = [result.get("model", {}).get("instruct_tuned") for result in results.values()]
+        table.add_row("tuned on instruct data", *({True: "yes", False: "no", None: "unknown"}[t] for t in tuned))
     table.add_row("prompts", *(str(a["prompts"]) for a in aggregates))
     for key, label, over in ROWS:
         table.add_row(label, *(_cell(a, key, over) for a in aggregates))
@@ -453,6 +456,7 @@ def comparison_table(results: dict[str, dict], title: str = "Stories on command"
 def comparison_json(results: dict[str, dict]) -> dict:
     """The table's JSON form: {"models": {name: {"settings", "aggregate"}}}; stories are left out (each
     evaluate_instruct result holds them)."""
-    return {"models": {name: {"settings": result.get("settings"), "aggregate": result.get("aggregate", result)}
+    return {"models": {name: {"settings": result.get("settings"), "aggregate": result.get("aggregate", result),
+                              **({"model": result["model"]} if "model" in result else {})}
                        for name, result in results.items()}}
 

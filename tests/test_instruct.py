@@ -312,7 +312,7 @@ def test_the_driver_cuts_stories_at_the_budget():
     assert (broken["valid_utf8"], broken["stories_ended"], broken["mean_story_bytes"]) == (0.0, 1.0, 10.0)
 
 
-@pytest.mark.parametrize("architecture", ["megabyte", "spacebyte"])
+@pytest.mark.parametrize("architecture", list(models.ARCHITECTURES))
 def test_the_driver_is_reproducible_for_every_architecture(architecture):
     mx.random.seed(0)
     model = models.build(models.ARCHITECTURES[architecture].presets["tiny"])
@@ -352,3 +352,68 @@ def test_a_record_with_nothing_checkable_scores_none():
     result = instruct.aggregate([instruct.score_story(Record((), (), "", "", "", "Story: "), b"Hi.", True)])
     assert result["words_used"] is None and result["sentence_used"] is None and result["dialogue_when_asked"] is None
     assert result["dialogue_when_not_asked"] == 0.0 and result["prompts_not_asking_dialogue"] == 1
+
+
+# --- python -m mlx_megabyte.evaluate --instruct ------------------------------------------------------------
+
+
+def test_evaluate_instruct_compares_models_on_the_same_prompts(tmp_path):
+    """Two models of different architectures, one named: the table names both and what trained them, and
+    the JSON holds for each the stories generate writes with seed + i and the scores of those stories."""
+    import json
+
+    from mlx_megabyte import load, save
+    from mlx_megabyte.data import MARKER
+
+    from .helpers import run
+
+    rng = random.Random(5)
+    records = [parse_record(stories.instruct_record(stories.make_story(rng))) for _ in range(3)]
+    (tmp_path / "records.txt").write_text(f"\n{MARKER}\n".join(r.text for r in records))
+    paths = {}
+    for i, arch in enumerate(["megabyte", "spacebyte"]):
+        mx.random.seed(i)
+        paths[arch] = tmp_path / arch
+        save(models.build(models.ARCHITECTURES[arch].presets["tiny"]), paths[arch])
+    (paths["megabyte"] / "trainer_state.json").write_text(json.dumps({"data": "builtin", "instruct": False}))
+    result = run("-m", "mlx_megabyte.evaluate", "--instruct", "--model", f"base={paths['megabyte']}",
+                 "--model", str(paths["spacebyte"]), "--data", str(tmp_path / "records.txt"), "--prompts", "3",
+                 "--max-tokens", "30", "--seed", "5", "--temp", "1.0", "--cache-dir", str(tmp_path / "cache"),
+                 "--out", str(tmp_path / "out.json"), env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "Stories on command: 3 prompts" in result.stderr and "base" in result.stderr
+    assert "tuned on instruct data" in result.stderr
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert list(report["models"]) == ["base", str(paths["spacebyte"])]
+    assert report["models"]["base"]["model"]["instruct_tuned"] is False
+    assert report["models"][str(paths["spacebyte"])]["model"]["instruct_tuned"] is None  # nothing records it
+    sampler = make_sampler(1.0, min_p=0.05)
+    for name, arch in (("base", "megabyte"), (str(paths["spacebyte"]), "spacebyte")):
+        model = load(paths[arch])
+        written = report["stories"][name]
+        assert [s["prompt"] for s in written] == [r.prompt for r in records]
+        for i, (record, story) in enumerate(zip(records, written)):
+            assert story["seed"] == 5 + i
+            assert story["story"] == generate(model, record.prompt, max_tokens=30, sampler=sampler, seed=5 + i)[0]
+        assert report["models"][name]["aggregate"]["prompts"] == 3
+        assert report["models"][name]["aggregate"]["words_used"] == pytest.approx(
+            np.mean([s["words_used"] for s in written]))
+
+
+def test_evaluate_instruct_refusals_are_one_line(tmp_path):
+    from mlx_megabyte import save
+
+    from .helpers import one_line_error, run
+
+    save(models.build(models.ARCHITECTURES["megabyte"].presets["tiny"]), tmp_path / "m")
+    (tmp_path / "plain.txt").write_text("Once upon a time there was a cat.")
+    common = ["-m", "mlx_megabyte.evaluate", "--cache-dir", str(tmp_path / "cache")]
+    one_line_error(run(*common, "--model", str(tmp_path / "m"), "--data", "builtin", "--seed", "3"),
+                   "--seed is for --instruct")
+    one_line_error(run(*common, "--model", str(tmp_path / "m"), "--model", str(tmp_path / "m"), "--data", "builtin"),
+                   "give one --model")
+    one_line_error(run(*common, "--instruct", "--model", f"a={tmp_path / 'm'}", "--model", f"a={tmp_path / 'm'}"),
+                   "the name 'a' is given twice")
+    one_line_error(run(*common, "--instruct", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "plain.txt")),
+                   "holds no instruct records")
+    one_line_error(run(*common, "--instruct", "--model", f"a={tmp_path / 'nothing'}"), "no weights directory")
