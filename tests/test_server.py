@@ -822,6 +822,46 @@ def test_the_playground_in_a_real_browser(served):
     assert (artifacts / f"playground-{model.config.model_type}.png").stat().st_size > 10_000
 
 
+def test_the_playground_writes_stories_on_command(server, model, untuned):
+    """The "on command" mode sends the three fields; the page shows the instruct prompt the server built
+    (as the prompt) and generate's story for it. A model never tuned on instruct data gets a note."""
+    from urllib.parse import urlencode
+
+    from .browser import Chromium, find_chromium
+
+    if find_chromium() is None:
+        if os.environ.get("MLX_MEGABYTE_REQUIRE_CHROMIUM"):
+            pytest.fail("no chromium installed, and this machine (CI) must have one")
+        pytest.skip("no chromium installed (apt-get install chromium)")
+    fields = {"features": "Dialogue", "words": "cat, ball", "summary": "A cat finds a ball."}
+    query = urlencode({**fields, "prompt": "", "max_tokens": 80, "seed": 2, "autorun": 1})
+    read = """(() => {
+        const cells = [...document.querySelectorAll('#story b')];
+        return {
+            prompt: cells.filter((c) => c.classList.contains('prompt')).map((c) => c.textContent).join(''),
+            story: cells.filter((c) => !c.classList.contains('prompt')).map((c) => c.textContent).join(''),
+            command: !document.getElementById('command').hidden,
+            note: document.getElementById('command-note').hidden ? '' : document.getElementById('command-note').textContent,
+            errors: document.getElementById('errors').textContent,
+        };
+    })()"""
+    with Chromium() as browser:
+        browser.viewport(1100, 760)
+        browser.open(f"{server.url}/?{query}")
+        assert browser.wait_for("['done', 'error'].includes(document.body.dataset.state) && document.body.dataset.state",
+                                timeout=60) == "done"
+        page = browser.evaluate(read)
+        browser.screenshot(str(ROOT / "tests" / "artifacts" / "playground-on-command.png"))
+        browser.open(f"{untuned.url}/")
+        browser.wait_for("document.getElementById('model-info').textContent.includes('parameters')")
+        browser.click("input[name=mode][value=command]")
+        refused = browser.evaluate(read)
+    prompt = instruct_prompt(**fields)
+    assert page["command"] and page["prompt"] == prompt and page["note"] == "" and page["errors"] == ""
+    assert page["story"] == expected(model, prompt, 80, seed=2)[0]
+    assert refused["command"] and "never tuned on instruct data" in refused["note"]
+
+
 @pytest.mark.parametrize("script", [[0xE2, 0xC3, 3], [0xE2, 0xC3, 0x41, 3], [0xE2, 0xC3], [0xF0, 0x9F, 0x98, 0x80, 0xC3]])
 def test_a_byte_flushed_late_by_the_utf8_decoder_keeps_text_and_bytes_aligned(script):
     """0xE2 0xC3 then the end: the decoder gives one U+FFFD for 0xE2 when 0xC3 arrives, and the second

@@ -26,6 +26,8 @@ function headers() {
   return h;
 }
 
+function onCommand() { return document.querySelector("input[name=mode]:checked").value === "command"; }
+
 function requestBody() {
   const body = {
     model: state.model ? state.model.id : "megabyte",
@@ -38,6 +40,11 @@ function requestBody() {
     stream: true,
   };
   if ($("seed").value !== "") body.seed = parseInt($("seed").value, 10);
+  if (onCommand()) {  // the server builds the TinyStories-Instruct prompt from these (and echoes it, shaded)
+    for (const field of ["features", "words", "summary"]) {
+      if ($(field).value.trim()) body[field] = $(field).value.trim();
+    }
+  }
   return body;
 }
 
@@ -54,6 +61,11 @@ async function loadModel() {
     $("length").max = model.max_tokens;
     $("model-info").textContent = `${model.id} \u00b7 ${(model.parameters / 1e6).toFixed(1)}M parameters \u00b7 ` +
       `${model.context_length}-byte context \u00b7 ${model.patching}`;
+    if (model.instruct === false) {  // its weights say no instruct data trained it: the server refuses the fields
+      $("command-note").hidden = false;
+      $("command-note").textContent = "This model was never tuned on instruct data, so the server refuses " +
+        "stories on command; tune it with train --data builtin-instruct --mask-prompt.";
+    }
   } catch (e) {
     $("model-info").textContent = "cannot reach the server";
   }
@@ -245,7 +257,13 @@ async function write(event) {
   }
 }
 
+function showMode() {
+  $("command").hidden = !onCommand();
+  $("prompt").placeholder = onCommand() ? "(optional) Once upon a time" : "Once upon a time";
+}
+
 $("controls").addEventListener("submit", write);
+for (const radio of document.querySelectorAll("input[name=mode]")) radio.addEventListener("change", showMode);
 $("stop").addEventListener("click", () => state.controller && state.controller.abort());
 $("prompt").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) write(e);
@@ -277,10 +295,16 @@ $("copy").addEventListener("click", async () => {
   setTimeout(() => { $("copy").textContent = "Copy as JSON"; }, 1500);
 });
 
-// ?prompt=...&temperature=...&top_p=...&max_tokens=...&seed=...&autorun=1 fill in (and start) a request.
+// ?prompt=...&temperature=...&top_p=...&max_tokens=...&seed=...&autorun=1 fill in (and start) a request;
+// features, words or summary switch to "on command".
 const query = new URLSearchParams(location.search);
+if (["features", "words", "summary"].some((name) => query.has(name))) {
+  document.querySelector("input[name=mode][value=command]").checked = true;
+}
+showMode();
 for (const [name, id] of [["prompt", "prompt"], ["temperature", "temperature"], ["top_p", "top-p"],
-                          ["max_tokens", "length"], ["seed", "seed"]]) {
+                          ["max_tokens", "length"], ["seed", "seed"], ["features", "features"],
+                          ["words", "words"], ["summary", "summary"]]) {
   if (query.has(name)) {
     $(id).value = query.get(name);
     $(id).dispatchEvent(new Event("input"));
