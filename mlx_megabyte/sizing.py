@@ -18,6 +18,9 @@ until issue 23's study measures it for byte models on this hardware (`bytes_per_
 
 Measuring and choosing are apart: `measure` times a candidate's real training step for a few seconds
 (MLX, the compiled TrainStep); `choose` is arithmetic on a speed table, testable on made-up speeds.
+`measure_sizes` measures candidates smallest first and stops at the first one below the target: a larger
+model trains no faster and has more parameters, so it would be further below, and is not worth timing
+(a 40M-parameter model takes ~13 s a step on two CPU cores).
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class Choice:
     time_budget: float
     bytes_per_parameter: float
     reasons: tuple[Reason, ...]
+    unmeasured: tuple[str, ...] = ()  # larger candidates not timed (measure_sizes): they cannot be nearer
 
     @property
     def rule(self) -> str:
@@ -83,7 +87,7 @@ class Choice:
     def to_dict(self) -> dict:
         return {"chosen": self.chosen.name, "time_budget": self.time_budget,
                 "bytes_per_parameter": self.bytes_per_parameter, "rule": self.rule,
-                "candidates": [asdict(reason) for reason in self.reasons]}
+                "candidates": [asdict(reason) for reason in self.reasons], "unmeasured": list(self.unmeasured)}
 
     def explain(self) -> str:
         """What `--preset auto` prints before training: the choice, the rule, and the table behind it."""
@@ -97,6 +101,9 @@ class Choice:
             steps = f"{r.steps:,}" if r.steps is not None else "-"
             lines.append(f"  {'*' if r.chosen else ' '} {r.name:<8} {r.parameters:>12,} {r.bytes_per_second:>10,.0f} "
                          f"{r.bytes_seen:>14,.0f} {_ratio(r.bytes_per_parameter):>11} {steps:>8}")
+        if self.unmeasured:
+            lines.append(f"  not timed: {', '.join(self.unmeasured)} (larger than one already below the target: "
+                         "they would see fewer bytes per parameter still)")
         return "\n".join(lines)
 
 
@@ -180,6 +187,26 @@ def measure(name: str, config, seconds: float = DEFAULT_MEASURE_SECONDS, warmup_
             break
     return Candidate(name, model.num_parameters(), steps * config.bytes_per_rank_step / elapsed,
                      config.bytes_per_rank_step, steps, elapsed)
+
+
+def measure_sizes(configs: Mapping[str, object], time_budget: float,
+                  bytes_per_parameter: float = DEFAULT_BYTES_PER_PARAMETER,
+                  measure: Callable[[str, object], Candidate] = measure, progress=None) -> Choice:
+    """The choice among `configs` (TrainingConfigs by name, smallest model first) for `time_budget`,
+    timing them one at a time (`measure(name, config)`) until one falls below the target bytes per
+    parameter; the larger ones are left untimed (module docstring) and named in the choice.
+    `progress(name)` is called before each measurement."""
+    names = list(configs)
+    measured: list[Candidate] = []
+    for name in names:
+        if progress:
+            progress(name)
+        measured.append(measure(name, configs[name]))
+        if measured[-1].bytes_per_parameter(time_budget) < bytes_per_parameter:
+            break
+    choice = choose(measured, time_budget, bytes_per_parameter)
+    return Choice(choice.chosen, choice.time_budget, choice.bytes_per_parameter, choice.reasons,
+                  tuple(names[len(measured):]))
 
 
 def measure_all(configs: Mapping[str, object], seconds: float = DEFAULT_MEASURE_SECONDS,

@@ -4,6 +4,7 @@ live progress.
     python -m mlx_megabyte.train                                   # 40m preset on TinyStories
     python -m mlx_megabyte.train --preset tiny --data builtin --iters 300   # offline, in a minute
     python -m mlx_megabyte.train --arch spacebyte --preset small --data builtin --time-budget 600
+    python -m mlx_megabyte.train --preset auto --time-budget 1200 --data notes.txt   # a size for 20 minutes
     python -m mlx_megabyte.train --resume                          # continue the run in --save-path
 
 Several processes train data-parallel when started by `mlx.launch` (see README): every rank reads its
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import checkpoint, cli, data, distributed
+from . import checkpoint, cli, data, distributed, sizing
 from .errors import UserError
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, Config, build
 from .models.base import STAGES
@@ -28,6 +29,7 @@ from .trainer import Trainer, TrainingConfig, bounds, describe
 from .weights import locate, read_config
 
 DEFAULT_PRESET = "40m"
+AUTO = "auto"  # --preset auto: the size for --time-budget (sizing.py)
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainingConfig) if f.default is not dataclasses.MISSING}
 PRESET_NAMES = sorted({name for a in ARCHITECTURES.values() for name in a.presets})
 
@@ -95,9 +97,12 @@ def add_model_flags(group) -> None:
     group.add_argument("--arch", choices=tuple(ARCHITECTURES),
                        help=" or ".join(f"{a.name} ({a.summary})" for a in ARCHITECTURES.values())
                        + f" (default: {DEFAULT_ARCHITECTURE}, or that of --init-from)")
-    group.add_argument("--preset", choices=PRESET_NAMES,  # None: DEFAULT_PRESET, unless --init-from decides
-                       help=f"model size, in the architecture's presets (below, and README: Presets) "
-                       f"(default: {DEFAULT_PRESET}; with --init-from, the weights' own model)")
+    group.add_argument("--preset", choices=[*PRESET_NAMES, AUTO],  # None: DEFAULT_PRESET, unless --init-from decides
+                       help=f"model size, in the architecture's presets (below, and README: Presets), or {AUTO}: "
+                       "with --time-budget, time each preset here for a few seconds and take the one that would "
+                       f"see nearest {sizing.DEFAULT_BYTES_PER_PARAMETER:g} bytes per parameter in the budget "
+                       f"(README: What the parameters do) (default: {DEFAULT_PRESET}; with --init-from, the "
+                       "weights' own model)")
     for name, owners in MODEL_FIELDS.items():
         spec = owners[0][1].metadata
         helps = dict.fromkeys(f.metadata["help"] for _, f in owners)
@@ -133,7 +138,9 @@ def add_optimisation_flags(train) -> None:
     train.add_argument("--batch-size", type=flag("batch_size"),
                        help=f"windows per step (per rank) (default: {swept('batch_size')})")
     train.add_argument("--grad-accumulation-steps", type=flag("grad_accumulation_steps"), default=1, help="micro-batches per step (less memory)")
-    train.add_argument("--iters", type=flag("iters"), default=DEFAULTS["iters"], help="optimizer steps in total")
+    train.add_argument("--iters", type=flag("iters"),
+                       help=f"optimizer steps in total (default: {DEFAULTS['iters']:,}; with --preset auto, the steps "
+                       "the time budget allows at the measured speed, so the schedule ends with the budget)")
     train.add_argument("--learning-rate", type=flag("learning_rate"),
                        help=f"AdamW peak rate, after warm-up; cosine-decayed to a tenth (default: {swept('learning_rate')})")
     train.add_argument("--warmup-steps", type=flag("warmup_steps"),
@@ -245,16 +252,51 @@ def training_config(args) -> TrainingConfig:
     settings = {name: getattr(args, name) for name in DEFAULTS if name != "model" and hasattr(args, name)}
     arch = ARCHITECTURES[model.model_type]
     measured = {} if args.init_from else arch.training_defaults.get(args.preset or DEFAULT_PRESET, {})
-    for name in ("batch_size", "learning_rate"):
-        if settings[name] is None:
+    for name in ("batch_size", "learning_rate", "iters"):
+        if settings.get(name) is None:
             settings[name] = measured.get(name, DEFAULTS[name])
     dtype = args.dtype or default_dtype(training=True)
     return TrainingConfig(model=model, **{**settings, "save_path": save_path, "dtype": dtype})
 
 
+def auto_preset(args, console) -> str:
+    """--preset auto: the preset sizing.measure_sizes picks for --time-budget on this machine, said with
+    its reasons before any training."""
+    if args.time_budget is None:
+        raise UserError("--preset auto picks a model size for a time budget: give --time-budget SECONDS")
+    for given, why in ((args.init_from, "--init-from takes the model from its weights"),
+                       (args.resume, "--resume continues the run's own model")):
+        if given:
+            raise UserError(f"{why}: drop --preset auto")
+    fixed = [name for name in MODEL_FIELDS if getattr(args, name, None) is not None and not _tunable_anywhere(name)]
+    if fixed:
+        raise UserError(f"--preset auto chooses the model's size; drop {', '.join(map(_flag, fixed))} (or name a preset)")
+    arch = ARCHITECTURES[getattr(args, "arch", None) or DEFAULT_ARCHITECTURE]
+    names = sorted(arch.presets, key=lambda name: build(arch.presets[name]).num_parameters())
+    configs = {name: training_config(argparse.Namespace(**{**vars(args), "preset": name})) for name in names}
+    choice = sizing.measure_sizes(configs, args.time_budget,
+                                  progress=lambda name: console.print(f"--preset auto: timing {name} ...", highlight=False))
+    for line in choice.explain().splitlines():
+        console.print(line, highlight=False, soft_wrap=True)
+    if args.iters is None:
+        args.iters = max(1, int(args.time_budget * choice.chosen.bytes_per_second // choice.chosen.bytes_per_step))
+        console.print(f"  --iters {args.iters:,}: the steps {args.time_budget:g} s allow at the measured speed (the "
+                      "learning-rate schedule ends with the budget)", highlight=False, soft_wrap=True)
+    return choice.chosen.name
+
+
+def _tunable_anywhere(name: str) -> bool:
+    """A model setting that changes no weight's shape (dropout, pad_id): kept with --preset auto."""
+    return all(f.metadata.get("tunable") for _, f in MODEL_FIELDS[name])
+
+
 def run(args, console) -> dict:
     """Train as the command line says; return the summary of `Trainer.fit`."""
     use_device(getattr(args, "device", None))
+    if getattr(args, "preset", None) == AUTO:
+        if distributed.launched():
+            raise UserError("--preset auto times one machine; with several ranks name the preset")
+        args.preset = auto_preset(args, console)
     config = training_config(args)
     group, watchdog = distributed.init(config.distributed_timeout)
     chief = group.rank() == 0

@@ -111,3 +111,81 @@ def test_measure_refuses_no_time():
 
     with pytest.raises(ValueError, match="positive number of seconds"):
         sizing.measure("tiny", TrainingConfig(model=tiny), seconds=0)
+
+
+# --- measuring smallest first, and train --preset auto ----------------------------------------------------
+
+
+def fake_measure(table, timed):
+    speeds = {c.name: c for c in table}
+
+    def measure(name, config):
+        timed.append(name)
+        return speeds[name]
+
+    return measure
+
+
+@pytest.mark.parametrize("budget,timed,chosen", [
+    # 100 s: tiny sees 50 per parameter (above 20), small 0.3125 (below): big is never timed; tiny wins.
+    (100, ["tiny", "small"], "tiny"),
+    # 640,000 s: tiny 320,000 and small 2,000 are above 20, big 16 below: all three timed; big wins.
+    (640_000, ["tiny", "small", "big"], "big"),
+])
+def test_sizes_are_timed_smallest_first_until_one_is_below_the_target(budget, timed, chosen):
+    seen = []
+    choice = sizing.measure_sizes(dict.fromkeys(["tiny", "small", "big"]), budget, measure=fake_measure(TABLE, seen))
+    assert seen == timed and choice.chosen.name == chosen
+    assert list(choice.unmeasured) == ["tiny", "small", "big"][len(timed):]
+    assert ("not timed: big" in choice.explain()) == (len(timed) == 2)
+
+
+def parse(*flags):
+    from mlx_megabyte.train import build_parser
+
+    return build_parser().parse_args(["--data", "builtin", "--builtin-mb", "0.4", *flags])
+
+
+def test_train_preset_auto_takes_the_size_the_rule_picks_and_says_why(monkeypatch):
+    """The presets' measured speeds (made up): at 100 s tiny wins, and --iters becomes the steps the
+    budget allows at tiny's speed; with a larger budget the next size, and the save path follows."""
+    import io
+
+    from rich.console import Console
+
+    from mlx_megabyte import train
+
+    speeds = {"tiny": 100_000.0, "small": 12_500.0, "40m": 1_000.0}
+    timed = []
+
+    def measure(name, config):
+        timed.append(name)
+        model = build(config.model)
+        return Candidate(name, model.num_parameters(), speeds[name], config.bytes_per_rank_step)
+
+    monkeypatch.setattr(sizing, "measure", measure)
+    monkeypatch.setattr(sizing.measure_sizes, "__defaults__", (sizing.DEFAULT_BYTES_PER_PARAMETER, measure, None))
+    console = Console(file=io.StringIO(), width=200)
+    args = parse("--preset", "auto", "--time-budget", "100")
+    assert train.auto_preset(args, console) == "tiny" and timed == ["tiny", "small"]
+    # tiny: 191,168 parameters, 10 MB in 100 s (52 per parameter); small's 1.25 MB is 0.29 per parameter
+    assert args.iters == 100 * 100_000 // 4096
+    said = console.file.getvalue()
+    assert "--preset auto: tiny (191,168 parameters) for 100 s" in said and "not timed: 40m" in said
+    assert f"--iters {args.iters:,}" in said
+    args = parse("--preset", "auto", "--time-budget", "20000", "--iters", "50")
+    args.preset = train.auto_preset(args, console)
+    assert args.preset == "small" and args.iters == 50  # given --iters are kept
+    assert train.training_config(args).save_path == "weights/small-builtin"
+
+
+@pytest.mark.parametrize("flags,fragment", [
+    (["--preset", "auto"], "give --time-budget SECONDS"),
+    (["--preset", "auto", "--time-budget", "60", "--dim", "64,32"], "drop --dim"),
+    (["--preset", "auto", "--time-budget", "60", "--resume"], "--resume continues the run's own model"),
+])
+def test_train_preset_auto_refuses_what_it_cannot_honour_in_one_line(flags, fragment, tmp_path):
+    from .helpers import one_line_error, run
+
+    one_line_error(run("-m", "mlx_megabyte.train", "--data", "builtin", "--builtin-mb", "0.4", "--save-path",
+                       str(tmp_path / "r"), *flags), fragment)
