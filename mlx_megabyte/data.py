@@ -38,8 +38,7 @@ from . import stories
 from .errors import UserError
 from .files import atomic_path, file_sha256, write_text
 from .hub import hub_reachable
-from .instruct import story_mask
-from .text import EOT
+from .text import EOT, story_mask
 
 # 2: local files are keyed by a hash of their bytes, not their mtime. 3: local documents keep their
 # whitespace, and 0x00 and 0x03 in documents become SUBSTITUTE instead of disappearing.
@@ -112,7 +111,7 @@ class Corpus:
         return "; ".join(f"{what}: {encoding.describe()}" for what, encoding in self.encodings.values())
 
     def story_mask(self, split: str) -> np.ndarray:
-        """(len(split),) uint8, 1 on the story bytes of the split's instruct records (instruct.story_mask:
+        """(len(split),) uint8, 1 on the story bytes of the split's instruct records (text.story_mask:
         after "Story:", with the end-of-text byte that closes each story), 0 elsewhere. Computed once and
         kept beside the split (`train.mask`), memory-mapped like it."""
         stream = getattr(self, split)

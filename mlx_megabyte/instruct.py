@@ -55,16 +55,15 @@ from .sampling import (
     DEFAULT_TOP_P,
     make_sampler,
 )
-from .text import EOT, encode_prompt
+from .text import EOT, byte_array, encode_prompt, story_mask
 
 DEFAULT_SEED = 0
 DEFAULT_STORY_BYTES = 2048  # the length budget: the built-in stories are at most about 1,400 bytes
 FIELDS = {"features": "Features", "words": "Words", "summary": "Summary", "random_sentence": "Random sentence"}
 _FIELD_LINE = re.compile(r"(Features|Words|Summary|Random sentence):[ \t]*(.*)", re.IGNORECASE)
-# "Story:" at the start of a line and the whitespace after it; in a stream of records also right after
-# the end-of-text byte that starts a record. The two agree: parse_record's story is what story_mask marks.
+# "Story:" at the start of a line and the whitespace after it (text.story_mask finds the same label in a
+# stream of records: parse_record's story is what story_mask marks).
 _STORY_LABEL = re.compile(r"^Story:[ \t\r\n]*", re.MULTILINE)
-_STORY_LABEL_BYTES = re.compile(rb"(?:^|(?<=[\n\x03]))Story:[ \t\r\n]*")
 _LABEL_IN_STORY = re.compile(r"^[ \t]*(?:Features|Words|Summary|Random sentence|Story):", re.MULTILINE | re.IGNORECASE)
 _LETTER = r"[^\W\d_]"  # a letter in any script
 _VOWELS = "aeiou"
@@ -124,7 +123,7 @@ def records_from_stream(data, limit: int | None = None) -> list[Record]:
     """The records in an encoded split (documents separated by the end-of-text byte, as data.prepare
     writes them), in order; documents that are not records (plain stories) are skipped."""
     records = []
-    for document in _byte_array(data).tobytes().split(bytes([EOT])):
+    for document in byte_array(data).tobytes().split(bytes([EOT])):
         try:
             records.append(parse_record(document.decode("utf-8", "surrogateescape")))
         except ValueError:
@@ -132,32 +131,6 @@ def records_from_stream(data, limit: int | None = None) -> list[Record]:
         if limit is not None and len(records) == limit:
             break
     return records
-
-
-def _byte_array(data) -> np.ndarray:
-    """bytes, or a uint8 array (a memory-mapped split), as a uint8 array."""
-    return np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray)) else np.asarray(data, np.uint8)
-
-
-def story_mask(data) -> np.ndarray:
-    """(len(data),) bool: the bytes of a stream of records that are story, each story with the end-of-text
-    byte that closes it. A record's story starts after its first "Story:" label (at the start of a line)
-    and the whitespace after it; bytes of documents without one are never marked.
-
-    >>> story_mask(b"Words: a\\nStory: Hi\\x03").astype(int).tolist()
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1]
-    """
-    ids = _byte_array(data)
-    ends = np.flatnonzero(ids == EOT)
-    mask = np.zeros(len(ids), dtype=bool)
-    last = -1
-    for label in _STORY_LABEL_BYTES.finditer(ids.tobytes()):
-        record = int(np.searchsorted(ends, label.start()))  # its closing EOT is ends[record]
-        if record == last:
-            continue  # "Story:" inside a story is story
-        last = record
-        mask[label.end() : int(ends[record]) + 1 if record < len(ends) else len(ids)] = True
-    return mask
 
 
 # --- the checks ------------------------------------------------------------------------------------------

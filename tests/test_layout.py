@@ -35,7 +35,10 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            candidates = [target] + [f"{target}.{alias.name}" for alias in node.names]
+            # `from . import stories` reads the submodule, not the package's __init__: an edge to the
+            # package only for names that are not submodules.
+            submodules = [f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in known]
+            candidates = submodules + ([target] if len(submodules) < len(node.names) else [])
         elif isinstance(node, ast.Import):
             candidates = [alias.name for alias in node.names]
         else:

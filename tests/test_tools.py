@@ -54,3 +54,16 @@ def test_the_other_errors_of_the_tools_are_one_line(tmp_path):
     one_line_error(refused, "did not answer", "is it running?")  # once tracebacks from the client threads
     one_line_error(run("tools/convert_to_torch.py", "--mlx-path", str(tmp_path / "none"), "--torch-path",
                        str(tmp_path / "x.safetensors"), timeout=60), "is not a weights directory")
+
+
+def test_corpora_splits_fortunes_and_removes_colour_codes_even_nested(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("corpora", ROOT / "tools" / "corpora.py")
+    corpora = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(corpora)
+    path = tmp_path / "f"
+    path.write_bytes("First one,\n  kept as it is.\n%\n\x1b[32m《标题》\x1b[m\n\x1b[;\x1b[34;1mm诗句\n%\n\n%\nLast\n".encode())
+    assert corpora.fortunes(path) == ["First one,\n  kept as it is.", "《标题》\n诗句", "Last"]
+    one_line_error(run(str(ROOT / "tools" / "corpora.py"), "fortunes", "--out", str(tmp_path / "x.txt"),
+                       env={"PATH": str(tmp_path)}), "dpkg is not here")
