@@ -14,7 +14,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from . import kernels
 from .checkpoint import assign_leaves
-from .models import loss_fn
+from .models import loss_and_stats
 
 
 class AdamW(optim.AdamW):
@@ -113,6 +113,10 @@ class TrainStep:
     float32 (the master weights); each step casts the parameters to `compute_dtype` for the forward and
     backward passes, whose gradients arrive back in float32. With `loss_scaling` (float16) a step whose
     gradients are not finite changes nothing; `applied` says whether the last one did.
+
+    The loss it returns is the mean next-byte cross-entropy; what it minimises adds the model's auxiliary
+    loss, if any (base.loss_and_stats). `stats` holds the last step's model statistics (H-Net's ratio
+    loss and patch length; empty for most models), averaged like the loss.
     """
 
     def __init__(self, model, optimizer, grad_clip: float, accumulation: int = 1, world: int = 1,
@@ -120,30 +124,35 @@ class TrainStep:
         self.model, self.optimizer, self.accumulation = model, optimizer, accumulation
         self.loss_scaling = loss_scaling
         self.applied = mx.array(True)
+        self.stats: dict[str, mx.array] = {}
         state = [model.state, optimizer.state, mx.random.state]
 
+        # loss_and_grad(batch, scale) -> (cross-entropy, stats, gradients of loss_fn)
         if compute_dtype == mx.float32:
-            plain = nn.value_and_grad(model, loss_fn)
+            plain = nn.value_and_grad(model, loss_and_stats)
 
             def loss_and_grad(batch, scale):
-                return plain(model, batch)
+                (_, (loss, stats)), grads = plain(model, batch)
+                return loss, stats, grads
         else:
             def loss_and_grad(batch, scale):
                 masters = model.trainable_parameters()
 
                 def scaled_loss(params):
                     model.update(tree_map(lambda p: p.astype(compute_dtype) if mx.issubdtype(p.dtype, mx.floating) else p, params))
-                    return loss_fn(model, batch) * scale
+                    total, reported = loss_and_stats(model, batch)
+                    return total * scale, reported
 
-                loss, grads = mx.value_and_grad(scaled_loss)(masters)
+                (_, (loss, stats)), grads = mx.value_and_grad(scaled_loss)(masters)
                 model.update(masters)  # the float32 masters again, for the optimizer
-                return loss / scale, tree_map(lambda g: g / scale, grads)
+                return loss, stats, tree_map(lambda g: g / scale, grads)
 
-        def average(loss, grads):
+        def average(loss, stats, grads):
             if world > 1:
                 loss = mx.distributed.all_sum(loss) / world
+                stats = {k: mx.distributed.all_sum(v) / world for k, v in stats.items()}
                 grads = nn.average_gradients(grads)
-            return loss, grads
+            return loss, stats, grads
 
         def update(grads):
             if not loss_scaling:
@@ -166,17 +175,17 @@ class TrainStep:
 
         @partial(mx.compile, inputs=state, outputs=state)
         def step(batch, scale):
-            loss, grads = average(*loss_and_grad(batch, scale))
-            return (loss, *update(grads))
+            loss, stats, grads = average(*loss_and_grad(batch, scale))
+            return (loss, stats, *update(grads))
 
         @partial(mx.compile, inputs=state, outputs=state)
         def gradients(batch, scale):
             return loss_and_grad(batch, scale)
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def apply(loss, grads):
-            loss, grads = average(loss, grads)
-            return (loss, *update(grads))
+        def apply(loss, stats, grads):
+            loss, stats, grads = average(loss, stats, grads)
+            return (loss, stats, *update(grads))
 
         self._step, self._gradients, self._apply = step, gradients, apply
 
@@ -184,14 +193,16 @@ class TrainStep:
         """(loss, gradient norm), lazy, for a (batch_size * accumulation, length) batch of bytes."""
         scale = mx.array(loss_scale, dtype=mx.float32)
         if self.accumulation == 1:
-            loss, norm, self.applied = self._step(mx.array(batch), scale)
+            loss, self.stats, norm, self.applied = self._step(mx.array(batch), scale)
             return loss, norm
-        total_loss, total_grads = 0.0, None
+        total_loss, total_stats, total_grads = 0.0, {}, None
         for micro in np.split(np.asarray(batch), self.accumulation):
-            loss, grads = self._gradients(mx.array(micro), scale)
+            loss, stats, grads = self._gradients(mx.array(micro), scale)
             total_loss = total_loss + loss
+            total_stats = {k: total_stats.get(k, 0.0) + v for k, v in stats.items()}
             total_grads = grads if total_grads is None else tree_map(lambda a, b: a + b, total_grads, grads)
-            mx.eval(total_loss, total_grads)  # one micro-batch's activations alive at a time
+            mx.eval(total_loss, total_stats, total_grads)  # one micro-batch's activations alive at a time
         factor = 1.0 / self.accumulation
-        loss, norm, self.applied = self._apply(total_loss * factor, tree_map(lambda g: g * factor, total_grads))
+        loss, self.stats, norm, self.applied = self._apply(total_loss * factor, {k: v * factor for k, v in total_stats.items()},
+                                                           tree_map(lambda g: g * factor, total_grads))
         return loss, norm

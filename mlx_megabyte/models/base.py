@@ -10,7 +10,9 @@ It provides:
 - a **model**: an nn.Module subclassing `Model`: `model(ids, include_start=False)` -> logits whose
   [:, t] predicts byte t + 1 (with `include_start`, one more position first: the prediction of byte 0),
   `make_cache(batch_size)` -> its `DecodingState`, `patch_starts(ids)` (which bytes begin a patch, for
-  the playground's marks), `set_grad_checkpoint`;
+  the playground's marks), `set_grad_checkpoint`; optionally `forward_with_stats(ids)` (the logits with
+  the start, and scalars training logs beside the loss) and `auxiliary_loss(stats)` (a term training
+  adds to the cross-entropy, e.g. H-Net's ratio loss; bits per byte never include it);
 - a **decoding state** subclassing `DecodingState`: the model's caches for a batch of sequences that all
   hold the same number of bytes, fed byte by byte (`prefill`, `step`), whose rows can be dropped
   (`select`) or joined with another state's (`merge`, when `can_merge` says their positions agree);
@@ -153,6 +155,15 @@ class Model(nn.Module):
     def set_grad_checkpoint(self, enabled: bool = True) -> None:
         raise NotImplementedError
 
+    def forward_with_stats(self, ids: mx.array) -> tuple[mx.array, dict[str, mx.array]]:
+        """`self(ids, include_start=True)` and the scalars (by name) that training logs beside the loss,
+        from the same pass; none by default."""
+        return self(ids, include_start=True), {}
+
+    def auxiliary_loss(self, stats: dict[str, mx.array]) -> mx.array | None:
+        """What training adds to the mean cross-entropy, from forward_with_stats' scalars (None: nothing)."""
+        return None
+
 
 def checkpointed(layer: nn.Module, *args) -> mx.array:
     """layer(*args), keeping only its inputs for the backward pass, which runs the layer again."""
@@ -184,17 +195,30 @@ class Architecture:
 
 
 def loss_fn(model: Model, ids: mx.array) -> mx.array:
-    """Mean next-byte cross-entropy (nats) over bytes != pad_id, byte 0 predicted by the start; for
-    MEGABYTE megabyte-pytorch's forward(ids, return_loss=True)."""
-    total, counted = summed_loss(model, ids)
-    return total / counted
+    """What training minimises: the mean next-byte cross-entropy (nats) over bytes != pad_id, byte 0
+    predicted by the start, plus the model's auxiliary loss if it has one. For MEGABYTE
+    megabyte-pytorch's forward(ids, return_loss=True)."""
+    return loss_and_stats(model, ids)[0]
+
+
+def loss_and_stats(model: Model, ids: mx.array) -> tuple[mx.array, tuple[mx.array, dict[str, mx.array]]]:
+    """(loss_fn's value, (the mean cross-entropy alone, the model's stats)), from one forward pass: the
+    shape mx.value_and_grad differentiates by its first element (the trainer's step logs the rest)."""
+    logits, stats = model.forward_with_stats(ids)
+    total, counted = _summed(model, logits, ids)
+    mean = total / counted
+    extra = model.auxiliary_loss(stats)
+    return (mean if extra is None else mean + extra), (mean, stats)
 
 
 def summed_loss(model: Model, ids: mx.array) -> tuple[mx.array, mx.array]:
     """(summed cross-entropy, number of bytes != pad_id): sums that add up exactly across batches and
-    windows of any length, for validation and evaluation."""
-    logits = model(ids, include_start=True)[:, :-1]  # [:, t] predicts byte t
-    losses = cross_entropy(logits, ids)  # float32, whatever the logits' dtype (mixed precision)
+    windows of any length, for validation and evaluation (no auxiliary loss)."""
+    return _summed(model, model(ids, include_start=True), ids)
+
+
+def _summed(model: Model, logits: mx.array, ids: mx.array) -> tuple[mx.array, mx.array]:
+    losses = cross_entropy(logits[:, :-1], ids)  # [:, t] predicts byte t; float32 whatever the logits' dtype
     counted = ids != model.config.pad_id
     return mx.sum(losses * counted), mx.sum(counted)
 
