@@ -93,7 +93,7 @@ def confidence(p: mx.array, boundary: mx.array) -> mx.array:
     """The straight-through confidence (section 2.2.3): c_t = p_t at a boundary, 1 - p_t elsewhere, used
     as 1 in the forward pass (the outputs are unchanged) while its gradient reaches the router."""
     c = mx.where(boundary, p, 1 - p)
-    return 1 + c - mx.stop_gradient(c)
+    return (c - mx.stop_gradient(c)) + 1  # exactly 1: c - c is 0
 
 
 def ratio_loss(p: mx.array, boundary: mx.array, target: float) -> mx.array:

@@ -18,6 +18,7 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
+from ...kernels import silu
 from ..layers import RMSNorm
 from . import ssd
 
@@ -74,7 +75,7 @@ class Mamba2(nn.Module):
         if cache is not None:  # the convolution's next look-back: the last K - 1 of its inputs
             before = previous if previous is not None else mx.zeros((B, self.conv_weight.shape[0] - 1, xbc.shape[2]), xbc.dtype)
             cache.conv = mx.concatenate([before, xbc], axis=1)[:, -(self.conv_weight.shape[0] - 1) :]
-        xbc = nn.silu(causal_conv(xbc, self.conv_weight, self.conv_bias, previous))
+        xbc = silu(causal_conv(xbc, self.conv_weight, self.conv_bias, previous))
         xs, b, c = mx.split(xbc, [inner, inner + S], axis=-1)
         dt = nn.softplus(dt + self.dt_bias.astype(dt.dtype))  # (B, T, H)
         a = dt.astype(mx.float32) * -mx.exp(self.A_log)  # (B, T, H), log decays
@@ -88,5 +89,5 @@ class Mamba2(nn.Module):
             if cache is not None:
                 cache.ssm = final
         y = y + xs * self.D.astype(xs.dtype)[:, None]
-        y = self.gate_norm(y.reshape(B, T, inner) * nn.silu(z))
+        y = self.gate_norm(y.reshape(B, T, inner) * silu(z))
         return self.out_proj(y)

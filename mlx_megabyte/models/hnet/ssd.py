@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from ...kernels import exp_nonpositive
+
 
 def scan(x: mx.array, a: mx.array, b: mx.array, c: mx.array, block: int,
          state: mx.array | None = None) -> tuple[mx.array, mx.array]:
@@ -35,8 +37,10 @@ def scan(x: mx.array, a: mx.array, b: mx.array, c: mx.array, block: int,
 
     cum = mx.cumsum(a, axis=-1)  # (N, H, n, Q): log decay from the block's start through each position
     i = mx.arange(block)
-    # decay[..., i, j] = exp(a_{j+1} + ... + a_i) for j <= i, 0 for j > i (a future position)
-    decay = mx.exp(mx.where(i[:, None] >= i[None], cum[..., :, None] - cum[..., None, :], -mx.inf))
+    # decay[..., i, j] = exp(a_{j+1} + ... + a_i) for j <= i, 0 for j > i (a future position). The
+    # exponent is capped at 0 (it is positive only above the diagonal), so nothing overflows.
+    lower = (i[:, None] >= i[None]).astype(mx.float32)  # (Q, Q)
+    decay = exp_nonpositive(mx.minimum(cum[..., :, None] - cum[..., None, :], 0.0)) * lower
 
     # Within each block: y_i = sum_{j <= i} (c_i . b_j) decay[i, j] x_j.
     scores = (c @ b.swapaxes(-1, -2)) * decay.astype(x.dtype)  # (N, H, n, Q, Q)
@@ -46,7 +50,7 @@ def scan(x: mx.array, a: mx.array, b: mx.array, c: mx.array, block: int,
     ends = (x * decay[..., -1, :, None].astype(x.dtype)).swapaxes(-1, -2) @ b  # (N, H, n, P, S)
 
     # Across blocks, the short scan: the state entering block k, decayed through the whole block.
-    through = mx.exp(cum[..., -1])[..., None, None]  # (N, H, n, 1, 1)
+    through = exp_nonpositive(cum[..., -1])[..., None, None]  # (N, H, n, 1, 1)
     h = mx.zeros((N, H, P, S), x.dtype) if state is None else state.astype(x.dtype)
     entering = []
     for k in range(n):
@@ -55,7 +59,7 @@ def scan(x: mx.array, a: mx.array, b: mx.array, c: mx.array, block: int,
     entering = mx.stack(entering, axis=2)  # (N, H, n, P, S)
 
     # What the state entering the block gives each position: exp(cum_i) (c_i . h).
-    y = y + (c @ entering.swapaxes(-1, -2)) * mx.exp(cum)[..., None].astype(x.dtype)  # (N, H, n, Q, P)
+    y = y + (c @ entering.swapaxes(-1, -2)) * exp_nonpositive(cum)[..., None].astype(x.dtype)  # (N, H, n, Q, P)
     y = y.transpose(0, 2, 3, 1, 4).reshape(N, n * block, H, P)[:, :T]
     return y, h
 
@@ -63,6 +67,6 @@ def scan(x: mx.array, a: mx.array, b: mx.array, c: mx.array, block: int,
 def step(x: mx.array, a: mx.array, b: mx.array, c: mx.array, state: mx.array) -> tuple[mx.array, mx.array]:
     """One position of the recurrence: x (B, H, P), a (B, H), b and c (B, S), state (B, H, P, S) ->
     (y (B, H, P), the new state)."""
-    decay = mx.exp(a.astype(mx.float32))[..., None, None].astype(x.dtype)
+    decay = exp_nonpositive(a.astype(mx.float32))[..., None, None].astype(x.dtype)
     state = decay * state + x[..., None] * b[:, None, None, :]
     return (state @ c[:, None, :, None])[..., 0], state
