@@ -38,7 +38,7 @@ def weights_of(run_dir):
     return mx.load(str(checkpoint.latest_checkpoint(run_dir) / "model.safetensors"))
 
 
-@pytest.mark.parametrize("arch", ["megabyte", "spacebyte"])
+@pytest.mark.parametrize("arch", ["megabyte", "spacebyte", "hnet"])
 def test_two_ranks_equal_one_process_over_the_same_global_batches(tmp_path, cache, arch):
     flags = ["--iters", "4", "--steps-per-eval", "2", "--cache-dir", cache, "--arch", arch]
     single = subprocess.run([sys.executable, *TRAIN, *flags, "--batch-size", "4", "--save-path", str(tmp_path / "one")],
