@@ -182,11 +182,14 @@ _INV_FACTORIALS = (1 / 2, 1 / 6, 1 / 24, 1 / 120, 1 / 720)
 def _exp_nonpositive(x):
     c2, c3, c4, c5, c6 = _INV_FACTORIALS
     x = mx.maximum(x, -87.0)  # below, 2^k leaves the normal float range (and exp < 1.7e-38 anyway)
-    k = mx.floor(x * _LOG2E + 0.5)
+    # k = -floor(1/2 - x / ln 2), a nearest integer to x / ln 2: the int conversion truncates, which is
+    # floor for the non-negative 1/2 - x / ln 2, and costs a fifth of mx.floor on this CPU
+    whole = -((0.5 - x * _LOG2E).astype(mx.int32))
+    k = whole.astype(mx.float32)
     r = (x - k * _LN2_HIGH) - k * _LN2_LOW
     r2 = r * r
     p = (1 + r) + r2 * ((c2 + c3 * r) + r2 * ((c4 + c5 * r) + r2 * c6))
-    return p * mx.left_shift(k.astype(mx.int32) + 127, 23).view(mx.float32)
+    return p * mx.left_shift(whole + 127, 23).view(mx.float32)
 
 
 def exp_nonpositive(x: mx.array) -> mx.array:

@@ -31,25 +31,24 @@ class MambaState:
         self.conv = self.ssm = None
 
 
-def causal_conv(x: mx.array, weight: mx.array, bias: mx.array, previous: mx.array | None) -> mx.array:
+def causal_conv(x: mx.array, weight: mx.array, bias: mx.array, previous: mx.array | None) -> tuple[mx.array, mx.array]:
     """Depthwise causal convolution: out_t = bias + sum_k weight[k] * x_{t - K + 1 + k}, x (B, T, C),
-    weight (K, C), `previous` the K - 1 rows before x[:, 0] (zeros at a sequence start)."""
-    K = weight.shape[0]
+    weight (K, C), `previous` the K - 1 rows before x[:, 0] (zeros at a sequence start). Returns the
+    output and the K - 1 rows before the next position (a decoding state's look-back)."""
+    K, T = weight.shape[0], x.shape[1]
     if previous is None:
         previous = mx.zeros((x.shape[0], K - 1, x.shape[2]), x.dtype)
     padded = mx.concatenate([previous.astype(x.dtype), x], axis=1)  # (B, T + K - 1, C)
-    T = x.shape[1]
     out = bias.astype(x.dtype)
-    for k in range(K):
+    for k in range(K):  # K shifted multiply-adds (K = 4): cheaper on CPUs than a grouped mx.conv1d
         out = out + weight[k].astype(x.dtype) * padded[:, k : k + T]
-    return out
+    return out, padded[:, T:]
 
 
 class Mamba2(nn.Module):
     def __init__(self, dims: int, state: int, expand: int, head: int, conv: int, block: int):
-        # (nn.Module has a `state` property: the sizes are kept as `state_size` and friends)
         super().__init__()
-        inner = expand * dims
+        inner = expand * dims  # (the state width is `state_size`: nn.Module has a `state` already)
         self.inner, self.state_size, self.head, self.heads, self.block = inner, state, head, inner // head, block
         channels = inner + 2 * state  # what the convolution sees: x, b and c
         self.norm = RMSNorm(dims)
@@ -71,11 +70,10 @@ class Mamba2(nn.Module):
         B, T, _ = x.shape
         inner, S, H, P = self.inner, self.state_size, self.heads, self.head
         z, xbc, dt = mx.split(self.in_proj(self.norm(x)), [inner, 2 * inner + 2 * S], axis=-1)
-        previous = None if cache is None else cache.conv
-        if cache is not None:  # the convolution's next look-back: the last K - 1 of its inputs
-            before = previous if previous is not None else mx.zeros((B, self.conv_weight.shape[0] - 1, xbc.shape[2]), xbc.dtype)
-            cache.conv = mx.concatenate([before, xbc], axis=1)[:, -(self.conv_weight.shape[0] - 1) :]
-        xbc = silu(causal_conv(xbc, self.conv_weight, self.conv_bias, previous))
+        xbc, look_back = causal_conv(xbc, self.conv_weight, self.conv_bias, None if cache is None else cache.conv)
+        if cache is not None:
+            cache.conv = look_back
+        xbc = silu(xbc)
         xs, b, c = mx.split(xbc, [inner, inner + S], axis=-1)
         dt = nn.softplus(dt + self.dt_bias.astype(dt.dtype))  # (B, T, H)
         a = dt.astype(mx.float32) * -mx.exp(self.A_log)  # (B, T, H), log decays
