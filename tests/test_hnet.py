@@ -34,7 +34,7 @@ from .helpers import ROOT
 # context for the attention encoder. At random init about half the bytes begin a patch.
 CONFIG = HNetConfig(context_length=48, dim=16, main_dim=32, encoder_depth=2, decoder_depth=2, main_depth=2,
                     state_size=8, mamba_head=8, dim_head=8, scan_block=8, max_patches=12, window=6)
-CONFIGS = {"mamba": CONFIG, "attention": CONFIG.replace(byte_attention=True)}
+CONFIGS = {"attention": CONFIG, "mamba": CONFIG.replace(mamba=True)}
 TEXT = "The cat sat. A dog ran far, then rested!  Supercalifragilistic words: ok 中文字 fin"
 
 
@@ -397,15 +397,17 @@ def test_config_validation_derived_fields_and_unknown_keys():
     with pytest.raises(ValueError, match="target_patch must be a number above 1"):
         HNetConfig(target_patch=1.0)
     with pytest.raises(ValueError, match="multiple of mamba_head"):
-        HNetConfig(dim=48, mamba_head=64)
+        HNetConfig(dim=48, mamba_head=64, mamba=True)
+    with pytest.raises(ValueError, match=r"dim \(48\) must be a multiple of dim_head"):
+        HNetConfig(dim=48)
 
 
 def test_save_load_round_trip(tmp_path):
-    model = model_for(CONFIGS["attention"])
+    model = model_for(CONFIGS["mamba"])
     save(model, tmp_path / "w")
     assert json.loads((tmp_path / "w" / "config.json").read_text())["model_type"] == "hnet"
     config, _ = read_config(tmp_path / "w")
-    assert config == CONFIGS["attention"]
+    assert config == CONFIGS["mamba"]
     loaded = load(tmp_path / "w")
     assert isinstance(loaded, HNet)
     ids = text_ids(TEXT, 48)
@@ -430,7 +432,7 @@ def test_train_logs_ratio_loss_and_patch_length_evaluate_reports_it(tmp_path):
     corpus = tmp_path / "text.txt"
     corpus.write_text((TEXT + "\n") * 400)
     args = [*TRAIN, "--data", str(corpus), "--cache-dir", str(tmp_path / "cache"), "--steps-per-eval", "3",
-            "--save-path", str(tmp_path / "run"), "--iters", "6"]
+            "--save-path", str(tmp_path / "run"), "--iters", "6", "--mamba"]  # the other byte layers in training
     console = Console(file=io.StringIO(), width=200)
     summary = run(build_parser().parse_args(args), console)
     assert summary["step"] == 6 and "H-Net" in console.file.getvalue()
@@ -438,7 +440,8 @@ def test_train_logs_ratio_loss_and_patch_length_evaluate_reports_it(tmp_path):
     trained = [s for s in steps if "loss" in s]
     assert all(s["ratio_loss"] > 0 and 1 <= s["patch_length"] <= 256 for s in trained)
     model = load(tmp_path / "run" / "best")
-    assert isinstance(model, HNet) and model.config == hnet.PRESETS["tiny"].replace(attn_dropout=0.1, ff_dropout=0.1)
+    assert isinstance(model, HNet) and model.config == hnet.PRESETS["tiny"].replace(attn_dropout=0.1, ff_dropout=0.1,
+                                                                                  mamba=True)
     data = np.frombuffer(((TEXT + "\n") * 10).encode(), dtype=np.uint8)
     result = evaluate(model, [data])
     assert result["bytes"] == result["counted_bytes"] == len(data) and 0 < result["bpb"] < 8.5
@@ -480,4 +483,4 @@ def test_flags_of_other_architectures_are_refused_and_derived_fields_follow():
         model_config(build_parser().parse_args(["--arch", "hnet", "--max-patch", "8"]))
     config = model_config(build_parser().parse_args(["--arch", "hnet", "--preset", "small", "--context-length", "512"]))
     assert config.max_patches == 107 and config.dim == hnet.PRESETS["small"].dim
-    assert model_config(build_parser().parse_args(["--arch", "hnet", "--byte-attention"])).byte_attention
+    assert model_config(build_parser().parse_args(["--arch", "hnet", "--mamba"])).mamba

@@ -49,9 +49,9 @@ class HNetCache(DecodingState):
         self.prefill(self.tokens)
 
     def _layer_states(self, stack) -> list:
-        if self.config.byte_attention:
-            return [KVCache(self.config.context_length + 1) for _ in stack.layers]
-        return [MambaState() for _ in stack.layers]
+        if self.config.mamba:
+            return [MambaState() for _ in stack.layers]
+        return [KVCache(self.config.context_length + 1) for _ in stack.layers]
 
     def _prefill(self, ids: mx.array) -> mx.array:
         model, config = self.model, self.config

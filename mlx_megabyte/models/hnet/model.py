@@ -3,8 +3,8 @@ boundaries the model learns, a main network over the patches, a byte decoder.
 
 How bytes flow (B sequences of L bytes; d = dim, D = main_dim, G = max_patches):
 
-    [start, byte_0, ..., byte_{L-1}] -> embedded (B, L + 1, d) -> encoder (Mamba-2 layers, or windowed
-    attention blocks with byte_attention) -> h (B, L + 1, d)
+    [start, byte_0, ..., byte_{L-1}] -> embedded (B, L + 1, d) -> encoder (windowed-attention blocks, or
+    Mamba-2 layers with `mamba`) -> h (B, L + 1, d)
     router: p_t = (1 - cos(W_q h_{t-1}, W_k h_t)) / 2, p_0 = 1; a patch begins where p_t > 1/2
     chunking: the h of each patch's first position, gathered into (B, G, d), extended to D with learned
     features -> main network (causal transformer, rotary positions over the patches) -> first d features
@@ -108,9 +108,9 @@ class HNet(Model):
 
     def byte_layers(self, depth: int) -> list[nn.Module]:
         config = self.config
-        if config.byte_attention:
-            return [Block(config, config.dim, config.window) for _ in range(depth)]
-        return [MambaBlock(config) for _ in range(depth)]
+        if config.mamba:
+            return [MambaBlock(config) for _ in range(depth)]
+        return [Block(config, config.dim, config.window) for _ in range(depth)]
 
     def __call__(self, ids: mx.array, include_start: bool = False) -> mx.array:
         """ids (B, L) -> logits (B, L, num_tokens); logits[:, t] predicts byte t + 1. With include_start
