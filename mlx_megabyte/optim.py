@@ -14,7 +14,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from . import kernels
 from .checkpoint import assign_leaves
-from .models import loss_and_stats
+from .models import summed_training_loss
 
 
 class AdamW(optim.AdamW):
@@ -115,8 +115,9 @@ class TrainStep:
     gradients are not finite changes nothing; `applied` says whether the last one did.
 
     The loss it returns is the mean next-byte cross-entropy; what it minimises adds the model's auxiliary
-    loss, if any (base.loss_and_stats). `stats` holds the last step's model statistics (H-Net's ratio
-    loss and patch length; empty for most models), averaged like the loss.
+    loss per sequence, if it has one (models.summed_training_loss; H-Net's ratio loss). `stats` holds
+    the last step's model statistics per sequence (H-Net's ratio loss and patch length; empty for most
+    models), averaged over micro-batches and ranks like the loss.
     """
 
     def __init__(self, model, optimizer, grad_clip: float, accumulation: int = 1, world: int = 1,
@@ -127,9 +128,14 @@ class TrainStep:
         self.stats: dict[str, mx.array] = {}
         state = [model.state, optimizer.state, mx.random.state]
 
-        # loss_and_grad(batch, scale) -> (cross-entropy, stats, gradients of loss_fn)
+        def objective(model, batch):  # (what is minimised, (the mean cross-entropy, stats per sequence))
+            total, counted, extra, stats = summed_training_loss(model, batch)
+            rows, mean = batch.shape[0], total / counted
+            return (mean if extra is None else mean + extra / rows), (mean, {k: v / rows for k, v in stats.items()})
+
+        # loss_and_grad(batch, scale) -> (cross-entropy, stats, gradients of the objective)
         if compute_dtype == mx.float32:
-            plain = nn.value_and_grad(model, loss_and_stats)
+            plain = nn.value_and_grad(model, objective)
 
             def loss_and_grad(batch, scale):
                 (_, (loss, stats)), grads = plain(model, batch)
@@ -140,8 +146,8 @@ class TrainStep:
 
                 def scaled_loss(params):
                     model.update(tree_map(lambda p: p.astype(compute_dtype) if mx.issubdtype(p.dtype, mx.floating) else p, params))
-                    total, reported = loss_and_stats(model, batch)
-                    return total * scale, reported
+                    minimised, reported = objective(model, batch)
+                    return minimised * scale, reported
 
                 (_, (loss, stats)), grads = mx.value_and_grad(scaled_loss)(masters)
                 model.update(masters)  # the float32 masters again, for the optimizer

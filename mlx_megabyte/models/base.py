@@ -11,8 +11,9 @@ It provides:
   [:, t] predicts byte t + 1 (with `include_start`, one more position first: the prediction of byte 0),
   `make_cache(batch_size)` -> its `DecodingState`, `patch_starts(ids)` (which bytes begin a patch, for
   the playground's marks), `set_grad_checkpoint`; optionally `forward_with_stats(ids)` (the logits with
-  the start, and scalars training logs beside the loss) and `auxiliary_loss(stats)` (a term training
-  adds to the cross-entropy, e.g. H-Net's ratio loss; bits per byte never include it);
+  the start, and scalars from the same pass that training logs beside the loss) and
+  `auxiliary_loss(stats)` (a term training adds to the cross-entropy, e.g. H-Net's ratio loss; `loss_fn`,
+  `summed_loss` and so bits per byte never include it: see `summed_training_loss`);
 - a **decoding state** subclassing `DecodingState`: the model's caches for a batch of sequences that all
   hold the same number of bytes, fed byte by byte (`prefill`, `step`), whose rows can be dropped
   (`select`) or joined with another state's (`merge`, when `can_merge` says their positions agree);
@@ -156,12 +157,14 @@ class Model(nn.Module):
         raise NotImplementedError
 
     def forward_with_stats(self, ids: mx.array) -> tuple[mx.array, dict[str, mx.array]]:
-        """`self(ids, include_start=True)` and the scalars (by name) that training logs beside the loss,
-        from the same pass; none by default."""
+        """`self(ids, include_start=True)` and scalars by name from the same pass, each a sum over the
+        batch's sequences (so that the parts of a batch, micro-batches and ranks, add up); training logs
+        them per sequence. None by default."""
         return self(ids, include_start=True), {}
 
     def auxiliary_loss(self, stats: dict[str, mx.array]) -> mx.array | None:
-        """What training adds to the mean cross-entropy, from forward_with_stats' scalars (None: nothing)."""
+        """What training adds to the mean cross-entropy, summed over the batch's sequences like `stats`
+        (training divides it by their number); None: nothing."""
         return None
 
 
@@ -195,26 +198,26 @@ class Architecture:
 
 
 def loss_fn(model: Model, ids: mx.array) -> mx.array:
-    """What training minimises: the mean next-byte cross-entropy (nats) over bytes != pad_id, byte 0
-    predicted by the start, plus the model's auxiliary loss if it has one. For MEGABYTE
-    megabyte-pytorch's forward(ids, return_loss=True)."""
-    return loss_and_stats(model, ids)[0]
-
-
-def loss_and_stats(model: Model, ids: mx.array) -> tuple[mx.array, tuple[mx.array, dict[str, mx.array]]]:
-    """(loss_fn's value, (the mean cross-entropy alone, the model's stats)), from one forward pass: the
-    shape mx.value_and_grad differentiates by its first element (the trainer's step logs the rest)."""
-    logits, stats = model.forward_with_stats(ids)
-    total, counted = _summed(model, logits, ids)
-    mean = total / counted
-    extra = model.auxiliary_loss(stats)
-    return (mean if extra is None else mean + extra), (mean, stats)
+    """Mean next-byte cross-entropy (nats) over bytes != pad_id, byte 0 predicted by the start; for
+    MEGABYTE megabyte-pytorch's forward(ids, return_loss=True)."""
+    total, counted = summed_loss(model, ids)
+    return total / counted
 
 
 def summed_loss(model: Model, ids: mx.array) -> tuple[mx.array, mx.array]:
     """(summed cross-entropy, number of bytes != pad_id): sums that add up exactly across batches and
-    windows of any length, for validation and evaluation (no auxiliary loss)."""
+    windows of any length, for validation and evaluation."""
     return _summed(model, model(ids, include_start=True), ids)
+
+
+def summed_training_loss(model: Model, ids: mx.array) -> tuple[mx.array, mx.array, mx.array | None, dict]:
+    """What a training step needs from one forward pass, as sums over the batch that add up across
+    micro-batches and ranks: (summed cross-entropy, bytes counted, the model's auxiliary loss or None,
+    its stats), the last two summed over the sequences. Training minimises the mean cross-entropy plus
+    the auxiliary loss per sequence; for most models that is loss_fn."""
+    logits, stats = model.forward_with_stats(ids)
+    total, counted = _summed(model, logits, ids)
+    return total, counted, model.auxiliary_loss(stats), stats
 
 
 def _summed(model: Model, logits: mx.array, ids: mx.array) -> tuple[mx.array, mx.array]:

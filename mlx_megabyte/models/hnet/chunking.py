@@ -97,14 +97,14 @@ def confidence(p: mx.array, boundary: mx.array) -> mx.array:
 
 
 def ratio_loss(p: mx.array, boundary: mx.array, target: float) -> mx.array:
-    """The paper's ratio loss (section 2.3.3) per sequence, averaged over the batch: with F the fraction of
-    bytes that begin a patch and G their mean boundary probability, N/(N-1) ((N-1) F G + (1-F)(1-G)),
-    which is 1 when F = G = 1/N and grows as the patches get shorter than N bytes; F comes from hard
-    decisions, so the gradient reaches the router through G. p and boundary (B, L + 1): the start
-    (position 0, always a boundary) is not a byte and is left out. Per sequence rather than over the
-    batch (the reference's choice): then the mean over ranks is the mean over their sequences, and
-    data-parallel training equals one process."""
+    """The paper's ratio loss (section 2.3.3) of each sequence (B,): with F the fraction of its bytes that
+    begin a patch and G their mean boundary probability, N/(N-1) ((N-1) F G + (1-F)(1-G)), which is 1
+    when F = G = 1/N and grows as the patches get shorter than N bytes; F comes from hard decisions, so
+    the gradient reaches the router through G. p and boundary (B, L + 1): the start (position 0, always
+    a boundary) is not a byte and is left out. Per sequence, where the reference takes the whole batch:
+    then sums over sequences add up across micro-batches and ranks, and data-parallel training equals
+    one process."""
     N = target
     F = mx.mean(boundary[:, 1:].astype(mx.float32), axis=1)  # (B,)
     G = mx.mean(p[:, 1:], axis=1)
-    return mx.mean(N / (N - 1) * ((N - 1) * F * G + (1 - F) * (1 - G)))
+    return N / (N - 1) * ((N - 1) * F * G + (1 - F) * (1 - G))

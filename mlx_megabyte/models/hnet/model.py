@@ -119,17 +119,18 @@ class HNet(Model):
         return logits if include_start else logits[:, 1:]
 
     def forward_with_stats(self, ids: mx.array) -> tuple[mx.array, dict[str, mx.array]]:
-        """Logits with the start (as include_start) and the ratio loss and mean patch length (bytes per
-        boundary) of this batch."""
+        """Logits with the start (as include_start) and, summed over the sequences (base.py), their ratio
+        loss and mean patch length (bytes per byte that begins a patch)."""
         result = self.forward(ids)
         stats = {}
         if ids.shape[1]:
-            started = mx.sum(result.boundary[:, 1:])
-            stats = {"ratio_loss": chunking.ratio_loss(result.p, result.boundary, self.config.target_patch),
-                     "patch_length": ids.size / mx.maximum(started, 1)}
+            started = mx.sum(result.boundary[:, 1:], axis=1)  # (B,)
+            stats = {"ratio_loss": mx.sum(chunking.ratio_loss(result.p, result.boundary, self.config.target_patch)),
+                     "patch_length": mx.sum(ids.shape[1] / mx.maximum(started, 1))}
         return self.logits(result.outputs), stats
 
     def auxiliary_loss(self, stats: dict[str, mx.array]) -> mx.array | None:
+        """The weighted ratio loss (the paper's alpha, ratio_loss_weight)."""
         return self.config.ratio_loss_weight * stats["ratio_loss"] if "ratio_loss" in stats else None
 
     def forward(self, ids: mx.array, cache: HNetCache | None = None) -> Pass:
