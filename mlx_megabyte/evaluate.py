@@ -9,7 +9,8 @@ The source's bytes are cut into consecutive windows of the model's context (the 
 every byte is scored once, exactly as megabyte-pytorch's `forward(window, return_loss=True)` scores it:
 the first byte of each window from the start token, the rest from what precedes them in the window. The
 result is the mean over all counted bytes (pad_id bytes are not counted), so it is deterministic and
-does not depend on the batch size.
+does not depend on the batch size. Beside it: the mean patch length, scored bytes per byte that begins
+a patch (the model's `patch_starts`: MEGABYTE's fixed patches, SpaceByte's words, H-Net's learned ones).
 
 With --instruct every model writes one story for each of the first --prompts records of the data's
 validation split (record i with seed --seed + i, the same sampler for all), and instruct.py scores them
@@ -22,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from functools import partial
 from pathlib import Path
 
 import mlx.core as mx
@@ -62,18 +62,19 @@ def first_bytes(streams: list[np.ndarray], count: int) -> list[np.ndarray]:
 
 
 def evaluate(model, streams: list[np.ndarray], batch_size: int = 8, progress=None) -> dict:
-    """Loss (nats per counted byte), bits per byte and counts over every byte of `streams`."""
+    """Loss (nats per counted byte), bits per byte, mean patch length and counts over every byte of `streams`."""
     length = model.config.context_length
-    total, counted, scored = 0.0, 0, 0
-    score = mx.compile(partial(summed_loss, model))
+    total, counted, scored, patches = 0.0, 0, 0, 0
+    score = mx.compile(lambda ids: (*summed_loss(model, ids), mx.sum(model.patch_starts(ids))))
     pending = []
 
     def flush():
-        nonlocal total, counted
+        nonlocal total, counted, patches
         if pending:
-            loss, count = score(mx.array(np.stack(pending)))
+            loss, count, starts = score(mx.array(np.stack(pending)))
             total += loss.item()
             counted += int(count.item())
+            patches += int(starts.item())
             pending.clear()
 
     for window in windows(streams, length):
@@ -92,7 +93,8 @@ def evaluate(model, streams: list[np.ndarray], batch_size: int = 8, progress=Non
     if counted == 0:
         raise UserError("the source holds no bytes to score")
     loss = total / counted
-    return {"loss": loss, "bpb": loss / math.log(2), "bytes": scored, "counted_bytes": counted}
+    return {"loss": loss, "bpb": loss / math.log(2), "bytes": scored, "counted_bytes": counted,
+            "patch_length": scored / max(patches, 1)}
 
 
 def build_parser():
@@ -169,7 +171,7 @@ def main(argv=None):
     else:
         print(f"{result['bpb']:.4f} bits per byte (loss {result['loss']:.4f} nats) over {result['bytes']:,} bytes "
               f"of {args.data} ({split}: {size - separators:,} bytes of text and {separators:,} end-of-text "
-              f"byte{'s' * (separators != 1)})")
+              f"byte{'s' * (separators != 1)}); mean patch length {result['patch_length']:.2f} bytes")
     sys.stdout.flush()
 
 

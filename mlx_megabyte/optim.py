@@ -14,7 +14,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from . import kernels
 from .checkpoint import assign_leaves
-from .models import summed_loss
+from .models import summed_training_loss
 
 
 class AdamW(optim.AdamW):
@@ -119,6 +119,11 @@ class TrainStep:
     float32 (the master weights); each step casts the parameters to `compute_dtype` for the forward and
     backward passes, whose gradients arrive back in float32. With `loss_scaling` (float16) a step whose
     gradients are not finite changes nothing; `applied` says whether the last one did.
+
+    The loss it returns is the mean next-byte cross-entropy; what it minimises adds the model's auxiliary
+    loss per sequence, if it has one (models.summed_training_loss; H-Net's ratio loss). `stats` holds
+    the last step's model statistics per sequence (H-Net's ratio loss and patch length; empty for most
+    models), averaged over micro-batches and ranks like the loss.
     """
 
     def __init__(self, model, optimizer, grad_clip: float, accumulation: int = 1, world: int = 1,
@@ -126,33 +131,44 @@ class TrainStep:
         self.model, self.optimizer, self.accumulation = model, optimizer, accumulation
         self.loss_scaling = loss_scaling
         self.applied = mx.array(True)
+        self.stats: dict[str, mx.array] = {}
         state = [model.state, optimizer.state, mx.random.state]
 
-        def share_of_loss(model, share, *batch):  # this part's summed loss over the global count / world
-            return summed_loss(model, *batch)[0] / share
+        # objective(model, share, rows, *batch) -> (what this part adds to the minimised loss, (its share of
+        # the cross-entropy, its share of the stats)): the summed cross-entropy over the global count /
+        # world (share), the auxiliary loss and stats summed over sequences over this rank's rows (every
+        # rank holds as many), so that the parts add up to global means.
+        def objective(model, share, rows, *batch):
+            total, _, extra, stats = summed_training_loss(model, *batch)
+            loss = total / share
+            return (loss if extra is None else loss + extra / rows), (loss, {k: v / rows for k, v in stats.items()})
 
+        # loss_and_grad(batch, share, rows, scale) -> (this part's cross-entropy, stats, gradients)
         if compute_dtype == mx.float32:
-            plain = nn.value_and_grad(model, share_of_loss)
+            plain = nn.value_and_grad(model, objective)
 
-            def loss_and_grad(batch, share, scale):
-                return plain(model, share, *batch)
+            def loss_and_grad(batch, share, rows, scale):
+                (_, (loss, stats)), grads = plain(model, share, rows, *batch)
+                return loss, stats, grads
         else:
-            def loss_and_grad(batch, share, scale):
+            def loss_and_grad(batch, share, rows, scale):
                 masters = model.trainable_parameters()
 
                 def scaled_loss(params):
                     model.update(tree_map(lambda p: p.astype(compute_dtype) if mx.issubdtype(p.dtype, mx.floating) else p, params))
-                    return share_of_loss(model, share, *batch) * scale
+                    minimised, reported = objective(model, share, rows, *batch)
+                    return minimised * scale, reported
 
-                loss, grads = mx.value_and_grad(scaled_loss)(masters)
+                (_, (loss, stats)), grads = mx.value_and_grad(scaled_loss)(masters)
                 model.update(masters)  # the float32 masters again, for the optimizer
-                return loss / scale, tree_map(lambda g: g / scale, grads)
+                return loss, stats, tree_map(lambda g: g / scale, grads)
 
-        def average(loss, grads):  # each rank's share is divided by count / world: the mean is the global one
+        def average(loss, stats, grads):  # each rank's share is divided by count / world: the mean is the global one
             if world > 1:
                 loss = mx.distributed.all_sum(loss) / world
+                stats = {k: mx.distributed.all_sum(v) / world for k, v in stats.items()}
                 grads = nn.average_gradients(grads)
-            return loss, grads
+            return loss, stats, grads
 
         def update(grads):
             if not loss_scaling:
@@ -174,18 +190,18 @@ class TrainStep:
             return norm, finite
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def step(batch, share, scale):
-            loss, grads = average(*loss_and_grad(batch, share, scale))
-            return (loss, *update(grads))
+        def step(batch, share, rows, scale):
+            loss, stats, grads = average(*loss_and_grad(batch, share, rows, scale))
+            return (loss, stats, *update(grads))
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def gradients(batch, share, scale):
-            return loss_and_grad(batch, share, scale)
+        def gradients(batch, share, rows, scale):
+            return loss_and_grad(batch, share, rows, scale)
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def apply(loss, grads):
-            loss, grads = average(loss, grads)
-            return (loss, *update(grads))
+        def apply(loss, stats, grads):
+            loss, stats, grads = average(loss, stats, grads)
+            return (loss, stats, *update(grads))
 
         self._step, self._gradients, self._apply = step, gradients, apply
         self.world, self.pad_id = world, model.config.pad_id
@@ -196,16 +212,18 @@ class TrainStep:
         scale = mx.array(loss_scale, dtype=mx.float32)
         parts = tuple(np.asarray(p) for p in (batch if isinstance(batch, tuple) else (batch,)))
         share = self._share(parts)
+        rows = mx.array(parts[0].shape[0], dtype=mx.float32)
         if self.accumulation == 1:
-            loss, norm, self.applied = self._step(tuple(map(mx.array, parts)), share, scale)
+            loss, self.stats, norm, self.applied = self._step(tuple(map(mx.array, parts)), share, rows, scale)
             return loss, norm
-        total_loss, total_grads = 0.0, None
+        total_loss, total_stats, total_grads = 0.0, {}, None
         for micro in zip(*(np.split(p, self.accumulation) for p in parts)):
-            loss, grads = self._gradients(tuple(map(mx.array, micro)), share, scale)
+            loss, stats, grads = self._gradients(tuple(map(mx.array, micro)), share, rows, scale)
             total_loss = total_loss + loss
+            total_stats = {k: total_stats.get(k, 0.0) + v for k, v in stats.items()}
             total_grads = grads if total_grads is None else tree_map(lambda a, b: a + b, total_grads, grads)
-            mx.eval(total_loss, total_grads)  # one micro-batch's activations alive at a time
-        loss, norm, self.applied = self._apply(total_loss, total_grads)
+            mx.eval(total_loss, total_stats, total_grads)  # one micro-batch's activations alive at a time
+        loss, self.stats, norm, self.applied = self._apply(total_loss, total_stats, total_grads)
         return loss, norm
 
     def _share(self, parts) -> mx.array:

@@ -282,9 +282,11 @@ class Trainer:
         tic = time.perf_counter()
         self.beat(f"training step {self.step + 1}")
         loss, grad_norm = self.train_step(batch)
-        mx.async_eval(loss, grad_norm, self.model.parameters(), self.optimizer.state)
+        stats = self.train_step_fn.stats  # the model's statistics of this step (e.g. H-Net's ratio loss)
+        mx.async_eval(loss, grad_norm, stats, self.model.parameters(), self.optimizer.state)
         batch = self.next_batch()  # prepared while the step runs
         loss_value, norm_value = loss.item(), grad_norm.item()
+        stats = {name: value.item() for name, value in stats.items()}
         if self.loss_scale is not None and not self.train_step_fn.applied.item():
             return self._skipped_step(batch, metrics, show, time.perf_counter() - tic)
         if self.loss_scale is not None:
@@ -304,10 +306,11 @@ class Trainer:
         scale = {"loss_scale": self.loss_scale.scale} if self.loss_scale else {}
         metrics.write({"step": self.step, "loss": loss_value, "bpb": loss_value / LN2, "learning_rate": learning_rate,
                        "grad_norm": norm_value, "bytes_per_second": rate, "peak_memory_gb": peak, "seconds": seconds,
-                       "train_seconds": self.train_seconds, **scale})
-        show(f"loss {loss_value:.3f}  bpb {loss_value / LN2:.3f}  {self.smoothed:,.0f} B/s  "
+                       "train_seconds": self.train_seconds, **scale, **stats})
+        shown = "".join(f"  {name.replace('_', ' ')} {value:.3f}" for name, value in stats.items())
+        show(f"loss {loss_value:.3f}  bpb {loss_value / LN2:.3f}{shown}  {self.smoothed:,.0f} B/s  "
              f"lr {learning_rate:.2e}  mem {peak:.2f} GB" + (f"  scale {self.loss_scale.scale:g}" if scale else ""))
-        self.summary.update(loss=loss_value, bytes_per_second=self.smoothed, peak_memory_gb=peak)
+        self.summary.update(loss=loss_value, bytes_per_second=self.smoothed, peak_memory_gb=peak, **stats)
         return batch
 
     def _skipped_step(self, batch, metrics, show, seconds) -> np.ndarray:

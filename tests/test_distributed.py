@@ -43,9 +43,9 @@ def val_losses(run_dir):
     return [r["val_loss"] for r in lines if "val_loss" in r]
 
 
-@pytest.mark.parametrize("arch, extra", [("megabyte", []), ("spacebyte", []),
+@pytest.mark.parametrize("arch, extra", [("megabyte", []), ("spacebyte", []), ("hnet", []),
                                          ("megabyte", ["--data", "builtin-instruct", "--mask-prompt"])],
-                         ids=["megabyte", "spacebyte", "megabyte-mask-prompt"])
+                         ids=["megabyte", "spacebyte", "hnet", "megabyte-mask-prompt"])
 def test_two_ranks_equal_one_process_over_the_same_global_batches(tmp_path, cache, arch, extra):
     flags = ["--iters", "4", "--steps-per-eval", "2", "--cache-dir", cache, "--arch", arch, *extra]
     single = subprocess.run([sys.executable, *TRAIN, *flags, "--batch-size", "4", "--save-path", str(tmp_path / "one")],

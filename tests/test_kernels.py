@@ -44,6 +44,20 @@ def test_exp_for_softmax():
     assert np.array(_exp_nonpositive(mx.array([-1e30, -3e38])))[0] < 1e-37
 
 
+def test_silu_and_exp_nonpositive_match_mlx_with_their_gradients():
+    """H-Net's Mamba-2 layers: SiLU and the recurrence's decays, from the polynomial exp on CPUs."""
+    x = mx.array(XS.astype(np.float32))
+    assert mx.abs(kernels.silu_polynomial(x) - nn.silu(x)).max().item() < 2e-6
+    ours, theirs = (mx.grad(lambda v, f=f: (f(v) * v).sum())(x) for f in (kernels.silu_polynomial, nn.silu))
+    assert mx.abs(ours - theirs).max().item() < 1e-5
+    assert kernels.silu_polynomial(mx.array([1e30, -1e30, 0.0])).tolist() == np.array([1e30, 0, 0], np.float32).tolist()
+    negative = np.linspace(-80, 0, 10001).astype(np.float32)
+    exact = np.exp(negative.astype(np.float64))
+    exp = kernels._exp_nonpositive_polynomial
+    assert np.abs(np.array(exp(mx.array(negative))) / exact - 1).max() < 1e-6
+    assert np.abs(np.array(mx.grad(lambda v: exp(v).sum())(mx.array(negative))) / exact - 1).max() < 1e-6
+
+
 def test_softmax_and_its_gradient():
     scores = mx.random.normal((3, 5, 17), key=mx.random.key(0)) * 8
     assert mx.abs(softmax(scores) - mx.softmax(scores, axis=-1, precise=True)).max().item() < 1e-6

@@ -7,11 +7,12 @@ they use this registry and base.py, never an architecture's own module.
 
 from __future__ import annotations
 
-from .base import Architecture, Config, DecodingState, Model, loss_fn, summed_loss
+from .base import Architecture, Config, DecodingState, Model, loss_fn, summed_loss, summed_training_loss
+from .hnet import ARCHITECTURE as _HNET
 from .megabyte import ARCHITECTURE as _MEGABYTE
 from .spacebyte import ARCHITECTURE as _SPACEBYTE
 
-ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (_MEGABYTE, _SPACEBYTE)}
+ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (_MEGABYTE, _SPACEBYTE, _HNET)}
 DEFAULT_ARCHITECTURE = "megabyte"
 
 
@@ -33,4 +34,4 @@ def build(config: Config) -> Model:
 
 
 __all__ = ["ARCHITECTURES", "Architecture", "Config", "DEFAULT_ARCHITECTURE", "DecodingState", "Model",
-           "architecture", "build", "config_from_dict", "loss_fn", "summed_loss"]
+           "architecture", "build", "config_from_dict", "loss_fn", "summed_loss", "summed_training_loss"]

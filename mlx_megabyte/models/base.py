@@ -10,7 +10,10 @@ It provides:
 - a **model**: an nn.Module subclassing `Model`: `model(ids, include_start=False)` -> logits whose
   [:, t] predicts byte t + 1 (with `include_start`, one more position first: the prediction of byte 0),
   `make_cache(batch_size)` -> its `DecodingState`, `patch_starts(ids)` (which bytes begin a patch, for
-  the playground's marks), `set_grad_checkpoint`;
+  the playground's marks), `set_grad_checkpoint`; optionally `forward_with_stats(ids)` (the logits with
+  the start, and scalars from the same pass that training logs beside the loss) and
+  `auxiliary_loss(stats)` (a term training adds to the cross-entropy, e.g. H-Net's ratio loss; `loss_fn`,
+  `summed_loss` and so bits per byte never include it: see `summed_training_loss`);
 - a **decoding state** subclassing `DecodingState`: the model's caches for a batch of sequences that all
   hold the same number of bytes, fed byte by byte (`prefill`, `step`), whose rows can be dropped
   (`select`) or joined with another state's (`merge`, when `can_merge` says their positions agree);
@@ -153,6 +156,17 @@ class Model(nn.Module):
     def set_grad_checkpoint(self, enabled: bool = True) -> None:
         raise NotImplementedError
 
+    def forward_with_stats(self, ids: mx.array) -> tuple[mx.array, dict[str, mx.array]]:
+        """`self(ids, include_start=True)` and scalars by name from the same pass, each a sum over the
+        batch's sequences (so that the parts of a batch, micro-batches and ranks, add up); training logs
+        them per sequence. None by default."""
+        return self(ids, include_start=True), {}
+
+    def auxiliary_loss(self, stats: dict[str, mx.array]) -> mx.array | None:
+        """What training adds to the mean cross-entropy, summed over the batch's sequences like `stats`
+        (training divides it by their number); None: nothing."""
+        return None
+
 
 def checkpointed(layer: nn.Module, *args) -> mx.array:
     """layer(*args), keeping only its inputs for the backward pass, which runs the layer again."""
@@ -193,8 +207,21 @@ def loss_fn(model: Model, ids: mx.array, mask: mx.array | None = None) -> mx.arr
 def summed_loss(model: Model, ids: mx.array, mask: mx.array | None = None) -> tuple[mx.array, mx.array]:
     """(summed cross-entropy, number of bytes counted: != pad_id, and marked by `mask` (B, L) if given):
     sums that add up exactly across batches and windows of any length, for validation and evaluation."""
-    logits = model(ids, include_start=True)[:, :-1]  # [:, t] predicts byte t
-    losses = cross_entropy(logits, ids)  # float32, whatever the logits' dtype (mixed precision)
+    return _summed(model, model(ids, include_start=True), ids, mask)
+
+
+def summed_training_loss(model: Model, ids: mx.array, mask: mx.array | None = None):
+    """What a training step needs from one forward pass, as sums over the batch that add up across
+    micro-batches and ranks: (summed cross-entropy, bytes counted as summed_loss counts them, the model's
+    auxiliary loss or None, its stats), the last two summed over the sequences. Training minimises the
+    mean cross-entropy plus the auxiliary loss per sequence; for most models that is loss_fn."""
+    logits, stats = model.forward_with_stats(ids)
+    total, counted = _summed(model, logits, ids, mask)
+    return total, counted, model.auxiliary_loss(stats), stats
+
+
+def _summed(model: Model, logits: mx.array, ids: mx.array, mask: mx.array | None):
+    losses = cross_entropy(logits[:, :-1], ids)  # [:, t] predicts byte t; float32 whatever the logits' dtype
     counted = ids != model.config.pad_id
     if mask is not None:
         counted = counted & mask.astype(mx.bool_)
