@@ -37,7 +37,7 @@ except ImportError as error:
     sys.excepthook = _one_line_hook(sys.excepthook)
     raise MLXUnavailable(
         f"MLX could not be imported ({error}). On Linux install the CPU build with "
-        "`pip install \"mlx[cpu]\"` (plain `mlx` has no Linux backend); on macOS `pip install mlx`."
+        '`pip install "mlx[cpu]"` (plain `mlx` has no Linux backend); on macOS `pip install mlx`.'
     ) from None
 
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, build, loss_fn  # noqa: E402
@@ -50,5 +50,14 @@ for _architecture in ARCHITECTURES.values():
     globals()[_architecture.config.__name__] = _architecture.config
 PRESETS = ARCHITECTURES[DEFAULT_ARCHITECTURE].presets
 
-__all__ = [*(a.model.__name__ for a in ARCHITECTURES.values()), *(a.config.__name__ for a in ARCHITECTURES.values()),
-           "ARCHITECTURES", "PRESETS", "build", "load", "save", "loss_fn", "__version__"]
+__all__ = [
+    *(a.model.__name__ for a in ARCHITECTURES.values()),
+    *(a.config.__name__ for a in ARCHITECTURES.values()),
+    "ARCHITECTURES",
+    "PRESETS",
+    "build",
+    "load",
+    "save",
+    "loss_fn",
+    "__version__",
+]

@@ -71,8 +71,15 @@ def normal_origin(text: str) -> str | None:
         port = parts.port
     except ValueError:
         return None
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/") \
-            or parts.query or parts.fragment or parts.username or parts.password:
+    if (
+        parts.scheme not in DEFAULT_PORTS
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username
+        or parts.password
+    ):
         return None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{parts.scheme}://{host}" + (f":{port}" if port and port != DEFAULT_PORTS[parts.scheme] else "")
@@ -82,8 +89,10 @@ def origin_flag(text: str) -> str:
     """The argparse type of --allow-origin: an origin, "null", or "*" for any page."""
     found = "*" if text == "*" else normal_origin(text)
     if found is None:
-        raise argparse.ArgumentTypeError(f"expected an origin such as https://app.example or "
-                                         f"http://localhost:3000 (no path), 'null' or '*', got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected an origin such as https://app.example or "
+            f"http://localhost:3000 (no path), 'null' or '*', got {text!r}"
+        )
     return found
 
 
@@ -113,8 +122,10 @@ class Access:
             return 400, f"the Host header {header[:80]!r} is not a host name or address"
         if self.checks_host and not (loopback_name(name) or name in self.hosts):
             names = "".join(f", {h}" for h in sorted(self.hosts) if not is_loopback(h))
-            return 403, (f"requests for the host {name!r} are refused: this server answers to localhost{names} and "
-                         f"loopback addresses (start it with --allow-host {name} to answer to that name too)")
+            return 403, (
+                f"requests for the host {name!r} are refused: this server answers to localhost{names} and "
+                f"loopback addresses (start it with --allow-host {name} to answer to that name too)"
+            )
         return None
 
     def origin(self, origin: str | None, host: str | None) -> str:

@@ -368,8 +368,11 @@ class Batcher:
         if k is not None:
             logprobs = _log_softmax(group.logits)
             top = mx.argsort(-logprobs, axis=-1)[:, :k]
-            outputs += [mx.take_along_axis(logprobs, y[:, None], axis=-1)[:, 0], top,
-                        mx.take_along_axis(logprobs, top, axis=-1)]
+            outputs += [
+                mx.take_along_axis(logprobs, y[:, None], axis=-1)[:, 0],
+                top,
+                mx.take_along_axis(logprobs, top, axis=-1),
+            ]
         cache = group.cache
         # Queue the next step for every row before handing out this byte, so the Python work below overlaps
         # the computation (as generate_step does); rows that finish now are dropped from it afterwards.

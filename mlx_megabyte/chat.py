@@ -53,8 +53,9 @@ class ChatError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": "invalid_request_error", "param": self.param,
-                          "code": self.code}}
+        return {
+            "error": {"message": self.message, "type": "invalid_request_error", "param": self.param, "code": self.code}
+        }
 
 
 @dataclass(frozen=True)
@@ -78,14 +79,24 @@ def _text(value: str, param: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise ChatError(f"'{param}' holds a lone UTF-16 surrogate (\\u{ord(value[error.start]):04x}), which is "
-                        "not text", param, "invalid_text") from None
+        raise ChatError(
+            f"'{param}' holds a lone UTF-16 surrogate (\\u{ord(value[error.start]):04x}), which is not text",
+            param,
+            "invalid_text",
+        ) from None
     return value
 
 
 def _json_type(value) -> str:
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
-            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def message_text(message, param: str) -> str:
@@ -94,8 +105,11 @@ def message_text(message, param: str) -> str:
     if isinstance(content, str):
         return _text(content, f"{param}.content")
     if not isinstance(content, list):
-        raise ChatError(f"'{param}.content' must be a string or a list of text parts, got {_json_type(content)}",
-                        f"{param}.content", "invalid_type")
+        raise ChatError(
+            f"'{param}.content' must be a string or a list of text parts, got {_json_type(content)}",
+            f"{param}.content",
+            "invalid_type",
+        )
     texts = []
     for j, part in enumerate(content):
         where = f"{param}.content[{j}]"
@@ -103,11 +117,16 @@ def message_text(message, param: str) -> str:
             raise ChatError(f"'{where}' must be an object, got {_json_type(part)}", where, "invalid_type")
         if part.get("type") != "text":
             kind = part.get("type")
-            raise ChatError(f"'{where}.type' is {kind!r}: a story model reads text parts only ({{\"type\": \"text\", "
-                            "\"text\": ...}})", f"{where}.type", "unsupported_content")
+            raise ChatError(
+                f'\'{where}.type\' is {kind!r}: a story model reads text parts only ({{"type": "text", '
+                '"text": ...}})',
+                f"{where}.type",
+                "unsupported_content",
+            )
         if not isinstance(part.get("text"), str):
-            raise ChatError(f"'{where}.text' must be a string, got {_json_type(part.get('text'))}", f"{where}.text",
-                            "invalid_type")
+            raise ChatError(
+                f"'{where}.text' must be a string, got {_json_type(part.get('text'))}", f"{where}.text", "invalid_type"
+            )
         texts.append(_text(part["text"], f"{where}.text"))
     return "\n".join(texts)
 
@@ -116,21 +135,25 @@ def _check_message(message, i: int) -> str:
     """Message i's role, once the message has been checked (its text too, even when it is ignored)."""
     param = f"messages[{i}]"
     if not isinstance(message, dict):
-        raise ChatError(f"'{param}' must be an object with a role and a content, got {_json_type(message)}", param,
-                        "invalid_type")
+        raise ChatError(
+            f"'{param}' must be an object with a role and a content, got {_json_type(message)}", param, "invalid_type"
+        )
     role = message.get("role")
     if not isinstance(role, str):
         raise ChatError(f"'{param}.role' must be a string, got {_json_type(role)}", f"{param}.role", "invalid_type")
     if role in ("tool", "function"):
-        raise ChatError(f"'{param}.role' is {role!r}: a story model calls no tools", f"{param}.role",
-                        "unsupported_role")
+        raise ChatError(
+            f"'{param}.role' is {role!r}: a story model calls no tools", f"{param}.role", "unsupported_role"
+        )
     if role not in ROLES:
-        raise ChatError(f"'{param}.role' must be one of {', '.join(ROLES)}, got {role[:40]!r}", f"{param}.role",
-                        "invalid_value")
+        raise ChatError(
+            f"'{param}.role' must be one of {', '.join(ROLES)}, got {role[:40]!r}", f"{param}.role", "invalid_value"
+        )
     for name in ("tool_calls", "function_call"):
         if message.get(name):
-            raise ChatError(f"'{param}.{name}': a story model calls no tools", f"{param}.{name}",
-                            "unsupported_parameter")
+            raise ChatError(
+                f"'{param}.{name}': a story model calls no tools", f"{param}.{name}", "unsupported_parameter"
+            )
     message_text(message, param)
     return role
 
@@ -183,9 +206,15 @@ def _request_fields(body: dict) -> dict:
 
 
 _UNSUPPORTED = {  # request fields a story model cannot honour, and the values that ask for nothing
-    "tools": (None, []), "functions": (None, []), "tool_choice": (None, "none"), "function_call": (None, "none"),
-    "response_format": (None, {"type": "text"}), "logprobs": (None, False), "top_logprobs": (None,),
-    "audio": (None,), "modalities": (None, ["text"]),
+    "tools": (None, []),
+    "functions": (None, []),
+    "tool_choice": (None, "none"),
+    "function_call": (None, "none"),
+    "response_format": (None, {"type": "text"}),
+    "logprobs": (None, False),
+    "top_logprobs": (None,),
+    "audio": (None,),
+    "modalities": (None, ["text"]),
 }
 
 
@@ -196,34 +225,52 @@ def story_request(body) -> StoryRequest:
         raise ChatError("the request body must be a JSON object", None, "invalid_body")
     for name, harmless in _UNSUPPORTED.items():
         if name in body and body[name] not in harmless:
-            raise ChatError(f"'{name}' is not supported: a story model writes plain text, calls no tools and "
-                            "returns no logprobs in chat form", name, "unsupported_parameter")
+            raise ChatError(
+                f"'{name}' is not supported: a story model writes plain text, calls no tools and "
+                "returns no logprobs in chat form",
+                name,
+                "unsupported_parameter",
+            )
     messages = body.get("messages")
     if messages is None:
-        raise ChatError("'messages' is required: a list of messages whose last is the user's story request",
-                        "messages", "missing_required_parameter")
+        raise ChatError(
+            "'messages' is required: a list of messages whose last is the user's story request",
+            "messages",
+            "missing_required_parameter",
+        )
     if not isinstance(messages, list):
-        raise ChatError(f"'messages' must be a list of messages, got {_json_type(messages)}", "messages",
-                        "invalid_type")
+        raise ChatError(
+            f"'messages' must be a list of messages, got {_json_type(messages)}", "messages", "invalid_type"
+        )
     if not messages:
-        raise ChatError("'messages' is empty: the last message must be the user's story request", "messages",
-                        "empty_array")
+        raise ChatError(
+            "'messages' is empty: the last message must be the user's story request", "messages", "empty_array"
+        )
     roles = [_check_message(message, i) for i, message in enumerate(messages)]
     last = len(messages) - 1
     if roles[last] != "user":
-        raise ChatError(f"the last message is the {roles[last]}'s: it must be the user's story request (earlier "
-                        "turns are ignored)", f"messages[{last}].role", "last_message_not_user")
+        raise ChatError(
+            f"the last message is the {roles[last]}'s: it must be the user's story request (earlier turns are ignored)",
+            f"messages[{last}].role",
+            "last_message_not_user",
+        )
     param = f"messages[{last}].content"
     fields, start = split_request(message_text(messages[last], f"messages[{last}]"), param)
     extra = _request_fields(body)
     twice = [name for name in FIELDS if name in fields and name in extra]
     if twice:
-        raise ChatError(f"the {FIELDS[twice[0]]} field is given both in the message and as '{twice[0]}': give it "
-                        "once", twice[0], "conflicting_fields")
+        raise ChatError(
+            f"the {FIELDS[twice[0]]} field is given both in the message and as '{twice[0]}': give it once",
+            twice[0],
+            "conflicting_fields",
+        )
     fields = {**fields, **extra}
     if not fields and not start.strip():
-        raise ChatError(f"'{param}' is empty: write the start of a story, or Features:/Words:/Summary: lines",
-                        param, "empty_content")
+        raise ChatError(
+            f"'{param}' is empty: write the start of a story, or Features:/Words:/Summary: lines",
+            param,
+            "empty_content",
+        )
     prompt = instruct_text(story=start, **fields) if fields else start
     return StoryRequest(prompt=prompt, fields=fields, story_start=start)
 
@@ -237,14 +284,23 @@ def completion_request(body) -> tuple[dict, StoryRequest]:
     newer, older = body.get("max_completion_tokens"), body.get("max_tokens")
     if newer is not None:
         if isinstance(newer, bool) or not isinstance(newer, int):
-            raise ChatError(f"'max_completion_tokens' must be a non-negative integer, got {_json_type(newer)}",
-                            "max_completion_tokens", "invalid_type")
+            raise ChatError(
+                f"'max_completion_tokens' must be a non-negative integer, got {_json_type(newer)}",
+                "max_completion_tokens",
+                "invalid_type",
+            )
         if newer < 0:
-            raise ChatError(f"'max_completion_tokens' must be a non-negative integer, got {newer}",
-                            "max_completion_tokens", "invalid_value")
+            raise ChatError(
+                f"'max_completion_tokens' must be a non-negative integer, got {newer}",
+                "max_completion_tokens",
+                "invalid_value",
+            )
         if older is not None and older != newer:
-            raise ChatError(f"'max_tokens' ({older}) and 'max_completion_tokens' ({newer}) differ: give one",
-                            "max_completion_tokens", "conflicting_fields")
+            raise ChatError(
+                f"'max_tokens' ({older}) and 'max_completion_tokens' ({newer}) differ: give one",
+                "max_completion_tokens",
+                "conflicting_fields",
+            )
     if newer is not None or older is not None:
         completion["max_tokens"] = newer if newer is not None else older
     return completion, request
@@ -264,18 +320,35 @@ def finish_reason(reason: str | None) -> str | None:
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
     """Token counts: a byte model's tokens are bytes (the prompt's include its end-of-text byte)."""
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
-def chat_completion(cid: str, model: str, texts: list[str], reasons: list[str | None], counts: dict,
-                    created: int | None = None) -> dict:
+def chat_completion(
+    cid: str, model: str, texts: list[str], reasons: list[str | None], counts: dict, created: int | None = None
+) -> dict:
     """A chat.completion: choice i is the assistant's message texts[i], finished for reasons[i]
     (generation's words: "eot", "stop", "length"); `counts` is `usage(...)`."""
-    choices = [{"index": i, "message": {"role": "assistant", "content": text, "refusal": None}, "logprobs": None,
-                "finish_reason": finish_reason(reason)} for i, (text, reason) in enumerate(zip(texts, reasons))]
-    return {"id": cid, "object": "chat.completion", "created": int(time.time()) if created is None else created,
-            "model": model, "choices": choices, "usage": counts}
+    choices = [
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": text, "refusal": None},
+            "logprobs": None,
+            "finish_reason": finish_reason(reason),
+        }
+        for i, (text, reason) in enumerate(zip(texts, reasons))
+    ]
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": int(time.time()) if created is None else created,
+        "model": model,
+        "choices": choices,
+        "usage": counts,
+    }
 
 
 def chat_chunk(cid: str, model: str, created: int, choices: list[dict], counts: dict | None = None) -> dict:
@@ -286,8 +359,9 @@ def chat_chunk(cid: str, model: str, created: int, choices: list[dict], counts: 
     return chunk
 
 
-def chat_chunks(cid: str, model: str, pieces: Iterable[tuple[int, str, str | None]],
-                created: int | None = None) -> Iterator[dict]:
+def chat_chunks(
+    cid: str, model: str, pieces: Iterable[tuple[int, str, str | None]], created: int | None = None
+) -> Iterator[dict]:
     """The chunks of a streamed answer from generated pieces (sample index, new text, finish reason or
     None), in the order OpenAI sends them: each choice's first chunk gives the role, then its text, then
     a chunk with an empty delta and the finish reason. The usage chunk, when asked for, comes after
@@ -296,8 +370,9 @@ def chat_chunks(cid: str, model: str, pieces: Iterable[tuple[int, str, str | Non
     started = set()
 
     def choice(index, delta, reason=None):
-        return chat_chunk(cid, model, created, [{"index": index, "delta": delta, "logprobs": None,
-                                                 "finish_reason": reason}])
+        return chat_chunk(
+            cid, model, created, [{"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}]
+        )
 
     for index, text, reason in pieces:
         if index not in started:

@@ -59,8 +59,10 @@ def claim(run_dir: Path, resume: bool, overwrite: bool = False):
         handle.seek(0)
         owner = handle.read().strip() or "another process"
         handle.close()
-        raise UserError(f"{run_dir} is in use by another training (process {owner}); wait for it to end, "
-                        "or choose another --save-path") from None
+        raise UserError(
+            f"{run_dir} is in use by another training (process {owner}); wait for it to end, "
+            "or choose another --save-path"
+        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
@@ -68,8 +70,10 @@ def claim(run_dir: Path, resume: bool, overwrite: bool = False):
     if not resume and holds_run(run_dir):
         if not overwrite:
             handle.close()
-            raise UserError(f"{run_dir} holds a run already: continue it with --resume, choose another "
-                            "--save-path, or pass --overwrite to move the old run aside")
+            raise UserError(
+                f"{run_dir} holds a run already: continue it with --resume, choose another "
+                "--save-path, or pass --overwrite to move the old run aside"
+            )
         return handle, _move_aside(run_dir)
     return handle, None
 
@@ -77,7 +81,11 @@ def claim(run_dir: Path, resume: bool, overwrite: bool = False):
 def holds_run(run_dir: Path) -> bool:
     run_dir = Path(run_dir)
     metrics = run_dir / METRICS_FILE
-    return (run_dir / CHECKPOINTS).is_dir() or (run_dir / BEST).is_dir() or (metrics.is_file() and metrics.stat().st_size > 0)
+    return (
+        (run_dir / CHECKPOINTS).is_dir()
+        or (run_dir / BEST).is_dir()
+        or (metrics.is_file() and metrics.stat().st_size > 0)
+    )
 
 
 def _move_aside(run_dir: Path) -> Path:

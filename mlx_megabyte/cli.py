@@ -65,7 +65,9 @@ def number(kind=float, low=None, high=None, low_open=False, high_open=False):
         try:
             value = kind(text)
         except (ValueError, OverflowError):
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
         if kind is float and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         if low is not None and (value < low or (low_open and value == low)):
@@ -111,26 +113,46 @@ SAMPLING_DEFAULTS = {"temp": DEFAULT_TEMP, "top_p": DEFAULT_TOP_P, "min_p": DEFA
 def add_sampling_flags(parser, defaults: bool = True) -> None:
     """--temp, --top-p, --min-p and --top-k, spelled, checked and defaulted alike in generate and evaluate
     (defaults=False: None when not given, for a command that uses them only in one mode)."""
+
     def default(name):
         return SAMPLING_DEFAULTS[name] if defaults else None
 
     shown = "" if defaults else " (default: {})"
-    parser.add_argument("--temp", type=sampling_setting("temp"), default=default("temp"),
-                        help="sampling temperature (0 = greedy)" + shown.format(DEFAULT_TEMP))
-    parser.add_argument("--top-p", type=sampling_setting("top_p"), default=default("top_p"),
-                        help="nucleus sampling mass (1 = off)" + shown.format(DEFAULT_TOP_P))
-    parser.add_argument("--min-p", type=sampling_setting("min_p"), default=default("min_p"),
-                        help="drop bytes below this share of the top one" + shown.format(DEFAULT_MIN_P))
-    parser.add_argument("--top-k", type=number(int, 0), default=default("top_k"),
-                        help="keep only the k likeliest bytes (0 = off)" + shown.format(DEFAULT_TOP_K))
+    parser.add_argument(
+        "--temp",
+        type=sampling_setting("temp"),
+        default=default("temp"),
+        help="sampling temperature (0 = greedy)" + shown.format(DEFAULT_TEMP),
+    )
+    parser.add_argument(
+        "--top-p",
+        type=sampling_setting("top_p"),
+        default=default("top_p"),
+        help="nucleus sampling mass (1 = off)" + shown.format(DEFAULT_TOP_P),
+    )
+    parser.add_argument(
+        "--min-p",
+        type=sampling_setting("min_p"),
+        default=default("min_p"),
+        help="drop bytes below this share of the top one" + shown.format(DEFAULT_MIN_P),
+    )
+    parser.add_argument(
+        "--top-k",
+        type=number(int, 0),
+        default=default("top_k"),
+        help="keep only the k likeliest bytes (0 = off)" + shown.format(DEFAULT_TOP_K),
+    )
 
 
 def add_model_flags(parser, quantize_help: str = "quantize the weights to 4 or 8 bits") -> None:
     """--device, --dtype and --quantize, spelled and checked alike in generate, evaluate and the server."""
     parser.add_argument("--device", choices=("cpu", "gpu"), help="where to run (default: the GPU when MLX has one)")
-    parser.add_argument("--dtype", choices=tuple(DTYPES),
-                        help="the weights' dtype while running (default: float32 on CPUs, where half-precision "
-                        "matmuls skip BLAS; the stored dtype on GPUs)")
+    parser.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        help="the weights' dtype while running (default: float32 on CPUs, where half-precision "
+        "matmuls skip BLAS; the stored dtype on GPUs)",
+    )
     parser.add_argument("--quantize", type=int, choices=(4, 8), help=quantize_help)
 
 

@@ -151,8 +151,9 @@ def time_blas(library: str, timeout: float = 120) -> float | None:
     """Seconds of `library`'s sgemm over the presets' product shapes, in a child process; None if the
     child failed or a product was wrong."""
     try:
-        done = subprocess.run([sys.executable, "-c", _SPEED_PROBE, library], capture_output=True, text=True,
-                              timeout=timeout)
+        done = subprocess.run(
+            [sys.executable, "-c", _SPEED_PROBE, library], capture_output=True, text=True, timeout=timeout
+        )
         result = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
@@ -204,11 +205,29 @@ def choose_blas(found: dict[str, str]) -> str:
 # --- the BLAS kernel -------------------------------------------------------------------------------------
 
 # What OpenBLAS falls back to when it does not know a CPU (its generic x86 kernels), lower case.
-GENERIC_CORES = {"prescott", "core2", "penryn", "dunnington", "nehalem", "katmai", "coppermine", "northwood",
-                 "banias", "atom", "generic", "opteron", "opteron_sse3", "barcelona", "bobcat"}
+GENERIC_CORES = {
+    "prescott",
+    "core2",
+    "penryn",
+    "dunnington",
+    "nehalem",
+    "katmai",
+    "coppermine",
+    "northwood",
+    "banias",
+    "atom",
+    "generic",
+    "opteron",
+    "opteron_sse3",
+    "barcelona",
+    "bobcat",
+}
 # Better cores by the CPU flags they need, best first.
-CORES_BY_FLAGS = (("SkylakeX", {"avx512f", "avx512bw", "avx512dq", "avx512vl"}),
-                  ("Haswell", {"avx2", "fma"}), ("Sandybridge", {"avx"}))
+CORES_BY_FLAGS = (
+    ("SkylakeX", {"avx512f", "avx512bw", "avx512dq", "avx512vl"}),
+    ("Haswell", {"avx2", "fma"}),
+    ("Sandybridge", {"avx"}),
+)
 
 
 def better_core(default: str, flags: set[str]) -> str | None:
@@ -279,8 +298,10 @@ def decide_coretype(default: str | None, flags: set[str], checked) -> tuple[str 
         return None, f"{default}: OpenBLAS's own choice"
     if not checked(better):
         return None, f"{default}: OpenBLAS's own choice (this CPU allows {better}, but its check failed)"
-    return better, (f"{better}: chosen by mlx-megabyte; OpenBLAS did not recognise this CPU and picked its "
-                    f"generic {default}, the CPU's flags allow {better} (checked against numpy)")
+    return better, (
+        f"{better}: chosen by mlx-megabyte; OpenBLAS did not recognise this CPU and picked its "
+        f"generic {default}, the CPU's flags allow {better} (checked against numpy)"
+    )
 
 
 def choose_coretype(library: str) -> str:
@@ -319,7 +340,9 @@ def _cache_key(library: str, flags: set[str]) -> str:
         identity = library
     model = ""
     try:
-        model = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "")
+        model = next(
+            (line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), ""
+        )
     except OSError:
         pass
     return hashlib.sha256(f"{identity}|{model}|{' '.join(sorted(flags))}".encode()).hexdigest()[:16]

@@ -77,17 +77,23 @@ class Encoding:
         return data.translate(_SUBSTITUTED)
 
     def describe(self) -> str:
-        text = (f"{self.documents:,} document{'s' * (self.documents != 1)} ({self.text_bytes:,} bytes), each "
-                f"followed by the end-of-text byte 0x{EOT:02x}")
-        changed = [f"{n:,} byte{'s' * (n != 1)} 0x{byte:02x} ({RESERVED[byte]})"
-                   for byte, n in self.replaced.items() if n]
+        text = (
+            f"{self.documents:,} document{'s' * (self.documents != 1)} ({self.text_bytes:,} bytes), each "
+            f"followed by the end-of-text byte 0x{EOT:02x}"
+        )
+        changed = [
+            f"{n:,} byte{'s' * (n != 1)} 0x{byte:02x} ({RESERVED[byte]})" for byte, n in self.replaced.items() if n
+        ]
         if not changed:
             return text + "; every byte of them as given"
         return text + f"; in them {' and '.join(changed)} replaced by 0x{SUBSTITUTE:02X}"
 
     def to_json(self) -> dict:
-        return {"documents": self.documents, "text_bytes": self.text_bytes,
-                "replaced": {f"0x{byte:02x}": n for byte, n in self.replaced.items()}}
+        return {
+            "documents": self.documents,
+            "text_bytes": self.text_bytes,
+            "replaced": {f"0x{byte:02x}": n for byte, n in self.replaced.items()},
+        }
 
     @classmethod
     def from_json(cls, record: dict) -> Encoding:
@@ -206,8 +212,10 @@ def jsonl_documents(path: Path) -> Iterator[str]:
             try:  # JSON can escape a lone UTF-16 surrogate ("\ud800"), which no UTF-8 text holds
                 text.encode("utf-8")
             except UnicodeEncodeError as error:
-                raise UserError(f"{path}:{number}: the text holds a lone UTF-16 surrogate "
-                                f"(\\u{ord(text[error.start]):04x}), which is not text") from None
+                raise UserError(
+                    f"{path}:{number}: the text holds a lone UTF-16 surrogate "
+                    f"(\\u{ord(text[error.start]):04x}), which is not text"
+                ) from None
             yield text
 
 
@@ -398,8 +406,10 @@ def prepare(
         identity["held_out"] = held_out
 
     # What each encoded split is, in the flags' words (messages and the data line)
-    what = {"train": f"{data} (train)" if data in HUB_DATASETS else data if data in BUILTIN else f"--data {data}",
-            "val": f"--val-data {val_data}" if val_data is not None else f"{data} (validation)"}
+    what = {
+        "train": f"{data} (train)" if data in HUB_DATASETS else data if data in BUILTIN else f"--data {data}",
+        "val": f"--val-data {val_data}" if val_data is not None else f"{data} (validation)",
+    }
     directory = cache_dir / f"{_slug(data)}-{cache_key(identity)}"
     train_path, val_path, meta_path = directory / "train.bin", directory / "val.bin", directory / "meta.json"
     _sweep_abandoned(cache_dir)
@@ -411,12 +421,18 @@ def prepare(
             encodings = {}
             for split in ("train", "val"):
                 if split in produce:
-                    encodings[split] = _encode_with_progress(split, what[split], produce[split],
-                                                             directory / f"{split}.bin", console).to_json()
+                    encodings[split] = _encode_with_progress(
+                        split, what[split], produce[split], directory / f"{split}.bin", console
+                    ).to_json()
             if "val" not in produce:
                 split_tail(train_path, val_path, held_out)
-            meta = {**identity, "data": data, "train_bytes": train_path.stat().st_size,
-                    "val_bytes": val_path.stat().st_size, "encodings": encodings}
+            meta = {
+                **identity,
+                "data": data,
+                "train_bytes": train_path.stat().st_size,
+                "val_bytes": val_path.stat().st_size,
+                "encodings": encodings,
+            }
             write_text(meta_path, json.dumps(meta, indent=2))  # written last: marks the cache complete
         meta = json.loads(meta_path.read_text())
     return Corpus(
@@ -493,8 +509,16 @@ class Batches:
     byte per byte of `data`: which ones the loss counts) a batch is (bytes, mask), the same windows of both.
     """
 
-    def __init__(self, data: np.ndarray, length: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
-                 mask: np.ndarray | None = None):
+    def __init__(
+        self,
+        data: np.ndarray,
+        length: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        mask: np.ndarray | None = None,
+    ):
         if len(data) < length:
             raise UserError(f"the data holds {len(data)} bytes, fewer than one window of {length}")
         self.windows = np.lib.stride_tricks.sliding_window_view(data, length)

@@ -38,11 +38,11 @@ from rich.progress import (
 
 from . import data, instruct
 from .cli import SAMPLING_DEFAULTS, add_model_flags, add_sampling_flags, cli, model_flags, number
-from .cli import seed as seed_type
 from .cli import parser as parser_for
+from .cli import seed as seed_type
 from .errors import UserError
-from .models import summed_loss
 from .files import write_text
+from .models import summed_loss
 from .weights import load_for_inference, locate, trained_on
 
 
@@ -93,43 +93,78 @@ def evaluate(model, streams: list[np.ndarray], batch_size: int = 8, progress=Non
     if counted == 0:
         raise UserError("the source holds no bytes to score")
     loss = total / counted
-    return {"loss": loss, "bpb": loss / math.log(2), "bytes": scored, "counted_bytes": counted,
-            "patch_length": scored / max(patches, 1)}
+    return {
+        "loss": loss,
+        "bpb": loss / math.log(2),
+        "bytes": scored,
+        "counted_bytes": counted,
+        "patch_length": scored / max(patches, 1),
+    }
 
 
 def build_parser():
     parser = parser_for("python -m mlx_megabyte.evaluate", __doc__)
-    parser.add_argument("--model", action="append",
-                        help="weights directory, run directory or Hugging Face repo (default: newest under weights/); "
-                        "with --instruct repeatable, as NAME=PATH to name the model's column")
-    parser.add_argument("--data",
-                        help="tinystories, tinystories-instruct, builtin, builtin-instruct (their validation split), "
-                        "or a local .txt/.jsonl/.parquet file, directory or glob (all of it); required, but for "
-                        "--instruct (default builtin-instruct)")
-    parser.add_argument("--split", choices=("validation", "train", "all"),
-                        help="which part to score (default: validation for named sources, all for local files)")
-    parser.add_argument("--batch-size", type=number(int, 1), default=8, help="windows per forward pass (does not change the result)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        help="weights directory, run directory or Hugging Face repo (default: newest under weights/); "
+        "with --instruct repeatable, as NAME=PATH to name the model's column",
+    )
+    parser.add_argument(
+        "--data",
+        help="tinystories, tinystories-instruct, builtin, builtin-instruct (their validation split), "
+        "or a local .txt/.jsonl/.parquet file, directory or glob (all of it); required, but for "
+        "--instruct (default builtin-instruct)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("validation", "train", "all"),
+        help="which part to score (default: validation for named sources, all for local files)",
+    )
+    parser.add_argument(
+        "--batch-size", type=number(int, 1), default=8, help="windows per forward pass (does not change the result)"
+    )
     parser.add_argument("--cache-dir", help="where encoded data is kept")
     add_model_flags(parser, "score the model quantized as generate --quantize does")
-    parser.add_argument("--max-bytes", type=number(int, 1),
-                        help="score only the first N bytes of the split (quantized models are slow on CPUs)")
+    parser.add_argument(
+        "--max-bytes",
+        type=number(int, 1),
+        help="score only the first N bytes of the split (quantized models are slow on CPUs)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     following = parser.add_argument_group("--instruct: stories on command")
-    following.add_argument("--instruct", action="store_true",
-                           help="score how well each --model follows the instruct prompts of the data")
-    following.add_argument("--prompts", type=number(int, 1), help=f"records whose prompts are scored (default: "
-                           f"{INSTRUCT_DEFAULTS['prompts']})")
-    following.add_argument("--seed", type=seed_type, help="record i's story is drawn with seed + i (generate --seed "
-                           f"writes it again) (default: {INSTRUCT_DEFAULTS['seed']})")
-    following.add_argument("--max-tokens", type=number(int, 1), help="the length budget: a story that has not ended "
-                           f"by then counts as not ending (default: {INSTRUCT_DEFAULTS['max_tokens']})")
+    following.add_argument(
+        "--instruct", action="store_true", help="score how well each --model follows the instruct prompts of the data"
+    )
+    following.add_argument(
+        "--prompts",
+        type=number(int, 1),
+        help=f"records whose prompts are scored (default: {INSTRUCT_DEFAULTS['prompts']})",
+    )
+    following.add_argument(
+        "--seed",
+        type=seed_type,
+        help="record i's story is drawn with seed + i (generate --seed "
+        f"writes it again) (default: {INSTRUCT_DEFAULTS['seed']})",
+    )
+    following.add_argument(
+        "--max-tokens",
+        type=number(int, 1),
+        help="the length budget: a story that has not ended "
+        f"by then counts as not ending (default: {INSTRUCT_DEFAULTS['max_tokens']})",
+    )
     add_sampling_flags(following, defaults=False)
     following.add_argument("--out", help="write every story and its scores, and the table, to this JSON file")
     return parser
 
 
-INSTRUCT_DEFAULTS = {"prompts": 100, "seed": instruct.DEFAULT_SEED, "max_tokens": instruct.DEFAULT_STORY_BYTES,
-                     "out": None, **SAMPLING_DEFAULTS}
+INSTRUCT_DEFAULTS = {
+    "prompts": 100,
+    "seed": instruct.DEFAULT_SEED,
+    "max_tokens": instruct.DEFAULT_STORY_BYTES,
+    "out": None,
+    **SAMPLING_DEFAULTS,
+}
 
 
 @cli
@@ -156,22 +191,34 @@ def main(argv=None):
         streams = first_bytes(streams, args.max_bytes)
     size = sum(len(s) for s in streams)
     if size == 0:
-        raise UserError(f"the {split} split of {args.data} holds no bytes to score"
-                        + (" (try --split all)" if split != "all" else ""))
+        raise UserError(
+            f"the {split} split of {args.data} holds no bytes to score"
+            + (" (try --split all)" if split != "all" else "")
+        )
     console.print(f"data: {corpus.describe()}", highlight=False, soft_wrap=True)
     separators = sum(int(np.count_nonzero(s == data.EOT)) for s in streams)  # one after each document, no other
     columns = (TextColumn("scoring"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True, disable=args.json) as progress:
         task = progress.add_task("score", total=size)
         result = evaluate(model, streams, args.batch_size, lambda n: progress.update(task, completed=n))
-    result = {"model": str(path), "data": args.data, "split": split, "quantize": args.quantize,
-              "max_bytes": args.max_bytes, **result, "text_bytes": size - separators, "end_of_text_bytes": separators}
+    result = {
+        "model": str(path),
+        "data": args.data,
+        "split": split,
+        "quantize": args.quantize,
+        "max_bytes": args.max_bytes,
+        **result,
+        "text_bytes": size - separators,
+        "end_of_text_bytes": separators,
+    }
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{result['bpb']:.4f} bits per byte (loss {result['loss']:.4f} nats) over {result['bytes']:,} bytes "
-              f"of {args.data} ({split}: {size - separators:,} bytes of text and {separators:,} end-of-text "
-              f"byte{'s' * (separators != 1)}); mean patch length {result['patch_length']:.2f} bytes")
+        print(
+            f"{result['bpb']:.4f} bits per byte (loss {result['loss']:.4f} nats) over {result['bytes']:,} bytes "
+            f"of {args.data} ({split}: {size - separators:,} bytes of text and {separators:,} end-of-text "
+            f"byte{'s' * (separators != 1)}); mean patch length {result['patch_length']:.2f} bytes"
+        )
     sys.stdout.flush()
 
 
@@ -204,8 +251,10 @@ def instruct_records(args, console) -> list[instruct.Record]:
         if len(records) == args.prompts:
             break
     if not records:
-        raise UserError(f"the {split} split of {source} holds no instruct records (no line starting with 'Story:'): "
-                        "use builtin-instruct, tinystories-instruct or records in their layout")
+        raise UserError(
+            f"the {split} split of {source} holds no instruct records (no line starting with 'Story:'): "
+            "use builtin-instruct, tinystories-instruct or records in their layout"
+        )
     return records
 
 
@@ -222,29 +271,50 @@ def follow_instructions(args) -> None:
     records = instruct_records(args, console)
     bits, dtype = model_flags(args)
     results = {}
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} stories"),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} stories"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=True, disable=args.json) as progress:
         for name, path in paths.items():
             task = progress.add_task(f"{name}: writing stories", total=len(records))
             model = load_for_inference(str(path), bits, dtype)
-            result = instruct.evaluate_instruct(model, records, args.seed, args.max_tokens, args.temp, args.top_p,
-                                                args.min_p, args.top_k,
-                                                progress=lambda done, total: progress.update(task, completed=done))
+            result = instruct.evaluate_instruct(
+                model,
+                records,
+                args.seed,
+                args.max_tokens,
+                args.temp,
+                args.top_p,
+                args.min_p,
+                args.top_k,
+                progress=lambda done, total: progress.update(task, completed=done),
+            )
             record = trained_on(path)
-            result["model"] = {"path": str(path), "trained_on": record and record["data"],
-                               "instruct_tuned": None if record is None else record.get(
-                                   "instruct", record["data"] in data.INSTRUCT_SOURCES)}
+            result["model"] = {
+                "path": str(path),
+                "trained_on": record and record["data"],
+                "instruct_tuned": None
+                if record is None
+                else record.get("instruct", record["data"] in data.INSTRUCT_SOURCES),
+            }
             results[name] = result
     report = {"data": args.data or "builtin-instruct", **instruct.comparison_json(results)}
     if args.out:
-        write_text(Path(args.out), json.dumps({**report, "stories": {n: r["stories"] for n, r in results.items()}},
-                                              indent=1) + "\n")
+        write_text(
+            Path(args.out),
+            json.dumps({**report, "stories": {n: r["stories"] for n, r in results.items()}}, indent=1) + "\n",
+        )
     if args.json:
         print(json.dumps(report))
     else:
-        console.print(instruct.comparison_table(results, f"Stories on command: {len(records)} prompts of "
-                                                         f"{report['data']}, seed {args.seed}"))
+        console.print(
+            instruct.comparison_table(
+                results, f"Stories on command: {len(records)} prompts of {report['data']}, seed {args.seed}"
+            )
+        )
     sys.stdout.flush()
 
 

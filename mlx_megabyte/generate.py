@@ -33,22 +33,35 @@ def build_parser():
         "id; default: the newest weights under weights/",
     )
     parser.add_argument("--prompt", "-p", default="", help="the start of the story; '-' reads standard input")
-    parser.add_argument("--max-tokens", "-m", type=sampling_setting("max_tokens"), default=DEFAULT_MAX_TOKENS, help="most bytes to generate")
+    parser.add_argument(
+        "--max-tokens",
+        "-m",
+        type=sampling_setting("max_tokens"),
+        default=DEFAULT_MAX_TOKENS,
+        help="most bytes to generate",
+    )
     add_sampling_flags(parser)
     parser.add_argument(
-        "--filter-thres", type=number(float, 0, 1, high_open=True), default=None,
+        "--filter-thres",
+        type=number(float, 0, 1, high_open=True),
+        default=None,
         help="megabyte-pytorch's generate(filter_thres=...): top-k with k = (1 - thres) * vocab",
     )
     parser.add_argument(
-        "--seed", type=seed_type, default=None,
+        "--seed",
+        type=seed_type,
+        default=None,
         help="random seed for reproducible samples (the same story as the server's `seed` with the same settings)",
     )
-    parser.add_argument("--num-samples", "-n", type=number(int, 1, 1024), default=1, help="stories to generate in parallel")
+    parser.add_argument(
+        "--num-samples", "-n", type=number(int, 1, 1024), default=1, help="stories to generate in parallel"
+    )
     parser.add_argument("--stop", action="append", default=[], help="stop when this text appears (repeatable)")
     add_model_flags(parser)
     parser.add_argument("--interactive", "-i", action="store_true", help="a story REPL")
     parser.add_argument(
-        "--instruct", action="store_true",
+        "--instruct",
+        action="store_true",
         help="build TinyStories-Instruct prompts from --features/--words/--summary (asked for in --interactive)",
     )
     parser.add_argument("--features", default="", help="instruct: e.g. 'Dialogue, Twist'")
@@ -63,8 +76,9 @@ def refuse_ignored_flags(args) -> None:
     fields = [f"--{name}" for name in ("features", "words", "summary") if getattr(args, name)]
     if args.interactive and (args.prompt or fields):
         given = "--prompt" if args.prompt else fields[0]
-        raise UserError(f"--interactive asks for each prompt{' and its instruct fields' * args.instruct} itself: "
-                        f"drop {given}")
+        raise UserError(
+            f"--interactive asks for each prompt{' and its instruct fields' * args.instruct} itself: drop {given}"
+        )
     if fields and not args.instruct:
         raise UserError(f"{fields[0]} goes into a TinyStories-Instruct prompt: add --instruct")
 

@@ -33,7 +33,6 @@ from .text import EOT, encode_prompt
 DEFAULT_MAX_TOKENS = 512
 
 
-
 @dataclass
 class GenerationResponse:
     """One step of `stream_generate` (for several samples, `texts[i]` is sample i's new text)."""

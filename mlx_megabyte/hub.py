@@ -29,8 +29,13 @@ def looks_like_repo_id(spec: str) -> bool:
     """`user/repo`, unless it names something local: an existing path, or a path inside an existing
     folder (`weights/typo` is a mistyped directory, not a repo of a user called weights)."""
     parts = spec.split("/")
-    return (len(parts) == 2 and all(parts) and not spec.startswith((".", "~"))
-            and not Path(spec).exists() and not Path(parts[0]).is_dir())
+    return (
+        len(parts) == 2
+        and all(parts)
+        and not spec.startswith((".", "~"))
+        and not Path(spec).exists()
+        and not Path(parts[0]).is_dir()
+    )
 
 
 def download_model(repo_id: str, files: list[str]) -> Path:

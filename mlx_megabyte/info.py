@@ -80,12 +80,16 @@ def describe() -> dict[str, str]:
         info["openblas kernel"] = cpu.coretype_status
     if version := cpu.mkl_version():
         info["onemkl"] = version
-    info["cpu kernels"] = ("native: " + kernels.native_status if kernels._native is not None
-                           else f"pure MLX (the native kernels: {kernels.native_status})")
+    info["cpu kernels"] = (
+        "native: " + kernels.native_status
+        if kernels._native is not None
+        else f"pure MLX (the native kernels: {kernels.native_status})"
+    )
     installed = backend_packages()
     if installed:
         info["mlx backends"] = ", ".join(installed) + (
-            " (each installs mlx/lib/libmlx.so: keep one, see README)" if len(installed) > 1 else "")
+            " (each installs mlx/lib/libmlx.so: keep one, see README)" if len(installed) > 1 else ""
+        )
     return info
 
 
@@ -104,7 +108,9 @@ def backend_packages() -> list[str]:
 def main(argv=None):
     parser = parser_for("python -m mlx_megabyte.info", __doc__)
     parser.add_argument("--bench", action="store_true", help="also time 2048^3 matmuls in float32 and bfloat16")
-    parser.add_argument("--device", choices=("cpu", "gpu"), help="the device to describe (default: the GPU when MLX has one)")
+    parser.add_argument(
+        "--device", choices=("cpu", "gpu"), help="the device to describe (default: the GPU when MLX has one)"
+    )
     args = parser.parse_args(argv)
     use_device(args.device)
     info = describe()

@@ -112,11 +112,17 @@ def parse_record(text: str) -> Record:
             if name is None:
                 raise ValueError(f"not a TinyStories-Instruct record: {line.strip()[:40]!r} comes before any field")
             values[name] = f"{values[name]} {line.strip()}".strip()
-    listed = {key: tuple(w.strip() for w in values.get(key, "").split(",") if w.strip())
-              for key in ("features", "words")}
-    return Record(features=listed["features"], words=listed["words"], summary=values.get("summary", ""),
-                  random_sentence=values.get("random_sentence", ""), story=text[story.end():],
-                  prompt=text[: story.end()])
+    listed = {
+        key: tuple(w.strip() for w in values.get(key, "").split(",") if w.strip()) for key in ("features", "words")
+    }
+    return Record(
+        features=listed["features"],
+        words=listed["words"],
+        summary=values.get("summary", ""),
+        random_sentence=values.get("random_sentence", ""),
+        story=text[story.end() :],
+        prompt=text[: story.end()],
+    )
 
 
 def records_from_stream(data, limit: int | None = None) -> list[Record]:
@@ -196,8 +202,9 @@ def has_dialogue(story: str) -> bool:
     least one letter, within one paragraph. Quotes pair up in order (the first with the second, ...), so
     'a "..." and "1, 2"' has none. Single quotes are not counted: they cannot be told apart from
     apostrophes ("Lily's hat and Tom's" would pair up)."""
-    return any(re.search(_LETTER, quoted) for paragraph in re.split(r"\n[ \t]*\n", story)
-               for quoted in _quoted(paragraph))
+    return any(
+        re.search(_LETTER, quoted) for paragraph in re.split(r"\n[ \t]*\n", story) for quoted in _quoted(paragraph)
+    )
 
 
 def _quoted(paragraph: str):
@@ -371,8 +378,14 @@ def evaluate_instruct(
     stories = []
     for i, record in enumerate(records):
         data, ended = story_bytes(model, record.prompt, max_tokens, sampler, seed + i)
-        stories.append({"seed": seed + i, "prompt": record.prompt, "story": data.decode("utf-8", "replace"),
-                        **score_story(record, data, ended)})
+        stories.append(
+            {
+                "seed": seed + i,
+                "prompt": record.prompt,
+                "story": data.decode("utf-8", "replace"),
+                **score_story(record, data, ended),
+            }
+        )
         if progress:
             progress(i + 1, len(records))
     settings = {"seed": seed, "max_tokens": max_tokens, "temp": temp, "top_p": top_p, "min_p": min_p, "top_k": top_k}
@@ -429,7 +442,13 @@ def comparison_table(results: dict[str, dict], title: str = "Stories on command"
 def comparison_json(results: dict[str, dict]) -> dict:
     """The table's JSON form: {"models": {name: {"settings", "aggregate"}}}; stories are left out (each
     evaluate_instruct result holds them)."""
-    return {"models": {name: {"settings": result.get("settings"), "aggregate": result.get("aggregate", result),
-                              **({"model": result["model"]} if "model" in result else {})}
-                       for name, result in results.items()}}
-
+    return {
+        "models": {
+            name: {
+                "settings": result.get("settings"),
+                "aggregate": result.get("aggregate", result),
+                **({"model": result["model"]} if "model" in result else {}),
+            }
+            for name, result in results.items()
+        }
+    }

@@ -45,8 +45,10 @@ def _load_native():
     except ImportError as error:
         return None, f"not built ({error}); reinstall with a C++ compiler present: pip install -e ."
     if _native.mlx_version() != mx.__version__:
-        return None, (f"built for MLX {_native.mlx_version()}, running {mx.__version__}: rebuild it with "
-                      "pip install -e . (the pure-MLX kernels are used meanwhile)")
+        return None, (
+            f"built for MLX {_native.mlx_version()}, running {mx.__version__}: rebuild it with "
+            "pip install -e . (the pure-MLX kernels are used meanwhile)"
+        )
     return _native, f"{_native.isa()} kernels on {_native.threads()} threads"
 
 
@@ -75,8 +77,7 @@ NATIVE_MIN_SIZE = 1 << 14  # elements: below, a primitive's fixed cost outweighs
 def _native_for(*arrays) -> bool:
     """Whether the native kernels take these inputs: float32 (mixed precision keeps the MLX ops), and
     large enough to gain from them (a decoding step's single rows are not)."""
-    return (variant() == "native" and all(a.dtype == mx.float32 for a in arrays)
-            and arrays[0].size >= NATIVE_MIN_SIZE)
+    return variant() == "native" and all(a.dtype == mx.float32 for a in arrays) and arrays[0].size >= NATIVE_MIN_SIZE
 
 
 @contextlib.contextmanager
@@ -108,6 +109,7 @@ def _native_gelu(x):
 def _native_gelu_vjp(x, cotangent, output):
     return _native.gelu_grad(x, cotangent)
 
+
 # GELU. torch's nn.GELU() is x * Phi(x) with the exact erf; MLX's erf was half of the 40m model's
 # forward time on this CPU. So erf(x / sqrt 2) comes from
 # Abramowitz & Stegun 7.1.28, erf(z) = 1 - P(z)^-16 for z >= 0 with P a degree-6 polynomial, max error
@@ -118,8 +120,10 @@ def _native_gelu_vjp(x, cotangent, output):
 # is written out rather than traced through the polynomial.
 _SQRT_HALF = 0.7071067811865476
 # A&S coefficients a_k times (1 / sqrt 2)^k, so that P takes |x| directly.
-_B = tuple(a * _SQRT_HALF ** k for k, a in enumerate(
-    (0.0705230784, 0.0422820123, 0.0092705272, 0.0001520143, 0.0002765672, 0.0000430638), 1))
+_B = tuple(
+    a * _SQRT_HALF**k
+    for k, a in enumerate((0.0705230784, 0.0422820123, 0.0092705272, 0.0001520143, 0.0002765672, 0.0000430638), 1)
+)
 
 
 @mx.compile
@@ -153,7 +157,9 @@ def _gelu_from(x, inverse):  # x * (1 + erf) / 2 = (x + |x| (1 - P^-16)) / 2
 
 @mx.compile
 def _gelu_slope_from(x, inverse, p, slope, cotangent):  # Phi(x) + x phi(x), from P, P' and P^-16
-    sign = mx.sign(x)  # keeps x's dtype (a where over two Python floats would be float32); 0 at x = 0, where 1 - P^-16 is 0 too
+    sign = mx.sign(
+        x
+    )  # keeps x's dtype (a where over two Python floats would be float32); 0 at x = 0, where 1 - P^-16 is 0 too
     return cotangent * (0.5 + 0.5 * sign * (1 - inverse) + 8 * x * slope * inverse / p)
 
 
@@ -377,8 +383,9 @@ def projection(x: mx.array, *weights: mx.array) -> mx.array:
     return x @ mx.concatenate(weights).T
 
 
-def self_attention(qkv: mx.array, heads: int, scale: float, dropout: float = 0.0, window: int | None = None,
-                   rotary: bool = False) -> mx.array:
+def self_attention(
+    qkv: mx.array, heads: int, scale: float, dropout: float = 0.0, window: int | None = None, rotary: bool = False
+) -> mx.array:
     """Causal self-attention of T positions from their projections qkv (N, T, 3 * H * D): the queries,
     then keys and values (lucidrains' to_q and to_kv, as one matmul); -> (N, T, H * D), ready for the
     output projection.
@@ -392,8 +399,9 @@ def self_attention(qkv: mx.array, heads: int, scale: float, dropout: float = 0.0
         return _native_attention(heads, scale, window or 0, rotary)(qkv)
     inner = width // 3
     dim_head = inner // heads
-    q, k, v = (qkv[..., i * inner : (i + 1) * inner].reshape(N, T, heads, dim_head).transpose(0, 2, 1, 3)
-               for i in range(3))
+    q, k, v = (
+        qkv[..., i * inner : (i + 1) * inner].reshape(N, T, heads, dim_head).transpose(0, 2, 1, 3) for i in range(3)
+    )
     if rotary:
         q = mx.fast.rope(q, dim_head, traditional=False, base=10000.0, scale=1.0, offset=0)
         k = mx.fast.rope(k, dim_head, traditional=False, base=10000.0, scale=1.0, offset=0)

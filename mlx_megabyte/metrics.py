@@ -38,8 +38,9 @@ class Metrics:
                 self.file.write(json.dumps(record) + "\n")
                 self.file.flush()
             except OSError as error:
-                raise UserError(f"cannot write {self.path}: {error.strerror or error}; "
-                                "checkpoints written so far are intact") from None
+                raise UserError(
+                    f"cannot write {self.path}: {error.strerror or error}; checkpoints written so far are intact"
+                ) from None
 
     def close(self):
         if self.file:

@@ -48,9 +48,16 @@ class AdamW(optim.AdamW):
         states = [_leaf(self.state, name) for name, _ in flat]  # each parameter's {"m", "v"}
         params = [parameters[name] for name, _ in flat]
         norm, new, first, second = kernels.adamw(
-            self.learning_rate.astype(mx.float32), [g for _, g in flat], params, [s["m"] for s in states],
-            [s["v"] for s in states], [self.weight_decay if p.ndim >= 2 else 0.0 for p in params], self.betas,
-            self.eps, max_norm)
+            self.learning_rate.astype(mx.float32),
+            [g for _, g in flat],
+            params,
+            [s["m"] for s in states],
+            [s["v"] for s in states],
+            [self.weight_decay if p.ndim >= 2 else 0.0 for p in params],
+            self.betas,
+            self.eps,
+            max_norm,
+        )
         for state, m, v in zip(states, first, second):
             state["m"], state["v"] = m, v
         model.update(tree_unflatten(list(zip([name for name, _ in flat], new))))
@@ -102,6 +109,28 @@ class LossScale:
         return {"scale": self.scale, "good_steps": self.good_steps}
 
 
+def apply_gradients(model, optimizer, grads, grad_clip: float, loss_scaling: bool) -> tuple[mx.array, mx.array]:
+    """Clip and apply `grads` (traced inside TrainStep's compiled functions): (gradient norm, whether the
+    step was applied). With loss scaling, a step whose gradients are not finite is computed and thrown
+    away: weights and optimizer state keep their values."""
+    if not loss_scaling:
+        return optimizer.clip_and_update(model, grads, grad_clip), mx.array(True)
+    if grad_clip > 0:
+        clipped, norm = optim.clip_grad_norm(grads, grad_clip)
+    else:
+        clipped, norm = grads, mx.sqrt(sum(mx.sum(g.astype(mx.float32) ** 2) for _, g in tree_flatten(grads)))
+    finite = mx.all(mx.stack([mx.all(mx.isfinite(g)) for _, g in tree_flatten(grads)]))
+    weights, moments = model.parameters(), dict(tree_flatten(optimizer.state))
+    optimizer.update(model, clipped)
+
+    def keep(now, before):
+        return mx.where(finite, now, before)
+
+    model.update(tree_map(keep, model.parameters(), weights))
+    assign_leaves(optimizer.state, {k: keep(v, moments[k]) for k, v in tree_flatten(optimizer.state)}, "optimizer")
+    return norm, finite
+
+
 class TrainStep:
     """One optimizer step, compiled: forward, backward, gradient averaging over ranks, clipping, AdamW.
 
@@ -126,8 +155,16 @@ class TrainStep:
     models), averaged over micro-batches and ranks like the loss.
     """
 
-    def __init__(self, model, optimizer, grad_clip: float, accumulation: int = 1, world: int = 1,
-                 compute_dtype=mx.float32, loss_scaling: bool = False):
+    def __init__(
+        self,
+        model,
+        optimizer,
+        grad_clip: float,
+        accumulation: int = 1,
+        world: int = 1,
+        compute_dtype=mx.float32,
+        loss_scaling: bool = False,
+    ):
         self.model, self.optimizer, self.accumulation = model, optimizer, accumulation
         self.loss_scaling = loss_scaling
         self.applied = mx.array(True)
@@ -151,11 +188,16 @@ class TrainStep:
                 (_, (loss, stats)), grads = plain(model, share, rows, *batch)
                 return loss, stats, grads
         else:
+
             def loss_and_grad(batch, share, rows, scale):
                 masters = model.trainable_parameters()
 
                 def scaled_loss(params):
-                    model.update(tree_map(lambda p: p.astype(compute_dtype) if mx.issubdtype(p.dtype, mx.floating) else p, params))
+                    model.update(
+                        tree_map(
+                            lambda p: p.astype(compute_dtype) if mx.issubdtype(p.dtype, mx.floating) else p, params
+                        )
+                    )
                     minimised, reported = objective(model, share, rows, *batch)
                     return minimised * scale, reported
 
@@ -171,23 +213,7 @@ class TrainStep:
             return loss, stats, grads
 
         def update(grads):
-            if not loss_scaling:
-                return optimizer.clip_and_update(model, grads, grad_clip), mx.array(True)
-            if grad_clip > 0:
-                clipped, norm = optim.clip_grad_norm(grads, grad_clip)
-            else:
-                clipped, norm = grads, mx.sqrt(sum(mx.sum(g.astype(mx.float32) ** 2) for _, g in tree_flatten(grads)))
-            # An overflowing step is computed and thrown away: weights and optimizer state keep their values.
-            finite = mx.all(mx.stack([mx.all(mx.isfinite(g)) for _, g in tree_flatten(grads)]))
-            weights, moments = model.parameters(), dict(tree_flatten(optimizer.state))
-            optimizer.update(model, clipped)
-
-            def keep(now, before):
-                return mx.where(finite, now, before)
-
-            model.update(tree_map(keep, model.parameters(), weights))
-            assign_leaves(optimizer.state, {k: keep(v, moments[k]) for k, v in tree_flatten(optimizer.state)}, "optimizer")
-            return norm, finite
+            return apply_gradients(model, optimizer, grads, grad_clip, loss_scaling)
 
         @partial(mx.compile, inputs=state, outputs=state)
         def step(batch, share, rows, scale):

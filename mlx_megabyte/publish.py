@@ -36,10 +36,16 @@ def model_card(model_dir: Path, repo_id: str, data: str | None = None, bpb: floa
     name = repo_id.split("/")[-1]
     dtype = next(v.dtype for _, v in tree_flatten(model.parameters()))
     settings = [(k, tuple(v) if isinstance(v, list) else v) for k, v in config.to_dict().items()]
-    rows = "\n".join(f"| {k} | {v} |" for k, v in (
-        *settings, ("context", f"{config.context_length:,} bytes"), ("patching", config.patching()),
-        ("parameters", f"{model.num_parameters():,}"), ("weights dtype", str(dtype)),
-    ))
+    rows = "\n".join(
+        f"| {k} | {v} |"
+        for k, v in (
+            *settings,
+            ("context", f"{config.context_length:,} bytes"),
+            ("patching", config.patching()),
+            ("parameters", f"{model.num_parameters():,}"),
+            ("weights dtype", str(dtype)),
+        )
+    )
     card = f"""---
 library_name: mlx-megabyte
 tags:
@@ -82,8 +88,14 @@ model = load(locate("{repo_id}"))
     return card + (arch.card_section(config) if arch.card_section else "")
 
 
-def push(model_dir: Path, repo_id: str, token: str | None = None, private: bool = False,
-         card: str | None = None, endpoint: str | None = None) -> str:
+def push(
+    model_dir: Path,
+    repo_id: str,
+    token: str | None = None,
+    private: bool = False,
+    card: str | None = None,
+    endpoint: str | None = None,
+) -> str:
     """Create `repo_id` if needed and upload config.json, model.safetensors and a model card in one commit.
     Returns the commit URL."""
     from huggingface_hub import (  # imported when used: it is slow to import

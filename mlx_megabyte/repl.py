@@ -25,9 +25,7 @@ def print_story(model, prompt, args, sampler, out=None, seed=None) -> Generation
         out.write(shown)
         out.flush()
     texts = [""] * args.num_samples
-    for last in stream_generate(
-        model, prompt, args.max_tokens, sampler, tuple(args.stop), args.num_samples, seed=seed
-    ):
+    for last in stream_generate(model, prompt, args.max_tokens, sampler, tuple(args.stop), args.num_samples, seed=seed):
         if last.notice:
             print(f"note: {last.notice}", file=sys.stderr)
         if args.num_samples == 1:
@@ -65,14 +63,14 @@ def interactive(model, args, defaults):
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:
         pass
-    print(f"mlx-megabyte story REPL ({model.num_parameters():,} parameters, {model.config.context_length}-byte context)")
+    print(
+        f"mlx-megabyte story REPL ({model.num_parameters():,} parameters, {model.config.context_length}-byte context)"
+    )
     print("Type /help for commands, Ctrl-D to quit.")
     while True:
         try:
             if args.instruct:
-                prompt = instruct_prompt(
-                    input("features> "), input("words> "), input("summary> ")
-                )
+                prompt = instruct_prompt(input("features> "), input("words> "), input("summary> "))
             else:
                 prompt = input("> ")
         except EOFError:
@@ -125,5 +123,3 @@ def _command(line, args, defaults) -> bool:
     except (ValueError, ArgumentTypeError) as error:
         print(f"invalid value: {error}")
     return True
-
-

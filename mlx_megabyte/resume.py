@@ -26,11 +26,17 @@ def settings(trainer) -> dict:
     """The settings a resumed run must share with the run it continues (the losses would differ
     otherwise); the SCHEDULE ones only without --reschedule."""
     config = trainer.config
-    return {"data": trainer.corpus.source, "data_key": trainer.corpus.directory.name, "seed": config.seed,
-            "world_size": trainer.world, "batch_size": config.batch_size,
-            "grad_accumulation_steps": config.grad_accumulation_steps, "dtype": config.dtype,
-            "mask_prompt": config.mask_prompt,
-            **{key: getattr(config, key) for key in SCHEDULE}}
+    return {
+        "data": trainer.corpus.source,
+        "data_key": trainer.corpus.directory.name,
+        "seed": config.seed,
+        "world_size": trainer.world,
+        "batch_size": config.batch_size,
+        "grad_accumulation_steps": config.grad_accumulation_steps,
+        "dtype": config.dtype,
+        "mask_prompt": config.mask_prompt,
+        **{key: getattr(config, key) for key in SCHEDULE},
+    }
 
 
 def record(trainer) -> dict:
@@ -89,12 +95,15 @@ def check_model(path: Path, mine) -> None:
     """The checkpoint's model must be the one the flags describe (its architecture, every setting)."""
     saved, _ = read_config(path)
     if saved.model_type != mine.model_type:
-        raise ModelMismatch(f"--resume: the checkpoint holds a {saved.model_type} model, not {mine.model_type}; "
-                            "use the same --arch")
+        raise ModelMismatch(
+            f"--resume: the checkpoint holds a {saved.model_type} model, not {mine.model_type}; use the same --arch"
+        )
     if saved != mine:
         ours = mine.to_dict()
         changed = [k for k, v in saved.to_dict().items() if v != ours.get(k)]
-        raise ModelMismatch(f"--resume: the checkpoint's model differs in {', '.join(changed)}; use the same model flags")
+        raise ModelMismatch(
+            f"--resume: the checkpoint's model differs in {', '.join(changed)}; use the same model flags"
+        )
 
 
 def check_settings(trainer, state: dict) -> None:
@@ -103,12 +112,16 @@ def check_settings(trainer, state: dict) -> None:
         if key not in state or state[key] == mine or (key in SCHEDULE and trainer.config.reschedule):
             continue
         if key == "data_key":
-            raise UserError(f"--resume: the data of {trainer.corpus.source} changed since the run started "
-                            f"(its encoding {state[key]} is now {mine}: the files changed, or this version of "
-                            "mlx-megabyte encodes them differently); resume on the same data or start a new run")
+            raise UserError(
+                f"--resume: the data of {trainer.corpus.source} changed since the run started "
+                f"(its encoding {state[key]} is now {mine}: the files changed, or this version of "
+                "mlx-megabyte encodes them differently); resume on the same data or start a new run"
+            )
         flag = "--" + key.replace("_", "-")
         if isinstance(mine, bool):
-            raise UserError(f"--resume: the run {'used' if state[key] else 'did not use'} {flag}: "
-                            f"{'pass it' if state[key] else 'drop it'} to continue it")
+            raise UserError(
+                f"--resume: the run {'used' if state[key] else 'did not use'} {flag}: "
+                f"{'pass it' if state[key] else 'drop it'} to continue it"
+            )
         hint = f", or add --reschedule to use {flag} {mine} from here on" if key in SCHEDULE else ""
         raise UserError(f"--resume: the run used {flag} {state[key]}, not {mine}: pass the same value{hint}")

@@ -25,8 +25,10 @@ def gpu_available() -> bool:
 def use_device(name: str | None) -> None:
     """Make `--device cpu|gpu` the default device (None: the GPU when MLX has one, as MLX itself does)."""
     if name == "gpu" and not gpu_available():
-        raise UserError("--device gpu: this MLX has no GPU backend (on Linux with an NVIDIA GPU: "
-                        "pip install -e '.[cuda]'; on a Mac: pip install mlx)")
+        raise UserError(
+            "--device gpu: this MLX has no GPU backend (on Linux with an NVIDIA GPU: "
+            "pip install -e '.[cuda]'; on a Mac: pip install mlx)"
+        )
     if name is not None:
         mx.set_default_device(mx.gpu if name == "gpu" else mx.cpu)
 

@@ -25,6 +25,7 @@ def split_keys(keys: mx.array) -> tuple[mx.array, mx.array]:
     pairs = mx.vmap(mx.random.split)(keys)  # (rows, 2, 2)
     return pairs[:, 0], pairs[:, 1]
 
+
 # The sampling a story gets unless told otherwise (generate, the REPL, training's samples): a little
 # cooler than the model's distribution, without the long tail of unlikely bytes.
 DEFAULT_TEMP = 0.8
@@ -34,8 +35,12 @@ DEFAULT_TOP_K = 0
 
 # The ranges of the sampling settings, (kind, low, high, low excluded, high excluded): generate's flags, the
 # REPL's commands and the server's fields check the same bounds.
-RANGES = {"temp": (float, 0, 100, False, False), "top_p": (float, 0, 1, True, False),
-          "min_p": (float, 0, 1, False, True), "max_tokens": (int, 1, None, False, False)}
+RANGES = {
+    "temp": (float, 0, 100, False, False),
+    "top_p": (float, 0, 1, True, False),
+    "min_p": (float, 0, 1, False, True),
+    "max_tokens": (int, 1, None, False, False),
+}
 
 
 def make_sampler(

@@ -65,22 +65,39 @@ DEFAULT_MAX_CONNECTIONS = 64
 MAX_LOGPROBS = 20  # alternatives per byte (OpenAI allows 5; a byte model's 20 are still cheap)
 MAX_STOP = 4
 API_KEY_VARIABLE = "MLX_MEGABYTE_API_KEY"
-PLAYGROUND = {"/": ("index.html", "text/html; charset=utf-8"),
-              "/playground.css": ("playground.css", "text/css; charset=utf-8"),
-              "/playground.js": ("playground.js", "text/javascript; charset=utf-8")}
+PLAYGROUND = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/playground.css": ("playground.css", "text/css; charset=utf-8"),
+    "/playground.js": ("playground.js", "text/javascript; charset=utf-8"),
+}
 # Every path and the methods it takes (the Allow header of a 405)
-ROUTES = {**{path: "GET, HEAD, OPTIONS" for path in (*PLAYGROUND, "/health", "/v1/models")},
-          "/v1/completions": "POST, OPTIONS", "/v1/chat/completions": "POST, OPTIONS"}
+ROUTES = {
+    **{path: "GET, HEAD, OPTIONS" for path in (*PLAYGROUND, "/health", "/v1/models")},
+    "/v1/completions": "POST, OPTIONS",
+    "/v1/chat/completions": "POST, OPTIONS",
+}
 # The standard library's own refusals, coded as the API's errors are
-STDLIB_ERRORS = {400: "bad_request", 414: "uri_too_long", 431: "headers_too_large", 501: "not_implemented",
-                 505: "http_version_not_supported"}
+STDLIB_ERRORS = {
+    400: "bad_request",
+    414: "uri_too_long",
+    431: "headers_too_large",
+    501: "not_implemented",
+    505: "http_version_not_supported",
+}
 
 
 class ApiError(Exception):
     """A request the server refuses, answered as OpenAI does: {"error": {message, type, param, code}}."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error", headers: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+        headers: dict | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
         self.headers = headers or {}
@@ -99,8 +116,9 @@ def _get(body: dict, name: str, kinds, default, check=None, what: str = ""):
         return default
     numbers = kinds in (int, float, (int, float))
     if isinstance(value, bool) and numbers or not isinstance(value, kinds):
-        raise ApiError(400, f"'{name}' must be {what or _kind_name(kinds)}, got {json.dumps(value)[:40]}", name,
-                       "invalid_type")
+        raise ApiError(
+            400, f"'{name}' must be {what or _kind_name(kinds)}, got {json.dumps(value)[:40]}", name, "invalid_type"
+        )
     if kinds == (int, float):
         value = float(value)
     if kinds is str:
@@ -116,14 +134,19 @@ def _text(value: str, name: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise ApiError(400, f"'{name}' holds a lone UTF-16 surrogate (\\u{ord(value[error.start]):04x}), which "
-                       "is not text", name, "invalid_text") from None
+        raise ApiError(
+            400,
+            f"'{name}' holds a lone UTF-16 surrogate (\\u{ord(value[error.start]):04x}), which is not text",
+            name,
+            "invalid_text",
+        ) from None
     return value
 
 
 def _kind_name(kinds) -> str:
-    return {int: "an integer", bool: "true or false", str: "a string", (int, float): "a number",
-            dict: "an object"}.get(kinds, str(kinds))
+    return {int: "an integer", bool: "true or false", str: "a string", (int, float): "a number", dict: "an object"}.get(
+        kinds, str(kinds)
+    )
 
 
 def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple[Job, dict]:
@@ -134,28 +157,28 @@ def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", None, "invalid_body")
     if "messages" in body:  # not a story from an empty prompt
-        raise ApiError(400, "'messages' makes this a chat request: send it to /v1/chat/completions "
-                       "(/v1/completions takes a 'prompt')", "messages", "wrong_endpoint")
-    prompt = body.get("prompt", "")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        prompt = prompt[0]
-    if isinstance(prompt, list) and all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in prompt):
-        prompt = bytes(prompt)  # a byte model's tokens are bytes
-    elif not isinstance(prompt, str):
-        raise ApiError(400, "'prompt' must be a string, a list of one string, or a list of byte values 0-255",
-                       "prompt", "invalid_type")
-    else:
-        _text(prompt, "prompt")
+        raise ApiError(
+            400,
+            "'messages' makes this a chat request: send it to /v1/chat/completions (/v1/completions takes a 'prompt')",
+            "messages",
+            "wrong_endpoint",
+        )
+    prompt = _prompt(body)
     fields = {name: _get(body, name, str, "") for name in ("features", "words", "summary")}
     if any(fields.values()):  # TinyStories-Instruct, as `generate --instruct` builds it
         prefix = instruct_prompt(**fields)
         prompt = prefix.encode() + prompt if isinstance(prompt, bytes) else prefix + prompt
 
-    max_tokens = _get(body, "max_tokens", int, min(DEFAULT_MAX_TOKENS, max_tokens_cap), lambda v: v >= 0,
-                      "a non-negative integer")
+    max_tokens = _get(
+        body, "max_tokens", int, min(DEFAULT_MAX_TOKENS, max_tokens_cap), lambda v: v >= 0, "a non-negative integer"
+    )
     if max_tokens > max_tokens_cap:
-        raise ApiError(400, f"'max_tokens' is {max_tokens}; this server allows at most {max_tokens_cap}",
-                       "max_tokens", "max_tokens_too_large")
+        raise ApiError(
+            400,
+            f"'max_tokens' is {max_tokens}; this server allows at most {max_tokens_cap}",
+            "max_tokens",
+            "max_tokens_too_large",
+        )
     temp = _get(body, "temperature", (int, float), DEFAULT_TEMP, lambda v: 0 <= v <= 100, "a number from 0 to 100")
     top_p = _get(body, "top_p", (int, float), DEFAULT_TOP_P, lambda v: 0 < v <= 1, "a number in (0, 1]")
     min_p = _get(body, "min_p", (int, float), DEFAULT_MIN_P, lambda v: 0 <= v < 1, "a number in [0, 1)")
@@ -166,22 +189,13 @@ def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple
     n = _get(body, "n", int, 1, lambda v: 1 <= v <= max_batch, f"an integer from 1 to {max_batch}")
     stream = _get(body, "stream", bool, False)
     echo = _get(body, "echo", bool, False)
-    logprobs = _get(body, "logprobs", int, None, lambda v: 0 <= v <= MAX_LOGPROBS,
-                    f"an integer from 0 to {MAX_LOGPROBS}")
+    logprobs = _get(
+        body, "logprobs", int, None, lambda v: 0 <= v <= MAX_LOGPROBS, f"an integer from 0 to {MAX_LOGPROBS}"
+    )
     options = _get(body, "stream_options", dict, {})
-    stop = body.get("stop")
-    stop = [stop] if isinstance(stop, str) else stop or []
-    if not isinstance(stop, list) or len(stop) > MAX_STOP or not all(isinstance(s, str) and s for s in stop):
-        raise ApiError(400, f"'stop' must be a string or a list of up to {MAX_STOP} non-empty strings", "stop",
-                       "invalid_type")
-    for text in stop:
-        _text(text, "stop")
-
+    stop = _stop(body)
     bias = _logit_bias(_get(body, "logit_bias", dict, {}), config.num_tokens)
-    include_usage = options.get("include_usage")
-    if include_usage is not None and not isinstance(include_usage, bool):
-        raise ApiError(400, "'stream_options.include_usage' must be true or false, got "
-                       f"{json.dumps(include_usage)[:40]}", "stream_options.include_usage", "invalid_type")
+    include_usage = _include_usage(options)
 
     raw = prompt if isinstance(prompt, bytes) else encode_prompt(prompt, story_start=False)
     fitted, notice = fit_context(encode_prompt(raw), config.context_length)
@@ -189,11 +203,73 @@ def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple
     sampler = make_sampler(*settings)
     if bias:  # e.g. {"3": -100}: never end the story (the load test wants stories of one length)
         sampler = _biased(sampler, bias, config.num_tokens)
-    job = Job(prompt=fitted, prompt_text=raw, n=n, max_tokens=max_tokens, sampler=sampler,
-              settings=(*settings, tuple(sorted(bias.items()))), seed=seed, stop=tuple(stop), logprobs=logprobs, echo=echo)
+    job = Job(
+        prompt=fitted,
+        prompt_text=raw,
+        n=n,
+        max_tokens=max_tokens,
+        sampler=sampler,
+        settings=(*settings, tuple(sorted(bias.items()))),
+        seed=seed,
+        stop=tuple(stop),
+        logprobs=logprobs,
+        echo=echo,
+    )
     echoed = raw.decode("utf-8", "replace") if echo else ""
-    return job, {"stream": stream, "echo": echoed, "include_usage": include_usage is True, "notice": notice,
-                 "instruct": any(fields.values())}
+    return job, {
+        "stream": stream,
+        "echo": echoed,
+        "include_usage": include_usage,
+        "notice": notice,
+        "instruct": any(fields.values()),
+    }
+
+
+def _prompt(body: dict) -> str | bytes:
+    """The request's prompt: a string, a list of one string, or the bytes of a list of byte values."""
+    prompt = body.get("prompt", "")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if isinstance(prompt, list) and all(
+        isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in prompt
+    ):
+        prompt = bytes(prompt)  # a byte model's tokens are bytes
+    elif not isinstance(prompt, str):
+        raise ApiError(
+            400,
+            "'prompt' must be a string, a list of one string, or a list of byte values 0-255",
+            "prompt",
+            "invalid_type",
+        )
+    else:
+        _text(prompt, "prompt")
+    return prompt
+
+
+def _stop(body: dict) -> list[str]:
+    """The request's stop strings: one, or a list of up to MAX_STOP, none empty."""
+    stop = body.get("stop")
+    stop = [stop] if isinstance(stop, str) else stop or []
+    if not isinstance(stop, list) or len(stop) > MAX_STOP or not all(isinstance(s, str) and s for s in stop):
+        raise ApiError(
+            400, f"'stop' must be a string or a list of up to {MAX_STOP} non-empty strings", "stop", "invalid_type"
+        )
+    for text in stop:
+        _text(text, "stop")
+    return stop
+
+
+def _include_usage(options: dict) -> bool:
+    """stream_options.include_usage, which must be a boolean when given."""
+    include_usage = options.get("include_usage")
+    if include_usage is not None and not isinstance(include_usage, bool):
+        raise ApiError(
+            400,
+            f"'stream_options.include_usage' must be true or false, got {json.dumps(include_usage)[:40]}",
+            "stream_options.include_usage",
+            "invalid_type",
+        )
+    return include_usage is True
 
 
 def _logit_bias(bias: dict, vocab: int) -> dict[int, float]:
@@ -202,14 +278,26 @@ def _logit_bias(bias: dict, vocab: int) -> dict[int, float]:
     out = {}
     for key, value in bias.items():
         if not (key.isascii() and key.isdigit() and str(int(key)) == key and int(key) < vocab):
-            raise ApiError(400, f"'logit_bias' keys must be byte values written as integers 0-{vocab - 1}, got "
-                           f"{json.dumps(key)[:40]}", "logit_bias", "invalid_value")
+            raise ApiError(
+                400,
+                f"'logit_bias' keys must be byte values written as integers 0-{vocab - 1}, got {json.dumps(key)[:40]}",
+                "logit_bias",
+                "invalid_value",
+            )
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ApiError(400, f"'logit_bias' values must be numbers, got {json.dumps(value)[:40]} for {key}",
-                           "logit_bias", "invalid_type")
+            raise ApiError(
+                400,
+                f"'logit_bias' values must be numbers, got {json.dumps(value)[:40]} for {key}",
+                "logit_bias",
+                "invalid_type",
+            )
         if not -100 <= value <= 100:
-            raise ApiError(400, f"'logit_bias' values must be from -100 to 100, got {value} for {key}", "logit_bias",
-                           "invalid_value")
+            raise ApiError(
+                400,
+                f"'logit_bias' values must be from -100 to 100, got {value} for {key}",
+                "logit_bias",
+                "invalid_value",
+            )
         out[int(key)] = float(value)
     return out
 
@@ -290,12 +378,18 @@ class Server(ThreadingHTTPServer):
 
     def process_request(self, request, client_address):
         if not self.slots.acquire(blocking=False):
-            error = ApiError(503, f"the server has {self.app.max_connections} open connections; retry in a moment",
-                             code="too_many_connections", kind="server_error")
+            error = ApiError(
+                503,
+                f"the server has {self.app.max_connections} open connections; retry in a moment",
+                code="too_many_connections",
+                kind="server_error",
+            )
             data = json.dumps(error.body()).encode()
             try:
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                                b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" % len(data) + data)
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" % len(data) + data
+                )
             except OSError:
                 pass
             self.shutdown_request(request)
@@ -466,11 +560,13 @@ class Handler(BaseHTTPRequestHandler):
         except (ConnectionError, TimeoutError):
             raise  # handle() logs it
         except Exception:  # a bug: the client gets a 500 if nothing was sent yet, the log the traceback
-            sys.stderr.write(f"{self.address_string()} - internal error in {self.requestline!r}:\n"
-                             f"{traceback.format_exc()}")
+            sys.stderr.write(
+                f"{self.address_string()} - internal error in {self.requestline!r}:\n{traceback.format_exc()}"
+            )
             if not self._answered:
-                self._send_json(500, ApiError(500, "internal server error", code="internal_error",
-                                              kind="server_error").body())
+                self._send_json(
+                    500, ApiError(500, "internal server error", code="internal_error", kind="server_error").body()
+                )
 
     def _not_allowed(self):
         raise self._refusal(self._path())
@@ -482,8 +578,12 @@ class Handler(BaseHTTPRequestHandler):
         """404 for a path that is not here, 405 (with the methods that are) for one that is."""
         if path not in ROUTES:
             return ApiError(404, f"no endpoint {path}", code="not_found")
-        return ApiError(405, f"{self.command} is not allowed on {path} (allowed: {ROUTES[path]})",
-                        code="method_not_allowed", headers={"Allow": ROUTES[path]})
+        return ApiError(
+            405,
+            f"{self.command} is not allowed on {path} (allowed: {ROUTES[path]})",
+            code="method_not_allowed",
+            headers={"Allow": ROUTES[path]},
+        )
 
     def _linger(self, limit: int = 64 << 20, seconds: float = 2.0):
         """After refusing a body unread, take in what the client is still sending (for a moment, up to a
@@ -511,8 +611,12 @@ class Handler(BaseHTTPRequestHandler):
         origin = self.headers.get("Origin")
         verdict = access.origin(origin, host)
         if verdict == "refused":
-            raise ApiError(403, f"requests from web pages at {origin[:80]} are refused (start the server with "
-                           f"--allow-origin {origin[:80]} to let them use it)", code="origin_not_allowed")
+            raise ApiError(
+                403,
+                f"requests from web pages at {origin[:80]} are refused (start the server with "
+                f"--allow-origin {origin[:80]} to let them use it)",
+                code="origin_not_allowed",
+            )
         if verdict == "allowed":
             self._cors = origin
 
@@ -534,8 +638,16 @@ class Handler(BaseHTTPRequestHandler):
         path = self._path()
         if self._cors and "Access-Control-Request-Method" in self.headers:  # an --allow-origin page's preflight
             methods = ROUTES.get(path, "GET, HEAD, POST, OPTIONS")
-            return self._send(204, b"", None, {"Access-Control-Allow-Methods": methods, "Access-Control-Max-Age": "600",
-                                               "Access-Control-Allow-Headers": "Authorization, Content-Type"})
+            return self._send(
+                204,
+                b"",
+                None,
+                {
+                    "Access-Control-Allow-Methods": methods,
+                    "Access-Control-Max-Age": "600",
+                    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                },
+            )
         self._send(204, b"", None, {"Allow": ROUTES[path]} if path in ROUTES else None)
 
     def _post(self):
@@ -565,8 +677,13 @@ class Handler(BaseHTTPRequestHandler):
         try:
             app.batcher.submit(job)
         except Busy as error:
-            raise ApiError(503, f"the server is busy ({error}); retry in a moment", code="queue_full",
-                           kind="server_error", headers={"Retry-After": "1"}) from None
+            raise ApiError(
+                503,
+                f"the server is busy ({error}); retry in a moment",
+                code="queue_full",
+                kind="server_error",
+                headers={"Retry-After": "1"},
+            ) from None
         try:
             answers[0 if reply["stream"] else 1](job, reply)
         finally:
@@ -576,12 +693,19 @@ class Handler(BaseHTTPRequestHandler):
         """Only bodies sent as JSON are read: a web page can send text/plain or a form to any address
         without asking first, but JSON only after a preflight (access.py)."""
         kind, _, parameters = self.headers.get("Content-Type", "").partition(";")
-        charsets = [value.strip().strip('"').lower() for name, _, value in
-                    (p.partition("=") for p in parameters.split(";")) if name.strip().lower() == "charset"]
+        charsets = [
+            value.strip().strip('"').lower()
+            for name, _, value in (p.partition("=") for p in parameters.split(";"))
+            if name.strip().lower() == "charset"
+        ]
         if kind.strip().lower() != "application/json" or any(c not in ("utf-8", "utf8") for c in charsets):
             given = self.headers.get("Content-Type")
-            raise ApiError(415, "send the body as JSON with 'Content-Type: application/json' (got "
-                           f"{repr(given[:60]) if given else 'no Content-Type'})", code="unsupported_media_type")
+            raise ApiError(
+                415,
+                "send the body as JSON with 'Content-Type: application/json' (got "
+                f"{repr(given[:60]) if given else 'no Content-Type'})",
+                code="unsupported_media_type",
+            )
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding"):
@@ -591,8 +715,9 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(411, "a Content-Length header is required", code="length_required")
         length = int(length)
         if length > self.server.app.max_body:
-            raise ApiError(413, f"the body has {length} bytes; the limit is {self.server.app.max_body}",
-                           code="body_too_large")
+            raise ApiError(
+                413, f"the body has {length} bytes; the limit is {self.server.app.max_body}", code="body_too_large"
+            )
         try:
             body = self.rfile.read(length)
         except (TimeoutError, OSError):
@@ -610,15 +735,27 @@ class Handler(BaseHTTPRequestHandler):
             return
         scheme, _, given = self.headers.get("Authorization", "").strip().partition(" ")
         if not (scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), key.encode())):
-            raise ApiError(401, "a valid API key is required: send 'Authorization: Bearer KEY'",
-                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "a valid API key is required: send 'Authorization: Bearer KEY'",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     def _model_card(self) -> dict:
         app = self.server.app
-        return {"id": app.name, "object": "model", "created": app.created, "owned_by": "mlx-megabyte",
-                "architecture": app.config.model_type, "context_length": app.config.context_length,
-                "patching": app.config.patching(), "max_tokens": app.max_tokens_cap, "parameters": app.parameters,
-                "instruct": app.untuned is None}
+        return {
+            "id": app.name,
+            "object": "model",
+            "created": app.created,
+            "owned_by": "mlx-megabyte",
+            "architecture": app.config.model_type,
+            "context_length": app.config.context_length,
+            "patching": app.config.patching(),
+            "max_tokens": app.max_tokens_cap,
+            "parameters": app.parameters,
+            "instruct": app.untuned is None,
+        }
 
     # --- completions ---
 
@@ -659,16 +796,22 @@ class Handler(BaseHTTPRequestHandler):
             return True
 
     def _base(self, completion_id: str) -> dict:
-        return {"id": completion_id, "object": "text_completion", "created": int(time.time()),
-                "model": self.server.app.name}
+        return {
+            "id": completion_id,
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": self.server.app.name,
+        }
 
     def _usage(self, job: Job) -> dict:
-        return {"prompt_tokens": len(job.prompt), "completion_tokens": job.generated,
-                "total_tokens": len(job.prompt) + job.generated}
+        return {
+            "prompt_tokens": len(job.prompt),
+            "completion_tokens": job.generated,
+            "total_tokens": len(job.prompt) + job.generated,
+        }
 
     def _complete(self, job: Job, reply: dict):
-        choices = [{"index": i, "text": reply["echo"], "logprobs": None, "finish_reason": None}
-                   for i in range(job.n)]
+        choices = [{"index": i, "text": reply["echo"], "logprobs": None, "finish_reason": None} for i in range(job.n)]
         entries: list[list[ByteLogprob]] = [[] for _ in range(job.n)]
         prompt = []
         for event in self._events(job):
@@ -721,8 +864,16 @@ class Handler(BaseHTTPRequestHandler):
                     continue
                 lp = logprobs_json(event.logprobs, offsets[event.index]) if job.logprobs is not None else None
                 offsets[event.index] += len(event.text)
-                send([{"index": event.index, "text": event.text, "logprobs": lp,
-                       "finish_reason": chat.finish_reason(event.finish_reason)}])
+                send(
+                    [
+                        {
+                            "index": event.index,
+                            "text": event.text,
+                            "logprobs": lp,
+                            "finish_reason": chat.finish_reason(event.finish_reason),
+                        }
+                    ]
+                )
             if job.cancelled.is_set():
                 return
             if reply["include_usage"]:
@@ -801,8 +952,12 @@ def _joined(events: list) -> list:
     out = []
     for event in events:
         last = out[-1] if out else None
-        if isinstance(event, Chunk) and isinstance(last, Chunk) and last.index == event.index \
-                and last.finish_reason is None:
+        if (
+            isinstance(event, Chunk)
+            and isinstance(last, Chunk)
+            and last.index == event.index
+            and last.finish_reason is None
+        ):
             out[-1] = Chunk(last.index, last.text + event.text, last.logprobs + event.logprobs, event.finish_reason)
         else:
             out.append(event)
@@ -818,33 +973,78 @@ def _join(prompt: dict, completion: dict) -> dict:
 
 def build_parser():
     parser = parser_for("python -m mlx_megabyte.server", __doc__)
-    parser.add_argument("--model", help="a weights directory, a training run directory or a Hugging Face repo id; "
-                        "default: the newest weights under weights/")
-    parser.add_argument("--host", default=DEFAULT_HOST,
-                        help="address to listen on; anything but loopback needs --api-key (or --insecure)")
-    parser.add_argument("--port", type=number(int, 0, 65535), default=DEFAULT_PORT, help="port to listen on (0: any free port)")
-    parser.add_argument("--api-key",  # the environment's key is read in main: --help must not show it
-                        help=f"require 'Authorization: Bearer KEY' on every API request (or set {API_KEY_VARIABLE})")
-    parser.add_argument("--insecure", action="store_true",
-                        help="allow a non-loopback --host without an API key (anyone who can reach it can use it)")
-    parser.add_argument("--allow-origin", type=origin_flag, action="append", default=[], metavar="ORIGIN",
-                        help="a web origin (scheme://host[:port]) whose pages may call the API, answered with CORS "
-                        "headers; repeat for several, '*' for any page (default: only the playground this server "
-                        "serves)")
-    parser.add_argument("--allow-host", type=host_flag, action="append", default=[], metavar="NAME",
-                        help="a name that requests may carry in Host besides localhost and loopback addresses "
-                        "(a reverse proxy's public name, say); repeat for several")
-    parser.add_argument("--max-tokens", type=number(int, 1), default=DEFAULT_MAX_TOKENS_CAP,
-                        help="the most bytes one request may generate")
-    parser.add_argument("--max-batch", type=number(int, 1), default=DEFAULT_MAX_BATCH,
-                        help="the most sequences decoded together (a request with n samples takes n)")
-    parser.add_argument("--queue-size", type=number(int, 1), default=DEFAULT_QUEUE_SIZE,
-                        help="requests that may wait for room in the batch; more get 503 with Retry-After")
+    parser.add_argument(
+        "--model",
+        help="a weights directory, a training run directory or a Hugging Face repo id; "
+        "default: the newest weights under weights/",
+    )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="address to listen on; anything but loopback needs --api-key (or --insecure)",
+    )
+    parser.add_argument(
+        "--port", type=number(int, 0, 65535), default=DEFAULT_PORT, help="port to listen on (0: any free port)"
+    )
+    parser.add_argument(
+        "--api-key",  # the environment's key is read in main: --help must not show it
+        help=f"require 'Authorization: Bearer KEY' on every API request (or set {API_KEY_VARIABLE})",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host without an API key (anyone who can reach it can use it)",
+    )
+    parser.add_argument(
+        "--allow-origin",
+        type=origin_flag,
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web origin (scheme://host[:port]) whose pages may call the API, answered with CORS "
+        "headers; repeat for several, '*' for any page (default: only the playground this server "
+        "serves)",
+    )
+    parser.add_argument(
+        "--allow-host",
+        type=host_flag,
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name that requests may carry in Host besides localhost and loopback addresses "
+        "(a reverse proxy's public name, say); repeat for several",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=number(int, 1),
+        default=DEFAULT_MAX_TOKENS_CAP,
+        help="the most bytes one request may generate",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=number(int, 1),
+        default=DEFAULT_MAX_BATCH,
+        help="the most sequences decoded together (a request with n samples takes n)",
+    )
+    parser.add_argument(
+        "--queue-size",
+        type=number(int, 1),
+        default=DEFAULT_QUEUE_SIZE,
+        help="requests that may wait for room in the batch; more get 503 with Retry-After",
+    )
     parser.add_argument("--max-body-bytes", type=number(int, 1), default=DEFAULT_MAX_BODY, help="largest request body")
-    parser.add_argument("--timeout", type=number(float, 0, 86_400, low_open=True), default=DEFAULT_TIMEOUT,
-                        help="seconds a client may take to send its whole request, or to take each write of a stream")
-    parser.add_argument("--max-connections", type=number(int, 1), default=DEFAULT_MAX_CONNECTIONS,
-                        help="open connections at most; more get 503 at once")
+    parser.add_argument(
+        "--timeout",
+        type=number(float, 0, 86_400, low_open=True),
+        default=DEFAULT_TIMEOUT,
+        help="seconds a client may take to send its whole request, or to take each write of a stream",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=number(int, 1),
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="open connections at most; more get 503 at once",
+    )
     add_model_flags(parser)
     return parser
 
@@ -854,8 +1054,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     args.api_key = args.api_key or os.environ.get(API_KEY_VARIABLE) or None
     if not is_loopback(args.host) and not args.api_key and not args.insecure:
-        raise UserError(f"refusing to serve on {args.host} without an API key: pass --api-key KEY (or set "
-                        f"{API_KEY_VARIABLE}), or --insecure to let anyone who can reach it use it")
+        raise UserError(
+            f"refusing to serve on {args.host} without an API key: pass --api-key KEY (or set "
+            f"{API_KEY_VARIABLE}), or --insecure to let anyone who can reach it use it"
+        )
 
     path = locate(args.model)
     name = args.model or str(path)
@@ -884,8 +1086,10 @@ def serve(app: App, args, name: str) -> None:
         raise UserError(f"cannot listen on {args.host}:{args.port} ({error.strerror or error})") from None
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"mlx-megabyte server: {name} on http://{shown}:{port}/ (playground), API at http://{shown}:{port}/v1",
-          flush=True)
+    print(
+        f"mlx-megabyte server: {name} on http://{shown}:{port}/ (playground), API at http://{shown}:{port}/v1",
+        flush=True,
+    )
     try:
         server.serve_forever()
     finally:

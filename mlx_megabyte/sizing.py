@@ -81,29 +81,42 @@ class Choice:
 
     @property
     def rule(self) -> str:
-        return (f"the size whose bytes seen per parameter (time budget x measured training bytes/s / parameters) "
-                f"is nearest {self.bytes_per_parameter:g} in ratio (a tie: the smaller)")
+        return (
+            f"the size whose bytes seen per parameter (time budget x measured training bytes/s / parameters) "
+            f"is nearest {self.bytes_per_parameter:g} in ratio (a tie: the smaller)"
+        )
 
     def to_dict(self) -> dict:
-        return {"chosen": self.chosen.name, "time_budget": self.time_budget,
-                "bytes_per_parameter": self.bytes_per_parameter, "rule": self.rule,
-                "candidates": [asdict(reason) for reason in self.reasons], "unmeasured": list(self.unmeasured)}
+        return {
+            "chosen": self.chosen.name,
+            "time_budget": self.time_budget,
+            "bytes_per_parameter": self.bytes_per_parameter,
+            "rule": self.rule,
+            "candidates": [asdict(reason) for reason in self.reasons],
+            "unmeasured": list(self.unmeasured),
+        }
 
     def explain(self) -> str:
         """What `--preset auto` prints before training: the choice, the rule, and the table behind it."""
         r = next(reason for reason in self.reasons if reason.chosen)
-        lines = [f"--preset auto: {r.name} ({r.parameters:,} parameters) for {self.time_budget:,.0f} s of training",
-                 f"  it trains at {r.bytes_per_second:,.0f} bytes/s here: {r.bytes_seen:,.0f} bytes in the budget, "
-                 f"{_ratio(r.bytes_per_parameter)} per parameter",
-                 f"  rule: {self.rule}",
-                 f"    {'size':<8} {'parameters':>12} {'bytes/s':>10} {'bytes seen':>14} {'bytes/param':>11} {'steps':>8}"]
+        lines = [
+            f"--preset auto: {r.name} ({r.parameters:,} parameters) for {self.time_budget:,.0f} s of training",
+            f"  it trains at {r.bytes_per_second:,.0f} bytes/s here: {r.bytes_seen:,.0f} bytes in the budget, "
+            f"{_ratio(r.bytes_per_parameter)} per parameter",
+            f"  rule: {self.rule}",
+            f"    {'size':<8} {'parameters':>12} {'bytes/s':>10} {'bytes seen':>14} {'bytes/param':>11} {'steps':>8}",
+        ]
         for r in self.reasons:
             steps = f"{r.steps:,}" if r.steps is not None else "-"
-            lines.append(f"  {'*' if r.chosen else ' '} {r.name:<8} {r.parameters:>12,} {r.bytes_per_second:>10,.0f} "
-                         f"{r.bytes_seen:>14,.0f} {_ratio(r.bytes_per_parameter):>11} {steps:>8}")
+            lines.append(
+                f"  {'*' if r.chosen else ' '} {r.name:<8} {r.parameters:>12,} {r.bytes_per_second:>10,.0f} "
+                f"{r.bytes_seen:>14,.0f} {_ratio(r.bytes_per_parameter):>11} {steps:>8}"
+            )
         if self.unmeasured:
-            lines.append(f"  not timed: {', '.join(self.unmeasured)} (larger than one already below the target: "
-                         "they would see fewer bytes per parameter still)")
+            lines.append(
+                f"  not timed: {', '.join(self.unmeasured)} (larger than one already below the target: "
+                "they would see fewer bytes per parameter still)"
+            )
         return "\n".join(lines)
 
 
@@ -115,8 +128,9 @@ def _ratio(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
-def choose(candidates: Sequence[Candidate], time_budget: float,
-           bytes_per_parameter: float = DEFAULT_BYTES_PER_PARAMETER) -> Choice:
+def choose(
+    candidates: Sequence[Candidate], time_budget: float, bytes_per_parameter: float = DEFAULT_BYTES_PER_PARAMETER
+) -> Choice:
     """The candidate the rule (module docstring) picks for `time_budget` seconds of training."""
     if not candidates:
         raise ValueError("choose a size from at least one candidate")
@@ -125,8 +139,10 @@ def choose(candidates: Sequence[Candidate], time_budget: float,
             raise ValueError(f"{what} must be a positive number of seconds or bytes, got {value!r}")
     for candidate in candidates:
         if not (candidate.parameters > 0 and _positive(candidate.bytes_per_second)):
-            raise ValueError(f"candidate {candidate.name!r} needs positive parameters and bytes/s, got "
-                             f"{candidate.parameters!r} and {candidate.bytes_per_second!r}")
+            raise ValueError(
+                f"candidate {candidate.name!r} needs positive parameters and bytes/s, got "
+                f"{candidate.parameters!r} and {candidate.bytes_per_second!r}"
+            )
 
     def distance(candidate: Candidate) -> float:
         return abs(math.log(candidate.bytes_per_parameter(time_budget) / bytes_per_parameter))
@@ -137,21 +153,30 @@ def choose(candidates: Sequence[Candidate], time_budget: float,
     def reason(i: int, c: Candidate) -> Reason:
         seen = c.bytes_seen(time_budget)
         steps = int(seen // c.bytes_per_step) if c.bytes_per_step else None
-        return Reason(c.name, c.parameters, c.bytes_per_second, seen, seen / c.parameters, distance(c), steps, i == best)
+        return Reason(
+            c.name, c.parameters, c.bytes_per_second, seen, seen / c.parameters, distance(c), steps, i == best
+        )
 
     reasons = tuple(reason(i, c) for i, c in enumerate(candidates))
     return Choice(candidates[best], time_budget, bytes_per_parameter, reasons)
 
 
-def measure(name: str, config, seconds: float = DEFAULT_MEASURE_SECONDS, warmup_steps: int = DEFAULT_WARMUP_STEPS,
-            clock: Callable[[], float] = time.perf_counter) -> Candidate:
+def measure(
+    name: str,
+    config,
+    seconds: float = DEFAULT_MEASURE_SECONDS,
+    warmup_steps: int = DEFAULT_WARMUP_STEPS,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Candidate:
     """Time `config`'s (a trainer.TrainingConfig) training step on random bytes: the trainer's own
     optimizer and compiled step, its batch size, accumulation, dtype and checkpointing, as train would
     run it; the warm-up steps are not timed, then steps run until `seconds` have passed (at least one).
     Data loading, validation and checkpoints are left out, as train's --time-budget leaves them out."""
     if not _positive(seconds) or warmup_steps < 0:
-        raise ValueError(f"measure for a positive number of seconds after zero or more warm-up steps, got "
-                         f"{seconds!r} and {warmup_steps!r}")
+        raise ValueError(
+            f"measure for a positive number of seconds after zero or more warm-up steps, got "
+            f"{seconds!r} and {warmup_steps!r}"
+        )
     import mlx.core as mx
     import numpy as np
 
@@ -167,8 +192,14 @@ def measure(name: str, config, seconds: float = DEFAULT_MEASURE_SECONDS, warmup_
     optimizer = make_optimizer(config)
     optimizer.init(model.trainable_parameters())
     scaled = config.dtype == "float16"
-    step = TrainStep(model, optimizer, config.grad_clip, config.grad_accumulation_steps,
-                     compute_dtype=DTYPES[config.dtype], loss_scaling=scaled)
+    step = TrainStep(
+        model,
+        optimizer,
+        config.grad_clip,
+        config.grad_accumulation_steps,
+        compute_dtype=DTYPES[config.dtype],
+        loss_scaling=scaled,
+    )
     rows = config.batch_size * config.grad_accumulation_steps
     batch = np.random.default_rng(config.seed).integers(0, 256, (rows, config.model.context_length), dtype=np.uint8)
 
@@ -185,13 +216,23 @@ def measure(name: str, config, seconds: float = DEFAULT_MEASURE_SECONDS, warmup_
         elapsed = clock() - start
         if elapsed >= seconds:
             break
-    return Candidate(name, model.num_parameters(), steps * config.bytes_per_rank_step / elapsed,
-                     config.bytes_per_rank_step, steps, elapsed)
+    return Candidate(
+        name,
+        model.num_parameters(),
+        steps * config.bytes_per_rank_step / elapsed,
+        config.bytes_per_rank_step,
+        steps,
+        elapsed,
+    )
 
 
-def measure_sizes(configs: Mapping[str, object], time_budget: float,
-                  bytes_per_parameter: float = DEFAULT_BYTES_PER_PARAMETER,
-                  measure: Callable[[str, object], Candidate] = measure, progress=None) -> Choice:
+def measure_sizes(
+    configs: Mapping[str, object],
+    time_budget: float,
+    bytes_per_parameter: float = DEFAULT_BYTES_PER_PARAMETER,
+    measure: Callable[[str, object], Candidate] = measure,
+    progress=None,
+) -> Choice:
     """The choice among `configs` (TrainingConfigs by name, smallest model first) for `time_budget`,
     timing them one at a time (`measure(name, config)`) until one falls below the target bytes per
     parameter; the larger ones are left untimed (module docstring) and named in the choice.
@@ -205,11 +246,13 @@ def measure_sizes(configs: Mapping[str, object], time_budget: float,
         if measured[-1].bytes_per_parameter(time_budget) < bytes_per_parameter:
             break
     choice = choose(measured, time_budget, bytes_per_parameter)
-    return Choice(choice.chosen, choice.time_budget, choice.bytes_per_parameter, choice.reasons,
-                  tuple(names[len(measured):]))
+    return Choice(
+        choice.chosen, choice.time_budget, choice.bytes_per_parameter, choice.reasons, tuple(names[len(measured) :])
+    )
 
 
-def measure_all(configs: Mapping[str, object], seconds: float = DEFAULT_MEASURE_SECONDS,
-                warmup_steps: int = DEFAULT_WARMUP_STEPS) -> list[Candidate]:
+def measure_all(
+    configs: Mapping[str, object], seconds: float = DEFAULT_MEASURE_SECONDS, warmup_steps: int = DEFAULT_WARMUP_STEPS
+) -> list[Candidate]:
     """`measure` for each named TrainingConfig, one after another (they would share the cores)."""
     return [measure(name, config, seconds, warmup_steps) for name, config in configs.items()]

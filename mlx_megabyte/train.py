@@ -53,15 +53,21 @@ def preset_table() -> str:
     for arch in ARCHITECTURES.values():
         for name, config in arch.presets.items():
             parameters = build(config).num_parameters()  # lazy arrays: nothing is computed
-            lines.append(f"  --arch {arch.name:<9} --preset {name:<5}  {parameters / 1e6:6.2f}M parameters  "
-                         f"{config.flops_per_byte() / 1e6:6.2f} MFLOP/byte  {config.context_length:,}-byte context")
+            lines.append(
+                f"  --arch {arch.name:<9} --preset {name:<5}  {parameters / 1e6:6.2f}M parameters  "
+                f"{config.flops_per_byte() / 1e6:6.2f} MFLOP/byte  {config.context_length:,}-byte context"
+            )
     return "\n".join(lines)
 
 
 def swept(name: str) -> str:
     """A setting's default in --help: the measured one of some presets, TrainingConfig's otherwise."""
-    chosen = ", ".join(f"{values[name]:g} for --arch {arch.name} --preset {preset}" for arch in ARCHITECTURES.values()
-                       for preset, values in arch.training_defaults.items() if name in values)
+    chosen = ", ".join(
+        f"{values[name]:g} for --arch {arch.name} --preset {preset}"
+        for arch in ARCHITECTURES.values()
+        for preset, values in arch.training_defaults.items()
+        if name in values
+    )
     return f"{chosen}, else {DEFAULTS[name]:g}; README: Defaults chosen by measurement"
 
 
@@ -85,24 +91,34 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_flags(parser.add_argument_group("data"))
     add_optimisation_flags(parser.add_argument_group("optimisation"))
     add_report_flags(parser.add_argument_group("evaluation, samples and checkpoints"))
-    parser.add_argument("--distributed-timeout", type=flag("distributed_timeout"), default=DEFAULTS["distributed_timeout"],
-                        help="with several ranks: seconds without progress after which a rank gives up "
-                        "(another rank died or cannot connect)")
+    parser.add_argument(
+        "--distributed-timeout",
+        type=flag("distributed_timeout"),
+        default=DEFAULTS["distributed_timeout"],
+        help="with several ranks: seconds without progress after which a rank gives up "
+        "(another rank died or cannot connect)",
+    )
     return parser
 
 
 def add_model_flags(group) -> None:
     """--arch, --preset, and a flag for every setting of every architecture's config (its help, kind and
     range from the field; a setting only some architectures have names them)."""
-    group.add_argument("--arch", choices=tuple(ARCHITECTURES),
-                       help=" or ".join(f"{a.name} ({a.summary})" for a in ARCHITECTURES.values())
-                       + f" (default: {DEFAULT_ARCHITECTURE}, or that of --init-from)")
-    group.add_argument("--preset", choices=[*PRESET_NAMES, AUTO],  # None: DEFAULT_PRESET, unless --init-from decides
-                       help=f"model size, in the architecture's presets (below, and README: Presets), or {AUTO}: "
-                       "with --time-budget, time each preset here for a few seconds and take the one that would "
-                       f"see nearest {sizing.DEFAULT_BYTES_PER_PARAMETER:g} bytes per parameter in the budget "
-                       f"(README: What the parameters do) (default: {DEFAULT_PRESET}; with --init-from, the "
-                       "weights' own model)")
+    group.add_argument(
+        "--arch",
+        choices=tuple(ARCHITECTURES),
+        help=" or ".join(f"{a.name} ({a.summary})" for a in ARCHITECTURES.values())
+        + f" (default: {DEFAULT_ARCHITECTURE}, or that of --init-from)",
+    )
+    group.add_argument(
+        "--preset",
+        choices=[*PRESET_NAMES, AUTO],  # None: DEFAULT_PRESET, unless --init-from decides
+        help=f"model size, in the architecture's presets (below, and README: Presets), or {AUTO}: "
+        "with --time-budget, time each preset here for a few seconds and take the one that would "
+        f"see nearest {sizing.DEFAULT_BYTES_PER_PARAMETER:g} bytes per parameter in the budget "
+        f"(README: What the parameters do) (default: {DEFAULT_PRESET}; with --init-from, the "
+        "weights' own model)",
+    )
     for name, owners in MODEL_FIELDS.items():
         spec = owners[0][1].metadata
         helps = dict.fromkeys(f.metadata["help"] for _, f in owners)
@@ -115,71 +131,154 @@ def add_model_flags(group) -> None:
             group.add_argument(_flag(name), type=_ints, help=text)
         else:
             low = max((f.metadata["low"] for _, f in owners if f.metadata["low"] is not None), default=None)
-            group.add_argument(_flag(name), type=cli.number(spec["kind"], low, spec["high"], spec["low_open"],
-                                                            spec["high_open"]), help=text)
+            group.add_argument(
+                _flag(name),
+                type=cli.number(spec["kind"], low, spec["high"], spec["low_open"], spec["high_open"]),
+                help=text,
+            )
 
 
 def add_data_flags(source) -> None:
     source.add_argument(
-        "--data", default=DEFAULTS["data"],
+        "--data",
+        default=DEFAULTS["data"],
         help="tinystories, tinystories-instruct (Hugging Face hub), builtin, builtin-instruct (offline corpus), "
         "or a local .txt/.jsonl/.parquet file, directory or glob",
     )
-    source.add_argument("--val-data", help="local validation data (default: the source's validation split or the held-out tail)")
-    source.add_argument("--val-fraction", type=flag("val_fraction"), default=DEFAULTS["val_fraction"], help="held out when a local source has no --val-data")
-    source.add_argument("--builtin-mb", type=flag("builtin_mb"), default=DEFAULTS["builtin_mb"], help="size of the built-in corpus in MB")
+    source.add_argument(
+        "--val-data", help="local validation data (default: the source's validation split or the held-out tail)"
+    )
+    source.add_argument(
+        "--val-fraction",
+        type=flag("val_fraction"),
+        default=DEFAULTS["val_fraction"],
+        help="held out when a local source has no --val-data",
+    )
+    source.add_argument(
+        "--builtin-mb",
+        type=flag("builtin_mb"),
+        default=DEFAULTS["builtin_mb"],
+        help="size of the built-in corpus in MB",
+    )
     source.add_argument("--cache-dir", help=f"where encoded data is kept (default: {data.DEFAULT_CACHE})")
-    source.add_argument("--mask-prompt", action="store_true",
-                        help="instruct records: the loss (and validation bits per byte) counts only the story bytes, "
-                        "after 'Story:' with the end-of-text byte that closes each, not the prompt")
+    source.add_argument(
+        "--mask-prompt",
+        action="store_true",
+        help="instruct records: the loss (and validation bits per byte) counts only the story bytes, "
+        "after 'Story:' with the end-of-text byte that closes each, not the prompt",
+    )
 
 
 def add_optimisation_flags(train) -> None:
-    train.add_argument("--batch-size", type=flag("batch_size"),
-                       help=f"windows per step (per rank) (default: {swept('batch_size')})")
-    train.add_argument("--grad-accumulation-steps", type=flag("grad_accumulation_steps"), default=1, help="micro-batches per step (less memory)")
-    train.add_argument("--iters", type=flag("iters"),
-                       help=f"optimizer steps in total (default: {DEFAULTS['iters']:,}; with --preset auto, the steps "
-                       "the time budget allows at the measured speed, so the schedule ends with the budget)")
-    train.add_argument("--learning-rate", type=flag("learning_rate"),
-                       help=f"AdamW peak rate, after warm-up; cosine-decayed to a tenth (default: {swept('learning_rate')})")
-    train.add_argument("--warmup-steps", type=flag("warmup_steps"),
-                       help="linear warm-up (default 200, or a tenth of --iters if smaller)")
-    train.add_argument("--weight-decay", type=flag("weight_decay"), default=DEFAULTS["weight_decay"],
-                       help="AdamW decay of matrices and embeddings (1-D parameters are not decayed)")
-    train.add_argument("--grad-clip", type=flag("grad_clip"), default=DEFAULTS["grad_clip"], help="max gradient norm (0 = off)")
+    train.add_argument(
+        "--batch-size", type=flag("batch_size"), help=f"windows per step (per rank) (default: {swept('batch_size')})"
+    )
+    train.add_argument(
+        "--grad-accumulation-steps",
+        type=flag("grad_accumulation_steps"),
+        default=1,
+        help="micro-batches per step (less memory)",
+    )
+    train.add_argument(
+        "--iters",
+        type=flag("iters"),
+        help=f"optimizer steps in total (default: {DEFAULTS['iters']:,}; with --preset auto, the steps "
+        "the time budget allows at the measured speed, so the schedule ends with the budget)",
+    )
+    train.add_argument(
+        "--learning-rate",
+        type=flag("learning_rate"),
+        help=f"AdamW peak rate, after warm-up; cosine-decayed to a tenth (default: {swept('learning_rate')})",
+    )
+    train.add_argument(
+        "--warmup-steps",
+        type=flag("warmup_steps"),
+        help="linear warm-up (default 200, or a tenth of --iters if smaller)",
+    )
+    train.add_argument(
+        "--weight-decay",
+        type=flag("weight_decay"),
+        default=DEFAULTS["weight_decay"],
+        help="AdamW decay of matrices and embeddings (1-D parameters are not decayed)",
+    )
+    train.add_argument(
+        "--grad-clip", type=flag("grad_clip"), default=DEFAULTS["grad_clip"], help="max gradient norm (0 = off)"
+    )
     train.add_argument("--seed", type=cli.seed, default=DEFAULTS["seed"], help="initialisation, batches and dropout")
-    train.add_argument("--grad-checkpoint", action="store_true",
-                       help="recompute activations in the backward pass: less memory (27%% less peak for the 40m preset), 14-20%% slower")
-    train.add_argument("--dtype", choices=tuple(DTYPES),
-                       help="compute dtype (default: float32 on CPUs, where half-precision matmuls skip BLAS; "
-                       "bfloat16 on GPUs). bfloat16 and float16 are mixed precision: float32 master weights and "
-                       "AdamW state, forward and backward in the half type; float16 with dynamic loss scaling")
+    train.add_argument(
+        "--grad-checkpoint",
+        action="store_true",
+        help="recompute activations in the backward pass: less memory (27%% less peak for the 40m preset), 14-20%% slower",
+    )
+    train.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        help="compute dtype (default: float32 on CPUs, where half-precision matmuls skip BLAS; "
+        "bfloat16 on GPUs). bfloat16 and float16 are mixed precision: float32 master weights and "
+        "AdamW state, forward and backward in the half type; float16 with dynamic loss scaling",
+    )
     train.add_argument("--device", choices=("cpu", "gpu"), help="where to train (default: the GPU when MLX has one)")
-    train.add_argument("--time-budget", type=flag("time_budget"), metavar="SECONDS",
-                       help="stop after this many seconds of training steps (validation, samples and checkpoints "
-                       "not counted; a resumed run continues the count), validate, save and exit 0; the "
-                       "schedule still follows --iters")
+    train.add_argument(
+        "--time-budget",
+        type=flag("time_budget"),
+        metavar="SECONDS",
+        help="stop after this many seconds of training steps (validation, samples and checkpoints "
+        "not counted; a resumed run continues the count), validate, save and exit 0; the "
+        "schedule still follows --iters",
+    )
 
 
 def add_report_flags(report) -> None:
-    report.add_argument("--steps-per-eval", type=flag("steps_per_eval"), default=DEFAULTS["steps_per_eval"],
-                        help="validation loss and bits per byte every so many steps")
-    report.add_argument("--eval-batches", type=flag("eval_batches"), default=DEFAULTS["eval_batches"], help="validation batches (fixed windows)")
-    report.add_argument("--steps-per-sample", type=flag("steps_per_sample"), default=DEFAULTS["steps_per_sample"],
-                        help="print a short story every so many steps (0 = never)")
-    report.add_argument("--sample-bytes", type=flag("sample_bytes"), default=DEFAULTS["sample_bytes"], help="length of each sample")
-    report.add_argument("--steps-per-save", type=flag("steps_per_save"), help="checkpoint every so many steps (default: --steps-per-eval)")
-    report.add_argument("--keep-checkpoints", type=flag("keep_checkpoints"), default=DEFAULTS["keep_checkpoints"], help="newest checkpoints kept")
+    report.add_argument(
+        "--steps-per-eval",
+        type=flag("steps_per_eval"),
+        default=DEFAULTS["steps_per_eval"],
+        help="validation loss and bits per byte every so many steps",
+    )
+    report.add_argument(
+        "--eval-batches",
+        type=flag("eval_batches"),
+        default=DEFAULTS["eval_batches"],
+        help="validation batches (fixed windows)",
+    )
+    report.add_argument(
+        "--steps-per-sample",
+        type=flag("steps_per_sample"),
+        default=DEFAULTS["steps_per_sample"],
+        help="print a short story every so many steps (0 = never)",
+    )
+    report.add_argument(
+        "--sample-bytes", type=flag("sample_bytes"), default=DEFAULTS["sample_bytes"], help="length of each sample"
+    )
+    report.add_argument(
+        "--steps-per-save",
+        type=flag("steps_per_save"),
+        help="checkpoint every so many steps (default: --steps-per-eval)",
+    )
+    report.add_argument(
+        "--keep-checkpoints",
+        type=flag("keep_checkpoints"),
+        default=DEFAULTS["keep_checkpoints"],
+        help="newest checkpoints kept",
+    )
     report.add_argument("--save-path", help="run directory (default: weights/<preset>-<data>)")
     report.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --save-path")
-    report.add_argument("--reschedule", action="store_true",
-                        help="with --resume: accept a new --iters, --learning-rate, --warmup-steps, --weight-decay or "
-                        "--grad-clip from the next step on (the losses then differ from an unbroken run)")
-    report.add_argument("--overwrite", action="store_true",
-                        help="start afresh in a --save-path that holds a run, moving the old run aside (nothing is deleted)")
-    report.add_argument("--init-from", help="start from these weights (a weights or run directory; e.g. to "
-                        "instruct-tune a pretrained model); the model flags are taken from them")
+    report.add_argument(
+        "--reschedule",
+        action="store_true",
+        help="with --resume: accept a new --iters, --learning-rate, --warmup-steps, --weight-decay or "
+        "--grad-clip from the next step on (the losses then differ from an unbroken run)",
+    )
+    report.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a --save-path that holds a run, moving the old run aside (nothing is deleted)",
+    )
+    report.add_argument(
+        "--init-from",
+        help="start from these weights (a weights or run directory; e.g. to "
+        "instruct-tune a pretrained model); the model flags are taken from them",
+    )
     report.add_argument("--quiet", action="store_true", help="no progress bar; one line per evaluation")
 
 
@@ -198,8 +297,10 @@ def model_config(args) -> Config:
     foreign = [name for name in overrides if name not in {f.name for f in dataclasses.fields(arch.config)}]
     if foreign:
         what = "is not a" if len(foreign) == 1 else "are not"
-        raise UserError(f"{', '.join(map(_flag, foreign))} {what} {arch.title} setting{'s' * (len(foreign) > 1)} "
-                        f"(--arch {arch.name})")
+        raise UserError(
+            f"{', '.join(map(_flag, foreign))} {what} {arch.title} setting{'s' * (len(foreign) > 1)} "
+            f"(--arch {arch.name})"
+        )
     if preset not in arch.presets:
         raise UserError(f"--arch {arch.name} has no preset {preset!r} (choose from {', '.join(arch.presets)})")
     try:
@@ -217,8 +318,10 @@ def _init_from_config(args, overrides: dict) -> Config:
         raise UserError(f"--init-from {args.init_from} holds a {config.model_type} model; drop --arch {chosen}")
     named = chosen or DEFAULT_ARCHITECTURE  # a preset alone names one of the default architecture
     if preset is not None and not _same_shape(ARCHITECTURES[named].presets.get(preset), config):
-        raise UserError(f"--init-from {args.init_from} holds a {config.model_type} model that is not --arch "
-                        f"{named} --preset {preset}; drop --preset (the model is taken from the weights)")
+        raise UserError(
+            f"--init-from {args.init_from} holds a {config.model_type} model that is not --arch "
+            f"{named} --preset {preset}; drop --preset (the model is taken from the weights)"
+        )
     fixed = sorted(name for name in overrides if not _tunable(config, name))
     if fixed:
         raise UserError(f"--init-from takes the model from its weights; drop {', '.join(map(_flag, fixed))}")
@@ -264,24 +367,35 @@ def auto_preset(args, console) -> str:
     its reasons before any training."""
     if args.time_budget is None:
         raise UserError("--preset auto picks a model size for a time budget: give --time-budget SECONDS")
-    for given, why in ((args.init_from, "--init-from takes the model from its weights"),
-                       (args.resume, "--resume continues the run's own model")):
+    for given, why in (
+        (args.init_from, "--init-from takes the model from its weights"),
+        (args.resume, "--resume continues the run's own model"),
+    ):
         if given:
             raise UserError(f"{why}: drop --preset auto")
     fixed = [name for name in MODEL_FIELDS if getattr(args, name, None) is not None and not _tunable_anywhere(name)]
     if fixed:
-        raise UserError(f"--preset auto chooses the model's size; drop {', '.join(map(_flag, fixed))} (or name a preset)")
+        raise UserError(
+            f"--preset auto chooses the model's size; drop {', '.join(map(_flag, fixed))} (or name a preset)"
+        )
     arch = ARCHITECTURES[getattr(args, "arch", None) or DEFAULT_ARCHITECTURE]
     names = sorted(arch.presets, key=lambda name: build(arch.presets[name]).num_parameters())
     configs = {name: training_config(argparse.Namespace(**{**vars(args), "preset": name})) for name in names}
-    choice = sizing.measure_sizes(configs, args.time_budget,
-                                  progress=lambda name: console.print(f"--preset auto: timing {name} ...", highlight=False))
+    choice = sizing.measure_sizes(
+        configs,
+        args.time_budget,
+        progress=lambda name: console.print(f"--preset auto: timing {name} ...", highlight=False),
+    )
     for line in choice.explain().splitlines():
         console.print(line, highlight=False, soft_wrap=True)
     if args.iters is None:
         args.iters = max(1, int(args.time_budget * choice.chosen.bytes_per_second // choice.chosen.bytes_per_step))
-        console.print(f"  --iters {args.iters:,}: the steps {args.time_budget:g} s allow at the measured speed (the "
-                      "learning-rate schedule ends with the budget)", highlight=False, soft_wrap=True)
+        console.print(
+            f"  --iters {args.iters:,}: the steps {args.time_budget:g} s allow at the measured speed (the "
+            "learning-rate schedule ends with the budget)",
+            highlight=False,
+            soft_wrap=True,
+        )
     return choice.chosen.name
 
 
@@ -309,8 +423,14 @@ def run(args, console) -> dict:
         # Local work, which cannot hang on another rank: the watchdog waits until the barrier after it.
         if watchdog:
             watchdog.beat("preparing the data", timeout=float("inf"))
-        corpus = data.prepare(config.data, config.val_data, config.val_fraction, config.cache_dir, config.builtin_mb,
-                              console=console if chief else None)
+        corpus = data.prepare(
+            config.data,
+            config.val_data,
+            config.val_fraction,
+            config.cache_dir,
+            config.builtin_mb,
+            console=console if chief else None,
+        )
         if config.mask_prompt:  # computed (once per machine) and kept before the ranks meet
             corpus.story_mask("train"), corpus.story_mask("val")
         if watchdog:

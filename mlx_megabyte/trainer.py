@@ -43,12 +43,22 @@ LN2 = math.log(2)
 # The range of every numeric setting: (type, lowest, highest, lowest excluded, highest excluded). The
 # command line checks flags against the same table as they are read.
 RANGES = {
-    "batch_size": (int, 1, None), "grad_accumulation_steps": (int, 1, None), "iters": (int, 1, None),
-    "learning_rate": (float, 0, 1, True), "warmup_steps": (int, 0, None), "weight_decay": (float, 0, 10),
-    "grad_clip": (float, 0, None), "steps_per_eval": (int, 1, None), "eval_batches": (int, 1, None),
-    "steps_per_sample": (int, 0, None), "sample_bytes": (int, 1, None), "steps_per_save": (int, 1, None),
-    "keep_checkpoints": (int, 1, None), "val_fraction": (float, 0, 1, True, True),
-    "builtin_mb": (float, 0.01, 100_000), "distributed_timeout": (float, 1, None),
+    "batch_size": (int, 1, None),
+    "grad_accumulation_steps": (int, 1, None),
+    "iters": (int, 1, None),
+    "learning_rate": (float, 0, 1, True),
+    "warmup_steps": (int, 0, None),
+    "weight_decay": (float, 0, 10),
+    "grad_clip": (float, 0, None),
+    "steps_per_eval": (int, 1, None),
+    "eval_batches": (int, 1, None),
+    "steps_per_sample": (int, 0, None),
+    "sample_bytes": (int, 1, None),
+    "steps_per_save": (int, 1, None),
+    "keep_checkpoints": (int, 1, None),
+    "val_fraction": (float, 0, 1, True, True),
+    "builtin_mb": (float, 0.01, 100_000),
+    "distributed_timeout": (float, 1, None),
     "time_budget": (float, 0, None, True),
 }
 
@@ -111,7 +121,11 @@ class TrainingConfig:
             if value is None and name == "time_budget":
                 continue
             kind, low, high, low_open, high_open = bounds(name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or (kind is int and not isinstance(value, int)):
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or (kind is int and not isinstance(value, int))
+            ):
                 raise UserError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
             too_low = low is not None and (value < low or (low_open and value == low))
             too_high = high is not None and (value > high or (high_open and value == high))
@@ -141,8 +155,14 @@ class Trainer:
     restores the run (`resume`) or the starting weights (`init_from`).
     """
 
-    def __init__(self, config: TrainingConfig, corpus: data.Corpus, group=None, console=None,
-                 beat: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        config: TrainingConfig,
+        corpus: data.Corpus,
+        group=None,
+        console=None,
+        beat: Callable[[str], None] | None = None,
+    ):
         self.config, self.corpus, self.console = config, corpus, console
         self.group = group if group is not None else mx.distributed.init()
         self.rank, self.world = self.group.rank(), self.group.size()
@@ -155,15 +175,29 @@ class Trainer:
         self.optimizer = make_optimizer(config)
         self.optimizer.init(self.model.trainable_parameters())
         self.loss_scale = LossScale() if config.dtype == "float16" else None
-        self.train_step_fn = TrainStep(self.model, self.optimizer, config.grad_clip, config.grad_accumulation_steps,
-                                       self.world, DTYPES[config.dtype], loss_scaling=self.loss_scale is not None)
+        self.train_step_fn = TrainStep(
+            self.model,
+            self.optimizer,
+            config.grad_clip,
+            config.grad_accumulation_steps,
+            self.world,
+            DTYPES[config.dtype],
+            loss_scaling=self.loss_scale is not None,
+        )
         self._evaluate = mx.compile(partial(summed_loss, self.model), inputs=[self.model.state])
         length = config.model.context_length
         check_sizes(config, corpus, length)
         self.instruct = corpus.instruct  # recorded with the weights: may `generate --instruct` use them?
         train_mask, val_mask = story_masks(config, corpus) if config.mask_prompt else (None, None)
-        self.batches = data.Batches(corpus.train, length, config.batch_size * config.grad_accumulation_steps,
-                                    config.seed, self.rank, self.world, mask=train_mask)
+        self.batches = data.Batches(
+            corpus.train,
+            length,
+            config.batch_size * config.grad_accumulation_steps,
+            config.seed,
+            self.rank,
+            self.world,
+            mask=train_mask,
+        )
         self.data_state = self.batches.state
         # --eval-batches per rank: the same windows, each rank a share, whatever the number of ranks
         count = config.eval_batches * config.batch_size * self.world
@@ -231,9 +265,16 @@ class Trainer:
         if metrics.dropped:
             self.say(f"left out {metrics.dropped} damaged line(s) of {metrics.path}")
         stop = StopRequested()
-        columns = (TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[stats]}"),
-                   TimeRemainingColumn())
-        progress = Progress(*columns, console=self.console, disable=config.quiet or not self.chief or self.console is None)
+        columns = (
+            TextColumn("step"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeRemainingColumn(),
+        )
+        progress = Progress(
+            *columns, console=self.console, disable=config.quiet or not self.chief or self.console is None
+        )
         task = progress.add_task("train", total=config.iters, completed=self.step, stats="")
         self.summary = {"start_step": self.step}
         self.last_saved, self.smoothed = self.step, None
@@ -242,7 +283,9 @@ class Trainer:
             with progress:
                 batch = self.next_batch()
                 while self.step < config.iters:
-                    batch = self._one_step(batch, metrics, lambda stats: progress.update(task, completed=self.step, stats=stats))
+                    batch = self._one_step(
+                        batch, metrics, lambda stats: progress.update(task, completed=self.step, stats=stats)
+                    )
                     out_of_time = config.time_budget is not None and self.train_seconds >= config.time_budget
                     if out_of_time:
                         self.summary["time_budget_reached"] = True
@@ -259,21 +302,33 @@ class Trainer:
             if self.world == 1:
                 raise
             # A collective failed because a peer went away (the ring backend reports a broken connection).
-            raise UserError(f"rank {self.rank}: lost contact with another rank ({str(error).splitlines()[0]}); "
-                            "checkpoints written so far are intact") from None
+            raise UserError(
+                f"rank {self.rank}: lost contact with another rank ({str(error).splitlines()[0]}); "
+                "checkpoints written so far are intact"
+            ) from None
         finally:
             stop.restore()
             metrics.close()
-        self.summary.update(step=self.step, seconds=time.perf_counter() - start_time, run_dir=str(self.run_dir),
-                            train_seconds=self.train_seconds)
+        self.summary.update(
+            step=self.step,
+            seconds=time.perf_counter() - start_time,
+            run_dir=str(self.run_dir),
+            train_seconds=self.train_seconds,
+        )
         if stop.requested:
             self._save_on_interrupt()
         else:
             latest = checkpoint.latest_checkpoint(self.run_dir) if self.chief else ""
-            budget = f" (the time budget of {config.time_budget:g} s is spent)" if self.summary.get("time_budget_reached") else ""
-            self.say(f"done: {self.step} steps{budget}; best validation {self.best_bpb:.4f} bits per "
-                     f"{self.counted.removesuffix('s')}; weights in "
-                     f"{self.run_dir / checkpoint.BEST} (best) and {latest}")
+            budget = (
+                f" (the time budget of {config.time_budget:g} s is spent)"
+                if self.summary.get("time_budget_reached")
+                else ""
+            )
+            self.say(
+                f"done: {self.step} steps{budget}; best validation {self.best_bpb:.4f} bits per "
+                f"{self.counted.removesuffix('s')}; weights in "
+                f"{self.run_dir / checkpoint.BEST} (best) and {latest}"
+            )
         return self.summary
 
     def _one_step(self, batch, metrics, show) -> np.ndarray:
@@ -293,9 +348,13 @@ class Trainer:
             self.loss_scale.update(applied=True)
         if not math.isfinite(loss_value) or not math.isfinite(norm_value):
             # A non-finite gradient has already been applied: the weights are poisoned too.
-            what = f"loss became {loss_value}" if not math.isfinite(loss_value) else f"gradient norm became {norm_value}"
-            raise UserError(f"the {what} at step {self.step + 1}; stopped without saving {self._last_good()}; "
-                            "try a lower --learning-rate")
+            what = (
+                f"loss became {loss_value}" if not math.isfinite(loss_value) else f"gradient norm became {norm_value}"
+            )
+            raise UserError(
+                f"the {what} at step {self.step + 1}; stopped without saving {self._last_good()}; "
+                "try a lower --learning-rate"
+            )
         self.step += 1
         seconds = time.perf_counter() - tic
         self.train_seconds += seconds
@@ -304,12 +363,26 @@ class Trainer:
         learning_rate = self.optimizer.learning_rate.item()
         peak = mx.get_peak_memory() / 1e9
         scale = {"loss_scale": self.loss_scale.scale} if self.loss_scale else {}
-        metrics.write({"step": self.step, "loss": loss_value, "bpb": loss_value / LN2, "learning_rate": learning_rate,
-                       "grad_norm": norm_value, "bytes_per_second": rate, "peak_memory_gb": peak, "seconds": seconds,
-                       "train_seconds": self.train_seconds, **scale, **stats})
+        metrics.write(
+            {
+                "step": self.step,
+                "loss": loss_value,
+                "bpb": loss_value / LN2,
+                "learning_rate": learning_rate,
+                "grad_norm": norm_value,
+                "bytes_per_second": rate,
+                "peak_memory_gb": peak,
+                "seconds": seconds,
+                "train_seconds": self.train_seconds,
+                **scale,
+                **stats,
+            }
+        )
         shown = "".join(f"  {name.replace('_', ' ')} {value:.3f}" for name, value in stats.items())
-        show(f"loss {loss_value:.3f}  bpb {loss_value / LN2:.3f}{shown}  {self.smoothed:,.0f} B/s  "
-             f"lr {learning_rate:.2e}  mem {peak:.2f} GB" + (f"  scale {self.loss_scale.scale:g}" if scale else ""))
+        show(
+            f"loss {loss_value:.3f}  bpb {loss_value / LN2:.3f}{shown}  {self.smoothed:,.0f} B/s  "
+            f"lr {learning_rate:.2e}  mem {peak:.2f} GB" + (f"  scale {self.loss_scale.scale:g}" if scale else "")
+        )
         self.summary.update(loss=loss_value, bytes_per_second=self.smoothed, peak_memory_gb=peak, **stats)
         return batch
 
@@ -319,8 +392,10 @@ class Trainer:
         self.step += 1
         self.train_seconds += seconds
         if self.loss_scale.scale < LossScale.SMALLEST:
-            raise UserError(f"float16 overflows at step {self.step} even without loss scaling; stopped without "
-                            f"saving {self._last_good()}; use --dtype bfloat16 (or float32)")
+            raise UserError(
+                f"float16 overflows at step {self.step} even without loss scaling; stopped without "
+                f"saving {self._last_good()}; use --dtype bfloat16 (or float32)"
+            )
         metrics.write({"step": self.step, "skipped": True, "loss_scale": self.loss_scale.scale, "seconds": seconds})
         show(f"step skipped: float16 gradients overflowed; loss scale now {self.loss_scale.scale:g}")
         self.summary["skipped_steps"] = self.summary.get("skipped_steps", 0) + 1
@@ -333,12 +408,21 @@ class Trainer:
         improved = val_bpb < self.best_bpb
         self.best_bpb = min(self.best_bpb, val_bpb)
         counted = {"counted": self.counted} if self.config.mask_prompt else {}
-        metrics.write({"step": self.step, "val_loss": val_loss, "val_bpb": val_bpb, "train_seconds": self.train_seconds,
-                       **counted})
+        metrics.write(
+            {
+                "step": self.step,
+                "val_loss": val_loss,
+                "val_bpb": val_bpb,
+                "train_seconds": self.train_seconds,
+                **counted,
+            }
+        )
         self.summary.update(val_loss=val_loss, val_bpb=val_bpb)
         per = "story byte" if self.config.mask_prompt else "byte"
-        self.say(f"step {self.step}: train loss {self.summary.get('loss', math.nan):.4f}, validation loss {val_loss:.4f} "
-                 f"({val_bpb:.4f} bits per {per}){' *' if improved else ''}")
+        self.say(
+            f"step {self.step}: train loss {self.summary.get('loss', math.nan):.4f}, validation loss {val_loss:.4f} "
+            f"({val_bpb:.4f} bits per {per}){' *' if improved else ''}"
+        )
         if improved:
             self.save_best(val_bpb)
 
@@ -358,26 +442,39 @@ class Trainer:
         if not self.chief:
             return None
         self.check_finite("writing a checkpoint")
-        return checkpoint.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer,
-                                          resume.record(self), self.config.keep_checkpoints)
+        return checkpoint.save_checkpoint(
+            self.run_dir, self.step, self.model, self.optimizer, resume.record(self), self.config.keep_checkpoints
+        )
 
     def save_best(self, val_bpb: float) -> None:
         if self.chief:
             self.check_finite("saving the best weights")
-            checkpoint.save_best(self.run_dir, self.model, {"step": self.step, "val_bpb": val_bpb, "data": self.corpus.source,
-                                                            "instruct": self.instruct, "counted": self.counted})
+            checkpoint.save_best(
+                self.run_dir,
+                self.model,
+                {
+                    "step": self.step,
+                    "val_bpb": val_bpb,
+                    "data": self.corpus.source,
+                    "instruct": self.instruct,
+                    "counted": self.counted,
+                },
+            )
 
     def check_finite(self, doing: str) -> None:
         """Refuse to write weights that hold a NaN or an infinity: an update can poison them one step
         before the loss shows it."""
         damaged = non_finite(dict(tree_flatten(self.model.parameters())))
         if damaged:
-            raise UserError(f"the weights became non-finite at step {self.step} ({damaged[0]}, ...); stopped before "
-                            f"{doing} {self._last_good()}; try a lower --learning-rate")
+            raise UserError(
+                f"the weights became non-finite at step {self.step} ({damaged[0]}, ...); stopped before "
+                f"{doing} {self._last_good()}; try a lower --learning-rate"
+            )
 
     def _last_good(self) -> str:
         last = checkpoint.latest_checkpoint(self.run_dir)
         return f"(the last good checkpoint is {last})" if last else "(no checkpoint was written)"
+
 
 class StopRequested:
     """First Ctrl-C: finish the step, save, exit. Second: stop at once (the last checkpoint is safe)."""
@@ -403,9 +500,11 @@ def story_masks(config: TrainingConfig, corpus: data.Corpus) -> tuple[np.ndarray
     val_source = f"--val-data {config.val_data}" if config.val_data else f"the validation split of {config.data}"
     for where, mask in zip((f"--data {config.data}", val_source), masks):
         if not mask.any():
-            raise UserError(f"--mask-prompt counts only the stories of instruct records, and {where} holds none "
-                            "(no line starting with 'Story:'): use builtin-instruct, tinystories-instruct or records "
-                            "in their layout, or drop --mask-prompt")
+            raise UserError(
+                f"--mask-prompt counts only the stories of instruct records, and {where} holds none "
+                "(no line starting with 'Story:'): use builtin-instruct, tinystories-instruct or records "
+                "in their layout, or drop --mask-prompt"
+            )
     return masks
 
 
@@ -414,8 +513,10 @@ def check_sizes(config: TrainingConfig, corpus: data.Corpus, length: int) -> Non
     local = config.data not in data.HUB_DATASETS and config.data not in data.BUILTIN
     more = "a larger --builtin-mb" if config.data in data.BUILTIN else "more data"
     if len(corpus.train) < length:
-        raise UserError(f"the training data ({config.data}) holds {len(corpus.train):,} bytes, fewer than one window "
-                        f"of {length:,} (the model's context): give {more}, or a model with a shorter context")
+        raise UserError(
+            f"the training data ({config.data}) holds {len(corpus.train):,} bytes, fewer than one window "
+            f"of {length:,} (the model's context): give {more}, or a model with a shorter context"
+        )
     if len(corpus.val) >= length:
         return
     if config.val_data is not None:
@@ -427,8 +528,10 @@ def check_sizes(config: TrainingConfig, corpus: data.Corpus, length: int) -> Non
         where, hint = f"the validation split of {config.data}", "give validation data with --val-data PATH"
         if config.data in data.BUILTIN:
             hint = "raise --builtin-mb (a 33rd of it is held out), or give validation data with --val-data PATH"
-    raise UserError(f"the validation data ({where}) holds {len(corpus.val):,} bytes, fewer than one window of "
-                    f"{length:,} (the model's context): {hint}")
+    raise UserError(
+        f"the validation data ({where}) holds {len(corpus.val):,} bytes, fewer than one window of "
+        f"{length:,} (the model's context): {hint}"
+    )
 
 
 def describe(trainer: Trainer) -> list[str]:
@@ -437,19 +540,25 @@ def describe(trainer: Trainer) -> list[str]:
     corpus = trainer.corpus
     restored = ""
     if trainer.restored_from is not None:
-        restored = f", resumed from {trainer.restored_from}" if config.resume else f", initialised from {trainer.restored_from}"
+        restored = (
+            f", resumed from {trainer.restored_from}"
+            if config.resume
+            else f", initialised from {trainer.restored_from}"
+        )
     return [
         f"model: {trainer.model.num_parameters():,} parameters, {model.describe()}, "
         f"{model.flops_per_byte() / 1e6:.2f} MFLOP per byte trained",
         f"data: {config.data}: {len(corpus.train) / 1e6:.1f} MB train, {len(corpus.val) / 1e6:.2f} MB validation"
         f" ({corpus.directory}); {corpus.describe()}",
-        f"training: {trainer.bytes_per_step:,} bytes per step" + (f" over {trainer.world} ranks" if trainer.world > 1 else "")
+        f"training: {trainer.bytes_per_step:,} bytes per step"
+        + (f" over {trainer.world} ranks" if trainer.world > 1 else "")
         + f"{restored}; run directory {config.save_path}",
     ] + ([_masked_line(trainer)] if config.mask_prompt else [])
 
 
 def _masked_line(trainer: Trainer) -> str:
     share = trainer.corpus.story_mask("train").mean()
-    return (f"loss: over the story bytes of instruct records only (--mask-prompt), {share:.0%} of the training bytes; "
-            "validation bits per byte are per story byte")
-
+    return (
+        f"loss: over the story bytes of instruct records only (--mask-prompt), {share:.0%} of the training bytes; "
+        "validation bits per byte are per story byte"
+    )

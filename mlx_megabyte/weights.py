@@ -39,8 +39,12 @@ def save(model: nn.Module, path: str | Path, extra_config: dict | None = None) -
     write_safetensors(path / WEIGHTS_FILE, arrays, {"format": "mlx"})
     # The weights file's hash, checked by read_weights: silent damage to a tensor (a flipped bit, a copy
     # cut short) is found on load, not as a model that quietly writes worse stories.
-    config = {"model_type": model.config.model_type, **model.config.to_dict(), **(extra_config or {}),
-              CHECKSUM: file_sha256(path / WEIGHTS_FILE)}
+    config = {
+        "model_type": model.config.model_type,
+        **model.config.to_dict(),
+        **(extra_config or {}),
+        CHECKSUM: file_sha256(path / WEIGHTS_FILE),
+    }
     write_text(path / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
 
@@ -59,8 +63,10 @@ def read_config(path: str | Path) -> tuple[Config, dict]:
         raise UserError(f"{config_path} is not valid JSON ({error})") from None
     if not isinstance(raw, dict) or raw.get("model_type", DEFAULT_ARCHITECTURE) not in ARCHITECTURES:
         kind = f" (model_type {raw.get('model_type')!r})" if isinstance(raw, dict) else ""
-        raise UserError(f"{config_path} does not describe a model of an architecture this package has{kind}; "
-                        f"known: {', '.join(ARCHITECTURES)}")
+        raise UserError(
+            f"{config_path} does not describe a model of an architecture this package has{kind}; "
+            f"known: {', '.join(ARCHITECTURES)}"
+        )
     try:
         return ARCHITECTURES[raw.get("model_type", DEFAULT_ARCHITECTURE)].config.from_dict(raw), raw
     except (TypeError, ValueError) as error:
@@ -172,8 +178,10 @@ def read_weights(path: str | Path) -> dict[str, mx.array]:
     except (OSError, ValueError, AttributeError):
         recorded = None
     if recorded is not None and (path / WEIGHTS_FILE).is_file() and file_sha256(path / WEIGHTS_FILE) != recorded:
-        raise UserError(f"{path / WEIGHTS_FILE} does not match the checksum in its {CONFIG_FILE}: the file is damaged "
-                        "or was replaced (restore it, or delete the checksum line to load it anyway)")
+        raise UserError(
+            f"{path / WEIGHTS_FILE} does not match the checksum in its {CONFIG_FILE}: the file is damaged "
+            "or was replaced (restore it, or delete the checksum line to load it anyway)"
+        )
     return read_safetensors(path / WEIGHTS_FILE)
 
 
@@ -196,9 +204,11 @@ def check_instruct_tuned(path: str | Path, flag: str = "--instruct") -> None:
         return
     instruct = record.get("instruct", record["data"] in INSTRUCT_SOURCES)  # older records name the data only
     if not instruct:
-        raise UserError(f"{flag}: {path} was trained on {record['data']}, never on instruct records ({TRAINING_FILE} "
-                        f"says so); tune it first: python -m mlx_megabyte.train --init-from {path} --data "
-                        "builtin-instruct --mask-prompt")
+        raise UserError(
+            f"{flag}: {path} was trained on {record['data']}, never on instruct records ({TRAINING_FILE} "
+            f"says so); tune it first: python -m mlx_megabyte.train --init-from {path} --data "
+            "builtin-instruct --mask-prompt"
+        )
 
 
 def load_for_inference(spec: str | None, bits: int | None = None, dtype: mx.Dtype | None = None) -> Model:

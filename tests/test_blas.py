@@ -10,7 +10,9 @@ from mlx_megabyte import cpu
 
 from .helpers import run
 
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the OpenBLAS preload exists for Linux only")
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the OpenBLAS preload exists for Linux only"
+)
 AVX512 = {"avx", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl"}
 
 
@@ -27,12 +29,17 @@ def test_a_generic_fallback_is_replaced_by_what_the_flags_allow():
 
 def test_the_decision_and_its_reason():
     assert cpu.decide_coretype("Prescott", AVX512, lambda core: True) == (
-        "SkylakeX", "SkylakeX: chosen by mlx-megabyte; OpenBLAS did not recognise this CPU and picked its generic "
-        "Prescott, the CPU's flags allow SkylakeX (checked against numpy)")
+        "SkylakeX",
+        "SkylakeX: chosen by mlx-megabyte; OpenBLAS did not recognise this CPU and picked its generic "
+        "Prescott, the CPU's flags allow SkylakeX (checked against numpy)",
+    )
     tried = []
     core, why = cpu.decide_coretype("Prescott", AVX512, lambda core: tried.append(core) or False)
     assert core is None and tried == ["SkylakeX"] and "its check failed" in why
-    assert cpu.decide_coretype("Zen", AVX512, lambda core: pytest.fail("no check needed")) == (None, "Zen: OpenBLAS's own choice")
+    assert cpu.decide_coretype("Zen", AVX512, lambda core: pytest.fail("no check needed")) == (
+        None,
+        "Zen: OpenBLAS's own choice",
+    )
     assert cpu.decide_coretype(None, AVX512, lambda core: True)[0] is None  # OpenBLAS could not be asked
 
 
@@ -90,7 +97,9 @@ def test_info_shows_the_kernel_and_why():
 def test_the_faster_library_is_chosen_and_the_reason_says_by_how_much():
     timed = lambda: {"mkl": 0.02, "openblas": 0.05}  # noqa: E731
     assert cpu.decide_blas(["mkl", "openblas"], None, timed) == (
-        "mkl", "mkl: the fastest at the presets' matmuls here (openblas took 2.50x as long)")
+        "mkl",
+        "mkl: the fastest at the presets' matmuls here (openblas took 2.50x as long)",
+    )
     assert cpu.decide_blas(["mkl", "openblas"], None, lambda: {"mkl": 0.05, "openblas": 0.04})[0] == "openblas"
     # a library whose timing failed (a crash, a wrong product) is not chosen
     name, why = cpu.decide_blas(["mkl", "openblas"], None, lambda: {"mkl": None, "openblas": 0.05})
@@ -98,8 +107,14 @@ def test_the_faster_library_is_chosen_and_the_reason_says_by_how_much():
     # one library, or one chosen by hand: nothing is timed
     never = lambda: pytest.fail("nothing needs timing")  # noqa: E731
     assert cpu.decide_blas(["openblas"], None, never) == ("openblas", "openblas: the only BLAS installed")
-    assert cpu.decide_blas(["mkl", "openblas"], "openblas", never) == ("openblas", "openblas: MLX_MEGABYTE_BLAS set by you")
-    assert cpu.decide_blas(["openblas"], "mkl", never) == ("openblas", "openblas: MLX_MEGABYTE_BLAS=mkl, but mkl is not installed")
+    assert cpu.decide_blas(["mkl", "openblas"], "openblas", never) == (
+        "openblas",
+        "openblas: MLX_MEGABYTE_BLAS set by you",
+    )
+    assert cpu.decide_blas(["openblas"], "mkl", never) == (
+        "openblas",
+        "openblas: MLX_MEGABYTE_BLAS=mkl, but mkl is not installed",
+    )
 
 
 @linux_only

@@ -18,11 +18,23 @@ def test_two_tiny_configs_at_equal_wall_clock_then_nothing_twice(tmp_path):
     corpus = tmp_path / "text.txt"
     corpus.write_text(TEXT * 500)
     out = tmp_path / "compare"
-    command = ["tools/compare.py", "--data", str(corpus), "--out", str(out), "--time-budget", "2",
-               "--cache-dir", str(tmp_path / "cache"),
-               "--config", "megabyte: --arch megabyte --preset tiny",
-               "--config", "spacebyte: --arch spacebyte --preset tiny",
-               "--train-args", "--batch-size 2 --eval-batches 1 --steps-per-eval 4 --iters 100000"]
+    command = [
+        "tools/compare.py",
+        "--data",
+        str(corpus),
+        "--out",
+        str(out),
+        "--time-budget",
+        "2",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--config",
+        "megabyte: --arch megabyte --preset tiny",
+        "--config",
+        "spacebyte: --arch spacebyte --preset tiny",
+        "--train-args",
+        "--batch-size 2 --eval-batches 1 --steps-per-eval 4 --iters 100000",
+    ]
     first = run(*command, timeout=240)
     assert first.returncode == 0, first.stderr
     results = json.loads((out / "results.json").read_text())
@@ -53,26 +65,46 @@ def compare_line(tmp_path, *flags):
 
 def test_a_configuration_name_given_twice_is_refused_not_dropped(tmp_path):
     """Once, one of two configurations of the same name silently did not run."""
-    one_line_error(compare_line(tmp_path, "--out", str(tmp_path / "o"), "--config", "a: --preset tiny",
-                                "--config", "a: --preset small"), "'a' is given twice")
+    one_line_error(
+        compare_line(
+            tmp_path, "--out", str(tmp_path / "o"), "--config", "a: --preset tiny", "--config", "a: --preset small"
+        ),
+        "'a' is given twice",
+    )
     (tmp_path / "c.json").write_text('{"a": "--preset tiny", "b": "--preset tiny", "a": "--preset small"}')
-    one_line_error(compare_line(tmp_path, "--out", str(tmp_path / "o"), "--configs", str(tmp_path / "c.json")),
-                   "'a' is given twice", "c.json")
+    one_line_error(
+        compare_line(tmp_path, "--out", str(tmp_path / "o"), "--configs", str(tmp_path / "c.json")),
+        "'a' is given twice",
+        "c.json",
+    )
     (tmp_path / "d.json").write_text('{"a": "--preset tiny"}')
-    one_line_error(compare_line(tmp_path, "--out", str(tmp_path / "o"), "--configs", str(tmp_path / "d.json"),
-                                "--config", "a: --preset small"), "'a' is given twice")
+    one_line_error(
+        compare_line(
+            tmp_path,
+            "--out",
+            str(tmp_path / "o"),
+            "--configs",
+            str(tmp_path / "d.json"),
+            "--config",
+            "a: --preset small",
+        ),
+        "'a' is given twice",
+    )
     assert not (tmp_path / "o").exists()  # refused before anything is written
 
 
-@pytest.mark.parametrize("contents,fragments", [
-    ("{not json", ["is not valid JSON"]),
-    ('["--preset tiny"]', ["must hold a JSON object", "not a list"]),
-    ('{"a": 5}', ["configuration 'a'", "must be a string"]),
-    ('{"a": "--preset \\"tiny"}', ["configuration 'a'", "No closing quotation"]),
-    ('{"a": "--no-such-flag"}', ["configuration 'a'", "unrecognized arguments: --no-such-flag"]),
-    ('{"a": "--data \\ud800"}', ["configuration 'a'", "lone UTF-16 surrogate"]),
-    (None, ["--configs", "No such file"]),
-])
+@pytest.mark.parametrize(
+    "contents,fragments",
+    [
+        ("{not json", ["is not valid JSON"]),
+        ('["--preset tiny"]', ["must hold a JSON object", "not a list"]),
+        ('{"a": 5}', ["configuration 'a'", "must be a string"]),
+        ('{"a": "--preset \\"tiny"}', ["configuration 'a'", "No closing quotation"]),
+        ('{"a": "--no-such-flag"}', ["configuration 'a'", "unrecognized arguments: --no-such-flag"]),
+        ('{"a": "--data \\ud800"}', ["configuration 'a'", "lone UTF-16 surrogate"]),
+        (None, ["--configs", "No such file"]),
+    ],
+)
 def test_bad_configs_files_are_one_line(tmp_path, contents, fragments):
     path = tmp_path / "configs.json"
     if contents is not None:
@@ -82,13 +114,20 @@ def test_bad_configs_files_are_one_line(tmp_path, contents, fragments):
 
 def test_bad_config_flags_and_out_are_one_line(tmp_path):
     out = ["--out", str(tmp_path / "o")]
-    one_line_error(compare_line(tmp_path, *out, "--config", "a: --preset 'tiny"), "configuration 'a'", "No closing quotation")
+    one_line_error(
+        compare_line(tmp_path, *out, "--config", "a: --preset 'tiny"), "configuration 'a'", "No closing quotation"
+    )
     one_line_error(compare_line(tmp_path, *out, "--config", "no colon"), "expected 'NAME: FLAGS'")
-    one_line_error(compare_line(tmp_path, *out, "--config", "a: --preset tiny", "--train-args", "--iters 'x"), "--train-args")
+    one_line_error(
+        compare_line(tmp_path, *out, "--config", "a: --preset tiny", "--train-args", "--iters 'x"), "--train-args"
+    )
     (tmp_path / "file").write_text("")
     one_line_error(compare_line(tmp_path, "--out", str(tmp_path / "file"), "--config", "a: --preset tiny"), "is a file")
-    one_line_error(compare_line(tmp_path, *out, "--config", "a: --preset tiny", "--eval-max-bytes", "0"),
-                   "--eval-max-bytes", "at least 1")
+    one_line_error(
+        compare_line(tmp_path, *out, "--config", "a: --preset tiny", "--eval-max-bytes", "0"),
+        "--eval-max-bytes",
+        "at least 1",
+    )
 
 
 # --- sweeps ---------------------------------------------------------------------------------------------
@@ -119,16 +158,33 @@ def test_one_at_a_time_is_the_default_and_runs_the_base_then_each_axis_alone():
     assert [r.name for r in runs] == ["small", "small-patch=4", "small-patch=16", "small-learning_rate=1e-3"]
     assert runs[0].flags == ["--arch", "megabyte", "--preset", "small"] and runs[0].point == {}
     assert runs[3].flags == ["--arch", "megabyte", "--preset", "small", "--learning-rate", "1e-3"]
-    assert [r.values for r in runs] == [{"patch": "8", "learning_rate": "0.0004"}, {"patch": "4", "learning_rate": "0.0004"},
-                                        {"patch": "16", "learning_rate": "0.0004"}, {"patch": "8", "learning_rate": "0.001"}]
+    assert [r.values for r in runs] == [
+        {"patch": "8", "learning_rate": "0.0004"},
+        {"patch": "4", "learning_rate": "0.0004"},
+        {"patch": "16", "learning_rate": "0.0004"},
+        {"patch": "8", "learning_rate": "0.001"},
+    ]
 
 
 def test_the_product_runs_every_combination_named_by_all_its_values():
     runs = planned(*SMALL, "--vary", "patch=4,8", "--vary", "learning_rate=4e-4,1e-3", "--sweep", "product")
-    assert [r.name for r in runs] == ["small-patch=4-learning_rate=4e-4", "small-patch=4-learning_rate=1e-3",
-                                      "small-patch=8-learning_rate=4e-4", "small-patch=8-learning_rate=1e-3"]
-    assert runs[1].flags[:-1] == ["--arch", "megabyte", "--preset", "small", "--learning-rate", "1e-3",
-                                  "--max-seq-len", "256,4", "--dim"]
+    assert [r.name for r in runs] == [
+        "small-patch=4-learning_rate=4e-4",
+        "small-patch=4-learning_rate=1e-3",
+        "small-patch=8-learning_rate=4e-4",
+        "small-patch=8-learning_rate=1e-3",
+    ]
+    assert runs[1].flags[:-1] == [
+        "--arch",
+        "megabyte",
+        "--preset",
+        "small",
+        "--learning-rate",
+        "1e-3",
+        "--max-seq-len",
+        "256,4",
+        "--dim",
+    ]
     assert runs[1].flags[-1].endswith(",128")  # the global width: the patch test below
     assert runs[2].values == {"patch": "8", "learning_rate": "0.0004"}
     assert planned(*SMALL, "--vary", "patch=4,8", "--sweep", "product")[0].name == "small-patch=4"  # no base run
@@ -151,8 +207,22 @@ def test_the_patch_axis_keeps_the_context_and_the_training_flops_per_byte():
 
 def test_per_stage_values_join_the_stages_with_x_and_one_number_means_every_stage():
     compare = compare_module()
-    args = compare.parse_args(["--data", "builtin", "--out", "o", "--time-budget", "1", "--config", "t: --preset tiny",
-                               "--vary", "max_seq_len=64x4,16x16", "--vary", "dim=48,96x32"])
+    args = compare.parse_args(
+        [
+            "--data",
+            "builtin",
+            "--out",
+            "o",
+            "--time-budget",
+            "1",
+            "--config",
+            "t: --preset tiny",
+            "--vary",
+            "max_seq_len=64x4,16x16",
+            "--vary",
+            "dim=48,96x32",
+        ]
+    )
     runs = compare.plan(args)
     assert [r.name for r in runs] == ["t", "t-max_seq_len=64x4", "t-max_seq_len=16x16", "t-dim=48", "t-dim=96x32"]
     assert runs[1].flags == ["--preset", "tiny", "--max-seq-len", "64,4"]
@@ -163,8 +233,16 @@ def test_per_stage_values_join_the_stages_with_x_and_one_number_means_every_stag
 
 
 def test_a_setting_the_base_gives_is_replaced_not_repeated_and_switches_turn_off():
-    runs = planned("--config", "b: --preset tiny --learning-rate=1e-3 --grad-checkpoint --seed 3",
-                   "--vary", "learning_rate=2e-3", "--vary", "grad_checkpoint=false", "--vary", "rel_pos=true")
+    runs = planned(
+        "--config",
+        "b: --preset tiny --learning-rate=1e-3 --grad-checkpoint --seed 3",
+        "--vary",
+        "learning_rate=2e-3",
+        "--vary",
+        "grad_checkpoint=false",
+        "--vary",
+        "rel_pos=true",
+    )
     assert {r.name: r.flags for r in runs} == {
         "b": ["--preset", "tiny", "--learning-rate=1e-3", "--grad-checkpoint", "--seed", "3"],
         "b-learning_rate=2e-3": ["--preset", "tiny", "--grad-checkpoint", "--seed", "3", "--learning-rate", "2e-3"],
@@ -173,8 +251,11 @@ def test_a_setting_the_base_gives_is_replaced_not_repeated_and_switches_turn_off
     }
     runs = planned("--config", "b: --preset tiny --rel-pos", "--vary", "rel_pos=false", "--vary", "preset=small")
     assert [r.flags for r in runs[1:]] == [["--preset", "tiny", "--no-rel-pos"], ["--rel-pos", "--preset", "small"]]
-    assert [r.values for r in runs] == [{"rel_pos": "true", "preset": "tiny"}, {"rel_pos": "false", "preset": "tiny"},
-                                        {"rel_pos": "true", "preset": "small"}]
+    assert [r.values for r in runs] == [
+        {"rel_pos": "true", "preset": "tiny"},
+        {"rel_pos": "false", "preset": "tiny"},
+        {"rel_pos": "true", "preset": "small"},
+    ]
 
 
 def test_spacebyte_axes_are_its_own_fields():
@@ -184,30 +265,54 @@ def test_spacebyte_axes_are_its_own_fields():
 
 
 def sweep_line(tmp_path, *flags):
-    return run("tools/compare.py", "--data", "builtin", "--time-budget", "1", "--out", str(tmp_path / "o"),
-               "--config", "b: --preset tiny", *flags, timeout=60)
+    return run(
+        "tools/compare.py",
+        "--data",
+        "builtin",
+        "--time-budget",
+        "1",
+        "--out",
+        str(tmp_path / "o"),
+        "--config",
+        "b: --preset tiny",
+        *flags,
+        timeout=60,
+    )
 
 
-@pytest.mark.parametrize("flags,fragments", [
-    (["--vary", "lr=1e-3"], ["--vary lr: not a setting of --arch megabyte; did you mean learning_rate?",
-                             "training: ", "batch_size", "derived: patch"]),
-    (["--vary", "learning_rat=1e-3"], ["did you mean learning_rate?"]),
-    (["--vary", "local_dim=64"], ["--vary local_dim: not a setting of --arch megabyte", "model: preset, num_tokens, dim"]),
-    (["--vary", "data=x"], ["--vary data: compare.py sets data itself"]),
-    (["--vary", "learning_rate=abc"], ["--vary learning_rate=abc: argument --learning-rate: expected a number"]),
-    (["--vary", "heads=0"], ["--vary heads=0: argument --heads: must be at least 1"]),
-    (["--vary", "dim=64x"], ["--vary dim=64x: expected integers joined by x"]),
-    (["--vary", "grad_checkpoint=yes"], ["--vary grad_checkpoint=yes: a switch takes true or false"]),
-    (["--vary", "max_seq_len=8x8x4"], ["--vary max_seq_len=8x8x4: invalid model: depth has 2 stages"]),
-    (["--vary", "patch=3"], ["--vary patch=3: the context of 256 bytes is not a whole number"]),
-    (["--vary", "patch=0"], ["--vary patch=0: expected a positive integer"]),
-    (["--vary", "patch=4", "--vary", "dim=64"], ["--vary patch sets max_seq_len, dim", "--vary dim"]),
-    (["--vary", "seed=1", "--vary", "seed=2"], ["--vary seed is given twice"]),
-    (["--vary", "seed=1,1"], ["--vary seed: the value 1 is given twice"]),
-    (["--vary", "learning_rate=1e-3,0.001"], ["make the same run"]),
-    (["--vary", "seed=1", "--config", "c: --preset tiny"], ["give exactly one --config", "not 2"]),
-    (["--vary", "seed=1", "--bytes", "1000"], ["not allowed with argument --time-budget"]),
-])
+@pytest.mark.parametrize(
+    "flags,fragments",
+    [
+        (
+            ["--vary", "lr=1e-3"],
+            [
+                "--vary lr: not a setting of --arch megabyte; did you mean learning_rate?",
+                "training: ",
+                "batch_size",
+                "derived: patch",
+            ],
+        ),
+        (["--vary", "learning_rat=1e-3"], ["did you mean learning_rate?"]),
+        (
+            ["--vary", "local_dim=64"],
+            ["--vary local_dim: not a setting of --arch megabyte", "model: preset, num_tokens, dim"],
+        ),
+        (["--vary", "data=x"], ["--vary data: compare.py sets data itself"]),
+        (["--vary", "learning_rate=abc"], ["--vary learning_rate=abc: argument --learning-rate: expected a number"]),
+        (["--vary", "heads=0"], ["--vary heads=0: argument --heads: must be at least 1"]),
+        (["--vary", "dim=64x"], ["--vary dim=64x: expected integers joined by x"]),
+        (["--vary", "grad_checkpoint=yes"], ["--vary grad_checkpoint=yes: a switch takes true or false"]),
+        (["--vary", "max_seq_len=8x8x4"], ["--vary max_seq_len=8x8x4: invalid model: depth has 2 stages"]),
+        (["--vary", "patch=3"], ["--vary patch=3: the context of 256 bytes is not a whole number"]),
+        (["--vary", "patch=0"], ["--vary patch=0: expected a positive integer"]),
+        (["--vary", "patch=4", "--vary", "dim=64"], ["--vary patch sets max_seq_len, dim", "--vary dim"]),
+        (["--vary", "seed=1", "--vary", "seed=2"], ["--vary seed is given twice"]),
+        (["--vary", "seed=1,1"], ["--vary seed: the value 1 is given twice"]),
+        (["--vary", "learning_rate=1e-3,0.001"], ["make the same run"]),
+        (["--vary", "seed=1", "--config", "c: --preset tiny"], ["give exactly one --config", "not 2"]),
+        (["--vary", "seed=1", "--bytes", "1000"], ["not allowed with argument --time-budget"]),
+    ],
+)
 def test_bad_sweeps_are_refused_in_one_line_before_anything_runs(tmp_path, flags, fragments):
     one_line_error(sweep_line(tmp_path, *flags), *fragments)
     assert not (tmp_path / "o").exists()
@@ -221,8 +326,20 @@ def test_a_malformed_vary_is_a_flag_error(tmp_path, text):
 
 
 def test_spacebyte_has_no_patch_axis_and_is_pointed_to_its_own(tmp_path):
-    result = run("tools/compare.py", "--data", "builtin", "--time-budget", "1", "--out", str(tmp_path / "o"),
-                 "--config", "s: --arch spacebyte --preset tiny", "--vary", "patch=4", timeout=60)
+    result = run(
+        "tools/compare.py",
+        "--data",
+        "builtin",
+        "--time-budget",
+        "1",
+        "--out",
+        str(tmp_path / "o"),
+        "--config",
+        "s: --arch spacebyte --preset tiny",
+        "--vary",
+        "patch=4",
+        timeout=60,
+    )
     line = one_line_error(result, "--vary patch: not a setting of --arch spacebyte; did you mean max_patch?")
     assert "derived" not in line and "local_dim" in line
 
@@ -231,8 +348,11 @@ def test_dry_run_prints_the_runs_as_configs_and_writes_nothing(tmp_path):
     result = sweep_line(tmp_path, "--vary", "learning-rate=4e-4,2e-3", "--vary", "patch=4", "--dry-run")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[:3] == ["b: --preset tiny", "b-learning_rate=2e-3: --preset tiny --learning-rate 2e-3",
-                         "b-patch=4: --preset tiny --max-seq-len 64,4 --dim 32,32"]
+    assert lines[:3] == [
+        "b: --preset tiny",
+        "b-learning_rate=2e-3: --preset tiny --learning-rate 2e-3",
+        "b-patch=4: --preset tiny --max-seq-len 64,4 --dim 32,32",
+    ]
     assert lines[-1] == "3 run(s) of 1 s of training each; nothing trained (--dry-run)"
     assert "191,168" in result.stdout  # the tiny preset's parameters, in the size table
     assert not (tmp_path / "o").exists()
@@ -241,15 +361,20 @@ def test_dry_run_prints_the_runs_as_configs_and_writes_nothing(tmp_path):
 def test_the_plot_draws_each_axis_around_the_base_or_over_the_others():
     compare = compare_module()
     Run = compare.Run
-    runs = [Run("b", [], {"lr": "1", "p": "8"}, {}), Run("b-lr=2", [], {"lr": "2", "p": "8"}, {"lr": "2"}),
-            Run("b-p=4", [], {"lr": "1", "p": "4"}, {"p": "4"})]
+    runs = [
+        Run("b", [], {"lr": "1", "p": "8"}, {}),
+        Run("b-lr=2", [], {"lr": "2", "p": "8"}, {"lr": "2"}),
+        Run("b-p=4", [], {"lr": "1", "p": "4"}, {"p": "4"}),
+    ]
     scores = {"b": 3.0, "b-lr=2": 2.5, "b-p=4": 3.5}
     assert compare.axis_lines("lr", runs, scores, "one-at-a-time") == {"lr alone": [("1", 3.0), ("2", 2.5)]}
     assert compare.axis_lines("p", runs, scores, "one-at-a-time") == {"p alone": [("8", 3.0), ("4", 3.5)]}
     product = [Run(f"r{lr}{p}", [], {"lr": lr, "p": p}, {"lr": lr, "p": p}) for lr in "12" for p in "48"]
     scores = {run.name: float(i) for i, run in enumerate(product)}
-    assert compare.axis_lines("lr", product, scores, "product") == {"p=4": [("1", 0.0), ("2", 2.0)],
-                                                                   "p=8": [("1", 1.0), ("2", 3.0)]}
+    assert compare.axis_lines("lr", product, scores, "product") == {
+        "p=4": [("1", 0.0), ("2", 2.0)],
+        "p=8": [("1", 1.0), ("2", 3.0)],
+    }
 
 
 def test_a_damaged_result_counts_as_none(tmp_path):
@@ -267,10 +392,25 @@ def test_a_tiny_sweep_trains_tables_plots_and_resumes_what_was_cut_off(tmp_path)
     out = tmp_path / "sweep"
 
     def sweep(values, *extra):
-        return run("tools/compare.py", "--data", str(corpus), "--out", str(out), "--time-budget", "2",
-                   "--cache-dir", str(tmp_path / "cache"), "--config", "base: --preset tiny",
-                   "--vary", f"learning_rate={values}", *extra,
-                   "--train-args", "--batch-size 2 --eval-batches 1 --steps-per-eval 4 --iters 100000", timeout=240)
+        return run(
+            "tools/compare.py",
+            "--data",
+            str(corpus),
+            "--out",
+            str(out),
+            "--time-budget",
+            "2",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--config",
+            "base: --preset tiny",
+            "--vary",
+            f"learning_rate={values}",
+            *extra,
+            "--train-args",
+            "--batch-size 2 --eval-batches 1 --steps-per-eval 4 --iters 100000",
+            timeout=240,
+        )
 
     first = sweep("4e-4,2e-3")  # 4e-4 is the tiny preset's own rate: the base run
     assert first.returncode == 0, first.stderr
@@ -279,8 +419,10 @@ def test_a_tiny_sweep_trains_tables_plots_and_resumes_what_was_cut_off(tmp_path)
     assert [r["values"] for r in results] == [{"learning_rate": "0.0004"}, {"learning_rate": "0.002"}]
     for r in results:
         assert 2 <= r["train_seconds"] < 60 and r["steps"] > 0 and 0 < r["heldout_bpb"] < 9
-    assert json.loads((out / "configs.json").read_text()) == {"base": "--preset tiny",
-                                                             "base-learning_rate=2e-3": "--preset tiny --learning-rate 2e-3"}
+    assert json.loads((out / "configs.json").read_text()) == {
+        "base": "--preset tiny",
+        "base-learning_rate=2e-3": "--preset tiny --learning-rate 2e-3",
+    }
     table = (out / "results.md").read_text()
     assert table.splitlines()[0].startswith("| config | learning_rate | arch |")
     assert "| base-learning_rate=2e-3 | 0.002 | megabyte |" in table
@@ -310,7 +452,21 @@ def test_a_tiny_sweep_trains_tables_plots_and_resumes_what_was_cut_off(tmp_path)
 
     # The same names with another base would reuse results of other runs: refused before anything runs.
     shutil.rmtree(out / "base-learning_rate=1e-3")
-    changed = run("tools/compare.py", "--data", str(corpus), "--out", str(out), "--time-budget", "2",
-                  "--config", "base: --preset tiny --seed 1", "--vary", "learning_rate=4e-4,2e-3", timeout=60)
-    one_line_error(changed, f"{out / 'base'} holds the result of other flags ('--preset tiny', now '--preset tiny --seed 1')")
+    changed = run(
+        "tools/compare.py",
+        "--data",
+        str(corpus),
+        "--out",
+        str(out),
+        "--time-budget",
+        "2",
+        "--config",
+        "base: --preset tiny --seed 1",
+        "--vary",
+        "learning_rate=4e-4,2e-3",
+        timeout=60,
+    )
+    one_line_error(
+        changed, f"{out / 'base'} holds the result of other flags ('--preset tiny', now '--preset tiny --seed 1')"
+    )
     assert not (out / "base-learning_rate=1e-3").exists()

@@ -64,8 +64,17 @@ def test_preset_parameter_counts_match_megabyte_pytorch():
     assert 40e6 < MEGABYTE(PRESETS["40m"]).num_parameters() < 46e6
 
 
-@pytest.mark.parametrize("field, value", [("rel_pos", "yes"), ("pos_emb", 1), ("attn_dropout", "0.1"),
-                                          ("ff_dropout", True), ("pad_id", 0.5), ("heads", "8")])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("rel_pos", "yes"),
+        ("pos_emb", 1),
+        ("attn_dropout", "0.1"),
+        ("ff_dropout", True),
+        ("pad_id", 0.5),
+        ("heads", "8"),
+    ],
+)
 def test_fields_of_the_wrong_type_are_refused(field, value, tmp_path):
     """A config.json with `"rel_pos": "yes"` was taken as truthy; every field's type is checked (issue 14)."""
     with pytest.raises(ValueError, match=field):

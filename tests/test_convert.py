@@ -38,8 +38,15 @@ def test_round_trip_through_both_tools(tmp_path, suffix):
     else:
         safetensors_torch.save_file(reference.state_dict(), source)
     # max_seq_len[0] is not in the weights (no pos_emb): it comes from --config
-    result = run("tools/convert_from_torch.py", "--torch-path", str(source), "--mlx-path", str(tmp_path / "mlx"),
-                 "--config", json.dumps({"max_seq_len": [6, 4]}))
+    result = run(
+        "tools/convert_from_torch.py",
+        "--torch-path",
+        str(source),
+        "--mlx-path",
+        str(tmp_path / "mlx"),
+        "--config",
+        json.dumps({"max_seq_len": [6, 4]}),
+    )
     assert result.returncode == 0, result.stderr
     assert logits_match(reference, tmp_path / "mlx")
 
@@ -60,11 +67,27 @@ def test_sidecar_config_is_picked_up_and_bfloat16_survives(tmp_path):
     reference = torch_model().to(torch.bfloat16)
     safetensors_torch.save_file(reference.state_dict(), tmp_path / "m.safetensors")
     (tmp_path / "m.config.json").write_text(json.dumps({"max_seq_len": [6, 4], "heads": 2, "dim_head": 8}))
-    assert run("tools/convert_from_torch.py", "--torch-path", str(tmp_path / "m.safetensors"),
-               "--mlx-path", str(tmp_path / "mlx")).returncode == 0
+    assert (
+        run(
+            "tools/convert_from_torch.py",
+            "--torch-path",
+            str(tmp_path / "m.safetensors"),
+            "--mlx-path",
+            str(tmp_path / "mlx"),
+        ).returncode
+        == 0
+    )
     assert load(tmp_path / "mlx").stages[0].start_token.dtype == mx.bfloat16
-    assert run("tools/convert_to_torch.py", "--mlx-path", str(tmp_path / "mlx"),
-               "--torch-path", str(tmp_path / "back.safetensors")).returncode == 0
+    assert (
+        run(
+            "tools/convert_to_torch.py",
+            "--mlx-path",
+            str(tmp_path / "mlx"),
+            "--torch-path",
+            str(tmp_path / "back.safetensors"),
+        ).returncode
+        == 0
+    )
     back = safetensors_torch.load_file(tmp_path / "back.safetensors")
     for key, tensor in reference.state_dict().items():
         if not key.endswith("inv_freq"):  # a float32 buffer recomputed on the way out
@@ -74,8 +97,13 @@ def test_sidecar_config_is_picked_up_and_bfloat16_survives(tmp_path):
 def test_heads_and_context_inferred_when_the_weights_hold_them(tmp_path):
     reference = torch_model(pos_emb=True)  # pos_emb stores max_seq_len[0]; rel_pos stores dim_head
     safetensors_torch.save_file(reference.state_dict(), tmp_path / "m.safetensors")
-    result = run("tools/convert_from_torch.py", "--torch-path", str(tmp_path / "m.safetensors"),
-                 "--mlx-path", str(tmp_path / "mlx"))
+    result = run(
+        "tools/convert_from_torch.py",
+        "--torch-path",
+        str(tmp_path / "m.safetensors"),
+        "--mlx-path",
+        str(tmp_path / "mlx"),
+    )
     assert result.returncode == 0, result.stderr
     config = load(tmp_path / "mlx").config
     assert (config.heads, config.dim_head, config.max_seq_len, config.pos_emb) == (2, 8, (6, 4), True)
@@ -93,75 +121,202 @@ def test_errors_are_one_line(tmp_path):
     broken.pop("to_logits.bias")
     broken["extra.weight"] = torch.zeros(3)
     safetensors_torch.save_file(broken, tmp_path / "broken.safetensors")
-    line = one_line_error(run("tools/convert_from_torch.py", "--torch-path", str(tmp_path / "broken.safetensors"),
-                              "--mlx-path", str(tmp_path / "out"), *config), "missing", "unexpected")
+    line = one_line_error(
+        run(
+            "tools/convert_from_torch.py",
+            "--torch-path",
+            str(tmp_path / "broken.safetensors"),
+            "--mlx-path",
+            str(tmp_path / "out"),
+            *config,
+        ),
+        "missing",
+        "unexpected",
+    )
     assert "to_logits.bias" in line and "extra.weight" in line
     assert not (tmp_path / "out").exists()  # nothing half-converted
 
     safetensors_torch.save_file({"encoder.weight": torch.zeros(2, 2)}, tmp_path / "foreign.safetensors")
-    one_line_error(run("tools/convert_from_torch.py", "--torch-path", str(tmp_path / "foreign.safetensors"),
-                       "--mlx-path", str(tmp_path / "out")), "not a megabyte-pytorch state dict")
+    one_line_error(
+        run(
+            "tools/convert_from_torch.py",
+            "--torch-path",
+            str(tmp_path / "foreign.safetensors"),
+            "--mlx-path",
+            str(tmp_path / "out"),
+        ),
+        "not a megabyte-pytorch state dict",
+    )
 
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
-    one_line_error(run("tools/convert_from_torch.py", "--torch-path", str(tmp_path / "junk.safetensors"),
-                       "--mlx-path", str(tmp_path / "out"), *config), "not a readable safetensors file")
+    one_line_error(
+        run(
+            "tools/convert_from_torch.py",
+            "--torch-path",
+            str(tmp_path / "junk.safetensors"),
+            "--mlx-path",
+            str(tmp_path / "out"),
+            *config,
+        ),
+        "not a readable safetensors file",
+    )
 
-    one_line_error(run("tools/convert_from_torch.py", "--torch-path", str(tmp_path / "missing.pt"),
-                       "--mlx-path", str(tmp_path / "out")), "no such file")
+    one_line_error(
+        run(
+            "tools/convert_from_torch.py",
+            "--torch-path",
+            str(tmp_path / "missing.pt"),
+            "--mlx-path",
+            str(tmp_path / "out"),
+        ),
+        "no such file",
+    )
 
-    one_line_error(run("tools/convert_from_torch.py", "--torch-path", str(good), "--mlx-path", str(tmp_path / "out")),
-                   "max_seq_len")
-    one_line_error(run("tools/convert_from_torch.py", "--torch-path", str(good), "--mlx-path", str(tmp_path / "out"),
-                       "--config", json.dumps({"max_seq_len": [6, 4], "heads": 3})), "contradicts", "heads")
+    one_line_error(
+        run("tools/convert_from_torch.py", "--torch-path", str(good), "--mlx-path", str(tmp_path / "out")),
+        "max_seq_len",
+    )
+    one_line_error(
+        run(
+            "tools/convert_from_torch.py",
+            "--torch-path",
+            str(good),
+            "--mlx-path",
+            str(tmp_path / "out"),
+            "--config",
+            json.dumps({"max_seq_len": [6, 4], "heads": 3}),
+        ),
+        "contradicts",
+        "heads",
+    )
     no_rotary = tmp_path / "no_rotary.safetensors"
     safetensors_torch.save_file(torch_model(rel_pos=False).state_dict(), no_rotary)
-    one_line_error(run("tools/convert_from_torch.py", "--torch-path", str(no_rotary), "--mlx-path", str(tmp_path / "out"),
-                       "--config", json.dumps({"max_seq_len": [6, 4], "heads": 3})), "heads x dim_head")
-    one_line_error(run("tools/convert_from_torch.py", "--torch-path", str(good), "--mlx-path", str(tmp_path / "out"),
-                       "--config", json.dumps({"max_seq_len": [6, 5]})), "contradicts")
+    one_line_error(
+        run(
+            "tools/convert_from_torch.py",
+            "--torch-path",
+            str(no_rotary),
+            "--mlx-path",
+            str(tmp_path / "out"),
+            "--config",
+            json.dumps({"max_seq_len": [6, 4], "heads": 3}),
+        ),
+        "heads x dim_head",
+    )
+    one_line_error(
+        run(
+            "tools/convert_from_torch.py",
+            "--torch-path",
+            str(good),
+            "--mlx-path",
+            str(tmp_path / "out"),
+            "--config",
+            json.dumps({"max_seq_len": [6, 5]}),
+        ),
+        "contradicts",
+    )
 
     # a pickle that is not plain tensors is refused, never executed
     torch.save({"weights": state, "hook": print}, tmp_path / "evil.pt")
-    one_line_error(run("tools/convert_from_torch.py", "--torch-path", str(tmp_path / "evil.pt"),
-                       "--mlx-path", str(tmp_path / "out"), *config), "loads safely")
+    one_line_error(
+        run(
+            "tools/convert_from_torch.py",
+            "--torch-path",
+            str(tmp_path / "evil.pt"),
+            "--mlx-path",
+            str(tmp_path / "out"),
+            *config,
+        ),
+        "loads safely",
+    )
 
 
 def test_existing_outputs_need_force(tmp_path):
     reference = torch_model()
     safetensors_torch.save_file(reference.state_dict(), tmp_path / "m.safetensors")
-    args = ["tools/convert_from_torch.py", "--torch-path", str(tmp_path / "m.safetensors"),
-            "--mlx-path", str(tmp_path / "mlx"), "--config", json.dumps({"max_seq_len": [6, 4]})]
+    args = [
+        "tools/convert_from_torch.py",
+        "--torch-path",
+        str(tmp_path / "m.safetensors"),
+        "--mlx-path",
+        str(tmp_path / "mlx"),
+        "--config",
+        json.dumps({"max_seq_len": [6, 4]}),
+    ]
     assert run(*args).returncode == 0
     one_line_error(run(*args), "already exists", "--force")
     assert run(*args, "--force").returncode == 0
 
-    to_torch = ["tools/convert_to_torch.py", "--mlx-path", str(tmp_path / "mlx"), "--torch-path", str(tmp_path / "m.safetensors")]
+    to_torch = [
+        "tools/convert_to_torch.py",
+        "--mlx-path",
+        str(tmp_path / "mlx"),
+        "--torch-path",
+        str(tmp_path / "m.safetensors"),
+    ]
     one_line_error(run(*to_torch), "already exists")
-    one_line_error(run("tools/convert_to_torch.py", "--mlx-path", str(tmp_path / "nowhere"),
-                       "--torch-path", str(tmp_path / "x.safetensors")), "not a weights directory")
+    one_line_error(
+        run(
+            "tools/convert_to_torch.py",
+            "--mlx-path",
+            str(tmp_path / "nowhere"),
+            "--torch-path",
+            str(tmp_path / "x.safetensors"),
+        ),
+        "not a weights directory",
+    )
 
 
 def test_inline_config_longer_than_a_file_name(tmp_path):
     """convert_to_torch.py writes configs of more than 255 bytes; passing one inline must work (14.11)."""
     reference = torch_model()
     safetensors_torch.save_file(reference.state_dict(), tmp_path / "m.safetensors")
-    to_torch = run("tools/convert_to_torch.py", "--mlx-path", str(_convert(tmp_path)), "--torch-path",
-                   str(tmp_path / "back.safetensors"))
+    to_torch = run(
+        "tools/convert_to_torch.py",
+        "--mlx-path",
+        str(_convert(tmp_path)),
+        "--torch-path",
+        str(tmp_path / "back.safetensors"),
+    )
     assert to_torch.returncode == 0, to_torch.stderr
     inline = (tmp_path / "back.config.json").read_text()
     assert len(inline.encode()) > 255
-    result = run("tools/convert_from_torch.py", "--torch-path", str(tmp_path / "m.safetensors"),
-                 "--mlx-path", str(tmp_path / "again"), "--config", inline)
+    result = run(
+        "tools/convert_from_torch.py",
+        "--torch-path",
+        str(tmp_path / "m.safetensors"),
+        "--mlx-path",
+        str(tmp_path / "again"),
+        "--config",
+        inline,
+    )
     assert result.returncode == 0, result.stderr
-    one_line_error(run("tools/convert_from_torch.py", "--torch-path", str(tmp_path / "m.safetensors"),
-                       "--mlx-path", str(tmp_path / "x"), "--config", str(tmp_path / "no-such.json")),
-                   "--config: cannot read", "no-such.json")
+    one_line_error(
+        run(
+            "tools/convert_from_torch.py",
+            "--torch-path",
+            str(tmp_path / "m.safetensors"),
+            "--mlx-path",
+            str(tmp_path / "x"),
+            "--config",
+            str(tmp_path / "no-such.json"),
+        ),
+        "--config: cannot read",
+        "no-such.json",
+    )
 
 
 def _convert(tmp_path):
     out = tmp_path / "mlx"
-    result = run("tools/convert_from_torch.py", "--torch-path", str(tmp_path / "m.safetensors"), "--mlx-path", str(out),
-                 "--config", json.dumps({"max_seq_len": [6, 4]}))
+    result = run(
+        "tools/convert_from_torch.py",
+        "--torch-path",
+        str(tmp_path / "m.safetensors"),
+        "--mlx-path",
+        str(out),
+        "--config",
+        json.dumps({"max_seq_len": [6, 4]}),
+    )
     assert result.returncode == 0, result.stderr
     return out
 
@@ -172,8 +327,20 @@ TORCH_STYLE_CONFIGS = [
     dict(num_tokens=256, dim=(64, 32), max_seq_len=(16, 4), depth=(2, 1), dim_head=16, heads=4, flash_attn=True),
     dict(num_tokens=256, dim=(48, 32, 16), depth=(1, 1, 1), max_seq_len=(4, 4, 4), flash_attn=True),
     dict(num_tokens=300, dim=40, depth=(1, 1), max_seq_len=(5, 3), dim_head=10, heads=4, rel_pos=True),
-    dict(num_tokens=256, dim=24, depth=(1, 2, 1), max_seq_len=(3, 2, 2), heads=2, dim_head=12, pos_emb=True,
-         attn_dropout=0.1, ff_dropout=0.1, ff_mult=2, pad_id=5, flash_attn=False),
+    dict(
+        num_tokens=256,
+        dim=24,
+        depth=(1, 2, 1),
+        max_seq_len=(3, 2, 2),
+        heads=2,
+        dim_head=12,
+        pos_emb=True,
+        attn_dropout=0.1,
+        ff_dropout=0.1,
+        ff_mult=2,
+        pad_id=5,
+        flash_attn=False,
+    ),
 ]
 
 
@@ -192,12 +359,29 @@ def test_configs_as_megabyte_pytorch_takes_them(kwargs, tmp_path):
         stages = len(kwargs["depth"])
         want_dim = kwargs["dim"] if isinstance(kwargs["dim"], tuple) else (kwargs["dim"],) * stages
         assert (config.dim, config.depth, config.max_seq_len) == (want_dim, kwargs["depth"], kwargs["max_seq_len"])
-        for name in ("num_tokens", "heads", "dim_head", "pad_id", "attn_dropout", "ff_dropout", "ff_mult", "rel_pos", "pos_emb"):
+        for name in (
+            "num_tokens",
+            "heads",
+            "dim_head",
+            "pad_id",
+            "attn_dropout",
+            "ff_dropout",
+            "ff_mult",
+            "rel_pos",
+            "pos_emb",
+        ):
             if name in kwargs:
                 assert getattr(config, name) == kwargs[name], name
     safetensors_torch.save_file(reference.state_dict(), tmp_path / "m.safetensors")
-    result = run("tools/convert_from_torch.py", "--torch-path", str(tmp_path / "m.safetensors"),
-                 "--mlx-path", str(tmp_path / "mlx"), "--config", json.dumps(kwargs))
+    result = run(
+        "tools/convert_from_torch.py",
+        "--torch-path",
+        str(tmp_path / "m.safetensors"),
+        "--mlx-path",
+        str(tmp_path / "mlx"),
+        "--config",
+        json.dumps(kwargs),
+    )
     assert result.returncode == 0, result.stderr
     ids = random_ids(np.random.default_rng(1), 2, int(np.prod(kwargs["max_seq_len"])) - 1, kwargs["num_tokens"])
     with torch.no_grad():

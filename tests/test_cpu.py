@@ -22,8 +22,12 @@ def sgemm_binding(folder, env=None) -> str:
     log = folder / "bindings"
     result = run("-c", MATMUL, env={"LD_DEBUG": "bindings", "LD_DEBUG_OUTPUT": str(log), **(env or {})})
     assert result.returncode == 0, result.stderr
-    lines = [line for path in folder.glob("bindings.*") for line in path.read_text(errors="replace").splitlines()
-             if "libmlx.so" in line.split(" to ")[0] and "`cblas_sgemm'" in line]
+    lines = [
+        line
+        for path in folder.glob("bindings.*")
+        for line in path.read_text(errors="replace").splitlines()
+        if "libmlx.so" in line.split(" to ")[0] and "`cblas_sgemm'" in line
+    ]
     assert lines, "libmlx.so's cblas_sgemm was never bound: did the matmul run on the CPU?"
     return lines[0].split(" to ", 1)[1].split(" [")[0]
 
@@ -72,13 +76,18 @@ def test_missing_mlx_gives_one_clear_line(tmp_path):
     (tmp_path / "mlx" / "__init__.py").write_text("")
     (tmp_path / "mlx" / "core.py").write_text("raise ImportError('libmlx.so: cannot open shared object file')\n")
     result = run("-m", "mlx_megabyte.info", env={"PYTHONPATH": str(tmp_path)})
-    one_line_error(result, "MLX could not be imported", 'mlx[cpu]')
+    one_line_error(result, "MLX could not be imported", "mlx[cpu]")
 
 
 @linux_only
 def test_importing_mlx_first_warns_about_the_slow_blas():
-    result = run("-W", "always", "-c", "import mlx.core; import mlx_megabyte; from mlx_megabyte import cpu; print(cpu.status)",
-                 env={"MLX_MEGABYTE_NO_BLAS_PRELOAD": ""})
+    result = run(
+        "-W",
+        "always",
+        "-c",
+        "import mlx.core; import mlx_megabyte; from mlx_megabyte import cpu; print(cpu.status)",
+        env={"MLX_MEGABYTE_NO_BLAS_PRELOAD": ""},
+    )
     assert result.returncode == 0, result.stderr
     assert "skipped: mlx.core was imported before mlx_megabyte" in result.stdout
     assert "RuntimeWarning" in result.stderr and "import mlx_megabyte first" in result.stderr

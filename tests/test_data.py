@@ -14,14 +14,16 @@ from .helpers import one_line_error, run
 STORIES = [
     "Once upon a time, a little cat named Mia found a red ball.",
     "Tom and Zoë played in the park.\nThey laughed all day.",  # a line break and a multi-byte character
-    "The old turtle walked to the pond. \"Hello!\" said the frog.",
+    'The old turtle walked to the pond. "Hello!" said the frog.',
 ] * 40
 
 
 def write_sources(folder):
     (folder / "stories.txt").write_text("\n<|endoftext|>\n".join(STORIES))
     (folder / "text.jsonl").write_text("".join(json.dumps({"text": s}) + "\n" for s in STORIES))
-    (folder / "story.jsonl").write_text("".join(json.dumps({"story": s, "id": i}) + "\n" for i, s in enumerate(STORIES)))
+    (folder / "story.jsonl").write_text(
+        "".join(json.dumps({"story": s, "id": i}) + "\n" for i, s in enumerate(STORIES))
+    )
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -97,12 +99,32 @@ def test_the_data_line_says_exactly_what_was_changed_and_evaluate_counts_a_files
     assert "40 bytes 0x00 (pad_id" in line and "20 bytes 0x03 (end of text" in line and "replaced by 0x1A" in line
     assert f"over {len(raw) + 1:,} bytes of" in result.stdout
     assert f"{len(raw):,} bytes of text and 1 end-of-text byte" in result.stdout
-    trained = run("-m", "mlx_megabyte.train", "--preset", "tiny", *common, "--val-fraction", "0.5", "--iters", "1",
-                  "--batch-size", "1", "--eval-batches", "1", "--steps-per-sample", "0", "--quiet",
-                  "--save-path", str(tmp_path / "run"), env={"COLUMNS": "1000"})  # (rich wraps at 80 otherwise)
+    trained = run(
+        "-m",
+        "mlx_megabyte.train",
+        "--preset",
+        "tiny",
+        *common,
+        "--val-fraction",
+        "0.5",
+        "--iters",
+        "1",
+        "--batch-size",
+        "1",
+        "--eval-batches",
+        "1",
+        "--steps-per-sample",
+        "0",
+        "--quiet",
+        "--save-path",
+        str(tmp_path / "run"),
+        env={"COLUMNS": "1000"},
+    )  # (rich wraps at 80 otherwise)
     assert trained.returncode == 0, trained.stderr
     line = [line for line in trained.stderr.splitlines() if line.startswith("data: ")][0]
-    assert f"--data {tmp_path / 'notes.txt'}: 1 document ({len(raw):,} bytes)" in line and "40 bytes 0x00 (pad_id" in line
+    assert (
+        f"--data {tmp_path / 'notes.txt'}: 1 document ({len(raw):,} bytes)" in line and "40 bytes 0x00 (pad_id" in line
+    )
 
 
 def test_an_empty_file_is_named_by_its_flag_and_a_tiny_validation_split_names_the_flags_that_help(tmp_path):
@@ -112,16 +134,41 @@ def test_an_empty_file_is_named_by_its_flag_and_a_tiny_validation_split_names_th
 
     save(MEGABYTE(PRESETS["tiny"]), tmp_path / "model")
     (tmp_path / "empty.txt").write_bytes(b"")
-    line = one_line_error(run("-m", "mlx_megabyte.evaluate", "--model", str(tmp_path / "model"), "--data",
-                              str(tmp_path / "empty.txt"), "--cache-dir", str(tmp_path / "cache")),
-                          f"--data {tmp_path / 'empty.txt'} holds no text")
+    line = one_line_error(
+        run(
+            "-m",
+            "mlx_megabyte.evaluate",
+            "--model",
+            str(tmp_path / "model"),
+            "--data",
+            str(tmp_path / "empty.txt"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ),
+        f"--data {tmp_path / 'empty.txt'} holds no text",
+    )
     assert "(train)" not in line
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.txt").write_text("A long story about a cat. " * 120)
     (tmp_path / "docs" / "b.txt").write_text("A short one.")
-    one_line_error(run("-m", "mlx_megabyte.train", "--preset", "tiny", "--data", str(tmp_path / "docs"),
-                       "--cache-dir", str(tmp_path / "cache"), "--save-path", str(tmp_path / "run")),
-                   "the validation data", "holds 13 bytes", "--val-fraction", "--val-data")
+    one_line_error(
+        run(
+            "-m",
+            "mlx_megabyte.train",
+            "--preset",
+            "tiny",
+            "--data",
+            str(tmp_path / "docs"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--save-path",
+            str(tmp_path / "run"),
+        ),
+        "the validation data",
+        "holds 13 bytes",
+        "--val-fraction",
+        "--val-data",
+    )
 
 
 def test_bad_inputs_are_user_errors(tmp_path):
@@ -141,8 +188,18 @@ def test_bad_inputs_are_user_errors(tmp_path):
 def test_a_lone_surrogate_in_a_jsonl_text_is_one_line_naming_the_line(tmp_path):
     """JSON can escape a lone UTF-16 surrogate, which is no text (once a traceback from the encoder)."""
     (tmp_path / "d.jsonl").write_text('{"text": "fine"}\n{"text": "Once \\ud800 upon a time"}\n')
-    result = run("-m", "mlx_megabyte.train", "--preset", "tiny", "--data", str(tmp_path / "d.jsonl"),
-                 "--cache-dir", str(tmp_path / "cache"), "--save-path", str(tmp_path / "run"))
+    result = run(
+        "-m",
+        "mlx_megabyte.train",
+        "--preset",
+        "tiny",
+        "--data",
+        str(tmp_path / "d.jsonl"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--save-path",
+        str(tmp_path / "run"),
+    )
     one_line_error(result, "d.jsonl:2", "lone UTF-16 surrogate (\\ud800)")
 
 
@@ -161,7 +218,10 @@ def test_hub_schema_from_local_files(tmp_path):
 
     instruct = tmp_path / "TinyStoriesInstruct"
     instruct.mkdir()
-    records = ["Features: Dialogue\nWords: cat, run, red\nSummary: A cat runs.\nStory: \n\nThe cat ran.", "Words: a, b, c\nStory: \n\nDone."]
+    records = [
+        "Features: Dialogue\nWords: cat, run, red\nSummary: A cat runs.\nStory: \n\nThe cat ran.",
+        "Words: a, b, c\nStory: \n\nDone.",
+    ]
     text = "".join(record + "\n<|endoftext|>\n" for record in records)
     (instruct / "train.txt").write_text(text)
     (instruct / "validation.txt").write_text(text)
@@ -170,8 +230,15 @@ def test_hub_schema_from_local_files(tmp_path):
 
 def test_offline_hub_fails_fast_with_one_line(tmp_path):
     start = time.perf_counter()
-    result = run("-m", "mlx_megabyte.train", "--data", "tinystories", "--cache-dir", str(tmp_path / "c"),
-                 env={"HF_HOME": str(tmp_path / "hf")})
+    result = run(
+        "-m",
+        "mlx_megabyte.train",
+        "--data",
+        "tinystories",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        env={"HF_HOME": str(tmp_path / "hf")},
+    )
     elapsed = time.perf_counter() - start
     one_line_error(result, "--data PATH", "--data builtin")
     assert elapsed < 20, elapsed  # not datasets' ~25 s of retries (a bound that only catches those)
@@ -209,7 +276,9 @@ def test_text_columns_holding_numbers_or_nulls(tmp_path):
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"text": [STORIES[0], None, STORIES[1]] * 20}), tmp_path / "nulls.parquet")
-    (tmp_path / "nulls.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in [STORIES[0], None, STORIES[1]] * 20))
+    (tmp_path / "nulls.jsonl").write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in [STORIES[0], None, STORIES[1]] * 20)
+    )
     for name in ("nulls.parquet", "nulls.jsonl"):
         corpus = data.prepare(str(tmp_path / name), val_fraction=0.1, cache_dir=tmp_path / "cache")
         assert bytes(corpus.train) + bytes(corpus.val) == expected_stream([STORIES[0], STORIES[1]] * 20)
@@ -222,8 +291,15 @@ def test_text_columns_holding_numbers_or_nulls(tmp_path):
         data.prepare(str(tmp_path / "numbers.jsonl"), cache_dir=tmp_path / "cache")
     for command in ("train", "evaluate"):
         extra = ["--save-path", str(tmp_path / "run")] if command == "train" else ["--model", "weights/demo"]
-        result = run("-m", f"mlx_megabyte.{command}", "--data", str(tmp_path / "numbers.parquet"),
-                     "--cache-dir", str(tmp_path / "cache"), *extra)
+        result = run(
+            "-m",
+            f"mlx_megabyte.{command}",
+            "--data",
+            str(tmp_path / "numbers.parquet"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            *extra,
+        )
         one_line_error(result, "not strings")
 
 

@@ -15,8 +15,21 @@ from mlx_megabyte import checkpoint
 
 from .helpers import ROOT
 
-TRAIN = ["-m", "mlx_megabyte.train", "--preset", "tiny", "--data", "builtin", "--builtin-mb", "0.4",
-         "--eval-batches", "2", "--steps-per-sample", "0", "--quiet"]
+TRAIN = [
+    "-m",
+    "mlx_megabyte.train",
+    "--preset",
+    "tiny",
+    "--data",
+    "builtin",
+    "--builtin-mb",
+    "0.4",
+    "--eval-batches",
+    "2",
+    "--steps-per-sample",
+    "0",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +56,44 @@ def val_losses(run_dir):
     return [r["val_loss"] for r in lines if "val_loss" in r]
 
 
-@pytest.mark.parametrize("arch, extra", [("megabyte", []), ("spacebyte", []), ("hnet", []),
-                                         ("megabyte", ["--data", "builtin-instruct", "--mask-prompt"])],
-                         ids=["megabyte", "spacebyte", "hnet", "megabyte-mask-prompt"])
+@pytest.mark.parametrize(
+    "arch, extra",
+    [("megabyte", []), ("spacebyte", []), ("hnet", []), ("megabyte", ["--data", "builtin-instruct", "--mask-prompt"])],
+    ids=["megabyte", "spacebyte", "hnet", "megabyte-mask-prompt"],
+)
 def test_two_ranks_equal_one_process_over_the_same_global_batches(tmp_path, cache, arch, extra):
     flags = ["--iters", "4", "--steps-per-eval", "2", "--cache-dir", cache, "--arch", arch, *extra]
-    single = subprocess.run([sys.executable, *TRAIN, *flags, "--batch-size", "4", "--save-path", str(tmp_path / "one")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    single = subprocess.run(
+        [sys.executable, *TRAIN, *flags, "--batch-size", "4", "--save-path", str(tmp_path / "one")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr
     launcher = os.path.join(os.path.dirname(sys.executable), "mlx.launch")
     port = free_ports(1)[0]
-    launched = subprocess.run([launcher, "-n", "2", "--starting-port", str(port), "--", sys.executable, *TRAIN, *flags,
-                               "--batch-size", "2", "--save-path", str(tmp_path / "two")],
-                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+    launched = subprocess.run(
+        [
+            launcher,
+            "-n",
+            "2",
+            "--starting-port",
+            str(port),
+            "--",
+            sys.executable,
+            *TRAIN,
+            *flags,
+            "--batch-size",
+            "2",
+            "--save-path",
+            str(tmp_path / "two"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert launched.returncode == 0, launched.stdout + launched.stderr
     assert "over 2 ranks" in launched.stdout + launched.stderr
     one, two = weights_of(tmp_path / "one"), weights_of(tmp_path / "two")

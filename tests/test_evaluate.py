@@ -32,8 +32,19 @@ def test_bits_per_byte_equal_megabyte_pytorch_on_converted_weights(tmp_path):
     (tmp_path / "held_out.txt").write_text(text)
     results = []
     for batch in ("1", "5"):
-        done = run("-m", "mlx_megabyte.evaluate", "--model", str(tmp_path / "converted"), "--data",
-                   str(tmp_path / "held_out.txt"), "--json", "--batch-size", batch, "--cache-dir", str(tmp_path / "c"))
+        done = run(
+            "-m",
+            "mlx_megabyte.evaluate",
+            "--model",
+            str(tmp_path / "converted"),
+            "--data",
+            str(tmp_path / "held_out.txt"),
+            "--json",
+            "--batch-size",
+            batch,
+            "--cache-dir",
+            str(tmp_path / "c"),
+        )
         assert done.returncode == 0, done.stderr
         results.append(json.loads(done.stdout))
     corpus = data.prepare(str(tmp_path / "held_out.txt"), cache_dir=tmp_path / "c")
@@ -42,11 +53,30 @@ def test_bits_per_byte_equal_megabyte_pytorch_on_converted_weights(tmp_path):
     want = torch_bits_per_byte(reference, stream, 24)
     assert abs(results[0]["bpb"] - want) <= 1e-4, (results[0]["bpb"], want)
     assert abs(results[0]["bpb"] - results[1]["bpb"]) <= 1e-6  # the batch size changes nothing
-    human = run("-m", "mlx_megabyte.evaluate", "--model", str(tmp_path / "converted"), "--data",
-                str(tmp_path / "held_out.txt"), "--cache-dir", str(tmp_path / "c"))
+    human = run(
+        "-m",
+        "mlx_megabyte.evaluate",
+        "--model",
+        str(tmp_path / "converted"),
+        "--data",
+        str(tmp_path / "held_out.txt"),
+        "--cache-dir",
+        str(tmp_path / "c"),
+    )
     assert f"{results[0]['bpb']:.4f} bits per byte" in human.stdout
-    head = run("-m", "mlx_megabyte.evaluate", "--model", str(tmp_path / "converted"), "--data",
-               str(tmp_path / "held_out.txt"), "--cache-dir", str(tmp_path / "c"), "--json", "--max-bytes", "100")
+    head = run(
+        "-m",
+        "mlx_megabyte.evaluate",
+        "--model",
+        str(tmp_path / "converted"),
+        "--data",
+        str(tmp_path / "held_out.txt"),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--json",
+        "--max-bytes",
+        "100",
+    )
     assert head.returncode == 0, head.stderr
     head = json.loads(head.stdout)
     assert head["bytes"] == 100  # four full windows and a ragged one of 4

@@ -16,11 +16,22 @@ from .helpers import ROOT, one_line_error, run
 
 CONFIGS = {
     "2-stage": ModelConfig(num_tokens=256, dim=(32, 16), depth=(2, 2), max_seq_len=(8, 4), dim_head=8, heads=2),
-    "2-stage-rel-pos-emb": ModelConfig(num_tokens=256, dim=(32, 16), depth=(2, 1), max_seq_len=(6, 5), dim_head=8,
-                                       heads=2, rel_pos=True, pos_emb=True),
-    "3-stage": ModelConfig(num_tokens=256, dim=(32, 24, 16), depth=(1, 2, 1), max_seq_len=(4, 3, 2), dim_head=8, heads=2),
-    "3-stage-rel-pos-emb": ModelConfig(num_tokens=256, dim=(32, 24, 16), depth=(1, 1, 2), max_seq_len=(4, 2, 3),
-                                       dim_head=8, heads=2, rel_pos=True, pos_emb=True),
+    "2-stage-rel-pos-emb": ModelConfig(
+        num_tokens=256, dim=(32, 16), depth=(2, 1), max_seq_len=(6, 5), dim_head=8, heads=2, rel_pos=True, pos_emb=True
+    ),
+    "3-stage": ModelConfig(
+        num_tokens=256, dim=(32, 24, 16), depth=(1, 2, 1), max_seq_len=(4, 3, 2), dim_head=8, heads=2
+    ),
+    "3-stage-rel-pos-emb": ModelConfig(
+        num_tokens=256,
+        dim=(32, 24, 16),
+        depth=(1, 1, 2),
+        max_seq_len=(4, 2, 3),
+        dim_head=8,
+        heads=2,
+        rel_pos=True,
+        pos_emb=True,
+    ),
 }
 
 
@@ -37,7 +48,7 @@ def greedy_by_recompute(model, prompt, steps):
     for _ in range(steps):
         logits = model(ids, include_start=True)[:, -1]
         ids = mx.concatenate([ids, mx.argmax(logits, axis=-1)[:, None].astype(ids.dtype)], axis=1)
-    return ids[:, prompt.shape[1]:]
+    return ids[:, prompt.shape[1] :]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OpenBLAS threads: Linux CPUs only")
@@ -52,7 +63,10 @@ def test_decoding_runs_blas_on_one_thread_and_restores_the_count():
     steps.close()
     assert cpu.blas_threads() == 2
     want = greedy_by_recompute(model, mx.zeros((1, 3), dtype=mx.int32), 20)  # still the same function
-    got = [int(y.item()) for _, y in zip(range(20), generate_step(model, mx.zeros((1, 3), dtype=mx.int32), make_sampler(0.0)))]
+    got = [
+        int(y.item())
+        for _, y in zip(range(20), generate_step(model, mx.zeros((1, 3), dtype=mx.int32), make_sampler(0.0)))
+    ]
     assert got == want[0].tolist()
 
 
@@ -106,7 +120,9 @@ def test_seed_reproduces_samples_and_batches_run_in_parallel():
 
 def empirical(sampler, logits, draws=4000):
     mx.random.seed(0)
-    counts = np.bincount(np.array(sampler(mx.broadcast_to(logits, (draws, logits.shape[-1])))), minlength=logits.shape[-1])
+    counts = np.bincount(
+        np.array(sampler(mx.broadcast_to(logits, (draws, logits.shape[-1])))), minlength=logits.shape[-1]
+    )
     return counts / draws
 
 
@@ -140,8 +156,18 @@ def weights_dir(tmp_path_factory):
 
 
 def test_cli_generates_reproducibly_and_reads_stdin(weights_dir):
-    args = ["-m", "mlx_megabyte.generate", "--model", str(weights_dir / "weights" / "demo"), "--max-tokens", "30",
-            "--seed", "3", "--temp", "1.0"]
+    args = [
+        "-m",
+        "mlx_megabyte.generate",
+        "--model",
+        str(weights_dir / "weights" / "demo"),
+        "--max-tokens",
+        "30",
+        "--seed",
+        "3",
+        "--temp",
+        "1.0",
+    ]
     first = run(*args, "--prompt", "Once upon")
     second = run(*args, "--prompt", "-", input="Once upon")
     assert first.returncode == 0, first.stderr
@@ -155,17 +181,22 @@ def test_cli_finds_the_newest_weights_and_fails_clearly(weights_dir, tmp_path):
     found = _run_in(weights_dir, ["-m", "mlx_megabyte.generate", "--prompt", "A", "--max-tokens", "5"], env)
     assert found.returncode == 0, found.stderr
     one_line_error(_run_in(tmp_path, ["-m", "mlx_megabyte.generate"], env), "no weights under weights/")
-    one_line_error(run("-m", "mlx_megabyte.generate", "--model", "someone/megabyte-demo",
-                       env={"HF_HOME": str(tmp_path / "hf")}), "cannot reach the Hugging Face hub", "someone/megabyte-demo")
-    one_line_error(run("-m", "mlx_megabyte.generate", "--model", str(weights_dir / "weights" / "demo"),
-                       "--top-p", "2"), "--top-p")
+    one_line_error(
+        run("-m", "mlx_megabyte.generate", "--model", "someone/megabyte-demo", env={"HF_HOME": str(tmp_path / "hf")}),
+        "cannot reach the Hugging Face hub",
+        "someone/megabyte-demo",
+    )
+    one_line_error(
+        run("-m", "mlx_megabyte.generate", "--model", str(weights_dir / "weights" / "demo"), "--top-p", "2"), "--top-p"
+    )
 
 
 def _run_in(cwd, args, env):
     import subprocess
 
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **env}, timeout=120
+    )
 
 
 def test_repl_answers_and_exits_on_ctrl_d(tmp_path):
@@ -176,9 +207,23 @@ def test_repl_answers_and_exits_on_ctrl_d(tmp_path):
     model = MEGABYTE(CONFIGS["2-stage"])
     model.to_logits.bias = mx.where(mx.arange(model.to_logits.bias.shape[0]) == EOT, -1e4, model.to_logits.bias)
     save(model, tmp_path / "endless")
-    child = pexpect.spawn(sys.executable, ["-m", "mlx_megabyte.generate", "--interactive", "--model",
-                                           str(tmp_path / "endless"), "--seed", "1", "--max-tokens", "40"],
-                          cwd=str(ROOT), encoding="utf-8", timeout=60)
+    child = pexpect.spawn(
+        sys.executable,
+        [
+            "-m",
+            "mlx_megabyte.generate",
+            "--interactive",
+            "--model",
+            str(tmp_path / "endless"),
+            "--seed",
+            "1",
+            "--max-tokens",
+            "40",
+        ],
+        cwd=str(ROOT),
+        encoding="utf-8",
+        timeout=60,
+    )
     child.expect("> ")
     child.sendline("/temp 0")
     child.expect("temp 0.0")
@@ -214,9 +259,22 @@ def test_instruct_prompt_layout():
 
 def test_instruct_repl_asks_for_the_fields(weights_dir):
     pexpect = pytest.importorskip("pexpect")
-    child = pexpect.spawn(sys.executable, ["-m", "mlx_megabyte.generate", "--interactive", "--instruct", "--model",
-                                           str(weights_dir / "weights" / "demo"), "--max-tokens", "20"],
-                          cwd=str(ROOT), encoding="utf-8", timeout=60)
+    child = pexpect.spawn(
+        sys.executable,
+        [
+            "-m",
+            "mlx_megabyte.generate",
+            "--interactive",
+            "--instruct",
+            "--model",
+            str(weights_dir / "weights" / "demo"),
+            "--max-tokens",
+            "20",
+        ],
+        cwd=str(ROOT),
+        encoding="utf-8",
+        timeout=60,
+    )
     child.expect("features> ")
     child.sendline("Dialogue")
     child.expect("words> ")
@@ -234,12 +292,14 @@ def test_instruct_repl_asks_for_the_fields(weights_dir):
 
 def test_bad_numbers_and_seeds_are_one_line(weights_dir):
     model = ["-m", "mlx_megabyte.generate", "--model", str(weights_dir / "weights" / "demo"), "--prompt", "A"]
-    for flags, fragment in ((["--seed", "-1"], "--seed: must be at least 0"),
-                            (["--seed", str(2**64)], "--seed: must be at most 4294967295"),
-                            (["--temp", "nan"], "--temp: expected a finite number"),
-                            (["--min-p", "inf"], "--min-p: expected a finite number"),
-                            (["--filter-thres", "nan"], "--filter-thres: expected a finite number"),
-                            (["--max-tokens", "0"], "--max-tokens/-m: must be at least 1")):
+    for flags, fragment in (
+        (["--seed", "-1"], "--seed: must be at least 0"),
+        (["--seed", str(2**64)], "--seed: must be at most 4294967295"),
+        (["--temp", "nan"], "--temp: expected a finite number"),
+        (["--min-p", "inf"], "--min-p: expected a finite number"),
+        (["--filter-thres", "nan"], "--filter-thres: expected a finite number"),
+        (["--max-tokens", "0"], "--max-tokens/-m: must be at least 1"),
+    ):
         one_line_error(run(*model, *flags), fragment)
     with pytest.raises(ValueError, match="temp"):
         make_sampler(float("nan"))
@@ -260,8 +320,17 @@ def test_prompts_are_bytes_even_under_a_strict_utf8_locale(weights_dir):
     import subprocess
 
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
-    args = [sys.executable, "-m", "mlx_megabyte.generate", "--model", str(weights_dir / "weights" / "demo"),
-            "--max-tokens", "20", "--temp", "0"]
+    args = [
+        sys.executable,
+        "-m",
+        "mlx_megabyte.generate",
+        "--model",
+        str(weights_dir / "weights" / "demo"),
+        "--max-tokens",
+        "20",
+        "--temp",
+        "0",
+    ]
     prompt = b"Once \xff\xfe upon"
     piped = subprocess.run([*args, "--prompt", "-"], input=prompt, capture_output=True, env=env, cwd=ROOT, timeout=120)
     given = subprocess.run([*args, "--prompt", prompt], capture_output=True, env=env, cwd=ROOT, timeout=120)
@@ -280,16 +349,30 @@ def test_prompts_are_bytes_even_under_a_strict_utf8_locale(weights_dir):
 
 def test_repl_refuses_bad_values_and_invalid_utf8_and_keeps_going(weights_dir):
     pexpect = pytest.importorskip("pexpect")
-    child = pexpect.spawn(sys.executable, ["-m", "mlx_megabyte.generate", "--interactive", "--model",
-                                           str(weights_dir / "weights" / "demo"), "--max-tokens", "10"],
-                          cwd=str(ROOT), timeout=60, env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"})
+    child = pexpect.spawn(
+        sys.executable,
+        [
+            "-m",
+            "mlx_megabyte.generate",
+            "--interactive",
+            "--model",
+            str(weights_dir / "weights" / "demo"),
+            "--max-tokens",
+            "10",
+        ],
+        cwd=str(ROOT),
+        timeout=60,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"},
+    )
     child.expect(b"> ")
-    for command, answer in ((b"/seed -1", b"invalid value: a seed is an integer from 0 to 4294967295"),
-                            (b"/seed 99999999999999999999999", b"invalid value"),
-                            (b"/temp nan", b"invalid value: expected a finite number"),
-                            (b"/top-p 0", b"invalid value: must be above 0"),
-                            (b"/length -3", b"invalid value: must be at least 1"),
-                            (b"\xff\xfe story", b"not valid UTF-8")):
+    for command, answer in (
+        (b"/seed -1", b"invalid value: a seed is an integer from 0 to 4294967295"),
+        (b"/seed 99999999999999999999999", b"invalid value"),
+        (b"/temp nan", b"invalid value: expected a finite number"),
+        (b"/top-p 0", b"invalid value: must be above 0"),
+        (b"/length -3", b"invalid value: must be at least 1"),
+        (b"\xff\xfe story", b"not valid UTF-8"),
+    ):
         child.sendline(command)
         child.expect(answer)
         child.expect(b"> ")
@@ -303,6 +386,7 @@ def test_repl_refuses_bad_values_and_invalid_utf8_and_keeps_going(weights_dir):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
 
 def test_keyed_rows_sample_the_same_alone_or_batched():
     from mlx_megabyte.sampling import row_keys, split_keys
@@ -336,7 +420,6 @@ def test_a_seed_gives_each_sample_its_own_stream():
     assert three == generate(model, "Once", max_tokens=40, sampler=sampler, num_samples=3, seed=11)
 
 
-
 def test_instruct_with_weights_never_tuned_on_instruct_data_is_refused(weights_dir, tmp_path):
     """The weights directory records what trained them (train writes trainer_state.json beside them):
     --instruct with a base model says so in one line, here and in the REPL; instruct-tuned weights,
@@ -344,21 +427,26 @@ def test_instruct_with_weights_never_tuned_on_instruct_data_is_refused(weights_d
     import json
     import shutil
 
-    for name, record, refused in (("base", {"data": "builtin", "instruct": False}, True),
-                                  ("tuned", {"data": "builtin", "instruct": True}, False),
-                                  ("older", {"data": "builtin-instruct"}, False),
-                                  ("unknown", None, False)):
+    for name, record, refused in (
+        ("base", {"data": "builtin", "instruct": False}, True),
+        ("tuned", {"data": "builtin", "instruct": True}, False),
+        ("older", {"data": "builtin-instruct"}, False),
+        ("unknown", None, False),
+    ):
         path = tmp_path / name
         shutil.copytree(weights_dir / "weights" / "demo", path)
         (path / "trainer_state.json").unlink(missing_ok=True)
         if record is not None:
             (path / "trainer_state.json").write_text(json.dumps({"step": 1, **record}))
         for flags in (["--words", "cat", "--prompt", ""], ["--interactive"]):
-            result = run("-m", "mlx_megabyte.generate", "--model", str(path), "--instruct", "--max-tokens", "5",
-                         *flags, input="")
+            result = run(
+                "-m", "mlx_megabyte.generate", "--model", str(path), "--instruct", "--max-tokens", "5", *flags, input=""
+            )
             if refused:
                 one_line_error(result, "--instruct", "never on instruct records", "--mask-prompt")
             else:
                 assert result.returncode == 0, result.stderr
-        assert run("-m", "mlx_megabyte.generate", "--model", str(path), "--prompt", "Once", "--max-tokens", "5"
-                   ).returncode == 0  # a story start is fine for any model
+        assert (
+            run("-m", "mlx_megabyte.generate", "--model", str(path), "--prompt", "Once", "--max-tokens", "5").returncode
+            == 0
+        )  # a story start is fine for any model

@@ -32,8 +32,20 @@ from .helpers import ROOT
 # Small enough to test quickly, with every mechanism in play: scan blocks shorter than the context (and
 # than the patches), fewer main-network slots than a full window's boundaries, a window shorter than the
 # context for the attention encoder. At random init about half the bytes begin a patch.
-CONFIG = HNetConfig(context_length=48, dim=16, main_dim=32, encoder_depth=2, decoder_depth=2, main_depth=2,
-                    state_size=8, mamba_head=8, dim_head=8, scan_block=8, max_patches=12, window=6)
+CONFIG = HNetConfig(
+    context_length=48,
+    dim=16,
+    main_dim=32,
+    encoder_depth=2,
+    decoder_depth=2,
+    main_depth=2,
+    state_size=8,
+    mamba_head=8,
+    dim_head=8,
+    scan_block=8,
+    max_patches=12,
+    window=6,
+)
 CONFIGS = {"attention": CONFIG, "mamba": CONFIG.replace(mamba=True)}
 TEXT = "The cat sat. A dog ran far, then rested!  Supercalifragilistic words: ok 中文字 fin"
 
@@ -136,8 +148,15 @@ def test_ratio_loss_equals_the_hand_computed_value():
     got = chunking.ratio_loss(p, chunking.boundaries(p), N).tolist()
     assert np.allclose(got, [row0, row1], atol=1e-6)
     # At F = G = 1/N it is 1; its gradient lowers G when patches are too short (F > 1/N).
-    assert abs(chunking.ratio_loss(mx.array([[1.0, 0.75, 0.25, 0.25, 0.25]]), mx.array([[True, True, False, False, False]]),
-                                   4.0).item() - 1.0) < 1e-6
+    assert (
+        abs(
+            chunking.ratio_loss(
+                mx.array([[1.0, 0.75, 0.25, 0.25, 0.25]]), mx.array([[True, True, False, False, False]]), 4.0
+            ).item()
+            - 1.0
+        )
+        < 1e-6
+    )
     grad = mx.grad(lambda q: chunking.ratio_loss(q, chunking.boundaries(q), N).sum())(p)
     assert (np.array(grad)[:, 1:] > 0).all()
 
@@ -155,11 +174,13 @@ def test_straight_through_confidence_is_one_forward_with_the_gradient_of_c():
 
 def scan_inputs(seed, N=2, T=37, H=3, P=4, S=5):
     rng = np.random.default_rng(seed)
-    return (mx.array(rng.standard_normal((N, T, H, P)).astype(np.float32)),
-            mx.array(-rng.uniform(0, 2, (N, T, H)).astype(np.float32)),
-            mx.array(rng.standard_normal((N, T, S)).astype(np.float32)),
-            mx.array(rng.standard_normal((N, T, S)).astype(np.float32)),
-            mx.array(rng.standard_normal((N, H, P, S)).astype(np.float32)))
+    return (
+        mx.array(rng.standard_normal((N, T, H, P)).astype(np.float32)),
+        mx.array(-rng.uniform(0, 2, (N, T, H)).astype(np.float32)),
+        mx.array(rng.standard_normal((N, T, S)).astype(np.float32)),
+        mx.array(rng.standard_normal((N, T, S)).astype(np.float32)),
+        mx.array(rng.standard_normal((N, H, P, S)).astype(np.float32)),
+    )
 
 
 def recurrence(x, a, b, c, state):
@@ -428,15 +449,44 @@ def test_bfloat16_forward_tracks_float32(kind):
     assert abs(loss_fn(model, ids).item() - want) < 0.02 * want
 
 
-TRAIN = ["--arch", "hnet", "--preset", "tiny", "--batch-size", "2", "--eval-batches", "1", "--steps-per-sample", "0",
-         "--quiet", "--dtype", "float32", "--attn-dropout", "0.1", "--ff-dropout", "0.1"]
+TRAIN = [
+    "--arch",
+    "hnet",
+    "--preset",
+    "tiny",
+    "--batch-size",
+    "2",
+    "--eval-batches",
+    "1",
+    "--steps-per-sample",
+    "0",
+    "--quiet",
+    "--dtype",
+    "float32",
+    "--attn-dropout",
+    "0.1",
+    "--ff-dropout",
+    "0.1",
+]
 
 
 def test_train_logs_ratio_loss_and_patch_length_evaluate_reports_it(tmp_path):
     corpus = tmp_path / "text.txt"
     corpus.write_text((TEXT + "\n") * 400)
-    args = [*TRAIN, "--data", str(corpus), "--cache-dir", str(tmp_path / "cache"), "--steps-per-eval", "3",
-            "--save-path", str(tmp_path / "run"), "--iters", "6", "--mamba"]  # the other byte layers in training
+    args = [
+        *TRAIN,
+        "--data",
+        str(corpus),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--steps-per-eval",
+        "3",
+        "--save-path",
+        str(tmp_path / "run"),
+        "--iters",
+        "6",
+        "--mamba",
+    ]  # the other byte layers in training
     console = Console(file=io.StringIO(), width=200)
     summary = run(build_parser().parse_args(args), console)
     assert summary["step"] == 6 and "H-Net" in console.file.getvalue()
@@ -444,8 +494,9 @@ def test_train_logs_ratio_loss_and_patch_length_evaluate_reports_it(tmp_path):
     trained = [s for s in steps if "loss" in s]
     assert all(s["ratio_loss"] > 0 and 1 <= s["patch_length"] <= 256 for s in trained)
     model = load(tmp_path / "run" / "best")
-    assert isinstance(model, HNet) and model.config == hnet.PRESETS["tiny"].replace(attn_dropout=0.1, ff_dropout=0.1,
-                                                                                  mamba=True)
+    assert isinstance(model, HNet) and model.config == hnet.PRESETS["tiny"].replace(
+        attn_dropout=0.1, ff_dropout=0.1, mamba=True
+    )
     data = np.frombuffer(((TEXT + "\n") * 10).encode(), dtype=np.uint8)
     result = evaluate(model, [data])
     assert result["bytes"] == result["counted_bytes"] == len(data) and 0 < result["bpb"] < 8.5
@@ -457,8 +508,17 @@ def test_train_logs_ratio_loss_and_patch_length_evaluate_reports_it(tmp_path):
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     corpus = tmp_path / "text.txt"
     corpus.write_text("".join(f"{TEXT} {i}\n" for i in range(600)))
-    flags = [*TRAIN, "--data", str(corpus), "--cache-dir", str(tmp_path / "cache"), "--iters", "24",
-             "--steps-per-eval", "6"]
+    flags = [
+        *TRAIN,
+        "--data",
+        str(corpus),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--iters",
+        "24",
+        "--steps-per-eval",
+        "6",
+    ]
     run(build_parser().parse_args([*flags, "--save-path", str(tmp_path / "straight")]), Console(file=io.StringIO()))
 
     def metrics(name):
@@ -477,8 +537,10 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     assert process.returncode == 130, stderr
     stopped = json.loads((checkpoint.latest_checkpoint(tmp_path / "broken") / "trainer_state.json").read_text())["step"]
     assert 6 < stopped < 24
-    run(build_parser().parse_args([*flags, "--save-path", str(tmp_path / "broken"), "--resume"]),
-        Console(file=io.StringIO()))
+    run(
+        build_parser().parse_args([*flags, "--save-path", str(tmp_path / "broken"), "--resume"]),
+        Console(file=io.StringIO()),
+    )
     assert metrics("broken") == metrics("straight")
 
 

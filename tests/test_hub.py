@@ -34,14 +34,24 @@ class FakeHub:
             return httpx.Response(200, json={"errors": [], "warnings": []})
         if "/preupload/" in path:
             files = json.loads(request.content)["files"]
-            return httpx.Response(200, json={"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
+            return httpx.Response(
+                200,
+                json={"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]},
+            )
         if "/commit/" in path:
             for line in request.content.decode().splitlines():
                 entry = json.loads(line)
                 if entry["key"] == "file":
                     self.files[entry["value"]["path"]] = base64.b64decode(entry["value"]["content"])
-            return httpx.Response(200, json={"commitUrl": "https://hub.test/you/demo/commit/abc", "commitOid": "abc" * 13 + "a",
-                                             "success": True, "commitMessage": "x"})
+            return httpx.Response(
+                200,
+                json={
+                    "commitUrl": "https://hub.test/you/demo/commit/abc",
+                    "commitOid": "abc" * 13 + "a",
+                    "success": True,
+                    "commitMessage": "x",
+                },
+            )
         return httpx.Response(404, json={"error": f"not faked: {request.method} {path}"})
 
 
@@ -81,7 +91,9 @@ def test_push_uploads_weights_and_a_model_card(fake_hub, weights):
 def test_upload_errors_are_one_line(fake_hub, weights):
     from mlx_megabyte.errors import UserError
 
-    fake_hub.__class__ = type("Refusing", (FakeHub,), {"__call__": lambda self, r: httpx.Response(403, json={"error": "no"})})
+    fake_hub.__class__ = type(
+        "Refusing", (FakeHub,), {"__call__": lambda self, r: httpx.Response(403, json={"error": "no"})}
+    )
     with pytest.raises(UserError, match="could not upload to you/demo"):
         push(weights, "you/demo", token="hf_fake", endpoint="https://hub.test")
 
@@ -105,8 +117,17 @@ def test_model_from_the_hub_cache_loads_offline(tmp_path, weights):
         (snapshot / name).write_bytes((weights / name).read_bytes())
     (cache / "refs").mkdir()
     (cache / "refs" / "main").write_text(commit)
-    result = run("-m", "mlx_megabyte.generate", "--model", "you/demo", "--prompt", "Hi", "--max-tokens", "5",
-                 env={"HF_HOME": str(tmp_path / "hf")})
+    result = run(
+        "-m",
+        "mlx_megabyte.generate",
+        "--model",
+        "you/demo",
+        "--prompt",
+        "Hi",
+        "--max-tokens",
+        "5",
+        env={"HF_HOME": str(tmp_path / "hf")},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Hi")
     del constants
@@ -120,5 +141,7 @@ def test_a_mistyped_local_path_is_not_taken_for_a_repo_id(tmp_path, monkeypatch)
     assert looks_like_repo_id("someone/model")
     assert not looks_like_repo_id("weights/typo")  # a folder of that name exists here
     assert not looks_like_repo_id("./model") and not looks_like_repo_id("a/b/c")
-    one_line_error(run("-m", "mlx_megabyte.generate", "--model", "weights/no-such-model", "--prompt", "x"),
-                   "no weights directory at weights/no-such-model")
+    one_line_error(
+        run("-m", "mlx_megabyte.generate", "--model", "weights/no-such-model", "--prompt", "x"),
+        "no weights directory at weights/no-such-model",
+    )

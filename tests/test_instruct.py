@@ -56,20 +56,40 @@ def test_a_story_using_two_of_three_words_one_only_inflected():
     assert words_used(story, []) is None
 
 
-@pytest.mark.parametrize("word, story", [
-    ("stop", "The bus stopped."), ("run", "Tom was running."), ("bake", "Mom was baking."),
-    ("bake", "She baked a cake."), ("cry", "The baby cried."), ("cry", "He cries."), ("lie", "The cat was lying down."),
-    ("see", "I am seeing stars."), ("box", "Two boxes."), ("go", "She goes home."), ("play", "They played."),
-    ("jump", "JUMPING!"), ("dog", "The dog's bone."), ("ice cream", "Two ice creams."),
-])
+@pytest.mark.parametrize(
+    "word, story",
+    [
+        ("stop", "The bus stopped."),
+        ("run", "Tom was running."),
+        ("bake", "Mom was baking."),
+        ("bake", "She baked a cake."),
+        ("cry", "The baby cried."),
+        ("cry", "He cries."),
+        ("lie", "The cat was lying down."),
+        ("see", "I am seeing stars."),
+        ("box", "Two boxes."),
+        ("go", "She goes home."),
+        ("play", "They played."),
+        ("jump", "JUMPING!"),
+        ("dog", "The dog's bone."),
+        ("ice cream", "Two ice creams."),
+    ],
+)
 def test_simple_inflections_and_any_case_count(word, story):
     assert uses_word(story, word)
 
 
-@pytest.mark.parametrize("word, story", [
-    ("dog", "A hotdog."), ("dog", "Dogma."), ("go", "They went home."), ("mouse", "Three mice."),
-    ("played", "They play."), ("cat", "A catalogue."),
-])
+@pytest.mark.parametrize(
+    "word, story",
+    [
+        ("dog", "A hotdog."),
+        ("dog", "Dogma."),
+        ("go", "They went home."),
+        ("mouse", "Three mice."),
+        ("played", "They play."),
+        ("cat", "A catalogue."),
+    ],
+)
 def test_other_words_and_irregular_forms_do_not_count(word, story):
     assert not uses_word(story, word)
 
@@ -129,12 +149,26 @@ def test_score_story_by_hand():
     r = parse_record(HUB_RECORD)
     story = "The river was shiny. \u201cI find stones!\u201d said Tim. The water was cold."
     assert instruct.score_story(r, story.encode(), True) == {
-        "words_used": 1.0, "missing_words": [], "dialogue_asked": True, "dialogue": True, "sentence_used": True,
-        "ended": True, "valid_utf8": True, "prompt_repeated": False, "story_bytes": len(story) + 4,  # 2 curly quotes
+        "words_used": 1.0,
+        "missing_words": [],
+        "dialogue_asked": True,
+        "dialogue": True,
+        "sentence_used": True,
+        "ended": True,
+        "valid_utf8": True,
+        "prompt_repeated": False,
+        "story_bytes": len(story) + 4,  # 2 curly quotes
     }
     assert instruct.score_story(r, b"Tim went home. Story: again", False) == {
-        "words_used": 0.0, "missing_words": ["shiny", "find", "stone"], "dialogue_asked": True, "dialogue": False,
-        "sentence_used": False, "ended": False, "valid_utf8": True, "prompt_repeated": False, "story_bytes": 27,
+        "words_used": 0.0,
+        "missing_words": ["shiny", "find", "stone"],
+        "dialogue_asked": True,
+        "dialogue": False,
+        "sentence_used": False,
+        "ended": False,
+        "valid_utf8": True,
+        "prompt_repeated": False,
+        "story_bytes": 27,
     }
 
 
@@ -166,15 +200,23 @@ def test_the_builtin_corpus_parses_back_and_its_stories_pass_every_check():
     for story in (stories.make_story(rng) for _ in range(300)):
         r = parse_record(stories.instruct_record(story))
         assert (r.features, r.words, r.summary, r.random_sentence, r.story) == (
-            story.features, story.words, story.summary, story.random_sentence, story.text)
+            story.features,
+            story.words,
+            story.summary,
+            story.random_sentence,
+            story.text,
+        )
         score = instruct.score_story(r, story.text.encode(), True)
         assert score["words_used"] == 1.0 and score["sentence_used"] and not score["prompt_repeated"]
         assert score["dialogue"] == ("Dialogue" in story.features)
 
 
 def test_records_from_an_encoded_split():
-    docs = [instruct_text(["Dialogue"], ["a"], "S.", "", "One."), "A plain story.",
-            instruct_text("", ["b"], story="Two.")]
+    docs = [
+        instruct_text(["Dialogue"], ["a"], "S.", "", "One."),
+        "A plain story.",
+        instruct_text("", ["b"], story="Two."),
+    ]
     stream = b"".join(d.encode() + bytes([EOT]) for d in docs)
     got = instruct.records_from_stream(np.frombuffer(stream, np.uint8))
     assert [(r.words, r.story) for r in got] == [(("a",), "One."), (("b",), "Two.")]
@@ -208,8 +250,9 @@ def test_the_mask_marks_what_parse_record_calls_the_story(text):
 def tiny_megabyte(context_patches=8):
     """A small random MEGABYTE with a 64-byte context, so a record takes several windows."""
     mx.random.seed(0)
-    model = models.build(ModelConfig(num_tokens=256, dim=(32, 16), depth=(1, 1), max_seq_len=(context_patches, 8),
-                                     dim_head=8, heads=2))
+    model = models.build(
+        ModelConfig(num_tokens=256, dim=(32, 16), depth=(1, 1), max_seq_len=(context_patches, 8), dim_head=8, heads=2)
+    )
     model.eval()
     return model
 
@@ -221,8 +264,10 @@ def naive_story_loss(model, ids: np.ndarray, mask: np.ndarray) -> float:
     for p in np.flatnonzero(mask):
         end = context if p < context else min(context + ((p - context) // stride + 1) * stride, len(ids))
         begin = max(end - context, 0)
-        logits = np.array(model(mx.array(ids[begin : p + 1][None].astype(np.int32)), include_start=True)[0, p - begin],
-                          dtype=np.float64)
+        logits = np.array(
+            model(mx.array(ids[begin : p + 1][None].astype(np.int32)), include_start=True)[0, p - begin],
+            dtype=np.float64,
+        )
         top = logits.max()
         total += top + math.log(np.exp(logits - top).sum()) - logits[ids[p]]
     return total
@@ -287,19 +332,38 @@ SCRIPT_RECORDS = [
 def test_the_driver_by_hand_with_a_scripted_model():
     result = instruct.evaluate_instruct(Scripted(SCRIPT.encode()), SCRIPT_RECORDS, seed=5)
     assert len(SCRIPT.encode()) == 61
-    assert result["aggregate"] == pytest.approx({
-        "prompts": 3, "words_used": 4 / 9, "all_words_used": 0.0, "prompts_with_words": 3,
-        "dialogue_when_asked": 1.0, "prompts_asking_dialogue": 2,
-        "dialogue_when_not_asked": 1.0, "prompts_not_asking_dialogue": 1,
-        "sentence_used": 1.0, "prompts_with_sentence": 2,
-        "stories_ended": 1.0, "valid_utf8": 1.0, "prompt_repeated": 1 / 3, "mean_story_bytes": 61.0,
-        "story_loss": math.log(256), "story_bpb": 8.0, "story_bytes_counted": (1 + 1) + (2 + 1) + (0 + 1),
-    })
+    assert result["aggregate"] == pytest.approx(
+        {
+            "prompts": 3,
+            "words_used": 4 / 9,
+            "all_words_used": 0.0,
+            "prompts_with_words": 3,
+            "dialogue_when_asked": 1.0,
+            "prompts_asking_dialogue": 2,
+            "dialogue_when_not_asked": 1.0,
+            "prompts_not_asking_dialogue": 1,
+            "sentence_used": 1.0,
+            "prompts_with_sentence": 2,
+            "stories_ended": 1.0,
+            "valid_utf8": 1.0,
+            "prompt_repeated": 1 / 3,
+            "mean_story_bytes": 61.0,
+            "story_loss": math.log(256),
+            "story_bpb": 8.0,
+            "story_bytes_counted": (1 + 1) + (2 + 1) + (0 + 1),
+        }
+    )
     assert [s["seed"] for s in result["stories"]] == [5, 6, 7]
     assert [s["missing_words"] for s in result["stories"]] == [["hat"], ["cat"], ["say"]]
     assert result["stories"][0]["story"] == SCRIPT and result["stories"][0]["prompt"] == SCRIPT_RECORDS[0].prompt
-    assert result["settings"] == {"seed": 5, "max_tokens": instruct.DEFAULT_STORY_BYTES, "temp": 0.8,
-                                  "top_p": 1.0, "min_p": 0.05, "top_k": 0}
+    assert result["settings"] == {
+        "seed": 5,
+        "max_tokens": instruct.DEFAULT_STORY_BYTES,
+        "temp": 0.8,
+        "top_p": 1.0,
+        "min_p": 0.05,
+        "top_k": 0,
+    }
 
 
 def test_the_driver_cuts_stories_at_the_budget():
@@ -334,8 +398,11 @@ def test_the_comparison_table_and_its_json():
     tuned = instruct.evaluate_instruct(Scripted(SCRIPT.encode()), SCRIPT_RECORDS)
     console = Console(record=True, width=120)
     console.print(instruct.comparison_table({"base": base, "tuned": tuned}))
-    lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
-             for line in console.export_text().splitlines() if line.count("│") == 4}
+    lines = {
+        line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+        for line in console.export_text().splitlines()
+        if line.count("│") == 4
+    }
     assert lines["words used"] == ["0.0% of 3", "44.4% of 3"]  # base: no word; tuned: (2/3 + 2/3 + 0) / 3
     assert lines["dialogue when asked"] == ["0.0% of 2", "100.0% of 2"]
     assert lines["prompt repeated"] == ["0.0%", "33.3%"]
@@ -376,10 +443,30 @@ def test_evaluate_instruct_compares_models_on_the_same_prompts(tmp_path):
         paths[arch] = tmp_path / arch
         save(models.build(models.ARCHITECTURES[arch].presets["tiny"]), paths[arch])
     (paths["megabyte"] / "trainer_state.json").write_text(json.dumps({"data": "builtin", "instruct": False}))
-    result = run("-m", "mlx_megabyte.evaluate", "--instruct", "--model", f"base={paths['megabyte']}",
-                 "--model", str(paths["spacebyte"]), "--data", str(tmp_path / "records.txt"), "--prompts", "3",
-                 "--max-tokens", "30", "--seed", "5", "--temp", "1.0", "--cache-dir", str(tmp_path / "cache"),
-                 "--out", str(tmp_path / "out.json"), env={"COLUMNS": "200"})
+    result = run(
+        "-m",
+        "mlx_megabyte.evaluate",
+        "--instruct",
+        "--model",
+        f"base={paths['megabyte']}",
+        "--model",
+        str(paths["spacebyte"]),
+        "--data",
+        str(tmp_path / "records.txt"),
+        "--prompts",
+        "3",
+        "--max-tokens",
+        "30",
+        "--seed",
+        "5",
+        "--temp",
+        "1.0",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "out.json"),
+        env={"COLUMNS": "200"},
+    )
     assert result.returncode == 0, result.stderr
     assert "Stories on command: 3 prompts" in result.stderr and "base" in result.stderr
     assert "tuned on instruct data" in result.stderr
@@ -397,7 +484,8 @@ def test_evaluate_instruct_compares_models_on_the_same_prompts(tmp_path):
             assert story["story"] == generate(model, record.prompt, max_tokens=30, sampler=sampler, seed=5 + i)[0]
         assert report["models"][name]["aggregate"]["prompts"] == 3
         assert report["models"][name]["aggregate"]["words_used"] == pytest.approx(
-            np.mean([s["words_used"] for s in written]))
+            np.mean([s["words_used"] for s in written])
+        )
 
 
 def test_evaluate_instruct_refusals_are_one_line(tmp_path):
@@ -408,12 +496,19 @@ def test_evaluate_instruct_refusals_are_one_line(tmp_path):
     save(models.build(models.ARCHITECTURES["megabyte"].presets["tiny"]), tmp_path / "m")
     (tmp_path / "plain.txt").write_text("Once upon a time there was a cat.")
     common = ["-m", "mlx_megabyte.evaluate", "--cache-dir", str(tmp_path / "cache")]
-    one_line_error(run(*common, "--model", str(tmp_path / "m"), "--data", "builtin", "--seed", "3"),
-                   "--seed is for --instruct")
-    one_line_error(run(*common, "--model", str(tmp_path / "m"), "--model", str(tmp_path / "m"), "--data", "builtin"),
-                   "give one --model")
-    one_line_error(run(*common, "--instruct", "--model", f"a={tmp_path / 'm'}", "--model", f"a={tmp_path / 'm'}"),
-                   "the name 'a' is given twice")
-    one_line_error(run(*common, "--instruct", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "plain.txt")),
-                   "holds no instruct records")
+    one_line_error(
+        run(*common, "--model", str(tmp_path / "m"), "--data", "builtin", "--seed", "3"), "--seed is for --instruct"
+    )
+    one_line_error(
+        run(*common, "--model", str(tmp_path / "m"), "--model", str(tmp_path / "m"), "--data", "builtin"),
+        "give one --model",
+    )
+    one_line_error(
+        run(*common, "--instruct", "--model", f"a={tmp_path / 'm'}", "--model", f"a={tmp_path / 'm'}"),
+        "the name 'a' is given twice",
+    )
+    one_line_error(
+        run(*common, "--instruct", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "plain.txt")),
+        "holds no instruct records",
+    )
     one_line_error(run(*common, "--instruct", "--model", f"a={tmp_path / 'nothing'}"), "no weights directory")

@@ -18,7 +18,9 @@ def exact_gelu(x):
 
 
 def exact_gelu_slope(x):
-    return np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) + v * math.exp(-v * v / 2) / math.sqrt(2 * math.pi) for v in x])
+    return np.array(
+        [0.5 * (1 + math.erf(v / math.sqrt(2))) + v * math.exp(-v * v / 2) / math.sqrt(2 * math.pi) for v in x]
+    )
 
 
 def test_gelu_and_its_gradient_match_the_exact_erf_form():
@@ -104,13 +106,15 @@ def test_windowed_attention_in_blocks_equals_the_masked_full_one_gradients_inclu
 
         def masked_full(q, k, v):
             visible = mx.array(np.arange(T)[None] <= np.arange(T)[:, None]) & mx.array(
-                np.arange(T)[None] > np.arange(T)[:, None] - window)
+                np.arange(T)[None] > np.arange(T)[:, None] - window
+            )
             return kernels._matmul_attention(q, k, v, 0.35, 0.0, visible)
 
         inputs = [mx.array(t) for t in (q, k, v)]
         reference_grads = mx.vjp(masked_full, inputs, [cotangent])[1]
         for name in kernels.available_variants():
             with kernels.forced(name):
+
                 def blocked(q, k, v):
                     if block is None:
                         assert T > 2 * window  # attention() takes the blocked path

@@ -53,8 +53,13 @@ def graph() -> dict[str, set[str]]:
 
 
 def test_no_module_outside_models_imports_an_architecture():
-    architectures = {name for name in modules() if name.count(".") >= 2 and name.startswith("mlx_megabyte.models.")
-                     and name.split(".")[2] not in ("base", "layers", "kv_cache")}
+    architectures = {
+        name
+        for name in modules()
+        if name.count(".") >= 2
+        and name.startswith("mlx_megabyte.models.")
+        and name.split(".")[2] not in ("base", "layers", "kv_cache")
+    }
     for name, targets in graph().items():
         if name.startswith("mlx_megabyte.models"):
             continue

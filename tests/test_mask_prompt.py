@@ -19,8 +19,22 @@ from mlx_megabyte.optim import TrainStep, make_optimizer
 from mlx_megabyte.text import EOT
 from mlx_megabyte.train import build_parser, run, training_config
 
-BASE = ["--preset", "tiny", "--data", "builtin-instruct", "--builtin-mb", "0.4", "--batch-size", "4",
-        "--eval-batches", "2", "--steps-per-sample", "0", "--quiet", "--mask-prompt"]
+BASE = [
+    "--preset",
+    "tiny",
+    "--data",
+    "builtin-instruct",
+    "--builtin-mb",
+    "0.4",
+    "--batch-size",
+    "4",
+    "--eval-batches",
+    "2",
+    "--steps-per-sample",
+    "0",
+    "--quiet",
+    "--mask-prompt",
+]
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +145,7 @@ def test_a_resumed_masked_run_matches_an_unbroken_one(tmp_path, cache):
     shutil.rmtree(tmp_path / "broken" / "checkpoints" / "step-00000012")  # as if it stopped after step 6
     _, output = train(tmp_path, cache, *flags, "--resume", name="broken")
     assert "resumed from" in output
+
     def losses(run_dir):  # every step's loss and every validation loss, exactly
         return [(r["step"], r.get("loss"), r.get("val_loss")) for r in metrics(run_dir)]
 

@@ -17,16 +17,35 @@ from .helpers import random_ids
 CONFIGS = {
     "2-stage": dict(num_tokens=256, dim=(64, 32), depth=(2, 2), max_seq_len=(8, 4), dim_head=16, heads=2),
     "2-stage-rel-pos-emb": dict(
-        num_tokens=256, dim=(48, 24), depth=(2, 1), max_seq_len=(6, 5), dim_head=12, heads=3,
-        rel_pos=True, pos_emb=True, ff_mult=2,
+        num_tokens=256,
+        dim=(48, 24),
+        depth=(2, 1),
+        max_seq_len=(6, 5),
+        dim_head=12,
+        heads=3,
+        rel_pos=True,
+        pos_emb=True,
+        ff_mult=2,
     ),
     "3-stage-vocab-300": dict(
-        num_tokens=300, dim=(48, 32, 16), depth=(1, 2, 1), max_seq_len=(4, 3, 2), dim_head=8, heads=3,
-        rel_pos=True, ff_mult=3,
+        num_tokens=300,
+        dim=(48, 32, 16),
+        depth=(1, 2, 1),
+        max_seq_len=(4, 3, 2),
+        dim_head=8,
+        heads=3,
+        rel_pos=True,
+        ff_mult=3,
     ),
     "3-stage-pos-emb-odd-dim": dict(
-        num_tokens=256, dim=(40, 21, 17), depth=(2, 1, 1), max_seq_len=(5, 2, 3), dim_head=10, heads=2,
-        pos_emb=True, pad_id=7,
+        num_tokens=256,
+        dim=(40, 21, 17),
+        depth=(2, 1, 1),
+        max_seq_len=(5, 2, 3),
+        dim_head=10,
+        heads=2,
+        pos_emb=True,
+        pad_id=7,
     ),
     "1-stage-int-dim": dict(num_tokens=100, dim=33, depth=(2,), max_seq_len=(16,), dim_head=8, heads=2),
     "4-stage-defaults": dict(num_tokens=256, dim=(64, 48, 32, 16), depth=(1, 1, 1, 1), max_seq_len=(3, 2, 2, 2)),
@@ -34,11 +53,22 @@ CONFIGS = {
 
 DECODING = {
     "2-stage": ModelConfig(num_tokens=256, dim=(32, 16), depth=(2, 2), max_seq_len=(8, 4), dim_head=8, heads=2),
-    "2-stage-rel-pos-emb": ModelConfig(num_tokens=256, dim=(32, 16), depth=(2, 1), max_seq_len=(6, 5), dim_head=8,
-                                       heads=2, rel_pos=True, pos_emb=True),
-    "3-stage": ModelConfig(num_tokens=256, dim=(32, 24, 16), depth=(1, 2, 1), max_seq_len=(4, 3, 2), dim_head=8, heads=2),
-    "3-stage-rel-pos-emb": ModelConfig(num_tokens=256, dim=(32, 24, 16), depth=(1, 1, 2), max_seq_len=(4, 2, 3),
-                                       dim_head=8, heads=2, rel_pos=True, pos_emb=True),
+    "2-stage-rel-pos-emb": ModelConfig(
+        num_tokens=256, dim=(32, 16), depth=(2, 1), max_seq_len=(6, 5), dim_head=8, heads=2, rel_pos=True, pos_emb=True
+    ),
+    "3-stage": ModelConfig(
+        num_tokens=256, dim=(32, 24, 16), depth=(1, 2, 1), max_seq_len=(4, 3, 2), dim_head=8, heads=2
+    ),
+    "3-stage-rel-pos-emb": ModelConfig(
+        num_tokens=256,
+        dim=(32, 24, 16),
+        depth=(1, 1, 2),
+        max_seq_len=(4, 2, 3),
+        dim_head=8,
+        heads=2,
+        rel_pos=True,
+        pos_emb=True,
+    ),
 }
 
 
@@ -63,7 +93,8 @@ def greedy_by_recompute(model, prompt, steps):
     for _ in range(steps):
         logits = model(ids, include_start=True)[:, -1]
         ids = mx.concatenate([ids, mx.argmax(logits, axis=-1)[:, None].astype(ids.dtype)], axis=1)
-    return ids[:, prompt.shape[1]:]
+    return ids[:, prompt.shape[1] :]
+
 
 def test_uint8_and_int32_ids_agree():
     model = model_from(CONFIGS["2-stage"], seed=3)
@@ -113,7 +144,9 @@ def test_every_kernel_variant_computes_the_same_function(name):
     from mlx.utils import tree_flatten
 
     model = model_from(CONFIGS[name], seed=11)
-    ids = mx.array(random_ids(np.random.default_rng(4), 2, model.config.context_length - 1, CONFIGS[name]["num_tokens"]))
+    ids = mx.array(
+        random_ids(np.random.default_rng(4), 2, model.config.context_length - 1, CONFIGS[name]["num_tokens"])
+    )
     results = {}
     for variant in kernels.available_variants():
         with kernels.forced(variant):
@@ -137,6 +170,7 @@ def test_every_kernel_variant_computes_the_same_function(name):
             mx.random.seed(3)
             dropped.append(model(ids))
     assert all(mx.abs(d - dropped[0]).max().item() <= 1e-5 for d in dropped[1:])
+
 
 @pytest.mark.parametrize("variant", kernels.available_variants())
 @pytest.mark.parametrize("name", DECODING)
@@ -182,5 +216,3 @@ def test_prefill_of_every_length_gives_the_same_logits_as_stepping():
     for length in range(context + 1):
         logits = model.make_cache(1).prefill(ids[:, :length])
         assert mx.abs(logits - full[:, length]).max().item() <= 1e-4, length
-
-

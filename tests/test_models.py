@@ -17,8 +17,10 @@ from mlx_megabyte.sampling import make_sampler
 from mlx_megabyte.text import encode_prompt
 
 NAMES = list(ARCHITECTURES)
-TEXT = ("Once upon a time there was a little dog named Max. Max liked to run in the park with his ball. "
-        "One day he met a cat. \"Hello,\" said the cat. They played all day and became friends.\n").encode()
+TEXT = (
+    "Once upon a time there was a little dog named Max. Max liked to run in the park with his ball. "
+    'One day he met a cat. "Hello," said the cat. They played all day and became friends.\n'
+).encode()
 
 
 def model_for(name, seed=0):
@@ -45,7 +47,7 @@ def greedy_by_recompute(model, prompt, steps, keep):
         out.append(y)
         ids = mx.concatenate([ids, y], axis=1)
         if ids.shape[1] > model.config.context_length:
-            ids = ids[:, -(keep + 1):]
+            ids = ids[:, -(keep + 1) :]
     return mx.concatenate(out, axis=1)
 
 
@@ -74,7 +76,7 @@ def test_no_prediction_depends_on_a_later_byte(name):
     rng = np.random.default_rng(1)
     for t in (0, 1, 7, L // 3, L - 2):
         changed = ids.copy()
-        changed[:, t + 1:] = rng.integers(0, 256, (1, L - t - 1))  # spaces included: boundaries move too
+        changed[:, t + 1 :] = rng.integers(0, 256, (1, L - t - 1))  # spaces included: boundaries move too
         got = np.array(model(mx.array(changed), include_start=True))
         assert np.abs(got[:, : t + 2] - full[:, : t + 2]).max() <= 1e-5, t  # predictions of bytes 0 .. t + 1
 
@@ -129,7 +131,7 @@ def test_the_window_slides_when_the_context_is_full(name):
     for t in range(L, L + 5):
         logits = state.step(ids[:, t])
     assert state.slid == 1 and state.length == L // 2 + 5
-    window = ids[:, L + 5 - state.length:]
+    window = ids[:, L + 5 - state.length :]
     assert mx.abs(logits - model(window, include_start=True)[:, -1]).max().item() <= 1e-4
 
 
@@ -150,8 +152,14 @@ def test_rows_can_be_merged_and_dropped(name):
         separate = mx.concatenate([alone_a.step(nexts[:1, t]), alone_b.step(nexts[1:, t])], axis=0)
         assert mx.abs(merged - separate).max().item() <= 1e-5, t
     both.select([2, 0])
-    assert mx.abs(both.step(nexts[[2, 0], 0]) - mx.concatenate(
-        [alone_b.step(nexts[1:, 0])[1:], alone_a.step(nexts[:1, 0])])).max().item() <= 1e-5
+    assert (
+        mx.abs(
+            both.step(nexts[[2, 0], 0]) - mx.concatenate([alone_b.step(nexts[1:, 0])[1:], alone_a.step(nexts[:1, 0])])
+        )
+        .max()
+        .item()
+        <= 1e-5
+    )
     shorter = model.make_cache(1)
     assert not both.can_merge(shorter)
     with pytest.raises(ValueError):
@@ -203,8 +211,15 @@ def test_serving_through_the_batcher_equals_generate_with_the_seed(name):
         jobs = []
         for i, prompt in enumerate(prompts):
             fitted, _ = fit_context(encode_prompt(prompt), model.config.context_length)
-            job = Job(prompt=fitted, prompt_text=prompt, n=2, max_tokens=40, sampler=sampler,
-                      settings=(0.9, 1.0, 0.05, 0), seed=100 + i)
+            job = Job(
+                prompt=fitted,
+                prompt_text=prompt,
+                n=2,
+                max_tokens=40,
+                sampler=sampler,
+                settings=(0.9, 1.0, 0.05, 0),
+                seed=100 + i,
+            )
             jobs.append(job)
             batcher.submit(job)
         served = []

@@ -23,7 +23,9 @@ from .helpers import ROOT
 
 if kernels._native is None:
     if os.environ.get("MLX_MEGABYTE_REQUIRE_NATIVE"):
-        raise RuntimeError(f"MLX_MEGABYTE_REQUIRE_NATIVE is set but the native kernels are absent: {kernels.native_status}")
+        raise RuntimeError(
+            f"MLX_MEGABYTE_REQUIRE_NATIVE is set but the native kernels are absent: {kernels.native_status}"
+        )
     pytest.skip(f"the native kernels are not built: {kernels.native_status}", allow_module_level=True)
 
 native = kernels._native
@@ -44,8 +46,9 @@ def test_the_native_variant_is_chosen_on_the_cpu():
 def test_gelu_and_its_gradient_against_the_exact_erf():
     xs = np.linspace(-12, 12, 20001)
     exact = np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in xs])
-    slope = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) + v * math.exp(-v * v / 2) / math.sqrt(2 * math.pi)
-                      for v in xs])
+    slope = np.array(
+        [0.5 * (1 + math.erf(v / math.sqrt(2))) + v * math.exp(-v * v / 2) / math.sqrt(2 * math.pi) for v in xs]
+    )
     x = mx.array(xs.astype(np.float32))
     # within 3e-7, or a float32 rounding of a large value: erf's own error is 1.5e-7
     assert (np.abs(np.array(native.gelu(x)) - exact) <= 3e-7 + 1e-7 * np.abs(xs)).all()
@@ -94,8 +97,9 @@ def test_cross_entropy_and_its_gradient():
     lse = np.log(np.exp(shifted.astype(np.float64)).sum(-1)) + logits.max(-1)
     want = lse - np.take_along_axis(logits, targets[..., None], -1)[..., 0]
     with kernels.forced("native"):
-        got, (grad,) = mx.vjp(lambda l: kernels.cross_entropy(l, mx.array(targets)), [mx.array(logits)],
-                              [mx.array(cotangent)])
+        got, (grad,) = mx.vjp(
+            lambda l: kernels.cross_entropy(l, mx.array(targets)), [mx.array(logits)], [mx.array(cotangent)]
+        )
     assert close(got[0], want, 1e-6)
     softmax = np.exp(logits.astype(np.float64) - lse[..., None])
     want_grad = cotangent[..., None] * (softmax - np.eye(256)[targets])
@@ -129,12 +133,12 @@ def naive_attention(qkv, heads, scale, window, rotary):
 
 
 SHAPES = [  # (N, T, heads, head width, window, rotary)
-    (2, 9, 8, 16, 0, False),     # MEGABYTE's local stage: a patch and its start
-    (2, 129, 4, 32, 0, False),   # its global stage
-    (1, 300, 2, 64, 40, True),   # SpaceByte's local blocks: windowed, rotary
-    (3, 17, 3, 10, 0, True),     # a head width that is no multiple of the vector width
-    (2, 1, 1, 8, 0, False),      # one position
-    (1, 40, 2, 16, 5, False),    # a window shorter than a query block
+    (2, 9, 8, 16, 0, False),  # MEGABYTE's local stage: a patch and its start
+    (2, 129, 4, 32, 0, False),  # its global stage
+    (1, 300, 2, 64, 40, True),  # SpaceByte's local blocks: windowed, rotary
+    (3, 17, 3, 10, 0, True),  # a head width that is no multiple of the vector width
+    (2, 1, 1, 8, 0, False),  # one position
+    (1, 40, 2, 16, 5, False),  # a window shorter than a query block
 ]
 
 
@@ -158,8 +162,11 @@ def test_attention_gradients_equal_the_pure_mlx_ones(shape):
     results = {}
     for variant in ("native", "cpu"):
         with kernels.forced(variant):
-            results[variant] = mx.vjp(lambda qkv: kernels.self_attention(qkv, H, D**-0.5, window=window or None,
-                                                                        rotary=rotary), args, cotangent)[1]
+            results[variant] = mx.vjp(
+                lambda qkv: kernels.self_attention(qkv, H, D**-0.5, window=window or None, rotary=rotary),
+                args,
+                cotangent,
+            )[1]
     for ours, theirs in zip(results["native"], results["cpu"]):
         assert close(ours, theirs, 1e-5)
 
@@ -184,8 +191,9 @@ def test_fused_adamw_equals_mlx_clip_grad_norm_and_adamw():
     fused, plain = (AdamW(learning_rate=optim.cosine_decay(1e-2, 10), weight_decay=0.1) for _ in range(2))
     rng = np.random.default_rng(6)
     for step in range(3):
-        grads = tree_map(lambda p: mx.array(rng.normal(size=p.shape).astype(np.float32) * (1 + step)),
-                         model.trainable_parameters())
+        grads = tree_map(
+            lambda p: mx.array(rng.normal(size=p.shape).astype(np.float32) * (1 + step)), model.trainable_parameters()
+        )
         with kernels.forced("native"):
             norm = fused.clip_and_update(model, grads, 1.0)
         clipped, want_norm = optim.clip_grad_norm(grads, 1.0)
@@ -199,19 +207,31 @@ def test_fused_adamw_equals_mlx_clip_grad_norm_and_adamw():
 
 def test_one_thread_and_all_threads_agree():
     """The thread count changes how work is split, not the result (beyond float summation order)."""
-    code = ("import mlx_megabyte, mlx.core as mx, numpy as np; from mlx_megabyte import kernels; "
-            "qkv = mx.array(np.random.default_rng(0).normal(size=(8, 33, 192)).astype(np.float32)); "
-            "g = mx.grad(lambda qkv: (kernels.self_attention(qkv, 4, 0.25) ** 2).sum())(qkv); "
-            "print(kernels._native.threads()); np.save(__import__('sys').argv[1], np.array(g))")
+    code = (
+        "import mlx_megabyte, mlx.core as mx, numpy as np; from mlx_megabyte import kernels; "
+        "qkv = mx.array(np.random.default_rng(0).normal(size=(8, 33, 192)).astype(np.float32)); "
+        "g = mx.grad(lambda qkv: (kernels.self_attention(qkv, 4, 0.25) ** 2).sum())(qkv); "
+        "print(kernels._native.threads()); np.save(__import__('sys').argv[1], np.array(g))"
+    )
     results = []
-    for threads, path in (("1", ROOT / "tests" / "artifacts" / "one.npy"), ("", ROOT / "tests" / "artifacts" / "all.npy")):
+    for threads, path in (
+        ("1", ROOT / "tests" / "artifacts" / "one.npy"),
+        ("", ROOT / "tests" / "artifacts" / "all.npy"),
+    ):
         path.parent.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=ROOT,
-                              env={**os.environ, "MLX_MEGABYTE_THREADS": threads}, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(path)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "MLX_MEGABYTE_THREADS": threads},
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
         results.append((int(done.stdout.strip()), np.load(path)))
-    assert results[0][0] == 1 and results[1][0] == (os.cpu_count() if len(os.sched_getaffinity(0)) == os.cpu_count()
-                                                      else len(os.sched_getaffinity(0)))
+    assert results[0][0] == 1 and results[1][0] == (
+        os.cpu_count() if len(os.sched_getaffinity(0)) == os.cpu_count() else len(os.sched_getaffinity(0))
+    )
     assert close(results[0][1], results[1][1], 1e-6)
 
 

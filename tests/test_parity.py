@@ -13,7 +13,6 @@ from .test_megabyte import CONFIGS
 torch = pytest.importorskip("torch")
 
 
-
 @pytest.fixture(params=kernels.available_variants())
 def variant(request):
     """Each test runs with every kernel variant this installation has, forced on this CPU: the native
@@ -95,4 +94,3 @@ def test_torch_to_mlx_to_torch_is_bit_exact(name):
 
     fresh = TorchMEGABYTE(**CONFIGS[name])
     fresh.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in back.items()}, strict=True)
-

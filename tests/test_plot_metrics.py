@@ -1,4 +1,5 @@
 """tools/plot_metrics.py: the smoothing it draws, and the PNG from a run's metrics.jsonl."""
+
 import importlib.util
 import json
 
@@ -26,8 +27,20 @@ def test_smoothing_is_centred_so_a_falling_curve_is_not_drawn_late():
 def write_run(folder, steps=40, tail=""):
     with open(folder / "metrics.jsonl", "w") as f:
         for step in range(1, steps + 1):
-            f.write(json.dumps({"step": step, "loss": 5 / step, "bpb": 7 / step, "learning_rate": 1e-3,
-                                "bytes_per_second": 1000.0, "peak_memory_gb": 0.1, "seconds": 1.0}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "step": step,
+                        "loss": 5 / step,
+                        "bpb": 7 / step,
+                        "learning_rate": 1e-3,
+                        "bytes_per_second": 1000.0,
+                        "peak_memory_gb": 0.1,
+                        "seconds": 1.0,
+                    }
+                )
+                + "\n"
+            )
         f.write(json.dumps({"step": steps, "val_loss": 0.2, "val_bpb": 0.3}) + "\n")
         f.write(tail)
 
@@ -63,15 +76,21 @@ def test_lines_without_the_plotted_fields_are_left_out_and_said(tmp_path):
     result = run("tools/plot_metrics.py", str(tmp_path), "--out", str(tmp_path / "c.png"))
     assert result.returncode == 0 and "no number 'bpb'" in result.stderr, result.stderr
     (tmp_path / "only.jsonl").write_text(json.dumps({"step": 1, "loss": 0.1}) + "\n")
-    one_line_error(run("tools/plot_metrics.py", str(tmp_path / "only.jsonl"), "--out", str(tmp_path / "x.png")),
-                   "holds no training steps", "no number 'bpb'")
+    one_line_error(
+        run("tools/plot_metrics.py", str(tmp_path / "only.jsonl"), "--out", str(tmp_path / "x.png")),
+        "holds no training steps",
+        "no number 'bpb'",
+    )
 
 
 def test_out_is_a_file_type_matplotlib_writes_or_a_directory_to_write_into(tmp_path):
     pytest.importorskip("matplotlib")
     write_run(tmp_path)
-    one_line_error(run("tools/plot_metrics.py", str(tmp_path), "--out", str(tmp_path / "curves.xyz")),
-                   "cannot write .xyz files", ".png")
+    one_line_error(
+        run("tools/plot_metrics.py", str(tmp_path), "--out", str(tmp_path / "curves.xyz")),
+        "cannot write .xyz files",
+        ".png",
+    )
     (tmp_path / "plots").mkdir()
     result = run("tools/plot_metrics.py", str(tmp_path), "--out", str(tmp_path / "plots"))
     assert result.returncode == 0, result.stderr

@@ -46,7 +46,10 @@ class Server:
         self.log = open(log, "w") if log else None  # the server's stderr
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mlx_megabyte.server", "--model", str(weights), "--port", "0", *flags],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log or subprocess.DEVNULL, text=True,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=self.log or subprocess.DEVNULL,
+            text=True,
             env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         )
         line = self.process.stdout.readline()
@@ -80,7 +83,7 @@ class Server:
         assert text.endswith("\n\n")
         events = text[:-2].split("\n\n")
         assert all(e.startswith("data: ") and "\n" not in e for e in events), text
-        return [e[len("data: "):] for e in events]
+        return [e[len("data: ") :] for e in events]
 
     def stream_chat(self, **body):
         """The `data:` payloads of a streamed chat completion."""
@@ -88,7 +91,7 @@ class Server:
         assert status == 200 and response.getheader("Content-Type").startswith("text/event-stream"), text
         events = text[:-2].split("\n\n")
         assert all(e.startswith("data: ") and "\n" not in e for e in events) and events[-1] == "data: [DONE]", text
-        return [e[len("data: "):] for e in events]
+        return [e[len("data: ") :] for e in events]
 
     def close(self):
         self.process.terminate()
@@ -162,7 +165,9 @@ def test_health_models_and_the_playground(server):
     status, _, models = server.request("GET", "/v1/models")
     assert status == 200 and models["object"] == "list"
     card = models["data"][0]
-    assert card["object"] == "model" and card["context_length"] == 256 and card["patching"] == "fixed patches of 8 bytes"
+    assert (
+        card["object"] == "model" and card["context_length"] == 256 and card["patching"] == "fixed patches of 8 bytes"
+    )
     assert card["architecture"] == "megabyte"
     status, response, page = server.request("GET", "/")
     assert status == 200 and response.getheader("Content-Type").startswith("text/html") and "<html" in page
@@ -172,9 +177,12 @@ def test_health_models_and_the_playground(server):
 
 def test_completions_equal_generate_with_the_same_seed_and_settings(served):
     server, model = served
-    for settings in ({"temperature": 1.0, "seed": 3, "n": 2}, {"temperature": 0.0},
-                     {"temperature": 0.7, "top_p": 0.9, "top_k": 50, "min_p": 0.0, "seed": 9},
-                     {"temperature": 1.0, "seed": 5, "stop": ["e", "a"]}):
+    for settings in (
+        {"temperature": 1.0, "seed": 3, "n": 2},
+        {"temperature": 0.0},
+        {"temperature": 0.7, "top_p": 0.9, "top_k": 50, "min_p": 0.0, "seed": 9},
+        {"temperature": 1.0, "seed": 5, "stop": ["e", "a"]},
+    ):
         reply = server.complete(prompt="Once upon a time", max_tokens=60, **settings)
         want = expected(model, "Once upon a time", 60, **settings)
         assert [c["text"] for c in sorted(reply["choices"], key=lambda c: c["index"])] == want, settings
@@ -186,8 +194,9 @@ def test_completions_equal_generate_with_the_same_seed_and_settings(served):
 
 def test_streaming_is_openai_sse_and_byte_exact(served):
     server, model = served
-    events = server.stream(prompt="The dog", max_tokens=80, temperature=1.0, seed=4, n=2,
-                           stream_options={"include_usage": True})
+    events = server.stream(
+        prompt="The dog", max_tokens=80, temperature=1.0, seed=4, n=2, stream_options={"include_usage": True}
+    )
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
     assert all(c["object"] == "text_completion" and c["id"] == chunks[0]["id"] for c in chunks)
@@ -217,7 +226,9 @@ def test_per_byte_logprobs_and_patch_marks(served):
     want = model(ids, include_start=True)[0, :-1]  # [t] predicts byte t
     want = (want - mx.logsumexp(want, axis=-1, keepdims=True))[1:]  # the story-start byte is not shown
     got = np.array(lp["token_logprobs"])
-    chosen = np.take_along_axis(np.array(want), np.frombuffer(data, dtype=np.uint8)[:, None].astype(np.int64), axis=-1)[:, 0]
+    chosen = np.take_along_axis(np.array(want), np.frombuffer(data, dtype=np.uint8)[:, None].astype(np.int64), axis=-1)[
+        :, 0
+    ]
     assert np.abs(got - chosen).max() < 1e-3
     for i in range(len(prompt.encode()), n):  # greedy: the chosen byte is the likeliest alternative
         top = lp["top_logprobs"][i]
@@ -237,8 +248,9 @@ def test_concurrent_clients_are_batched_and_each_gets_its_own_story(served):
     results = [None] * len(prompts)
 
     def client(i):
-        results[i] = texts_of(server.stream(prompt=prompts[i], max_tokens=200, temperature=1.0, seed=i,
-                                            logit_bias={"3": -100}))[0]
+        results[i] = texts_of(
+            server.stream(prompt=prompts[i], max_tokens=200, temperature=1.0, seed=i, logit_bias={"3": -100})
+        )[0]
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(len(prompts))]
     for t in threads:
@@ -253,14 +265,20 @@ def test_concurrent_clients_are_batched_and_each_gets_its_own_story(served):
 
 def test_a_client_that_disconnects_frees_its_rows_and_disturbs_no_one(server, model):
     leaving = socket.create_connection(("127.0.0.1", server.port))
-    body = json.dumps({"prompt": "Long", "max_tokens": 20000, "stream": True, "temperature": 1.0,
-                       "logit_bias": {"3": -100}}).encode()  # no end-of-text: it would run on
-    leaving.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    body = json.dumps(
+        {"prompt": "Long", "max_tokens": 20000, "stream": True, "temperature": 1.0, "logit_bias": {"3": -100}}
+    ).encode()  # no end-of-text: it would run on
+    leaving.sendall(
+        b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body
+    )
     assert leaving.recv(4096).startswith(b"HTTP/1.1 200")
     result = {}
-    staying = threading.Thread(target=lambda: result.update(
-        text=texts_of(server.stream(prompt="Long", max_tokens=300, temperature=1.0, seed=2))[0]))
+    staying = threading.Thread(
+        target=lambda: result.update(
+            text=texts_of(server.stream(prompt="Long", max_tokens=300, temperature=1.0, seed=2))[0]
+        )
+    )
     staying.start()
     eventually(lambda: rows(server)["active_rows"] >= 1)
     leaving.close()
@@ -272,8 +290,10 @@ def test_a_client_that_disconnects_frees_its_rows_and_disturbs_no_one(server, mo
 def test_a_client_waiting_for_a_whole_response_that_leaves_frees_its_rows(server):
     leaving = socket.create_connection(("127.0.0.1", server.port))
     body = json.dumps({"prompt": "x", "max_tokens": 20000, "logit_bias": {"3": -100}}).encode()
-    leaving.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    leaving.sendall(
+        b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body
+    )
     eventually(lambda: rows(server)["active_rows"] == 1)
     leaving.close()
     eventually(lambda: rows(server)["active_rows"] == 0)
@@ -328,15 +348,22 @@ HOSTILE = [
 
 @pytest.mark.parametrize("case,status,code", HOSTILE, ids=[c[2] + str(i) for i, c in enumerate(HOSTILE)])
 def test_hostile_input_gets_a_clean_4xx_and_the_server_keeps_serving(server, case, status, code):
-    got, _, reply = server.request(case.get("method", "POST"), case.get("path", "/v1/completions"),
-                                   case.get("body"), raw=case.get("raw"))
+    got, _, reply = server.request(
+        case.get("method", "POST"), case.get("path", "/v1/completions"), case.get("body"), raw=case.get("raw")
+    )
     assert got == status and reply["error"]["code"] == code and reply["error"]["message"], reply
     assert server.request("GET", "/health")[0] == 200
 
 
-SURROGATES = [("prompt", b'"prompt": "\\ud800 abc"'), ("prompt", b'"prompt": ["abc \\udcff"]'),
-              ("features", b'"features": "\\ud800"'), ("words", b'"words": "cat, \\ud83d"'),
-              ("summary", b'"summary": "\\udfff"'), ("stop", b'"stop": "\\ud800"'), ("stop", b'"stop": ["a", "\\ud800"]')]
+SURROGATES = [
+    ("prompt", b'"prompt": "\\ud800 abc"'),
+    ("prompt", b'"prompt": ["abc \\udcff"]'),
+    ("features", b'"features": "\\ud800"'),
+    ("words", b'"words": "cat, \\ud83d"'),
+    ("summary", b'"summary": "\\udfff"'),
+    ("stop", b'"stop": "\\ud800"'),
+    ("stop", b'"stop": ["a", "\\ud800"]'),
+]
 
 
 @pytest.mark.parametrize("field,member", SURROGATES, ids=[f"{f}{i}" for i, (f, _) in enumerate(SURROGATES)])
@@ -353,21 +380,31 @@ def test_a_chat_body_on_the_completions_endpoint_points_to_the_chat_endpoint(ser
     status, _, reply = server.request("POST", "/v1/completions", {"messages": [{"role": "user", "content": "Hi"}]})
     assert status == 400 and reply["error"]["param"] == "messages", reply  # once a story from an empty prompt
     assert "/v1/chat/completions" in reply["error"]["message"]
-    status, _, reply = server.request("POST", "/v1/completions", {"prompt": "a", "stream": True,
-                                                                   "stream_options": {"include_usage": 1}})
+    status, _, reply = server.request(
+        "POST", "/v1/completions", {"prompt": "a", "stream": True, "stream_options": {"include_usage": 1}}
+    )
     assert status == 400 and reply["error"]["param"] == "stream_options.include_usage", reply
 
 
 def test_unknown_fields_are_ignored_and_bytes_are_a_prompt(server, model):
-    reply = server.complete(prompt=list(b"Once"), max_tokens=10, temperature=0.0, frequency_penalty=0.5,
-                            user="someone", model="anything", suffix=None)
+    reply = server.complete(
+        prompt=list(b"Once"),
+        max_tokens=10,
+        temperature=0.0,
+        frequency_penalty=0.5,
+        user="someone",
+        model="anything",
+        suffix=None,
+    )
     assert reply["choices"][0]["text"] == expected(model, "Once", 10, temperature=0.0)[0]
 
 
 def test_a_body_without_content_length_gets_411(server):
     s = socket.create_connection(("127.0.0.1", server.port))
-    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-              b"Transfer-Encoding: chunked\r\n\r\n")
+    s.sendall(
+        b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
     assert s.recv(4096).startswith(b"HTTP/1.1 411")
     s.close()
 
@@ -386,12 +423,23 @@ REFUSALS = [  # (raw request, status, error code): each once an HTML page, a Pyt
     (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n" + H + b"\r\n", 414, "uri_too_long"),
     (b"GET /health HTTP/1.1\r\n\r\n", 400, "bad_request"),  # HTTP/1.1 without Host
     (b"GET /health HTTP/1.1\r\n" + H + H + b"\r\n", 400, "bad_request"),
-    (b"POST /v1/completions HTTP/1.1\r\n" + H + b"Content-Type: application/json\r\nContent-Length: 29\r\n"
-     b"Content-Length: 5\r\n\r\n" + b'{"prompt": "a", "max_tokens": 3}', 400, "bad_request"),  # once "the first wins"
-    (b"POST /v1/completions HTTP/1.1\r\n" + H + b"Content-Type: application/json\r\nContent-Length: 5\r\n"
-     b"Content-Length: 5\r\n\r\n" + b'{"a":', 400, "bad_request"),
-    (b"POST /v1/completions HTTP/1.1\r\n" + H + b"Content-Type: application/json\r\nContent-Length: +5\r\n\r\n"
-     b'{"a":', 400, "bad_request"),
+    (
+        b"POST /v1/completions HTTP/1.1\r\n" + H + b"Content-Type: application/json\r\nContent-Length: 29\r\n"
+        b"Content-Length: 5\r\n\r\n" + b'{"prompt": "a", "max_tokens": 3}',
+        400,
+        "bad_request",
+    ),  # once "the first wins"
+    (
+        b"POST /v1/completions HTTP/1.1\r\n" + H + b"Content-Type: application/json\r\nContent-Length: 5\r\n"
+        b"Content-Length: 5\r\n\r\n" + b'{"a":',
+        400,
+        "bad_request",
+    ),
+    (
+        b"POST /v1/completions HTTP/1.1\r\n" + H + b'Content-Type: application/json\r\nContent-Length: +5\r\n\r\n{"a":',
+        400,
+        "bad_request",
+    ),
 ]
 
 
@@ -449,15 +497,31 @@ def test_requests_for_another_host_name_are_refused(server):
     """DNS rebinding: a site that points its own name at 127.0.0.1 makes its pages same-origin with the
     server, but their requests carry the site's name in Host (once not looked at)."""
     port = server.port
-    for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1.nip.io:{port}", "localhost.evil.example",
-                 "attacker.com:8080", "0.0.0.0"):
-        for method, path, body in (("GET", "/health", None), ("GET", "/", None),
-                                   ("POST", "/v1/completions", {"prompt": "a", "max_tokens": 2})):
+    for host in (
+        "evil.example",
+        f"evil.example:{port}",
+        f"127.0.0.1.nip.io:{port}",
+        "localhost.evil.example",
+        "attacker.com:8080",
+        "0.0.0.0",
+    ):
+        for method, path, body in (
+            ("GET", "/health", None),
+            ("GET", "/", None),
+            ("POST", "/v1/completions", {"prompt": "a", "max_tokens": 2}),
+        ):
             status, response, reply = server.request(method, path, body, headers={"Host": host})
             assert status == 403 and reply["error"]["code"] == "host_not_allowed", (host, path, reply)
             assert response.getheader("Access-Control-Allow-Origin") is None
-    for host in ("localhost", f"localhost:{port}", f"127.0.0.1:{port}", "127.0.0.2", f"[::1]:{port}",
-                 f"app.localhost:{port}", "LOCALHOST."):
+    for host in (
+        "localhost",
+        f"localhost:{port}",
+        f"127.0.0.1:{port}",
+        "127.0.0.2",
+        f"[::1]:{port}",
+        f"app.localhost:{port}",
+        "LOCALHOST.",
+    ):
         assert server.request("GET", "/health", headers={"Host": host})[0] == 200, host
     status, _, reply = server.request("GET", "/health", headers={"Host": "a b"})
     assert status == 400 and reply["error"]["code"] == "invalid_host"
@@ -469,16 +533,29 @@ def test_other_sites_pages_cannot_use_a_server_without_a_key(server):
     story = json.dumps({"prompt": "a", "max_tokens": 2}).encode()
     evil = {"Origin": "https://evil.example"}
     for kind in ("text/plain;charset=UTF-8", "application/x-www-form-urlencoded", "application/json"):
-        status, response, reply = server.request("POST", "/v1/completions", raw=story, headers={**evil, "Content-Type": kind})
+        status, response, reply = server.request(
+            "POST", "/v1/completions", raw=story, headers={**evil, "Content-Type": kind}
+        )
         assert status == 403 and reply["error"]["code"] == "origin_not_allowed", (kind, reply)
-        assert response.getheader("Access-Control-Allow-Origin") is None and "--allow-origin" in reply["error"]["message"]
-    status, response, _ = server.request("OPTIONS", "/v1/completions", headers={
-        **evil, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+        assert (
+            response.getheader("Access-Control-Allow-Origin") is None and "--allow-origin" in reply["error"]["message"]
+        )
+    status, response, _ = server.request(
+        "OPTIONS",
+        "/v1/completions",
+        headers={**evil, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"},
+    )
     assert status == 403 and response.getheader("Access-Control-Allow-Origin") is None  # no preflight for it
     assert server.request("GET", "/v1/models", headers=evil)[0] == 403
     # Not a browser (no Origin): only JSON bodies are read, which no page can send elsewhere without a preflight.
-    for kind in ("text/plain;charset=UTF-8", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
-                 None, "application/json; charset=latin-1", "application/jsonx"):
+    for kind in (
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        None,
+        "application/json; charset=latin-1",
+        "application/jsonx",
+    ):
         status, _, reply = server.request("POST", "/v1/completions", raw=story, headers={"Content-Type": kind})
         assert status == 415 and reply["error"]["code"] == "unsupported_media_type", (kind, reply)
     for kind in ("application/json", "Application/JSON; charset=UTF-8"):
@@ -492,36 +569,58 @@ def test_other_sites_pages_cannot_use_a_server_without_a_key(server):
 
 @pytest.fixture(scope="module")
 def cors(weights):
-    s = Server(weights, "--allow-origin", "https://app.example", "--allow-origin", "http://localhost:3000",
-               "--allow-host", "proxy.example")
+    s = Server(
+        weights,
+        "--allow-origin",
+        "https://app.example",
+        "--allow-origin",
+        "http://localhost:3000",
+        "--allow-host",
+        "proxy.example",
+    )
     yield s
     s.close()
 
 
 def test_allow_origin_answers_preflights_and_adds_cors_headers_for_those_origins_only(cors):
     app = {"Origin": "https://app.example"}
-    status, response, _ = cors.request("OPTIONS", "/v1/completions", headers={
-        **app, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization, content-type"})
+    status, response, _ = cors.request(
+        "OPTIONS",
+        "/v1/completions",
+        headers={
+            **app,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
     assert status == 204 and response.getheader("Access-Control-Allow-Origin") == "https://app.example"
     assert "POST" in response.getheader("Access-Control-Allow-Methods")
     allowed = response.getheader("Access-Control-Allow-Headers").lower()
     assert "authorization" in allowed and "content-type" in allowed and response.getheader("Vary") == "Origin"
     status, response, reply = cors.request("POST", "/v1/completions", {"prompt": "a", "max_tokens": 3}, headers=app)
     assert status == 200 and response.getheader("Access-Control-Allow-Origin") == "https://app.example", reply
-    status, response, _ = cors.request("POST", "/v1/completions", {"prompt": 5}, headers={"Origin": "http://localhost:3000"})
+    status, response, _ = cors.request(
+        "POST", "/v1/completions", {"prompt": 5}, headers={"Origin": "http://localhost:3000"}
+    )
     assert status == 400 and response.getheader("Access-Control-Allow-Origin") == "http://localhost:3000"  # errors too
     for origin in ("https://evil.example", "http://app.example", "https://app.example:8443", "null"):
-        status, response, _ = cors.request("OPTIONS", "/v1/completions", headers={
-            "Origin": origin, "Access-Control-Request-Method": "POST"})
+        status, response, _ = cors.request(
+            "OPTIONS", "/v1/completions", headers={"Origin": origin, "Access-Control-Request-Method": "POST"}
+        )
         assert status == 403 and response.getheader("Access-Control-Allow-Origin") is None, origin
         assert cors.request("POST", "/v1/completions", {"prompt": "a"}, headers={"Origin": origin})[0] == 403, origin
     assert cors.request("GET", "/health", headers={"Host": "proxy.example"})[0] == 200  # --allow-host
     assert cors.request("GET", "/health", headers={"Host": "other.example"})[0] == 403
 
 
-@pytest.mark.parametrize("flags,fragment", [(["--allow-origin", "app.example"], "expected an origin"),
-                                            (["--allow-origin", "https://app.example/page"], "no path"),
-                                            (["--allow-host", "proxy.example:80"], "without a port")])
+@pytest.mark.parametrize(
+    "flags,fragment",
+    [
+        (["--allow-origin", "app.example"], "expected an origin"),
+        (["--allow-origin", "https://app.example/page"], "no path"),
+        (["--allow-host", "proxy.example:80"], "without a port"),
+    ],
+)
 def test_bad_allow_flags_are_one_line(weights, flags, fragment):
     result = run("-m", "mlx_megabyte.server", "--model", str(weights), *flags, timeout=60)
     assert result.returncode == 2
@@ -530,16 +629,27 @@ def test_bad_allow_flags_are_one_line(weights, flags, fragment):
 
 @pytest.fixture(scope="module")
 def strict(weights):
-    s = Server(weights, "--max-batch", "1", "--queue-size", "1", "--timeout", "1", "--max-tokens", "100000",
-               env={"MLX_MEGABYTE_API_KEY": KEY})
+    s = Server(
+        weights,
+        "--max-batch",
+        "1",
+        "--queue-size",
+        "1",
+        "--timeout",
+        "1",
+        "--max-tokens",
+        "100000",
+        env={"MLX_MEGABYTE_API_KEY": KEY},
+    )
     yield s
     s.close()
 
 
 def test_an_api_key_guards_every_api_request(strict):
     assert strict.request("GET", "/health")[0] == 401
-    status, response, reply = strict.request("POST", "/v1/completions", {"prompt": "a"},
-                                             headers={"Authorization": "Bearer wrong"})
+    status, response, reply = strict.request(
+        "POST", "/v1/completions", {"prompt": "a"}, headers={"Authorization": "Bearer wrong"}
+    )
     assert status == 401 and reply["error"]["code"] == "invalid_api_key"
     assert response.getheader("WWW-Authenticate") == "Bearer"
     strict.headers = {"Authorization": f"Bearer {KEY}"}
@@ -558,9 +668,10 @@ def test_a_full_queue_answers_503_with_retry_after(strict):
     busy = []
     for state in ("active_rows", "waiting"):  # one decoding (max-batch 1), one waiting (queue-size 1)
         s = socket.create_connection(("127.0.0.1", strict.port))
-        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                  b"Authorization: Bearer " + KEY.encode() +
-                  b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        s.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
         busy.append(s)
         eventually(lambda: rows(strict)[state] == 1)
     status, response, reply = strict.request("POST", "/v1/completions", {"prompt": "a"})
@@ -601,12 +712,18 @@ def test_openai_client(server, model):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
     assert [m.id for m in client.models.list()]
-    reply = client.completions.create(model="demo", prompt="Once upon a time", max_tokens=40, temperature=1.0,
-                                      seed=8, logprobs=2)
+    reply = client.completions.create(
+        model="demo", prompt="Once upon a time", max_tokens=40, temperature=1.0, seed=8, logprobs=2
+    )
     want = expected(model, "Once upon a time", 40, temperature=1.0, seed=8)[0]
     assert reply.choices[0].text == want and len(reply.choices[0].logprobs.token_logprobs) >= len(want)
-    pieces = [c.choices[0].text for c in client.completions.create(
-        model="demo", prompt="Once upon a time", max_tokens=40, temperature=1.0, seed=8, stream=True) if c.choices]
+    pieces = [
+        c.choices[0].text
+        for c in client.completions.create(
+            model="demo", prompt="Once upon a time", max_tokens=40, temperature=1.0, seed=8, stream=True
+        )
+        if c.choices
+    ]
     assert "".join(pieces) == want
 
 
@@ -641,8 +758,9 @@ def test_chat_completions_write_the_story_generate_writes(served):
     assert chat_texts(events, 2) == want
     assert json.loads(events[-2])["usage"] == reply["usage"] and json.loads(events[-2])["choices"] == []
     stopped = expected(model, "Once", 30, temperature=0.9, top_p=0.95, seed=4, stop=("e",))[0]
-    status, _, reply = server.request("POST", "/v1/chat/completions",
-                                      {"messages": messages, **settings, "n": 1, "stop": "e"})
+    status, _, reply = server.request(
+        "POST", "/v1/chat/completions", {"messages": messages, **settings, "n": 1, "stop": "e"}
+    )
     assert reply["choices"][0]["message"]["content"] == stopped
 
 
@@ -650,9 +768,14 @@ def test_chat_instruct_lines_and_fields_build_the_instruct_prompt(server, model)
     fields = {"features": "Dialogue", "words": "cat, ball", "summary": "A cat plays."}
     content = "Features: Dialogue\nWords: cat, ball\nSummary: A cat plays."
     want = expected(model, instruct_prompt(**fields), 25, temperature=0.0)[0]
-    for body in ({"messages": [{"role": "user", "content": content}]},
-                 {"messages": [{"role": "user", "content": "Summary: A cat plays."}], "words": ["cat", "ball"],
-                  "features": "Dialogue"}):
+    for body in (
+        {"messages": [{"role": "user", "content": content}]},
+        {
+            "messages": [{"role": "user", "content": "Summary: A cat plays."}],
+            "words": ["cat", "ball"],
+            "features": "Dialogue",
+        },
+    ):
         status, _, reply = server.request("POST", "/v1/chat/completions", {**body, "max_tokens": 25, "temperature": 0})
         assert status == 200 and reply["choices"][0]["message"]["content"] == want, reply
 
@@ -666,11 +789,21 @@ CHAT_REFUSALS = [
     ({"messages": [{"role": "tool", "content": "x"}]}, None, "messages[0].role"),
     ({"messages": [{"role": "user", "content": ""}]}, "empty_content", "messages[0].content"),
     ({"messages": [{"role": "user", "content": "Words: a"}], "words": "b"}, "conflicting_fields", "words"),
-    ({"messages": [{"role": "user", "content": "Hi"}], "tools": [{"type": "function"}]}, "unsupported_parameter", "tools"),
-    ({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "max_completion_tokens": 6},
-     "conflicting_fields", "max_completion_tokens"),
-    ({"messages": [{"role": "user", "content": "Hi"}], "max_completion_tokens": -1}, "invalid_value",
-     "max_completion_tokens"),
+    (
+        {"messages": [{"role": "user", "content": "Hi"}], "tools": [{"type": "function"}]},
+        "unsupported_parameter",
+        "tools",
+    ),
+    (
+        {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "max_completion_tokens": 6},
+        "conflicting_fields",
+        "max_completion_tokens",
+    ),
+    (
+        {"messages": [{"role": "user", "content": "Hi"}], "max_completion_tokens": -1},
+        "invalid_value",
+        "max_completion_tokens",
+    ),
     ({"messages": [{"role": "user", "content": "Hi"}], "n": 1000}, "invalid_value", "n"),
     ({"messages": [{"role": "user", "content": "Hi"}], "temperature": "hot"}, "invalid_type", "temperature"),
     ({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 10**9}, "max_tokens_too_large", "max_tokens"),
@@ -684,8 +817,9 @@ def test_chat_refusals_are_400_json_errors_in_one_line(server, body, code, param
     assert status == 400 and error["type"] == "invalid_request_error" and "\n" not in error["message"], reply
     assert code is None or error["code"] == code, error
     assert param is None or error["param"] == param, error
-    status, _, reply = server.request("POST", "/v1/chat/completions", raw=b'{"messages": [{"role": "user", '
-                                      b'"content": "\\ud800"}]}')
+    status, _, reply = server.request(
+        "POST", "/v1/chat/completions", raw=b'{"messages": [{"role": "user", "content": "\\ud800"}]}'
+    )
     assert status == 400 and reply["error"]["code"] == "invalid_text", reply
     assert server.request("GET", "/health")[0] == 200
 
@@ -696,12 +830,22 @@ def test_the_openai_client_chats_with_the_server_plain_and_streamed(server, mode
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
     messages = [{"role": "user", "content": "Once upon a time"}]
     want = expected(model, "Once upon a time", 40, temperature=1.0, seed=8)[0]
-    reply = client.chat.completions.create(model="demo", messages=messages, max_completion_tokens=40, temperature=1.0,
-                                           seed=8)
+    reply = client.chat.completions.create(
+        model="demo", messages=messages, max_completion_tokens=40, temperature=1.0, seed=8
+    )
     assert reply.choices[0].message.content == want and reply.choices[0].finish_reason in ("stop", "length")
     assert reply.usage.prompt_tokens == len(b"Once upon a time") + 1  # and the end-of-text byte before it
-    chunks = list(client.chat.completions.create(model="demo", messages=messages, max_tokens=40, temperature=1.0,
-                                                 seed=8, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="demo",
+            messages=messages,
+            max_tokens=40,
+            temperature=1.0,
+            seed=8,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == want
     assert chunks[-1].usage.total_tokens == reply.usage.total_tokens
     with pytest.raises(openai.BadRequestError) as caught:
@@ -714,8 +858,9 @@ def untuned(weights, tmp_path_factory):
     """Weights whose training record says no instruct data trained them (as train writes it)."""
     path = tmp_path_factory.mktemp("untuned") / "base"
     shutil.copytree(weights, path)
-    (path / "trainer_state.json").write_text(json.dumps({"step": 10, "val_bpb": 2.0, "data": "builtin",
-                                                         "instruct": False}))
+    (path / "trainer_state.json").write_text(
+        json.dumps({"step": 10, "val_bpb": 2.0, "data": "builtin", "instruct": False})
+    )
     s = Server(path)
     yield s
     s.close()
@@ -723,13 +868,16 @@ def untuned(weights, tmp_path_factory):
 
 def test_instruct_prompts_to_a_model_never_tuned_on_them_are_refused(untuned):
     assert untuned.request("GET", "/v1/models")[2]["data"][0]["instruct"] is False
-    for path, body in (("/v1/completions", {"prompt": "", "words": "cat"}),
-                       ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Words: cat"}]})):
+    for path, body in (
+        ("/v1/completions", {"prompt": "", "words": "cat"}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Words: cat"}]}),
+    ):
         status, _, reply = untuned.request("POST", path, {**body, "max_tokens": 5})
         assert status == 400 and reply["error"]["code"] == "model_not_instruct_tuned", reply
         assert "never on instruct records" in reply["error"]["message"]
-    status, _, reply = untuned.request("POST", "/v1/chat/completions",
-                                       {"messages": [{"role": "user", "content": "Once"}], "max_tokens": 5})
+    status, _, reply = untuned.request(
+        "POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "Once"}], "max_tokens": 5}
+    )
     assert status == 200  # a story start is what a base model is for
 
 
@@ -769,8 +917,20 @@ def test_every_start_up_failure_exits_1_with_one_line(weights, tmp_path):
 
 
 def test_refuses_a_public_address_without_a_key(weights):
-    one_line_error(run("-m", "mlx_megabyte.server", "--model", str(weights), "--host", "0.0.0.0",
-                       env={"MLX_MEGABYTE_API_KEY": ""}, timeout=60), "refusing to serve on 0.0.0.0", "--api-key")
+    one_line_error(
+        run(
+            "-m",
+            "mlx_megabyte.server",
+            "--model",
+            str(weights),
+            "--host",
+            "0.0.0.0",
+            env={"MLX_MEGABYTE_API_KEY": ""},
+            timeout=60,
+        ),
+        "refusing to serve on 0.0.0.0",
+        "--api-key",
+    )
 
 
 def test_the_playground_in_a_real_browser(served):
@@ -789,8 +949,12 @@ def test_the_playground_in_a_real_browser(served):
         browser.type_into("#length", "120")
         browser.type_into("#seed", "1")
         browser.click("#write")
-        assert browser.wait_for("['done', 'error'].includes(document.body.dataset.state) && document.body.dataset.state",
-                                timeout=60) == "done"
+        assert (
+            browser.wait_for(
+                "['done', 'error'].includes(document.body.dataset.state) && document.body.dataset.state", timeout=60
+            )
+            == "done"
+        )
         page = browser.evaluate("""(() => {
             const cells = [...document.querySelectorAll('#story b')];
             return {
@@ -813,8 +977,9 @@ def test_the_playground_in_a_real_browser(served):
     assert page["story"] == want  # the text arrived, byte for byte what generate writes
     assert page["shaded"] == page["cells"] > len("Once upon a time")  # every byte shaded by its surprise
     # the page marks a character whose first byte begins a patch: the model's own rule, as the API reports it
-    lp = server.complete(prompt="Once upon a time", max_tokens=120, temperature=0.8, top_p=1.0, seed=1, logprobs=0,
-                         echo=True)["choices"][0]["logprobs"]
+    lp = server.complete(
+        prompt="Once upon a time", max_tokens=120, temperature=0.8, top_p=1.0, seed=1, logprobs=0, echo=True
+    )["choices"][0]["logprobs"]
     first = [i == 0 or lp["tokens"][i - 1] != "" for i in range(len(lp["tokens"]))]
     assert page["patches"] == sum(s and f for s, f in zip(lp["patch_start"], first)) > 0
     assert "bits/byte" in page["stats"]
@@ -848,8 +1013,12 @@ def test_the_playground_writes_stories_on_command(server, model, untuned):
     with Chromium() as browser:
         browser.viewport(1100, 760)
         browser.open(f"{server.url}/?{query}")
-        assert browser.wait_for("['done', 'error'].includes(document.body.dataset.state) && document.body.dataset.state",
-                                timeout=60) == "done"
+        assert (
+            browser.wait_for(
+                "['done', 'error'].includes(document.body.dataset.state) && document.body.dataset.state", timeout=60
+            )
+            == "done"
+        )
         page = browser.evaluate(read)
         browser.screenshot(str(ROOT / "tests" / "artifacts" / "playground-on-command.png"))
         browser.open(f"{untuned.url}/")
@@ -862,15 +1031,24 @@ def test_the_playground_writes_stories_on_command(server, model, untuned):
     assert refused["command"] and "never tuned on instruct data" in refused["note"]
 
 
-@pytest.mark.parametrize("script", [[0xE2, 0xC3, 3], [0xE2, 0xC3, 0x41, 3], [0xE2, 0xC3], [0xF0, 0x9F, 0x98, 0x80, 0xC3]])
+@pytest.mark.parametrize(
+    "script", [[0xE2, 0xC3, 3], [0xE2, 0xC3, 0x41, 3], [0xE2, 0xC3], [0xF0, 0x9F, 0x98, 0x80, 0xC3]]
+)
 def test_a_byte_flushed_late_by_the_utf8_decoder_keeps_text_and_bytes_aligned(script):
     """0xE2 0xC3 then the end: the decoder gives one U+FFFD for 0xE2 when 0xC3 arrives, and the second
     only at the end, with no new byte behind it (found by a seed that crashed the generation thread)."""
     from mlx_megabyte.batching import ByteLogprob, Job, Row
     from mlx_megabyte.generation import stream_generate
 
-    job = Job(prompt=b"\x03", prompt_text=b"", n=1, max_tokens=len([b for b in script if b != 3]),
-              sampler=None, settings=(), seed=0)
+    job = Job(
+        prompt=b"\x03",
+        prompt_text=b"",
+        n=1,
+        max_tokens=len([b for b in script if b != 3]),
+        sampler=None,
+        settings=(),
+        seed=0,
+    )
     row = Row(job, 0)
     chunks = [row.push(ByteLogprob(byte, None, [], False)) for byte in script]
     text = "".join(c.text for c in chunks)

@@ -11,23 +11,33 @@ from mlx_megabyte.models import architecture, build
 from mlx_megabyte.sizing import Candidate, choose
 
 # Made-up speeds: a larger model trains slower.
-TABLE = [Candidate("tiny", 200_000, 100_000.0, 4096), Candidate("small", 4_000_000, 12_500.0, 4096),
-         Candidate("big", 40_000_000, 1_000.0)]
+TABLE = [
+    Candidate("tiny", 200_000, 100_000.0, 4096),
+    Candidate("small", 4_000_000, 12_500.0, 4096),
+    Candidate("big", 40_000_000, 1_000.0),
+]
 
 
-@pytest.mark.parametrize("budget,chosen,seen,per_parameter", [
-    # 100 s: tiny sees 10 MB, 50 per parameter (|ln 50/20| = 0.92); small 1.25 MB, 0.3125 (4.16): tiny.
-    (100, "tiny", 10_000_000, 50.0),
-    # 6,400 s: small sees 80 MB, exactly 20 per parameter; tiny 3,200 (5.08), big 0.16 (4.83): small.
-    (6_400, "small", 80_000_000, 20.0),
-    # 640,000 s: big sees 640 MB, 16 per parameter (|ln 0.8| = 0.22); small 2,000 (4.61): big.
-    (640_000, "big", 640_000_000, 16.0),
-])
+@pytest.mark.parametrize(
+    "budget,chosen,seen,per_parameter",
+    [
+        # 100 s: tiny sees 10 MB, 50 per parameter (|ln 50/20| = 0.92); small 1.25 MB, 0.3125 (4.16): tiny.
+        (100, "tiny", 10_000_000, 50.0),
+        # 6,400 s: small sees 80 MB, exactly 20 per parameter; tiny 3,200 (5.08), big 0.16 (4.83): small.
+        (6_400, "small", 80_000_000, 20.0),
+        # 640,000 s: big sees 640 MB, 16 per parameter (|ln 0.8| = 0.22); small 2,000 (4.61): big.
+        (640_000, "big", 640_000_000, 16.0),
+    ],
+)
 def test_the_size_whose_bytes_per_parameter_is_nearest_the_target_wins(budget, chosen, seen, per_parameter):
     choice = choose(TABLE, budget)
     assert choice.chosen.name == chosen
     reason = next(r for r in choice.reasons if r.chosen)
-    assert reason.name == chosen and reason.bytes_seen == seen and reason.bytes_per_parameter == pytest.approx(per_parameter)
+    assert (
+        reason.name == chosen
+        and reason.bytes_seen == seen
+        and reason.bytes_per_parameter == pytest.approx(per_parameter)
+    )
     assert [r.chosen for r in choice.reasons].count(True) == 1
     assert choice.bytes_per_parameter == sizing.DEFAULT_BYTES_PER_PARAMETER == 20
 
@@ -67,13 +77,16 @@ def test_the_reasons_are_data_and_a_printable_explanation():
     assert "* tiny" in text and "  small" in text and "* small" not in text
 
 
-@pytest.mark.parametrize("candidates,budget,fragment", [
-    ([], 100, "at least one candidate"),
-    (TABLE, 0, "time budget"),
-    (TABLE, math.inf, "time budget"),
-    ([Candidate("x", 1_000, math.nan)], 100, "candidate 'x'"),
-    ([Candidate("x", 0, 10.0)], 100, "candidate 'x'"),
-])
+@pytest.mark.parametrize(
+    "candidates,budget,fragment",
+    [
+        ([], 100, "at least one candidate"),
+        (TABLE, 0, "time budget"),
+        (TABLE, math.inf, "time budget"),
+        ([Candidate("x", 1_000, math.nan)], 100, "candidate 'x'"),
+        ([Candidate("x", 0, 10.0)], 100, "candidate 'x'"),
+    ],
+)
 def test_impossible_tables_are_refused_in_a_sentence(candidates, budget, fragment):
     with pytest.raises(ValueError, match=fragment):
         choose(candidates, budget)
@@ -126,17 +139,20 @@ def fake_measure(table, timed):
     return measure
 
 
-@pytest.mark.parametrize("budget,timed,chosen", [
-    # 100 s: tiny sees 50 per parameter (above 20), small 0.3125 (below): big is never timed; tiny wins.
-    (100, ["tiny", "small"], "tiny"),
-    # 640,000 s: tiny 320,000 and small 2,000 are above 20, big 16 below: all three timed; big wins.
-    (640_000, ["tiny", "small", "big"], "big"),
-])
+@pytest.mark.parametrize(
+    "budget,timed,chosen",
+    [
+        # 100 s: tiny sees 50 per parameter (above 20), small 0.3125 (below): big is never timed; tiny wins.
+        (100, ["tiny", "small"], "tiny"),
+        # 640,000 s: tiny 320,000 and small 2,000 are above 20, big 16 below: all three timed; big wins.
+        (640_000, ["tiny", "small", "big"], "big"),
+    ],
+)
 def test_sizes_are_timed_smallest_first_until_one_is_below_the_target(budget, timed, chosen):
     seen = []
     choice = sizing.measure_sizes(dict.fromkeys(["tiny", "small", "big"]), budget, measure=fake_measure(TABLE, seen))
     assert seen == timed and choice.chosen.name == chosen
-    assert list(choice.unmeasured) == ["tiny", "small", "big"][len(timed):]
+    assert list(choice.unmeasured) == ["tiny", "small", "big"][len(timed) :]
     assert ("not timed: big" in choice.explain()) == (len(timed) == 2)
 
 
@@ -179,13 +195,28 @@ def test_train_preset_auto_takes_the_size_the_rule_picks_and_says_why(monkeypatc
     assert train.training_config(args).save_path == "weights/small-builtin"
 
 
-@pytest.mark.parametrize("flags,fragment", [
-    (["--preset", "auto"], "give --time-budget SECONDS"),
-    (["--preset", "auto", "--time-budget", "60", "--dim", "64,32"], "drop --dim"),
-    (["--preset", "auto", "--time-budget", "60", "--resume"], "--resume continues the run's own model"),
-])
+@pytest.mark.parametrize(
+    "flags,fragment",
+    [
+        (["--preset", "auto"], "give --time-budget SECONDS"),
+        (["--preset", "auto", "--time-budget", "60", "--dim", "64,32"], "drop --dim"),
+        (["--preset", "auto", "--time-budget", "60", "--resume"], "--resume continues the run's own model"),
+    ],
+)
 def test_train_preset_auto_refuses_what_it_cannot_honour_in_one_line(flags, fragment, tmp_path):
     from .helpers import one_line_error, run
 
-    one_line_error(run("-m", "mlx_megabyte.train", "--data", "builtin", "--builtin-mb", "0.4", "--save-path",
-                       str(tmp_path / "r"), *flags), fragment)
+    one_line_error(
+        run(
+            "-m",
+            "mlx_megabyte.train",
+            "--data",
+            "builtin",
+            "--builtin-mb",
+            "0.4",
+            "--save-path",
+            str(tmp_path / "r"),
+            *flags,
+        ),
+        fragment,
+    )

@@ -27,8 +27,17 @@ from .helpers import run as run_command
 
 # Small enough to test quickly, with every mechanism in play: a window shorter than the context, fewer
 # global positions than boundaries in a full window, a fallback short enough to fire.
-CONFIG = SpaceByteConfig(context_length=48, local_dim=16, global_dim=32, local_depth=3, global_depth=2,
-                         global_length=8, window=6, max_patch=5, dim_head=8)
+CONFIG = SpaceByteConfig(
+    context_length=48,
+    local_dim=16,
+    global_dim=32,
+    local_depth=3,
+    global_depth=2,
+    global_length=8,
+    window=6,
+    max_patch=5,
+    dim_head=8,
+)
 TEXT = "The cat sat. A dog ran far, then rested!  Supercalifragilistic words: ok 中文字 fin"
 
 
@@ -88,8 +97,10 @@ def test_vectorised_rule_equals_the_byte_by_byte_rule():
     rng = np.random.default_rng(0)
     alphabet = np.frombuffer(b"abcXYZ019 .,\n" + "é中".encode(), dtype=np.uint8)
     for max_patch in (1, 3, 16):
-        rows = [rng.choice(alphabet, 64) for _ in range(3)] + [np.full(64, ord("q"), dtype=np.uint8),
-                                                             rng.integers(0, 256, 64).astype(np.uint8)]
+        rows = [rng.choice(alphabet, 64) for _ in range(3)] + [
+            np.full(64, ord("q"), dtype=np.uint8),
+            rng.integers(0, 256, 64).astype(np.uint8),
+        ]
         got = np.array(spacebyte_boundaries.boundaries(mx.array(np.stack(rows)), max_patch))
         for row, mask in zip(rows, got):
             assert np.flatnonzero(mask).tolist() == naive_boundaries(row.tobytes(), max_patch)
@@ -201,9 +212,29 @@ def test_config_validation_and_unknown_keys():
 def test_train_resume_evaluate_and_refuse_conversion(tmp_path):
     corpus = tmp_path / "text.txt"
     corpus.write_text((TEXT + "\n") * 400)
-    base = ["--arch", "spacebyte", "--preset", "tiny", "--data", str(corpus), "--cache-dir", str(tmp_path / "cache"),
-            "--batch-size", "2", "--eval-batches", "1", "--steps-per-sample", "0", "--quiet", "--steps-per-eval", "3",
-            "--save-path", str(tmp_path / "run"), "--dtype", "float32"]
+    base = [
+        "--arch",
+        "spacebyte",
+        "--preset",
+        "tiny",
+        "--data",
+        str(corpus),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--batch-size",
+        "2",
+        "--eval-batches",
+        "1",
+        "--steps-per-sample",
+        "0",
+        "--quiet",
+        "--steps-per-eval",
+        "3",
+        "--save-path",
+        str(tmp_path / "run"),
+        "--dtype",
+        "float32",
+    ]
 
     def train(*extra):
         console = Console(file=io.StringIO(), width=200)
@@ -222,8 +253,9 @@ def test_train_resume_evaluate_and_refuse_conversion(tmp_path):
     assert result["bytes"] == result["counted_bytes"] == len(data) and 0 < result["bpb"] < 8.5
 
     out = tmp_path / "torch.safetensors"
-    refused = run_command("tools/convert_to_torch.py", "--mlx-path", str(tmp_path / "run" / "best"),
-                          "--torch-path", str(out))
+    refused = run_command(
+        "tools/convert_to_torch.py", "--mlx-path", str(tmp_path / "run" / "best"), "--torch-path", str(out)
+    )
     one_line_error(refused, "megabyte-pytorch has no spacebyte architecture")
     assert not out.exists()
 
@@ -233,5 +265,7 @@ def test_flags_of_the_other_architecture_are_refused():
         model_config(build_parser().parse_args(["--arch", "spacebyte", "--max-seq-len", "8,8"]))
     with pytest.raises(UserError, match="--window is not a MEGABYTE setting"):
         model_config(build_parser().parse_args(["--window", "8"]))
-    config = model_config(build_parser().parse_args(["--arch", "spacebyte", "--preset", "small", "--context-length", "512"]))
+    config = model_config(
+        build_parser().parse_args(["--arch", "spacebyte", "--preset", "small", "--context-length", "512"])
+    )
     assert config.global_length == 128 and config.local_dim == sb.PRESETS["small"].local_dim

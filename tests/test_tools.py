@@ -31,10 +31,16 @@ BAD_FLAGS = [
     ("load_test.py", ["--temp", "inf"], "--temp: expected a finite number"),
     ("load_test.py", ["--rounds", "0"], "--rounds: must be at least 1"),
     ("load_test.py", ["--url", "localhost:8080"], "--url: expected http://HOST[:PORT]"),
-    ("compare.py", ["--data", "builtin", "--out", "o", "--config", "a: --preset tiny", "--time-budget", "nan"],
-     "--time-budget: expected a finite number"),
-    ("compare.py", ["--data", "builtin", "--out", "o", "--config", "a: --preset tiny", "--bytes", "0"],
-     "--bytes: must be at least 1"),
+    (
+        "compare.py",
+        ["--data", "builtin", "--out", "o", "--config", "a: --preset tiny", "--time-budget", "nan"],
+        "--time-budget: expected a finite number",
+    ),
+    (
+        "compare.py",
+        ["--data", "builtin", "--out", "o", "--config", "a: --preset tiny", "--bytes", "0"],
+        "--bytes: must be at least 1",
+    ),
     ("push_to_hub.py", ["--model", "m", "--repo", "a/b", "--bpb", "-1"], "--bpb: must be at least 0"),
     ("convert_from_torch.py", ["--mlx-path", "out"], "the following arguments are required: --torch-path"),
 ]
@@ -52,8 +58,17 @@ def test_the_other_errors_of_the_tools_are_one_line(tmp_path):
     refused = run("tools/load_test.py", "--url", "http://127.0.0.1:9", "--clients", "1", "--rounds", "1", timeout=60)
     assert refused.returncode == 1
     one_line_error(refused, "did not answer", "is it running?")  # once tracebacks from the client threads
-    one_line_error(run("tools/convert_to_torch.py", "--mlx-path", str(tmp_path / "none"), "--torch-path",
-                       str(tmp_path / "x.safetensors"), timeout=60), "is not a weights directory")
+    one_line_error(
+        run(
+            "tools/convert_to_torch.py",
+            "--mlx-path",
+            str(tmp_path / "none"),
+            "--torch-path",
+            str(tmp_path / "x.safetensors"),
+            timeout=60,
+        ),
+        "is not a weights directory",
+    )
 
 
 def test_corpora_splits_fortunes_and_removes_colour_codes_even_nested(tmp_path):
@@ -63,7 +78,17 @@ def test_corpora_splits_fortunes_and_removes_colour_codes_even_nested(tmp_path):
     corpora = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(corpora)
     path = tmp_path / "f"
-    path.write_bytes("First one,\n  kept as it is.\n%\n\x1b[32m《标题》\x1b[m\n\x1b[;\x1b[34;1mm诗句\n%\n\n%\nLast\n".encode())
+    path.write_bytes(
+        "First one,\n  kept as it is.\n%\n\x1b[32m《标题》\x1b[m\n\x1b[;\x1b[34;1mm诗句\n%\n\n%\nLast\n".encode()
+    )
     assert corpora.fortunes(path) == ["First one,\n  kept as it is.", "《标题》\n诗句", "Last"]
-    one_line_error(run(str(ROOT / "tools" / "corpora.py"), "fortunes", "--out", str(tmp_path / "x.txt"),
-                       env={"PATH": str(tmp_path)}), "dpkg is not here")
+    one_line_error(
+        run(
+            str(ROOT / "tools" / "corpora.py"),
+            "fortunes",
+            "--out",
+            str(tmp_path / "x.txt"),
+            env={"PATH": str(tmp_path)},
+        ),
+        "dpkg is not here",
+    )

@@ -19,8 +19,21 @@ from mlx_megabyte.train import build_parser, run
 from .helpers import ROOT, one_line_error
 from .helpers import run as run_command
 
-BASE = ["--preset", "tiny", "--data", "builtin", "--builtin-mb", "0.4", "--batch-size", "4", "--eval-batches", "2",
-        "--steps-per-sample", "0", "--quiet"]
+BASE = [
+    "--preset",
+    "tiny",
+    "--data",
+    "builtin",
+    "--builtin-mb",
+    "0.4",
+    "--batch-size",
+    "4",
+    "--eval-batches",
+    "2",
+    "--steps-per-sample",
+    "0",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +70,17 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, cache):
     want = losses(tmp_path / "straight")
 
     # Ctrl-C a real process part-way, then --resume it.
-    command = [sys.executable, "-m", "mlx_megabyte.train", *BASE, "--cache-dir", cache,
-               "--save-path", str(tmp_path / "broken"), *flags]
+    command = [
+        sys.executable,
+        "-m",
+        "mlx_megabyte.train",
+        *BASE,
+        "--cache-dir",
+        cache,
+        "--save-path",
+        str(tmp_path / "broken"),
+        *flags,
+    ]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "broken" / "metrics.jsonl"
     deadline = time.time() + 120
@@ -104,9 +126,24 @@ def test_a_checkpoint_write_that_dies_leaves_the_previous_one(tmp_path, cache, m
 
 
 def test_sigkill_during_training_never_leaves_a_broken_checkpoint(tmp_path, cache):
-    command = [sys.executable, "-m", "mlx_megabyte.train", *BASE, "--cache-dir", cache, "--save-path",
-               str(tmp_path / "run"), "--iters", "400", "--steps-per-eval", "1000", "--steps-per-save", "1",
-               "--keep-checkpoints", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlx_megabyte.train",
+        *BASE,
+        "--cache-dir",
+        cache,
+        "--save-path",
+        str(tmp_path / "run"),
+        "--iters",
+        "400",
+        "--steps-per-eval",
+        "1000",
+        "--steps-per-save",
+        "1",
+        "--keep-checkpoints",
+        "2",
+    ]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     folder = tmp_path / "run" / "checkpoints"
     deadline = time.time() + 120
@@ -119,8 +156,19 @@ def test_sigkill_during_training_never_leaves_a_broken_checkpoint(tmp_path, cach
     assert complete, list(folder.iterdir())
     for path in complete:
         load(path)
-    summary, _ = train(tmp_path, cache, "--iters", "400", "--steps-per-eval", "1000", "--steps-per-save", "1",
-                       "--keep-checkpoints", "2", "--resume")
+    summary, _ = train(
+        tmp_path,
+        cache,
+        "--iters",
+        "400",
+        "--steps-per-eval",
+        "1000",
+        "--steps-per-save",
+        "1",
+        "--keep-checkpoints",
+        "2",
+        "--resume",
+    )
     assert summary["start_step"] >= int(complete[-1].name.split("-")[1])
 
 
@@ -144,8 +192,19 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, cache, monk
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path, cache):
     train(tmp_path, cache, "--iters", "3", "--steps-per-eval", "3", "--batch-size", "4", name="big")
-    train(tmp_path, cache, "--iters", "3", "--steps-per-eval", "3", "--batch-size", "2",
-          "--grad-accumulation-steps", "2", name="accumulated")
+    train(
+        tmp_path,
+        cache,
+        "--iters",
+        "3",
+        "--steps-per-eval",
+        "3",
+        "--batch-size",
+        "2",
+        "--grad-accumulation-steps",
+        "2",
+        name="accumulated",
+    )
     big, accumulated = losses(tmp_path / "big"), losses(tmp_path / "accumulated")
     assert all(abs(big[s] - accumulated[s]) < 1e-4 for s in (1, 2, 3)), (big, accumulated)
 
@@ -153,9 +212,13 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, cache):
 def test_bad_flags_give_one_line(tmp_path, cache):
     common = ["-m", "mlx_megabyte.train", "--cache-dir", cache, "--save-path", str(tmp_path / "r")]
     one_line_error(run_command(*common, "--data", str(tmp_path / "nothing.txt")), "no such file")
-    one_line_error(run_command(*common, "--preset", "tiny", "--depth", "2,2,2"), "depth has 3 stages but max_seq_len has 2")
-    one_line_error(run_command(*common, "--preset", "tiny", "--data", "builtin", "--builtin-mb", "0.4", "--resume"),
-                   "no checkpoint")
+    one_line_error(
+        run_command(*common, "--preset", "tiny", "--depth", "2,2,2"), "depth has 3 stages but max_seq_len has 2"
+    )
+    one_line_error(
+        run_command(*common, "--preset", "tiny", "--data", "builtin", "--builtin-mb", "0.4", "--resume"),
+        "no checkpoint",
+    )
 
 
 def test_a_preset_that_is_not_the_init_from_model_is_refused(tmp_path):
@@ -165,8 +228,20 @@ def test_a_preset_that_is_not_the_init_from_model_is_refused(tmp_path):
     from mlx_megabyte.train import training_config
 
     save(build(architecture("spacebyte").presets["tiny"]), tmp_path / "spacebyte")
-    common = ["-m", "mlx_megabyte.train", "--init-from", str(tmp_path / "spacebyte"), "--data", "builtin",
-              "--builtin-mb", "0.4", "--iters", "1", "--save-path", str(tmp_path / "r")]
+    common = [
+        "-m",
+        "mlx_megabyte.train",
+        "--init-from",
+        str(tmp_path / "spacebyte"),
+        "--data",
+        "builtin",
+        "--builtin-mb",
+        "0.4",
+        "--iters",
+        "1",
+        "--save-path",
+        str(tmp_path / "r"),
+    ]
     for preset in (["--preset", "tiny"], ["--preset", "small"], ["--arch", "spacebyte", "--preset", "small"]):
         one_line_error(run_command(*common, *preset), "holds a spacebyte model that is not", "drop --preset")
     one_line_error(run_command(*common, "--arch", "megabyte"), "drop --arch megabyte")
@@ -177,8 +252,19 @@ def test_a_preset_that_is_not_the_init_from_model_is_refused(tmp_path):
 
 def test_init_from_starts_instruct_tuning_from_pretrained_weights(tmp_path, cache):
     train(tmp_path, cache, "--iters", "60", "--steps-per-eval", "60", "--learning-rate", "2e-3", name="base")
-    summary, output = train(tmp_path, cache, "--data", "builtin-instruct", "--init-from", str(tmp_path / "base"),
-                            "--iters", "2", "--steps-per-eval", "2", name="instruct")
+    summary, output = train(
+        tmp_path,
+        cache,
+        "--data",
+        "builtin-instruct",
+        "--init-from",
+        str(tmp_path / "base"),
+        "--iters",
+        "2",
+        "--steps-per-eval",
+        "2",
+        name="instruct",
+    )
     first = losses(tmp_path / "instruct")[1]
     fresh = losses(tmp_path / "base")[1]
     assert first < fresh - 1.0, (first, fresh)  # the pretrained model already knows stories
@@ -208,15 +294,39 @@ def test_a_second_run_into_a_run_directory_is_refused_and_overwrite_moves_the_ol
 
 
 def test_a_run_directory_in_use_is_refused_and_a_killed_owner_leaves_no_stale_lock(tmp_path, cache):
-    command = [sys.executable, "-m", "mlx_megabyte.train", *BASE, "--cache-dir", cache, "--save-path",
-               str(tmp_path / "run"), "--iters", "100000", "--steps-per-eval", "5"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlx_megabyte.train",
+        *BASE,
+        "--cache-dir",
+        cache,
+        "--save-path",
+        str(tmp_path / "run"),
+        "--iters",
+        "100000",
+        "--steps-per-eval",
+        "5",
+    ]
     owner = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and checkpoint.latest_checkpoint(tmp_path / "run") is None:
             time.sleep(0.05)
-        second = run_command("-m", "mlx_megabyte.train", *BASE, "--cache-dir", cache, "--save-path",
-                             str(tmp_path / "run"), "--iters", "100000", "--steps-per-eval", "5", "--resume")
+        second = run_command(
+            "-m",
+            "mlx_megabyte.train",
+            *BASE,
+            "--cache-dir",
+            cache,
+            "--save-path",
+            str(tmp_path / "run"),
+            "--iters",
+            "100000",
+            "--steps-per-eval",
+            "5",
+            "--resume",
+        )
         one_line_error(second, "is in use by another training", f"process {owner.pid}")
     finally:
         owner.kill()
@@ -232,8 +342,21 @@ def test_init_from_a_float16_model_trains_in_float32_and_lowers_the_loss(tmp_pat
 
     demo = ROOT / "weights" / "demo"
     assert load(demo).parameters()["stages"][0]["embedding"]["embedding"]["weight"].dtype == mx.float16
-    summary, _ = train(tmp_path, cache, "--init-from", str(demo), "--iters", "6", "--steps-per-eval", "6",
-                       "--learning-rate", "1e-4", "--batch-size", "4", base=BASE[2:])  # (--preset tiny is not its model)
+    summary, _ = train(
+        tmp_path,
+        cache,
+        "--init-from",
+        str(demo),
+        "--iters",
+        "6",
+        "--steps-per-eval",
+        "6",
+        "--learning-rate",
+        "1e-4",
+        "--batch-size",
+        "4",
+        base=BASE[2:],
+    )  # (--preset tiny is not its model)
     curve = losses(tmp_path / "run")
     assert max(curve.values()) < 1.2, curve  # float16 training went 0.55 -> 790 in one step
     assert summary["val_loss"] < 1.0, summary
@@ -309,11 +432,28 @@ def _limited_file_size(limit):
 def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, cache):
     train(tmp_path, cache, "--iters", "2", "--steps-per-eval", "2")
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "mlx_megabyte.train", *BASE, "--cache-dir", cache, "--save-path", str(run_dir),
-               "--iters", "6", "--steps-per-eval", "6", "--steps-per-save", "2", "--resume", "--reschedule"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlx_megabyte.train",
+        *BASE,
+        "--cache-dir",
+        cache,
+        "--save-path",
+        str(run_dir),
+        "--iters",
+        "6",
+        "--steps-per-eval",
+        "6",
+        "--steps-per-save",
+        "2",
+        "--resume",
+        "--reschedule",
+    ]
     # the tiny model's weights are ~0.8 MB: a 300 kB file-size limit stops the checkpoint, not the metrics
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            preexec_fn=_limited_file_size(300_000))
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=_limited_file_size(300_000)
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     line = result.stderr.strip().splitlines()[-1]  # after the progress lines: one line saying what failed
     assert line.startswith("error: cannot write") and "model.safetensors" in line, line
@@ -372,7 +512,12 @@ def test_resume_survives_a_truncated_metrics_line_and_a_damaged_newest_checkpoin
 
 def test_resume_refuses_a_changed_schedule_unless_told_and_changed_data_always(tmp_path, cache):
     train(tmp_path, cache, "--iters", "4", "--steps-per-eval", "2")
-    for flag, value in (("--iters", "8"), ("--learning-rate", "0.001"), ("--weight-decay", "0.0"), ("--grad-clip", "0.5")):
+    for flag, value in (
+        ("--iters", "8"),
+        ("--learning-rate", "0.001"),
+        ("--weight-decay", "0.0"),
+        ("--grad-clip", "0.5"),
+    ):
         with pytest.raises(UserError, match=f"the run used {flag} .*not {value}.*--reschedule"):
             train(tmp_path, cache, "--iters", "4", "--steps-per-eval", "2", flag, value, "--resume")
     with pytest.raises(UserError, match="the run used --seed 0, not 1: pass the same value$"):
@@ -393,23 +538,26 @@ def test_resume_refuses_a_changed_schedule_unless_told_and_changed_data_always(t
         train(tmp_path, cache, "--data", str(text), "--iters", "2", "--steps-per-eval", "2", "--resume", name="local")
 
 
-@pytest.mark.parametrize("flags, fragment", [
-    (["--learning-rate", "nan"], "--learning-rate: expected a finite number"),
-    (["--learning-rate", "1e30"], "--learning-rate: must be at most 1"),
-    (["--weight-decay", "inf"], "--weight-decay: expected a finite number"),
-    (["--grad-clip", "nan"], "--grad-clip: expected a finite number"),
-    (["--builtin-mb", "nan"], "--builtin-mb: expected a finite number"),
-    (["--val-fraction", "1"], "--val-fraction: must be below 1"),
-    (["--attn-dropout=-inf"], "--attn-dropout: expected a finite number"),
-    (["--seed", "-1"], "--seed: must be at least 0"),
-    (["--seed", str(2**64)], "--seed: must be at most 4294967295"),
-    (["--steps-per-save", "-1"], "--steps-per-save: must be at least 1"),
-    (["--sample-bytes", "-5"], "--sample-bytes: must be at least 1"),
-    (["--steps-per-sample", "-1"], "--steps-per-sample: must be at least 0"),
-    (["--warmup-steps", "-3"], "--warmup-steps: must be at least 0"),
-    (["--distributed-timeout", "nan"], "--distributed-timeout: expected a finite number"),
-    (["--reschedule"], "--reschedule changes a resumed run's schedule"),
-])
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--learning-rate", "nan"], "--learning-rate: expected a finite number"),
+        (["--learning-rate", "1e30"], "--learning-rate: must be at most 1"),
+        (["--weight-decay", "inf"], "--weight-decay: expected a finite number"),
+        (["--grad-clip", "nan"], "--grad-clip: expected a finite number"),
+        (["--builtin-mb", "nan"], "--builtin-mb: expected a finite number"),
+        (["--val-fraction", "1"], "--val-fraction: must be below 1"),
+        (["--attn-dropout=-inf"], "--attn-dropout: expected a finite number"),
+        (["--seed", "-1"], "--seed: must be at least 0"),
+        (["--seed", str(2**64)], "--seed: must be at most 4294967295"),
+        (["--steps-per-save", "-1"], "--steps-per-save: must be at least 1"),
+        (["--sample-bytes", "-5"], "--sample-bytes: must be at least 1"),
+        (["--steps-per-sample", "-1"], "--steps-per-sample: must be at least 0"),
+        (["--warmup-steps", "-3"], "--warmup-steps: must be at least 0"),
+        (["--distributed-timeout", "nan"], "--distributed-timeout: expected a finite number"),
+        (["--reschedule"], "--reschedule changes a resumed run's schedule"),
+    ],
+)
 def test_every_bad_number_is_refused_in_one_line(tmp_path, flags, fragment):
     result = run_command("-m", "mlx_megabyte.train", "--save-path", str(tmp_path / "r"), *flags)
     one_line_error(result, fragment)
@@ -436,8 +584,9 @@ def test_measured_defaults_apply_to_their_presets_only_and_flags_win():
     from mlx_megabyte.models import ARCHITECTURES
     from mlx_megabyte.train import DEFAULTS, training_config
 
-    PRESET_DEFAULTS = {(a.name, preset): values for a in ARCHITECTURES.values()
-                       for preset, values in a.training_defaults.items()}
+    PRESET_DEFAULTS = {
+        (a.name, preset): values for a in ARCHITECTURES.values() for preset, values in a.training_defaults.items()
+    }
 
     def config(*flags):
         return training_config(build_parser().parse_args(list(flags)))
@@ -516,11 +665,14 @@ def test_float16_overflow_skips_the_step_halves_the_scale_and_resume_restores_it
     load(saved)  # finite float32 weights
 
     # --resume continues with the saved scale, not the initial one
-    summary, _ = train(tmp_path, cache, "--iters", "42", "--steps-per-eval", "42", "--dtype", "float16",
-                       "--resume", "--reschedule")
+    summary, _ = train(
+        tmp_path, cache, "--iters", "42", "--steps-per-eval", "42", "--dtype", "float16", "--resume", "--reschedule"
+    )
     resumed = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r for r in resumed if r.get("step") == 41][0]["loss_scale"] in (state["loss_scale"]["scale"],
-                                                                            state["loss_scale"]["scale"] / 2)
+    assert [r for r in resumed if r.get("step") == 41][0]["loss_scale"] in (
+        state["loss_scale"]["scale"],
+        state["loss_scale"]["scale"] / 2,
+    )
 
 
 def test_a_flipped_bit_in_saved_weights_is_found_on_load_and_resume_falls_back(tmp_path, cache):

@@ -201,7 +201,7 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
     if task.startswith("generate-q"):
         from mlx_megabyte.weights import quantize
 
-        quantize(model, int(task[len("generate-q"):]))
+        quantize(model, int(task[len("generate-q") :]))
     length = model_config(config).context_length
     ids = mx.array(np.random.default_rng(0).integers(0, 256, (batch, length)))
     rates = []
@@ -257,15 +257,27 @@ def worker_main(args):
         from mlx_megabyte import cpu
 
         if sys.platform.startswith("linux") and (cpu.blas is None or cpu.sgemm_provider() is None):
-            sys.exit(f"error: MLX's matmuls are served by the reference BLAS bundled with mlx ({cpu.status}): "
-                     "no valid numbers")
+            sys.exit(
+                f"error: MLX's matmuls are served by the reference BLAS bundled with mlx ({cpu.status}): "
+                "no valid numbers"
+            )
     function = torch_worker if args.worker.startswith("torch") else mlx_worker
     if args.worker.startswith("torch"):
         import torch
 
         torch.set_num_threads(os.cpu_count() or 1)
-    result = function(args.task, config, args.batch, args.steps, args.warmup, args.weights, args.prompt_bytes,
-                      args.new_bytes, args.device, compiled=args.worker == "torch-compiled")
+    result = function(
+        args.task,
+        config,
+        args.batch,
+        args.steps,
+        args.warmup,
+        args.weights,
+        args.prompt_bytes,
+        args.new_bytes,
+        args.device,
+        compiled=args.worker == "torch-compiled",
+    )
     scale = 1024 if sys.platform.startswith("linux") else 1024 * 1024  # ru_maxrss: KiB on Linux, bytes on macOS
     result["max_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
     # What a process used at its peak: GPU memory where it ran on a GPU, else its resident set.
@@ -285,11 +297,28 @@ def prompt_length(config: dict, args):
 
 
 def measure(worker, task, config, args, weights=None, steps=None, warmup=None):
-    command = [sys.executable, os.path.abspath(__file__), "--worker", worker, "--task", task,
-               "--config", json.dumps(args.models[config]),
-               "--batch", str(args.batch), "--steps", str(steps or args.steps), "--warmup", str(args.warmup if warmup is None else warmup),
-               "--prompt-bytes", str(prompt_length(args.models[config], args)), "--new-bytes", str(args.new_bytes),
-               "--device", args.device]
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        worker,
+        "--task",
+        task,
+        "--config",
+        json.dumps(args.models[config]),
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(steps or args.steps),
+        "--warmup",
+        str(args.warmup if warmup is None else warmup),
+        "--prompt-bytes",
+        str(prompt_length(args.models[config], args)),
+        "--new-bytes",
+        str(args.new_bytes),
+        "--device",
+        args.device,
+    ]
     if weights:
         command += ["--weights", weights]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -298,7 +327,7 @@ def measure(worker, task, config, args, weights=None, steps=None, warmup=None):
         return None  # torch.compile is optional: where it fails, the row says so
     if done.returncode != 0 or not lines:
         sys.exit(f"error: the {worker} {task} worker failed:\n{done.stderr[-2000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def save_torch_weights(config: dict, path):
@@ -340,9 +369,13 @@ def orchestrate(args):
                     results[worker].append(result)
                     if generating and worker == "torch":
                         torch_generate.append(result)
-                    print(f"  {config} {task} round {round_ + 1} {worker}: "
-                          f"{statistics.median(result['rates']):,.1f} bytes/s, "
-                          f"peak memory ({result['memory_kind']}) {result['memory_gb']:.2f} GB", file=sys.stderr, flush=True)
+                    print(
+                        f"  {config} {task} round {round_ + 1} {worker}: "
+                        f"{statistics.median(result['rates']):,.1f} bytes/s, "
+                        f"peak memory ({result['memory_kind']}) {result['memory_gb']:.2f} GB",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             row = summarise(config, task, results, args.device, args.models[config])
             row["batch"] = args.batch
             if generating:
@@ -360,12 +393,19 @@ def summarise(config, task, results, device, model: dict):
         values = [v for r in results[worker] for v in (r[key] if isinstance(r[key], list) else [r[key]])]
         return statistics.median(values) if values else None
 
-    row = {"config": config, "task": task, "device": device, "batch": None,
-           "torch_bytes_per_s": median("torch", "rates"), "mlx_bytes_per_s": median("mlx", "rates"),
-           "torch_memory_gb": median("torch", "memory_gb"), "mlx_memory_gb": median("mlx", "memory_gb"),
-           "torch_memory_kind": results["torch"][0]["memory_kind"] if results["torch"] else None,
-           "mlx_memory_kind": results["mlx"][0]["memory_kind"],
-           "mlx_peak_gb": median("mlx", "mlx_peak_gb")}
+    row = {
+        "config": config,
+        "task": task,
+        "device": device,
+        "batch": None,
+        "torch_bytes_per_s": median("torch", "rates"),
+        "mlx_bytes_per_s": median("mlx", "rates"),
+        "torch_memory_gb": median("torch", "memory_gb"),
+        "mlx_memory_gb": median("mlx", "memory_gb"),
+        "torch_memory_kind": results["torch"][0]["memory_kind"] if results["torch"] else None,
+        "mlx_memory_kind": results["mlx"][0]["memory_kind"],
+        "mlx_peak_gb": median("mlx", "mlx_peak_gb"),
+    }
     if results.get("torch-compiled"):
         row["torch_compiled_bytes_per_s"] = median("torch-compiled", "rates")
     torch_rate = max(row["torch_bytes_per_s"] or 0, row.get("torch_compiled_bytes_per_s", 0))
@@ -373,35 +413,46 @@ def summarise(config, task, results, device, model: dict):
     row["memory_ratio"] = row["mlx_memory_gb"] / row["torch_memory_gb"] if row["torch_memory_gb"] else None
     if task.startswith("train"):
         ceilings = [median("mlx", "matmul_gflops")]
-        if results["torch"] and all("matmul_gflops" in r for r in results["torch"]):  # on CUDA: the faster framework's matmul
+        if results["torch"] and all(
+            "matmul_gflops" in r for r in results["torch"]
+        ):  # on CUDA: the faster framework's matmul
             ceilings.append(median("torch", "matmul_gflops"))
         ceiling = max(ceilings)
         flops = flops_per_byte(model, training=True)
-        row.update(matmul_gflops=ceiling, mflops_per_byte=flops / 1e6,
-                   torch_mfu=(row["torch_bytes_per_s"] or 0) * flops / (ceiling * 1e9),
-                   mlx_mfu=row["mlx_bytes_per_s"] * flops / (ceiling * 1e9))
+        row.update(
+            matmul_gflops=ceiling,
+            mflops_per_byte=flops / 1e6,
+            torch_mfu=(row["torch_bytes_per_s"] or 0) * flops / (ceiling * 1e9),
+            mlx_mfu=row["mlx_bytes_per_s"] * flops / (ceiling * 1e9),
+        )
     return row
 
 
 def print_row(row):
     if row["torch_bytes_per_s"] is None:  # MLX only (no megabyte-pytorch counterpart)
-        line = (f"{row['config']:>7} {row['task']:>18}: mlx {row['mlx_bytes_per_s']:>10,.1f} B/s   "
-                f"peak memory {row['mlx_memory_gb']:.2f} GB ({row['mlx_memory_kind']}) (MLX peak {row['mlx_peak_gb']:.2f} GB)")
+        line = (
+            f"{row['config']:>7} {row['task']:>18}: mlx {row['mlx_bytes_per_s']:>10,.1f} B/s   "
+            f"peak memory {row['mlx_memory_gb']:.2f} GB ({row['mlx_memory_kind']}) (MLX peak {row['mlx_peak_gb']:.2f} GB)"
+        )
         if "mlx_mfu" in row:
             line += f"   MFU {100 * row['mlx_mfu']:.0f}% of {row['matmul_gflops']:.0f} GFLOP/s ({row['mflops_per_byte']:.1f} MFLOP/byte)"
         print(line, flush=True)
         return
     compiled = f" (compiled {row['torch_compiled_bytes_per_s']:,.1f})" if "torch_compiled_bytes_per_s" in row else ""
-    line = (f"{row['config']:>7} {row['task']:>18}: torch {row['torch_bytes_per_s']:>10,.1f} B/s{compiled}  "
-            f"mlx {row['mlx_bytes_per_s']:>10,.1f} B/s  speed x{row['speed_ratio']:.2f}   "
-            f"peak memory torch {row['torch_memory_gb']:.2f} GB ({row['torch_memory_kind']})  "
-            f"mlx {row['mlx_memory_gb']:.2f} GB ({row['mlx_memory_kind']}) "
-            f"(MLX peak {row['mlx_peak_gb']:.2f} GB)  memory x{row['memory_ratio']:.2f}")
+    line = (
+        f"{row['config']:>7} {row['task']:>18}: torch {row['torch_bytes_per_s']:>10,.1f} B/s{compiled}  "
+        f"mlx {row['mlx_bytes_per_s']:>10,.1f} B/s  speed x{row['speed_ratio']:.2f}   "
+        f"peak memory torch {row['torch_memory_gb']:.2f} GB ({row['torch_memory_kind']})  "
+        f"mlx {row['mlx_memory_gb']:.2f} GB ({row['mlx_memory_kind']}) "
+        f"(MLX peak {row['mlx_peak_gb']:.2f} GB)  memory x{row['memory_ratio']:.2f}"
+    )
     if "prompt_bytes" in row:
         line += f"   ({row['new_bytes']} bytes after a {row['prompt_bytes']}-byte prompt)"
     if "mlx_mfu" in row:
-        line += (f"   MFU torch {100 * row['torch_mfu']:.0f}% mlx {100 * row['mlx_mfu']:.0f}% of "
-                 f"{row['matmul_gflops']:.0f} GFLOP/s ({row['mflops_per_byte']:.1f} MFLOP/byte)")
+        line += (
+            f"   MFU torch {100 * row['torch_mfu']:.0f}% mlx {100 * row['mlx_mfu']:.0f}% of "
+            f"{row['matmul_gflops']:.0f} GFLOP/s ({row['mflops_per_byte']:.1f} MFLOP/byte)"
+        )
     print(line, flush=True)
 
 
@@ -417,24 +468,46 @@ def build_parser():
     from mlx_megabyte import cli  # here, not at the top: see worker_parser
 
     parser = cli.parser("tools/benchmark.py", __doc__)
-    parser.add_argument("--configs", type=cli.listed(choices=tuple(configurations())), default="seed",
-                        help=f"comma-separated: {', '.join(configurations())}")
-    parser.add_argument("--tasks", type=cli.listed(choices=TASKS), default="train,forward,generate",
-                        help=f"comma-separated: {', '.join(TASKS)}")
+    parser.add_argument(
+        "--configs",
+        type=cli.listed(choices=tuple(configurations())),
+        default="seed",
+        help=f"comma-separated: {', '.join(configurations())}",
+    )
+    parser.add_argument(
+        "--tasks",
+        type=cli.listed(choices=TASKS),
+        default="train,forward,generate",
+        help=f"comma-separated: {', '.join(TASKS)}",
+    )
     parser.add_argument("--device", choices=("cpu", "gpu"), help="where both run (default: the GPU when MLX has one)")
-    parser.add_argument("--batch", type=cli.number(int, 1),
-                        help="sequences per step (train, forward); default 4 on CPUs, 32 on GPUs")
+    parser.add_argument(
+        "--batch", type=cli.number(int, 1), help="sequences per step (train, forward); default 4 on CPUs, 32 on GPUs"
+    )
     parser.add_argument("--torch-compile", action="store_true", help="also time megabyte-pytorch under torch.compile")
     parser.add_argument("--steps", type=cli.number(int, 1), default=3, help="measured steps per process")
-    parser.add_argument("--warmup", type=cli.number(int, 0), default=3,
-                        help="unmeasured steps per process (compilation, and the allocator settling)")
-    parser.add_argument("--rounds", type=cli.number(int, 1), default=2,
-                        help="processes per implementation, alternating")
-    parser.add_argument("--prompt-bytes", type=cli.number(int, 1), default=1024,
-                        help="generate: prompt length (shortened to fit the context with the new bytes)")
+    parser.add_argument(
+        "--warmup",
+        type=cli.number(int, 0),
+        default=3,
+        help="unmeasured steps per process (compilation, and the allocator settling)",
+    )
+    parser.add_argument(
+        "--rounds", type=cli.number(int, 1), default=2, help="processes per implementation, alternating"
+    )
+    parser.add_argument(
+        "--prompt-bytes",
+        type=cli.number(int, 1),
+        default=1024,
+        help="generate: prompt length (shortened to fit the context with the new bytes)",
+    )
     parser.add_argument("--new-bytes", type=cli.number(int, 1), default=512, help="generate: bytes to generate")
-    parser.add_argument("--torch-generate-rounds", type=cli.number(int, 0), default=1,
-                        help="full-recompute rounds (slow; 0: MLX rows only)")
+    parser.add_argument(
+        "--torch-generate-rounds",
+        type=cli.number(int, 0),
+        default=1,
+        help="full-recompute rounds (slow; 0: MLX rows only)",
+    )
     parser.add_argument("--json", help="also write the results here")
     return parser
 

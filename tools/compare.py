@@ -85,26 +85,55 @@ NAME_LIMIT = 200  # characters of a run's name (a directory name; file systems a
 
 def parse_args(argv=None):
     parser = cli.parser("tools/compare.py", __doc__)
-    parser.add_argument("--config", action="append", default=[], metavar="'NAME: FLAGS'",
-                        help="a configuration: a name, a colon and train flags (repeat for several)")
-    parser.add_argument("--configs", help="a JSON file of configurations: {\"NAME\": \"FLAGS\", ...}")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="'NAME: FLAGS'",
+        help="a configuration: a name, a colon and train flags (repeat for several)",
+    )
+    parser.add_argument("--configs", help='a JSON file of configurations: {"NAME": "FLAGS", ...}')
     parser.add_argument("--data", required=True, help="training data for every run (train's --data)")
     parser.add_argument("--out", required=True, help="where the runs, the tables and the plots go")
     budget = parser.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--time-budget", type=cli.number(float, 0, low_open=True), metavar="SECONDS",
-                        help="seconds of training steps per run")
-    budget.add_argument("--bytes", type=cli.number(int, 1),
-                        help="training bytes per run instead (equal data, not equal time)")
-    parser.add_argument("--train-args", default="", help="train flags for every run (e.g. '--batch-size 8 --iters 4000')")
-    parser.add_argument("--vary", action="append", default=[], type=vary, metavar="NAME=VALUE,VALUE,...",
-                        help="sweep a setting of the one configuration given (repeat for several axes; see above)")
-    parser.add_argument("--sweep", choices=SWEEPS, default=DEFAULT_SWEEP,
-                        help="with --vary: each axis alone around the base, or every combination")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the runs (NAME: FLAGS), their parameters and FLOPs per byte, and train nothing")
+    budget.add_argument(
+        "--time-budget",
+        type=cli.number(float, 0, low_open=True),
+        metavar="SECONDS",
+        help="seconds of training steps per run",
+    )
+    budget.add_argument(
+        "--bytes", type=cli.number(int, 1), help="training bytes per run instead (equal data, not equal time)"
+    )
+    parser.add_argument(
+        "--train-args", default="", help="train flags for every run (e.g. '--batch-size 8 --iters 4000')"
+    )
+    parser.add_argument(
+        "--vary",
+        action="append",
+        default=[],
+        type=vary,
+        metavar="NAME=VALUE,VALUE,...",
+        help="sweep a setting of the one configuration given (repeat for several axes; see above)",
+    )
+    parser.add_argument(
+        "--sweep",
+        choices=SWEEPS,
+        default=DEFAULT_SWEEP,
+        help="with --vary: each axis alone around the base, or every combination",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the runs (NAME: FLAGS), their parameters and FLOPs per byte, and train nothing",
+    )
     parser.add_argument("--eval-data", help="held-out data (default: --data)")
-    parser.add_argument("--eval-split", default="validation", choices=("validation", "train", "all"),
-                        help="the part of --eval-data to score")
+    parser.add_argument(
+        "--eval-split",
+        default="validation",
+        choices=("validation", "train", "all"),
+        help="the part of --eval-data to score",
+    )
     parser.add_argument("--eval-max-bytes", type=cli.number(int, 1), help="score only the first N held-out bytes")
     parser.add_argument("--cache-dir", help="where encoded data is kept (train's and evaluate's --cache-dir)")
     return parser.parse_args(argv)
@@ -144,8 +173,9 @@ def configurations(args) -> dict[str, list[str]]:
     runs = {}
     for name, flags in found.items():
         if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            raise UserError(f"configuration name {name!r}: use letters, digits, '-', '_' and '.' "
-                            "(it names a directory)")
+            raise UserError(
+                f"configuration name {name!r}: use letters, digits, '-', '_' and '.' (it names a directory)"
+            )
         runs[name] = split_flags(flags, f"configuration {name!r}")
     return runs
 
@@ -170,8 +200,10 @@ def read_configs(path: str) -> list[tuple[str, object]]:
     except json.JSONDecodeError as error:
         raise UserError(f"--configs: {path} is not valid JSON ({error})") from None
     if not isinstance(found, dict):
-        raise UserError(f'--configs: {path} must hold a JSON object of configurations, {{"NAME": "FLAGS", ...}}, '
-                        f"not a {type(found).__name__}")
+        raise UserError(
+            f'--configs: {path} must hold a JSON object of configurations, {{"NAME": "FLAGS", ...}}, '
+            f"not a {type(found).__name__}"
+        )
     return list(found.items())
 
 
@@ -221,8 +253,17 @@ def parse_train(parser, flags: list[str]):
 def train_flags(args, name: str, flags: list[str]) -> list[str]:
     """Every train flag of one run but the budget: compare's own first (a configuration may override
     them), then --train-args, the run's flags, and the data and run directory, which no run overrides."""
-    full = ["--quiet", "--steps-per-sample", "0", *split_flags(args.train_args, "--train-args"), *flags,
-            "--data", args.data, "--save-path", str(Path(args.out) / name)]
+    full = [
+        "--quiet",
+        "--steps-per-sample",
+        "0",
+        *split_flags(args.train_args, "--train-args"),
+        *flags,
+        "--data",
+        args.data,
+        "--save-path",
+        str(Path(args.out) / name),
+    ]
     if args.cache_dir:
         full += ["--cache-dir", args.cache_dir]
     return full
@@ -270,8 +311,9 @@ def patch_at_fixed_flops(model, text: str) -> dict:
         return {}  # the model's own patch: nothing changes
     inner = math.prod(model.max_seq_len[1:-1]) * patch
     if model.context_length % inner:
-        raise UserError(f"the context of {model.context_length} bytes is not a whole number of "
-                        f"{inner}-byte global positions")
+        raise UserError(
+            f"the context of {model.context_length} bytes is not a whole number of {inner}-byte global positions"
+        )
     lengths = (model.context_length // inner, *model.max_seq_len[1:-1], patch)
     target = model.flops_per_byte()
 
@@ -282,8 +324,10 @@ def patch_at_fixed_flops(model, text: str) -> dict:
     width = min(widths, key=lambda w: abs(with_width(w).flops_per_byte() - target))
     missed = with_width(width).flops_per_byte() / target - 1
     if abs(missed) > FLOPS_TOLERANCE:
-        raise UserError(f"no global width holds the base's {target / 1e6:.2f} MFLOP/byte "
-                        f"(the nearest, {width}, is {missed:+.0%} off); vary max_seq_len instead")
+        raise UserError(
+            f"no global width holds the base's {target / 1e6:.2f} MFLOP/byte "
+            f"(the nearest, {width}, is {missed:+.0%} off); vary max_seq_len instead"
+        )
     return {"max_seq_len": lengths, "dim": (width, *model.dim[1:])}
 
 
@@ -312,8 +356,13 @@ def axis_names(parser, arch: str, by_bytes: bool) -> dict[str, str]:
     own = set(OWN_SETTINGS) | ({"iters"} if by_bytes else set())
     names = {"preset": "model"}
     names.update({f.name: "model" for f in dataclasses.fields(architecture(arch).config) if f.name in flags})
-    names.update({f.name: "training" for f in dataclasses.fields(TrainingConfig)
-                  if f.name in flags and f.name not in own and f.name not in names})
+    names.update(
+        {
+            f.name: "training"
+            for f in dataclasses.fields(TrainingConfig)
+            if f.name in flags and f.name not in own and f.name not in names
+        }
+    )
     names.update({name: "derived" for name in DERIVED_AXES.get(arch, {})})
     return names
 
@@ -324,8 +373,11 @@ def unknown_axis(name: str, arch: str, names: dict[str, str]) -> UserError:
     initials = [valid for valid in names if "_" in valid and "".join(p[0] for p in valid.split("_")) == name]
     close = initials or difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]}?" if close else ""
-    groups = "; ".join(f"{group}: {', '.join(n for n, g in names.items() if g == group)}"
-                       for group in ("model", "training", "derived") if group in names.values())
+    groups = "; ".join(
+        f"{group}: {', '.join(n for n, g in names.items() if g == group)}"
+        for group in ("model", "training", "derived")
+        if group in names.values()
+    )
     return UserError(f"--vary {name}: not a setting of --arch {arch}{hint} ({groups})")
 
 
@@ -363,8 +415,10 @@ def stage_values(name: str, text: str) -> str:
     """A per-stage value of --vary (256x128) as train's flag takes it (256,128)."""
     parts = text.split(STAGES)
     if not all(part.isdigit() for part in parts):
-        raise UserError(f"expected integers joined by {STAGES}, one per stage (e.g. {name}=256{STAGES}128), "
-                        f"or one integer for every stage, got {text!r}")
+        raise UserError(
+            f"expected integers joined by {STAGES}, one per stage (e.g. {name}=256{STAGES}128), "
+            f"or one integer for every stage, got {text!r}"
+        )
     return ",".join(parts)
 
 
@@ -415,8 +469,10 @@ def apply_point(args, parser, base_flags: list[str], point: dict[str, str], arch
             continue
         alone = parser.parse_args(set_setting(parser, [], name, text, name in staged))
         if getattr(parsed, name) != getattr(alone, name):
-            raise UserError(f"the base's flags set {name} in a spelling the sweep cannot replace (an abbreviation?): "
-                            "spell the flag in full there")
+            raise UserError(
+                f"the base's flags set {name} in a spelling the sweep cannot replace (an abbreviation?): "
+                "spell the flag in full there"
+            )
     return flags, parsed, config
 
 
@@ -478,8 +534,11 @@ def expand(args, base_name: str, base_flags: list[str]) -> list[Run]:
     check_axes(args.vary, groups, arch, args.bytes is not None)
     axes = dict(args.vary)
     # Per-stage fields are those the model holds one value per stage of (MEGABYTE's dim, depth, max_seq_len).
-    staged = {name for name, group in groups.items()
-              if group == "model" and isinstance(getattr(base.model, name, None), tuple)}
+    staged = {
+        name
+        for name, group in groups.items()
+        if group == "model" and isinstance(getattr(base.model, name, None), tuple)
+    }
 
     def key(config):  # what a run is, its directory aside
         return dataclasses.replace(config, save_path="")
@@ -522,8 +581,10 @@ def check_names(runs: list[Run]) -> None:
         raise UserError(f"--vary: two runs would both be named {twice!r}; give values that differ in letters or digits")
     long = next((name for name in names if len(name) > NAME_LIMIT), None)
     if long is not None:
-        raise UserError(f"--vary: the run name {long[:40]}... is {len(long)} characters long (at most {NAME_LIMIT}); "
-                        "give the base a shorter name or vary fewer axes at once")
+        raise UserError(
+            f"--vary: the run name {long[:40]}... is {len(long)} characters long (at most {NAME_LIMIT}); "
+            "give the base a shorter name or vary fewer axes at once"
+        )
 
 
 def plan(args) -> list[Run]:
@@ -532,9 +593,11 @@ def plan(args) -> list[Run]:
     if not args.vary:
         return [Run(name, flags, {}, {}) for name, flags in configs.items()]
     if len(configs) != 1:
-        raise UserError(f"--vary sweeps one base configuration: give exactly one --config (or a --configs file "
-                        f"of one), not {len(configs)}")
-    (name, flags), = configs.items()
+        raise UserError(
+            f"--vary sweeps one base configuration: give exactly one --config (or a --configs file "
+            f"of one), not {len(configs)}"
+        )
+    ((name, flags),) = configs.items()
     return expand(args, name, flags)
 
 
@@ -556,8 +619,10 @@ def check_earlier_results(out: Path, runs: list[Run]) -> None:
     for run in runs:
         result = earlier_result(out / run.name)
         if result is not None and result.get("flags") != shlex.join(run.flags):
-            raise UserError(f"{out / run.name} holds the result of other flags ({result.get('flags')!r}, now "
-                            f"{shlex.join(run.flags)!r}): remove it, or give another --out")
+            raise UserError(
+                f"{out / run.name} holds the result of other flags ({result.get('flags')!r}, now "
+                f"{shlex.join(run.flags)!r}): remove it, or give another --out"
+            )
 
 
 def run_one(args, name: str, flags: list[str]) -> dict:
@@ -586,8 +651,18 @@ def run_one(args, name: str, flags: list[str]) -> dict:
 
     latest = checkpoint.latest_checkpoint(run_dir)
     state = json.loads((latest / checkpoint.STATE_FILE).read_text())
-    evaluation = [sys.executable, "-m", "mlx_megabyte.evaluate", "--model", str(latest), "--data",
-                  args.eval_data or args.data, "--split", args.eval_split, "--json"]
+    evaluation = [
+        sys.executable,
+        "-m",
+        "mlx_megabyte.evaluate",
+        "--model",
+        str(latest),
+        "--data",
+        args.eval_data or args.data,
+        "--split",
+        args.eval_split,
+        "--json",
+    ]
     if args.eval_max_bytes:
         evaluation += ["--max-bytes", str(args.eval_max_bytes)]
     if args.cache_dir:
@@ -602,11 +677,18 @@ def run_one(args, name: str, flags: list[str]) -> dict:
     steps, seconds = state["step"], state.get("train_seconds") or math.nan
     seen = steps * config.bytes_per_rank_step
     result = {
-        "name": name, "flags": shlex.join(flags), "arch": model_config.model_type,
+        "name": name,
+        "flags": shlex.join(flags),
+        "arch": model_config.model_type,
         "parameters": build(model_config).num_parameters(),
         "mflops_per_byte": model_config.flops_per_byte() / 1e6,
-        "steps": steps, "bytes_seen": seen, "train_seconds": seconds, "bytes_per_second": seen / seconds,
-        "heldout_bpb": score["bpb"], "heldout_bytes": score["bytes"], "wall_seconds": wall,
+        "steps": steps,
+        "bytes_seen": seen,
+        "train_seconds": seconds,
+        "bytes_per_second": seen / seconds,
+        "heldout_bpb": score["bpb"],
+        "heldout_bytes": score["bytes"],
+        "wall_seconds": wall,
         "checkpoint": str(latest.relative_to(run_dir.parent)),  # relative to OUT: results travel with it
     }
     result_path.write_text(json.dumps(result, indent=2) + "\n")
@@ -619,14 +701,19 @@ def run_one(args, name: str, flags: list[str]) -> dict:
 
 def table(results: list[dict], axes: list[str] = ()) -> str:
     """The results as Markdown; a sweep's varied settings get a column each, after the name."""
-    lines = ["| config | " + "".join(f"{axis} | " for axis in axes)
-             + "arch | parameters | MFLOP/byte | steps | bytes seen | training s | bytes/s | held-out bpb |",
-             "|---|" + "---|" * len(axes) + "---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| config | "
+        + "".join(f"{axis} | " for axis in axes)
+        + "arch | parameters | MFLOP/byte | steps | bytes seen | training s | bytes/s | held-out bpb |",
+        "|---|" + "---|" * len(axes) + "---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         values = "".join(f"{r['values'][axis]} | " for axis in axes)
-        lines.append(f"| {r['name']} | {values}{r['arch']} | {r['parameters']:,} | {r['mflops_per_byte']:.2f} | "
-                     f"{r['steps']:,} | {r['bytes_seen']:,} | {r['train_seconds']:.1f} | {r['bytes_per_second']:,.0f} | "
-                     f"{r['heldout_bpb']:.4f} |")
+        lines.append(
+            f"| {r['name']} | {values}{r['arch']} | {r['parameters']:,} | {r['mflops_per_byte']:.2f} | "
+            f"{r['steps']:,} | {r['bytes_seen']:,} | {r['train_seconds']:.1f} | {r['bytes_per_second']:,.0f} | "
+            f"{r['heldout_bpb']:.4f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -666,8 +753,14 @@ def plot(results: list[dict], out: Path, path: Path) -> bool:
     for r in results:
         points = validation_curve(out / r["name"])
         line = axes.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=f"{r['name']} (validation)")
-        axes.scatter([r["train_seconds"]], [r["heldout_bpb"]], marker="*", s=120, color=line[0].get_color(),
-                     label=f"{r['name']} held out: {r['heldout_bpb']:.3f}")
+        axes.scatter(
+            [r["train_seconds"]],
+            [r["heldout_bpb"]],
+            marker="*",
+            s=120,
+            color=line[0].get_color(),
+            label=f"{r['name']} held out: {r['heldout_bpb']:.3f}",
+        )
     axes.set_xlabel("training time (s)")
     axes.set_ylabel("bits per byte")
     axes.set_title("held-out bits per byte against wall-clock training time")
@@ -726,13 +819,13 @@ def plot_parameters(runs: list[Run], results: list[dict], mode: str, path: Path)
             bpbs = [bpb for _, bpb in points]
             panel.plot(xs, bpbs, marker="o", label=label)
             for x, bpb in zip(xs, bpbs):
-                panel.annotate(f"{bpb:.3f}", (x, bpb), textcoords="offset points", xytext=(0, 6), ha="center",
-                               fontsize="x-small")
+                panel.annotate(
+                    f"{bpb:.3f}", (x, bpb), textcoords="offset points", xytext=(0, 6), ha="center", fontsize="x-small"
+                )
         if mode == "one-at-a-time":  # the base, which every panel shares
             base = runs[0].values[axis]
             x = float(base) if numeric is not None else met.index(base)
-            panel.scatter([x], [scores[runs[0].name]], marker="*", s=160, color="black", zorder=3,
-                          label="the base")
+            panel.scatter([x], [scores[runs[0].name]], marker="*", s=160, color="black", zorder=3, label="the base")
         if numeric is None:
             panel.set_xticks(range(len(met)), met)
         elif min(numeric) > 0 and (axis == "learning_rate" or max(numeric) >= 10 * min(numeric)):
@@ -742,7 +835,7 @@ def plot_parameters(runs: list[Run], results: list[dict], mode: str, path: Path)
         panel.set_ylabel("held-out bits per byte")
         panel.grid(alpha=0.3)
         panel.legend(fontsize="small")
-    for panel in list(panels.flat)[len(axes):]:
+    for panel in list(panels.flat)[len(axes) :]:
         panel.set_visible(False)
     figure.suptitle(f"held-out bits per byte against each setting ({mode}, equal training time)")
     figure.tight_layout()

@@ -42,8 +42,10 @@ def read_given_config(option, torch_path):
         try:
             text = Path(option).read_text()
         except (OSError, UnicodeDecodeError) as error:
-            raise UserError(f"--config: cannot read {option} ({getattr(error, 'strerror', None) or error}); "
-                            "give a JSON file or an inline JSON object") from None
+            raise UserError(
+                f"--config: cannot read {option} ({getattr(error, 'strerror', None) or error}); "
+                "give a JSON file or an inline JSON object"
+            ) from None
     try:
         given = json.loads(text)
     except json.JSONDecodeError as error:

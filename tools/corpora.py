@@ -41,7 +41,9 @@ def package_files(package: str) -> list[Path]:
     try:
         listed = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True)
     except FileNotFoundError:
-        raise UserError("dpkg is not here: these corpora come from Debian packages (a Debian or Ubuntu machine)") from None
+        raise UserError(
+            "dpkg is not here: these corpora come from Debian packages (a Debian or Ubuntu machine)"
+        ) from None
     if listed.returncode != 0:
         raise UserError(f"the Debian package {package} is not installed: sudo apt-get install {package}")
     found = [Path(line) for line in listed.stdout.splitlines() if "/games/fortunes/" in line]
@@ -69,8 +71,10 @@ def main(argv=None):
     documents = corpus(args.name)
     text = f"\n{MARKER}\n".join(documents)
     write_text(Path(args.out), text)
-    print(f"{args.out}: {len(documents):,} documents, {len(text.encode()):,} bytes ({args.name}: "
-          f"{', '.join(CORPORA[args.name])})")
+    print(
+        f"{args.out}: {len(documents):,} documents, {len(text.encode()):,} bytes ({args.name}: "
+        f"{', '.join(CORPORA[args.name])})"
+    )
 
 
 if __name__ == "__main__":

@@ -66,8 +66,15 @@ def run(url, clients: int, args) -> dict:
     threads = []
     for i in range(clients):
         prompt = args.prompt + (" and then" * i if args.vary_prompts else "")
-        body = {"prompt": prompt, "max_tokens": args.max_tokens, "temperature": args.temp, "seed": i,
-                "stream": True, "stream_options": {"include_usage": True}, "logit_bias": {"3": -100}}
+        body = {
+            "prompt": prompt,
+            "max_tokens": args.max_tokens,
+            "temperature": args.temp,
+            "seed": i,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "logit_bias": {"3": -100},
+        }
         threads.append(threading.Thread(target=stream_one, args=(url, body, args.api_key, results[i])))
     for t in threads:
         t.start()
@@ -79,8 +86,15 @@ def run(url, clients: int, args) -> dict:
     wall = max(r["end"] for r in results) - min(r["start"] for r in results)
     ttfb = [r["first"] - r["start"] for r in results]
     total = sum(r["bytes"] for r in results)
-    return {"clients": clients, "bytes": total, "seconds": wall, "bytes_per_second": total / wall,
-            "per_client": total / wall / clients, "ttfb_median": statistics.median(ttfb), "ttfb_max": max(ttfb)}
+    return {
+        "clients": clients,
+        "bytes": total,
+        "seconds": wall,
+        "bytes_per_second": total / wall,
+        "per_client": total / wall / clients,
+        "ttfb_median": statistics.median(ttfb),
+        "ttfb_max": max(ttfb),
+    }
 
 
 def server_url(text: str) -> str:
@@ -99,12 +113,14 @@ def server_url(text: str) -> str:
 def main(argv=None):
     parser = cli.parser("tools/load_test.py", __doc__)
     parser.add_argument("--url", type=server_url, default="http://127.0.0.1:8080", help="the server")
-    parser.add_argument("--clients", type=cli.listed(int, 1), default="1,4,16",
-                        help="comma-separated numbers of concurrent clients")
+    parser.add_argument(
+        "--clients", type=cli.listed(int, 1), default="1,4,16", help="comma-separated numbers of concurrent clients"
+    )
     parser.add_argument("--max-tokens", type=cli.number(int, 1), default=256, help="bytes each client streams")
     parser.add_argument("--prompt", default="Once upon a time", help="every client's prompt")
-    parser.add_argument("--vary-prompts", action="store_true",
-                        help="client i adds ' and then' i times: prompts of different lengths")
+    parser.add_argument(
+        "--vary-prompts", action="store_true", help="client i adds ' and then' i times: prompts of different lengths"
+    )
     parser.add_argument("--temp", type=cli.number(float, 0, 100), default=0.8, help="sampling temperature")
     parser.add_argument("--rounds", type=cli.number(int, 1), default=2, help="measurements per row (the best is shown)")
     parser.add_argument("--api-key", help="the server's --api-key")
@@ -113,18 +129,23 @@ def main(argv=None):
     run(args.url, 1, argparse.Namespace(**{**vars(args), "max_tokens": 16}))  # warm up: first traces compile
     rows = []
     for clients in args.clients:
-        rows.append(max((run(args.url, clients, args) for _ in range(args.rounds)),
-                        key=lambda r: r["bytes_per_second"]))
+        rows.append(
+            max((run(args.url, clients, args) for _ in range(args.rounds)), key=lambda r: r["bytes_per_second"])
+        )
         r = rows[-1]
-        print(f"{clients:>3} clients: {r['bytes_per_second']:8.1f} bytes/s total, {r['per_client']:7.1f} per client, "
-              f"time to first byte median {r['ttfb_median'] * 1000:.0f} ms, max {r['ttfb_max'] * 1000:.0f} ms",
-              flush=True)
+        print(
+            f"{clients:>3} clients: {r['bytes_per_second']:8.1f} bytes/s total, {r['per_client']:7.1f} per client, "
+            f"time to first byte median {r['ttfb_median'] * 1000:.0f} ms, max {r['ttfb_max'] * 1000:.0f} ms",
+            flush=True,
+        )
     base = rows[0]["bytes_per_second"]
     print("\n| clients | total bytes/s | vs 1 client | bytes/s per client | time to first byte, median / max |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['clients']} | {r['bytes_per_second']:,.0f} | {r['bytes_per_second'] / base:.2f}x | "
-              f"{r['per_client']:,.0f} | {r['ttfb_median'] * 1000:,.0f} / {r['ttfb_max'] * 1000:,.0f} ms |")
+        print(
+            f"| {r['clients']} | {r['bytes_per_second']:,.0f} | {r['bytes_per_second'] / base:.2f}x | "
+            f"{r['per_client']:,.0f} | {r['ttfb_median'] * 1000:,.0f} / {r['ttfb_max'] * 1000:,.0f} ms |"
+        )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,10 @@ def read_metrics(path: Path):
         (validation if "val_bpb" in record else steps)[record["step"]] = record
     notes = []
     if damaged:
-        notes.append(f"left out {damaged} line(s) of {path} that are not JSON objects, as train --resume does "
-                     "(a run being written ends in a half-written one)")
+        notes.append(
+            f"left out {damaged} line(s) of {path} that are not JSON objects, as train --resume does "
+            "(a run being written ends in a half-written one)"
+        )
     if incomplete:
         notes.append(f"left out {len(incomplete)} line(s) of {path} without what is drawn ({incomplete[0]})")
     if not steps:
@@ -78,8 +80,10 @@ def output_path(out: Path, supported: dict) -> Path:
     elif not out.suffix:
         out = out.with_name(out.name + ".png")
     if out.suffix[1:].lower() not in supported:
-        raise UserError(f"--out {out}: cannot write {out.suffix} files (choose from "
-                        f"{', '.join('.' + kind for kind in sorted(supported))})")
+        raise UserError(
+            f"--out {out}: cannot write {out.suffix} files (choose from "
+            f"{', '.join('.' + kind for kind in sorted(supported))})"
+        )
     return out
 
 
@@ -103,8 +107,12 @@ def smooth(values):
 def main(argv=None):
     parser = parser_for("tools/plot_metrics.py", __doc__)
     parser.add_argument("metrics", nargs="+", type=Path, help="metrics.jsonl files (or run directories)")
-    parser.add_argument("--out", type=Path, default=Path("curves.png"),
-                        help="the image to write: .png, .svg, .pdf, ... (a directory: curves.png in it)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("curves.png"),
+        help="the image to write: .png, .svg, .pdf, ... (a directory: curves.png in it)",
+    )
     args = parser.parse_args(argv)
     try:
         import matplotlib
@@ -133,8 +141,15 @@ def main(argv=None):
         top.plot(x, bpb, color=color, alpha=0.2, linewidth=0.8)
         top.plot(x, smooth(bpb), color=color, label=f"{name} train")
         if validation:
-            top.plot([r["step"] for r in validation], [r["val_bpb"] for r in validation], "o", color=color,
-                     markersize=4, linestyle="--", label=f"{name} validation ({validation[-1]['val_bpb']:.3f})")
+            top.plot(
+                [r["step"] for r in validation],
+                [r["val_bpb"] for r in validation],
+                "o",
+                color=color,
+                markersize=4,
+                linestyle="--",
+                label=f"{name} validation ({validation[-1]['val_bpb']:.3f})",
+            )
         bottom.plot(x, [r["learning_rate"] for r in steps], color=color)
         rate_axis.plot(x, smooth([r["bytes_per_second"] for r in steps]), color=color, linestyle=":")
     top.set_ylabel("bits per byte")

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # isort: off
 import mlx_megabyte  # noqa: E402, F401  (before mlx.core: the BLAS preload)
+
 # isort: on
 import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402
@@ -145,9 +146,17 @@ def forward_backward_time(name: str, key: tuple, settings: tuple, modules: dict)
     return timed(step, cotangent, *primals)
 
 
-CATEGORIES = {"linear": "matmuls (Linear layers, forward + backward)", "projection": "matmuls (Linear layers, forward + backward)", "self_attention": "attention",
-              "attention": "attention", "rms_norm": "RMSNorm (+ token shift)", "gelu": "GELU",
-              "cross_entropy": "cross-entropy", "embedding": "embeddings", "layer_norm": "LayerNorm"}
+CATEGORIES = {
+    "linear": "matmuls (Linear layers, forward + backward)",
+    "projection": "matmuls (Linear layers, forward + backward)",
+    "self_attention": "attention",
+    "attention": "attention",
+    "rms_norm": "RMSNorm (+ token shift)",
+    "gelu": "GELU",
+    "cross_entropy": "cross-entropy",
+    "embedding": "embeddings",
+    "layer_norm": "LayerNorm",
+}
 
 
 def profile(arch: str, preset: str, batch: int, repeats: int, verbose: bool = False) -> list[tuple[str, int, float]]:
@@ -187,7 +196,9 @@ def profile(arch: str, preset: str, batch: int, repeats: int, verbose: bool = Fa
 @cli
 def main(argv=None):
     parser = parser_for("tools/profile_step.py", __doc__)
-    parser.add_argument("--arch", default="megabyte", help="an architecture (python -m mlx_megabyte.train --help lists them)")
+    parser.add_argument(
+        "--arch", default="megabyte", help="an architecture (python -m mlx_megabyte.train --help lists them)"
+    )
     parser.add_argument("--preset", default="small", help="one of the architecture's presets")
     parser.add_argument("--batch", type=number(int, 1), default=4, help="sequences per step")
     parser.add_argument("--variant", choices=kernels.VARIANTS, help="force a kernel variant (default: the device's)")
@@ -201,8 +212,10 @@ def main(argv=None):
     with kernels.forced(args.variant) if args.variant else _nothing():
         rows = profile(args.arch, args.preset, args.batch, args.repeats, args.verbose)
     whole = rows[-1][2]
-    print(f"{args.arch} {args.preset}, batch {args.batch} x {config.context_length} bytes, kernels: "
-          f"{args.variant or kernels.variant()} ({kernels.native_status})")
+    print(
+        f"{args.arch} {args.preset}, batch {args.batch} x {config.context_length} bytes, kernels: "
+        f"{args.variant or kernels.variant()} ({kernels.native_status})"
+    )
     for name, calls, seconds in rows:
         share = f"{100 * seconds / whole:5.1f}%" if name != "whole compiled step" else ""
         print(f"  {name:<48} {calls:>5}  {seconds * 1e3:9.1f} ms  {share}")

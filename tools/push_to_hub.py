@@ -8,7 +8,6 @@ byte, and how to load the model in mlx-megabyte and in megabyte-pytorch) in one 
 from --token, HF_TOKEN or `huggingface-cli login`. --dry-run prints the model card and uploads nothing.
 """
 
-
 from mlx_megabyte.cli import cli, number
 from mlx_megabyte.cli import parser as parser_for
 
@@ -16,12 +15,16 @@ from mlx_megabyte.cli import parser as parser_for
 @cli
 def main(argv=None):
     parser = parser_for("tools/push_to_hub.py", __doc__)
-    parser.add_argument("--model", required=True, help="a weights directory (or a run directory: its newest checkpoint)")
+    parser.add_argument(
+        "--model", required=True, help="a weights directory (or a run directory: its newest checkpoint)"
+    )
     parser.add_argument("--repo", required=True, help="the model repository, user/name")
     parser.add_argument("--token", help="a Hugging Face token with write access (default: your login)")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--data", help="describe the training data in the card (default: from the checkpoint)")
-    parser.add_argument("--bpb", type=number(float, 0), help="validation bits per byte for the card (default: from the checkpoint)")
+    parser.add_argument(
+        "--bpb", type=number(float, 0), help="validation bits per byte for the card (default: from the checkpoint)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the model card, upload nothing")
     args = parser.parse_args(argv)
 

@@ -33,5 +33,17 @@ def build(config: Config) -> Model:
     return architecture(config.model_type).model(config)
 
 
-__all__ = ["ARCHITECTURES", "Architecture", "Config", "DEFAULT_ARCHITECTURE", "DecodingState", "Model",
-           "architecture", "build", "config_from_dict", "loss_fn", "summed_loss", "summed_training_loss"]
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "Config",
+    "DEFAULT_ARCHITECTURE",
+    "DecodingState",
+    "Model",
+    "architecture",
+    "build",
+    "config_from_dict",
+    "loss_fn",
+    "summed_loss",
+    "summed_training_loss",
+]

@@ -38,15 +38,33 @@ from ..kernels import cross_entropy
 STAGES = "stages"  # the kind of a per-stage field: a tuple of ints, one per stage of the hierarchy
 
 
-def setting(default=MISSING, *, help: str, kind=int, low=None, high=None, low_open: bool = False,
-            high_open: bool = False, optional: bool = False, tunable: bool = False):
+def setting(
+    default=MISSING,
+    *,
+    help: str,
+    kind=int,
+    low=None,
+    high=None,
+    low_open: bool = False,
+    high_open: bool = False,
+    optional: bool = False,
+    tunable: bool = False,
+):
     """A config field with what the command line and the validation need to know about it.
 
     kind: int, float, bool or STAGES. low/high: the allowed range (open ends where asked). optional: None
     is allowed (a value derived from other fields). tunable: changing it changes no weight's shape
     (fine with --init-from, e.g. dropout)."""
-    metadata = {"help": help, "kind": kind, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
-                "optional": optional, "tunable": tunable}
+    metadata = {
+        "help": help,
+        "kind": kind,
+        "low": low,
+        "high": high,
+        "low_open": low_open,
+        "high_open": high_open,
+        "optional": optional,
+        "tunable": tunable,
+    }
     return field(metadata=metadata) if default is MISSING else field(default=default, metadata=metadata)
 
 
@@ -292,8 +310,10 @@ class DecodingState:
     def merge(self, other: DecodingState) -> None:
         """Append `other`'s rows (see can_merge)."""
         if not self.can_merge(other):
-            raise ValueError(f"cannot merge a decoding state of {other.length} bytes into one of {self.length}"
-                             + ("" if self.length != other.length else " (their positions differ)"))
+            raise ValueError(
+                f"cannot merge a decoding state of {other.length} bytes into one of {self.length}"
+                + ("" if self.length != other.length else " (their positions differ)")
+            )
         theirs, host = [], []
         other._map_rows(lambda a: theirs.append(a) or a, lambda a: host.append(a) or a)
         theirs, host = iter(theirs), iter(host)

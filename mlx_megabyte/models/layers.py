@@ -51,8 +51,9 @@ class Attention(nn.Module):
     token-shifted in the norm's pass. A cached sequence, or rows that sit at different positions (the
     caller's boolean `mask`, True where a key is visible), take the general path."""
 
-    def __init__(self, dims: int, heads: int, dim_head: int, dropout: float, rotary: bool = False,
-                 window: int | None = None):
+    def __init__(
+        self, dims: int, heads: int, dim_head: int, dropout: float, rotary: bool = False, window: int | None = None
+    ):
         super().__init__()
         inner = heads * dim_head
         self.heads, self.dim_head, self.dropout = heads, dim_head, dropout
@@ -68,8 +69,9 @@ class Attention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if cache is None and mask is None:
             qkv = projection(x, self.query.weight, self.key_value.weight)
-            return self.out(self_attention(qkv, self.heads, self.scale, dropout, window=self.window,
-                                           rotary=self.rotary))
+            return self.out(
+                self_attention(qkv, self.heads, self.scale, dropout, window=self.window, rotary=self.rotary)
+            )
         q = self.query(x)
         k, v = mx.split(self.key_value(x), 2, axis=-1)
         q, k, v = (t.reshape(N, T, self.heads, self.dim_head).transpose(0, 2, 1, 3) for t in (q, k, v))

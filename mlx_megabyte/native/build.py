@@ -39,9 +39,11 @@ class BuildNative(build_ext):
             except (OSError, subprocess.CalledProcessError) as error:
                 reason = f"the build failed ({error})"
         self.left_out.append(ext)
-        print(f"warning: mlx-megabyte's native CPU kernels were not built: {reason}. Everything works "
-              "without them, more slowly on CPUs (python -m mlx_megabyte.info says which kernels run).",
-              file=sys.stderr)
+        print(
+            f"warning: mlx-megabyte's native CPU kernels were not built: {reason}. Everything works "
+            "without them, more slowly on CPUs (python -m mlx_megabyte.info says which kernels run).",
+            file=sys.stderr,
+        )
 
     def copy_extensions_to_source(self):  # editable installs: only what was built
         built = self.extensions
@@ -68,8 +70,16 @@ class BuildNative(build_ext):
         target = Path(self.get_ext_fullpath(ext.name)).resolve()
         build = Path(self.build_temp).resolve() / "native"
         build.mkdir(parents=True, exist_ok=True)
-        configure = ["cmake", "-S", str(HERE), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                     f"-DPython_EXECUTABLE={sys.executable}", f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={target.parent}"]
+        configure = [
+            "cmake",
+            "-S",
+            str(HERE),
+            "-B",
+            str(build),
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-DPython_EXECUTABLE={sys.executable}",
+            f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={target.parent}",
+        ]
         subprocess.run(configure, check=True)
         subprocess.run(["cmake", "--build", str(build), "-j", str(os.cpu_count() or 1)], check=True)
         if not target.is_file():

@@ -9,8 +9,13 @@ from .config import PRESETS, HNetConfig
 from .model import HNet
 
 ARCHITECTURE = Architecture(
-    name="hnet", title="H-Net", summary="learned patches (dynamic chunking)", config=HNetConfig, model=HNet,
-    presets=PRESETS, paper="Hwang, Wang & Gu 2025, arXiv 2507.07955",
+    name="hnet",
+    title="H-Net",
+    summary="learned patches (dynamic chunking)",
+    config=HNetConfig,
+    model=HNet,
+    presets=PRESETS,
+    paper="Hwang, Wang & Gu 2025, arXiv 2507.07955",
 )
 
 __all__ = ["ARCHITECTURE", "PRESETS", "HNet", "HNetCache", "HNetConfig"]

@@ -23,34 +23,55 @@ class HNetConfig(Config):
     num_tokens: int = setting(256, help="vocabulary (at least 256 for bytes)", low=1)
     context_length: int = setting(1024, help="bytes per sequence", low=1)
     dim: int = setting(128, help="width of the byte layers (encoder and decoder)", low=2)
-    main_dim: int = setting(256, help="width of the main network over the patches (>= --dim): encoder vectors "
-                            "are extended with learned features into it and cut back", low=2)
+    main_dim: int = setting(
+        256,
+        help="width of the main network over the patches (>= --dim): encoder vectors "
+        "are extended with learned features into it and cut back",
+        low=2,
+    )
     encoder_depth: int = setting(2, help="byte layers before the patches", low=0)
     decoder_depth: int = setting(2, help="byte layers after the patches", low=0)
     main_depth: int = setting(4, help="transformer blocks of the main network", low=0)
-    mamba: bool = setting(False, help="encoder and decoder of Mamba-2 layers (the paper's) instead of windowed-attention "
-                          "blocks (SpaceByte's local blocks; faster on CPUs, and better at equal time there)", kind=bool)
-    window: int | None = setting(None, help="positions a byte-layer attention query sees, its own included (default: "
-                                 "--dim)", low=1, optional=True)
+    mamba: bool = setting(
+        False,
+        help="encoder and decoder of Mamba-2 layers (the paper's) instead of windowed-attention "
+        "blocks (SpaceByte's local blocks; faster on CPUs, and better at equal time there)",
+        kind=bool,
+    )
+    window: int | None = setting(
+        None,
+        help="positions a byte-layer attention query sees, its own included (default: --dim)",
+        low=1,
+        optional=True,
+    )
     state_size: int = setting(32, help="Mamba-2 state per head (d_state)", low=1)
     expand: int = setting(2, help="Mamba-2 inner width as a multiple of --dim", low=1)
     mamba_head: int = setting(32, help="width of one Mamba-2 head", low=1)
     conv_width: int = setting(4, help="Mamba-2 causal convolution width", low=1)
-    scan_block: int = setting(64, help="positions per block of the chunked Mamba-2 scan (speed, not the "
-                              "function)", low=1, tunable=True)
-    target_patch: float = setting(6.0, help="mean bytes per patch that the ratio loss aims at", kind=float, low=1,
-                                  low_open=True)
-    ratio_loss_weight: float = setting(0.03, help="weight of the ratio loss in the training loss", kind=float,
-                                       low=0, tunable=True)
-    max_patches: int | None = setting(None, help="main-network positions per sequence, the start's included; "
-                                      "later boundaries get none (default: 1.25 x context / --target-patch)",
-                                      low=1, optional=True)
+    scan_block: int = setting(
+        64, help="positions per block of the chunked Mamba-2 scan (speed, not the function)", low=1, tunable=True
+    )
+    target_patch: float = setting(
+        6.0, help="mean bytes per patch that the ratio loss aims at", kind=float, low=1, low_open=True
+    )
+    ratio_loss_weight: float = setting(
+        0.03, help="weight of the ratio loss in the training loss", kind=float, low=0, tunable=True
+    )
+    max_patches: int | None = setting(
+        None,
+        help="main-network positions per sequence, the start's included; "
+        "later boundaries get none (default: 1.25 x context / --target-patch)",
+        low=1,
+        optional=True,
+    )
     dim_head: int = setting(32, help="width of one attention head", low=1)  # heads: width / dim_head
     ff_mult: int = setting(4, help="feed-forward width as a multiple of the width", low=1)
-    attn_dropout: float = setting(0.0, help="dropout on attention probabilities", kind=float, low=0, high=1,
-                                  high_open=True, tunable=True)
-    ff_dropout: float = setting(0.0, help="dropout after the feed-forward GELU", kind=float, low=0, high=1,
-                                high_open=True, tunable=True)
+    attn_dropout: float = setting(
+        0.0, help="dropout on attention probabilities", kind=float, low=0, high=1, high_open=True, tunable=True
+    )
+    ff_dropout: float = setting(
+        0.0, help="dropout after the feed-forward GELU", kind=float, low=0, high=1, high_open=True, tunable=True
+    )
     pad_id: int = setting(0, help="byte ignored by the loss", low=0, tunable=True)
 
     def __post_init__(self):
@@ -68,8 +89,10 @@ class HNetConfig(Config):
         if self.dim_head % 2:
             raise ValueError(f"dim_head must be even (rotary embeddings), got {self.dim_head}")
         if self.mamba and (self.expand * self.dim) % self.mamba_head:
-            raise ValueError(f"the Mamba-2 inner width, expand x dim = {self.expand * self.dim}, must be a multiple "
-                             f"of mamba_head ({self.mamba_head})")
+            raise ValueError(
+                f"the Mamba-2 inner width, expand x dim = {self.expand * self.dim}, must be a multiple "
+                f"of mamba_head ({self.mamba_head})"
+            )
         if not self.pad_id < self.num_tokens:
             raise ValueError(f"pad_id must be a token id in [0, {self.num_tokens}), got {self.pad_id!r}")
 
@@ -84,9 +107,11 @@ class HNetConfig(Config):
 
     def describe(self) -> str:
         kind = "Mamba-2" if self.mamba else f"windowed attention (window {self.window})"
-        return (f"H-Net, encoder {self.encoder_depth} + decoder {self.decoder_depth} x {self.dim} {kind}, main "
-                f"{self.main_depth} x {self.main_dim} over {self.max_patches} patches, target {self.target_patch:g} "
-                f"bytes per patch, {self.context_length}-byte context")
+        return (
+            f"H-Net, encoder {self.encoder_depth} + decoder {self.decoder_depth} x {self.dim} {kind}, main "
+            f"{self.main_depth} x {self.main_dim} over {self.max_patches} patches, target {self.target_patch:g} "
+            f"bytes per patch, {self.context_length}-byte context"
+        )
 
     def patching(self) -> str:
         return f"learned patches (about {self.target_patch:g} bytes on average)"
@@ -125,9 +150,27 @@ class HNetConfig(Config):
 # Sizes chosen to cost about the training FLOPs per byte of MEGABYTE's presets of the same names (the
 # README's table lists all three architectures), over the same contexts.
 PRESETS: dict[str, HNetConfig] = {
-    "tiny": HNetConfig(context_length=256, dim=32, main_dim=64, encoder_depth=1, decoder_depth=1, main_depth=2,
-                       dim_head=16, state_size=16, mamba_head=16),
+    "tiny": HNetConfig(
+        context_length=256,
+        dim=32,
+        main_dim=64,
+        encoder_depth=1,
+        decoder_depth=1,
+        main_depth=2,
+        dim_head=16,
+        state_size=16,
+        mamba_head=16,
+    ),
     "small": HNetConfig(context_length=1024, dim=96, main_dim=224, encoder_depth=2, decoder_depth=2, main_depth=4),
-    "40m": HNetConfig(context_length=2048, dim=192, main_dim=448, encoder_depth=4, decoder_depth=4, main_depth=11,
-                      dim_head=64, state_size=64, mamba_head=64),
+    "40m": HNetConfig(
+        context_length=2048,
+        dim=192,
+        main_dim=448,
+        encoder_depth=4,
+        decoder_depth=4,
+        main_depth=11,
+        dim_head=64,
+        state_size=64,
+        mamba_head=64,
+    ),
 }

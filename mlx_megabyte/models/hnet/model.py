@@ -50,8 +50,9 @@ class Block(nn.Module):
 
     def __init__(self, config: HNetConfig, dims: int, window: int | None):
         super().__init__()
-        self.attention = Attention(dims, dims // config.dim_head, config.dim_head, config.attn_dropout, rotary=True,
-                                   window=window)
+        self.attention = Attention(
+            dims, dims // config.dim_head, config.dim_head, config.attn_dropout, rotary=True, window=window
+        )
         self.feed_forward = FeedForward(dims, config.ff_mult, config.ff_dropout)
 
     def __call__(self, x, cache=None, mask=None):
@@ -64,8 +65,9 @@ class MambaBlock(nn.Module):
 
     def __init__(self, config: HNetConfig):
         super().__init__()
-        self.mixer = Mamba2(config.dim, config.state_size, config.expand, config.mamba_head, config.conv_width,
-                            config.scan_block)
+        self.mixer = Mamba2(
+            config.dim, config.state_size, config.expand, config.mamba_head, config.conv_width, config.scan_block
+        )
 
     def __call__(self, x, cache=None, mask=None):
         return x + self.mixer(x, cache)
@@ -125,8 +127,10 @@ class HNet(Model):
         stats = {}
         if ids.shape[1]:
             started = mx.sum(result.boundary[:, 1:], axis=1)  # (B,)
-            stats = {"ratio_loss": mx.sum(chunking.ratio_loss(result.p, result.boundary, self.config.target_patch)),
-                     "patch_length": mx.sum(ids.shape[1] / mx.maximum(started, 1))}
+            stats = {
+                "ratio_loss": mx.sum(chunking.ratio_loss(result.p, result.boundary, self.config.target_patch)),
+                "patch_length": mx.sum(ids.shape[1] / mx.maximum(started, 1)),
+            }
         return self.logits(result.outputs), stats
 
     def auxiliary_loss(self, stats: dict[str, mx.array]) -> mx.array | None:
@@ -153,7 +157,9 @@ class HNet(Model):
         if ids.ndim != 2:
             raise ValueError(f"expected ids of shape (batch, length), got shape {tuple(ids.shape)}")
         if ids.shape[1] > self.config.context_length:
-            raise ValueError(f"{ids.shape[1]} bytes do not fit the model's context of {self.config.context_length} bytes")
+            raise ValueError(
+                f"{ids.shape[1]} bytes do not fit the model's context of {self.config.context_length} bytes"
+            )
 
     # Pieces shared with decoding (HNetCache).
 
@@ -161,8 +167,9 @@ class HNet(Model):
         """Encoder states (B, T, d) of [start, ids] (of ids alone without `start`: decoding steps)."""
         x = self.embedding(ids)
         if start:
-            x = mx.concatenate([mx.broadcast_to(self.start_token, (ids.shape[0], 1, x.shape[-1])).astype(x.dtype), x],
-                               axis=1)
+            x = mx.concatenate(
+                [mx.broadcast_to(self.start_token, (ids.shape[0], 1, x.shape[-1])).astype(x.dtype), x], axis=1
+            )
         return self.encoder(x, caches)
 
     def main_network(self, patches: mx.array, caches=None, mask=None) -> mx.array:

@@ -18,8 +18,9 @@ import mlx.core as mx
 from ...kernels import exp_nonpositive
 
 
-def scan(x: mx.array, a: mx.array, b: mx.array, c: mx.array, block: int,
-         state: mx.array | None = None) -> tuple[mx.array, mx.array]:
+def scan(
+    x: mx.array, a: mx.array, b: mx.array, c: mx.array, block: int, state: mx.array | None = None
+) -> tuple[mx.array, mx.array]:
     """x (B, T, H, P), a (B, T, H), b and c (B, T, S) (shared by the heads: one group), the state before
     position 0 (B, H, P, S) or None (zeros) -> (y (B, T, H, P), the state after the last position).
 

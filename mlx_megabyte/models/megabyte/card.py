@@ -4,8 +4,9 @@ from __future__ import annotations
 
 
 def card_section(config) -> str:
-    load_config = ("{k: tuple(v) if isinstance(v, list) else v for k, v in "
-                   "json.load(open('megabyte.config.json')).items()}")
+    load_config = (
+        "{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(open('megabyte.config.json')).items()}"
+    )
     return f"""
 ## Use it with megabyte-pytorch 0.3.6
 

@@ -27,15 +27,19 @@ class ModelConfig(Config):
     dim: tuple[int, ...] = setting(help="width per stage, e.g. 512,256 (one int: every stage)", kind=STAGES, low=2)
     depth: tuple[int, ...] = setting(help="layers per stage, e.g. 12,4 (one int: every stage)", kind=STAGES, low=0)
     max_seq_len: tuple[int, ...] = setting(
-        help="elements per sequence of each stage, e.g. 256,8: the last is the patch of bytes (one int: every "
-        "stage)", kind=STAGES, low=1)
+        help="elements per sequence of each stage, e.g. 256,8: the last is the patch of bytes (one int: every stage)",
+        kind=STAGES,
+        low=1,
+    )
     dim_head: int = setting(64, help="width of one attention head", low=1)
     heads: int = setting(8, help="attention heads (every stage)", low=1)
-    attn_dropout: float = setting(0.0, help="dropout on attention probabilities", kind=float, low=0, high=1,
-                                  high_open=True, tunable=True)
+    attn_dropout: float = setting(
+        0.0, help="dropout on attention probabilities", kind=float, low=0, high=1, high_open=True, tunable=True
+    )
     ff_mult: int = setting(4, help="feed-forward width as a multiple of the width", low=1)
-    ff_dropout: float = setting(0.0, help="dropout after the feed-forward GELU", kind=float, low=0, high=1,
-                                high_open=True, tunable=True)
+    ff_dropout: float = setting(
+        0.0, help="dropout after the feed-forward GELU", kind=float, low=0, high=1, high_open=True, tunable=True
+    )
     pad_id: int = setting(0, help="byte ignored by the loss", low=0, tunable=True)
     rel_pos: bool = setting(False, help="rotary embeddings", kind=bool)
     pos_emb: bool = setting(False, help="learned absolute positions", kind=bool)
@@ -90,8 +94,11 @@ class ModelConfig(Config):
         """Per-stage changes as tuples of one length. One value means "every stage"; the number of
         stages is the longest list given (else this config's); this config's width fills in for
         another number of stages."""
-        per_stage = {k: tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in changes.items()
-                     if k in ("dim", "depth", "max_seq_len")}
+        per_stage = {
+            k: tuple(v) if isinstance(v, (list, tuple)) else (v,)
+            for k, v in changes.items()
+            if k in ("dim", "depth", "max_seq_len")
+        }
         stages = max((len(v) for v in per_stage.values()), default=self.stages)
         stages = stages if stages > 1 else self.stages
         per_stage = {k: v * stages if len(v) == 1 else v for k, v in per_stage.items()}
@@ -108,8 +115,9 @@ class ModelConfig(Config):
         for s in range(self.stages):
             d, length, patch = self.dim[s], self.max_seq_len[s], self.patch_size(s)
             positions_per_byte = (length + 1) / length / patch  # elements per byte, start token included
-            per_position = self.depth[s] * (2 * 4 * d * inner + 2 * 2 * d * self.ff_mult * d
-                                            + 2 * 2 * inner * (length + 1) / 2)
+            per_position = self.depth[s] * (
+                2 * 4 * d * inner + 2 * 2 * d * self.ff_mult * d + 2 * 2 * inner * (length + 1) / 2
+            )
             total += per_position * positions_per_byte
             if s + 1 < self.stages:
                 total += 2 * d * self.max_seq_len[s + 1] * self.dim[s + 1] / patch  # to_next, once per element
@@ -132,11 +140,7 @@ class ModelConfig(Config):
 # Named sizes. `40m` is the seed-sized laptop model (44.3M parameters, 2048-byte context) that the
 # benchmarks also use; `small` trains usefully in minutes on two CPU cores; `tiny` is for tests.
 PRESETS: dict[str, ModelConfig] = {
-    "tiny": ModelConfig(
-        num_tokens=256, dim=(64, 32), depth=(2, 2), max_seq_len=(32, 8), dim_head=16, heads=4
-    ),
-    "small": ModelConfig(
-        num_tokens=256, dim=(256, 128), depth=(4, 2), max_seq_len=(128, 8), dim_head=32, heads=8
-    ),
+    "tiny": ModelConfig(num_tokens=256, dim=(64, 32), depth=(2, 2), max_seq_len=(32, 8), dim_head=16, heads=4),
+    "small": ModelConfig(num_tokens=256, dim=(256, 128), depth=(4, 2), max_seq_len=(128, 8), dim_head=32, heads=8),
     "40m": ModelConfig(num_tokens=256, dim=(512, 256), depth=(12, 4), max_seq_len=(256, 8)),
 }

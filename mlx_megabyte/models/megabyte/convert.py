@@ -108,7 +108,8 @@ def infer_config(shapes: dict[str, tuple], given: dict | None = None) -> tuple[M
         if not given_len:
             raise UserError(
                 "the global context (max_seq_len[0]) is not stored in weights without pos_emb: pass "
-                "--config with max_seq_len, e.g. '{\"max_seq_len\": [%s]}'" % ", ".join(["N"] + [str(n) for n in max_seq_len[1:]])
+                "--config with max_seq_len, e.g. '{\"max_seq_len\": [%s]}'"
+                % ", ".join(["N"] + [str(n) for n in max_seq_len[1:]])
             )
         max_seq_len[0] = list(given_len)[0]
     inferred["max_seq_len"] = max_seq_len
@@ -128,7 +129,7 @@ def infer_config(shapes: dict[str, tuple], given: dict | None = None) -> tuple[M
             if heads * dim_head != inner:
                 raise UserError(
                     f"attention width {inner} = heads x dim_head cannot be split from the weights and "
-                    f"{heads} x {dim_head} does not fit: pass --config '{{\"heads\": H, \"dim_head\": D}}'"
+                    f'{heads} x {dim_head} does not fit: pass --config \'{{"heads": H, "dim_head": D}}\''
                 )
             if "heads" not in given or "dim_head" not in given:
                 notes.append(f"assumed heads={heads}, dim_head={dim_head} (not stored in the weights)")
@@ -160,7 +161,9 @@ def _as_megabyte_pytorch_takes_it(given: dict) -> dict:
     given.pop("flash_attn", None)
     unknown = set(given) - set(ModelConfig.__dataclass_fields__)
     if unknown:
-        raise UserError(f"unknown config keys: {', '.join(sorted(unknown))} (not megabyte-pytorch's MEGABYTE arguments)")
+        raise UserError(
+            f"unknown config keys: {', '.join(sorted(unknown))} (not megabyte-pytorch's MEGABYTE arguments)"
+        )
     stages = next((len(given[k]) for k in ("depth", "max_seq_len") if isinstance(given.get(k), (list, tuple))), None)
     if isinstance(given.get("dim"), int) and not isinstance(given["dim"], bool) and stages:
         given["dim"] = [given["dim"]] * stages  # megabyte-pytorch's cast_tuple(dim, stages)
@@ -178,7 +181,9 @@ def from_torch_state(state: dict[str, mx.array], given: dict | None = None):
     for buffer in buffers:
         found = state[buffer]
         tolerance = 1e-6 if found.dtype == mx.float32 else 1e-2  # a model moved to bf16 moves its buffers too
-        if not np.allclose(np.array(found.astype(mx.float32)), rotary_inv_freq(config.dim_head), rtol=tolerance, atol=0):
+        if not np.allclose(
+            np.array(found.astype(mx.float32)), rotary_inv_freq(config.dim_head), rtol=tolerance, atol=0
+        ):
             raise UserError(f"{buffer} is not megabyte-pytorch's rotary frequency table")
     return config, {ours: state[theirs] for theirs, ours in names.items()}, notes
 
@@ -186,8 +191,9 @@ def from_torch_state(state: dict[str, mx.array], given: dict | None = None):
 def refuse_other_architectures(config) -> None:
     """megabyte-pytorch has only MEGABYTE: say so, in one line, for any other architecture."""
     if config.model_type != "megabyte":
-        raise UserError(f"megabyte-pytorch has no {config.model_type} architecture: only MEGABYTE models "
-                        "convert to and from it")
+        raise UserError(
+            f"megabyte-pytorch has no {config.model_type} architecture: only MEGABYTE models convert to and from it"
+        )
 
 
 def to_torch_state(model: MEGABYTE) -> dict[str, mx.array]:

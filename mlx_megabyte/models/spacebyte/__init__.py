@@ -8,8 +8,13 @@ from .config import PRESETS, SpaceByteConfig
 from .model import SpaceByte
 
 ARCHITECTURE = Architecture(
-    name="spacebyte", title="SpaceByte", summary="global blocks at word boundaries", config=SpaceByteConfig,
-    model=SpaceByte, presets=PRESETS, paper="Slagle 2024, arXiv 2404.14408",
+    name="spacebyte",
+    title="SpaceByte",
+    summary="global blocks at word boundaries",
+    config=SpaceByteConfig,
+    model=SpaceByte,
+    presets=PRESETS,
+    paper="Slagle 2024, arXiv 2404.14408",
     # The `small` preset's learning rate and batch size, chosen by an equal-wall-clock sweep on a CPU
     # (README: "Defaults chosen by measurement").
     training_defaults={"small": {"learning_rate": 1e-3, "batch_size": 4}},

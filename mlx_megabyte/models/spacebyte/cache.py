@@ -98,4 +98,8 @@ class SpaceByteCache(DecodingState):
         for cache in self.globals:
             cache.keys, cache.values = on_device(cache.keys), on_device(cache.values)
         self.gap, self.spacelike, self.used, self.started = (
-            on_host(self.gap), on_host(self.spacelike), on_host(self.used), on_host(self.started))
+            on_host(self.gap),
+            on_host(self.spacelike),
+            on_host(self.used),
+            on_host(self.started),
+        )

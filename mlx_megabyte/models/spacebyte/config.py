@@ -19,22 +19,28 @@ class SpaceByteConfig(Config):
     num_tokens: int = setting(256, help="vocabulary (at least 256 for bytes)", low=1)
     context_length: int = setting(1024, help="bytes per sequence", low=1)
     local_dim: int = setting(128, help="width of the local (byte) blocks", low=2)
-    global_dim: int = setting(256, help="width of the global blocks (>= --local-dim): local vectors are "
-                              "zero-padded into it and back", low=2)
+    global_dim: int = setting(
+        256, help="width of the global blocks (>= --local-dim): local vectors are zero-padded into it and back", low=2
+    )
     local_depth: int = setting(2, help="local blocks in all: half before the global ones, the rest after", low=0)
     global_depth: int = setting(4, help="global blocks", low=0)
-    global_length: int | None = setting(None, help="global positions per sequence, start included "
-                                        "(default: context / 4)", low=1, optional=True)
-    window: int | None = setting(None, help="positions a local query sees, its own included (default: "
-                                 "--local-dim)", low=1, optional=True)
-    max_patch: int = setting(16, help="a boundary after at most this many bytes without one (text without "
-                             "spaces)", low=1)
+    global_length: int | None = setting(
+        None, help="global positions per sequence, start included (default: context / 4)", low=1, optional=True
+    )
+    window: int | None = setting(
+        None, help="positions a local query sees, its own included (default: --local-dim)", low=1, optional=True
+    )
+    max_patch: int = setting(
+        16, help="a boundary after at most this many bytes without one (text without spaces)", low=1
+    )
     dim_head: int = setting(32, help="width of one attention head", low=1)  # heads: width / dim_head
     ff_mult: int = setting(4, help="feed-forward width as a multiple of the width", low=1)
-    attn_dropout: float = setting(0.0, help="dropout on attention probabilities", kind=float, low=0, high=1,
-                                  high_open=True, tunable=True)
-    ff_dropout: float = setting(0.0, help="dropout after the feed-forward GELU", kind=float, low=0, high=1,
-                                high_open=True, tunable=True)
+    attn_dropout: float = setting(
+        0.0, help="dropout on attention probabilities", kind=float, low=0, high=1, high_open=True, tunable=True
+    )
+    ff_dropout: float = setting(
+        0.0, help="dropout after the feed-forward GELU", kind=float, low=0, high=1, high_open=True, tunable=True
+    )
     pad_id: int = setting(0, help="byte ignored by the loss", low=0, tunable=True)
 
     def __post_init__(self):
@@ -65,9 +71,11 @@ class SpaceByteConfig(Config):
         return type(self).from_dict({**values, **changes})
 
     def describe(self) -> str:
-        return (f"SpaceByte, local {self.local_depth} x {self.local_dim} (window {self.window}), global "
-                f"{self.global_depth} x {self.global_dim} over {self.global_length} positions, "
-                f"{self.context_length}-byte context")
+        return (
+            f"SpaceByte, local {self.local_depth} x {self.local_dim} (window {self.window}), global "
+            f"{self.global_depth} x {self.global_dim} over {self.global_length} positions, "
+            f"{self.context_length}-byte context"
+        )
 
     def patching(self) -> str:
         return f"patches at word boundaries (at most {self.max_patch} bytes)"
@@ -91,10 +99,13 @@ class SpaceByteConfig(Config):
 # the global width twice the local one, local window = local width, as many global blocks as local ones
 # or more. They have fewer parameters than MEGABYTE's: its global model runs once per 8 bytes.
 PRESETS: dict[str, SpaceByteConfig] = {
-    "tiny": SpaceByteConfig(context_length=256, local_dim=32, global_dim=64, local_depth=2, global_depth=2,
-                            dim_head=16),
-    "small": SpaceByteConfig(context_length=1024, local_dim=96, global_dim=192, local_depth=4, global_depth=5,
-                             dim_head=32),
-    "40m": SpaceByteConfig(context_length=2048, local_dim=192, global_dim=384, local_depth=8, global_depth=12,
-                           dim_head=64),
+    "tiny": SpaceByteConfig(
+        context_length=256, local_dim=32, global_dim=64, local_depth=2, global_depth=2, dim_head=16
+    ),
+    "small": SpaceByteConfig(
+        context_length=1024, local_dim=96, global_dim=192, local_depth=4, global_depth=5, dim_head=32
+    ),
+    "40m": SpaceByteConfig(
+        context_length=2048, local_dim=192, global_dim=384, local_depth=8, global_depth=12, dim_head=64
+    ),
 }

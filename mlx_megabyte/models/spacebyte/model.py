@@ -48,8 +48,14 @@ class Block(nn.Module):
     def __init__(self, config: SpaceByteConfig, dims: int, window: int | None):
         super().__init__()
         # heads = width / dim_head; local blocks: windowed, rotary; global ones: learned positions
-        self.attention = Attention(dims, dims // config.dim_head, config.dim_head, config.attn_dropout,
-                                   rotary=window is not None, window=window)
+        self.attention = Attention(
+            dims,
+            dims // config.dim_head,
+            config.dim_head,
+            config.attn_dropout,
+            rotary=window is not None,
+            window=window,
+        )
         self.feed_forward = FeedForward(dims, config.ff_mult, config.ff_dropout)
 
     def __call__(self, x, cache=None, mask=None):
@@ -79,7 +85,9 @@ class SpaceByte(Model):
         if ids.ndim != 2:
             raise ValueError(f"expected ids of shape (batch, length), got shape {tuple(ids.shape)}")
         if ids.shape[1] > self.config.context_length:
-            raise ValueError(f"{ids.shape[1]} bytes do not fit the model's context of {self.config.context_length} bytes")
+            raise ValueError(
+                f"{ids.shape[1]} bytes do not fit the model's context of {self.config.context_length} bytes"
+            )
         logits = self.logits(self.forward(ids))
         return logits if include_start else logits[:, 1:]
 
