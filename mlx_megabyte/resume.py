@@ -4,6 +4,7 @@ from the checkpoint's is refused in one line. Also the start from other weights 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def record(trainer) -> dict:
         "best_val_bpb": trainer.best_bpb if math.isfinite(trainer.best_bpb) else None,
         "train_seconds": trainer.train_seconds,
         "instruct": trainer.instruct,
+        "init_from": trainer.config.init_from,  # for the message when --resume forgets it
         **({"loss_scale": trainer.loss_scale.state} if trainer.loss_scale else {}),
         **settings(trainer),
     }
@@ -72,7 +74,7 @@ def resume(trainer) -> Path:
         raise UserError(f"--resume: no checkpoint in {trainer.run_dir / checkpoint.CHECKPOINTS}")
     for path in reversed(found):
         try:
-            check_model(path, trainer.config.model)
+            check_model(path, trainer.config.model, None if trainer.config.init_from else _init_from(path))
             state = checkpoint.load_checkpoint(path, trainer.model, trainer.optimizer)
             break
         except ModelMismatch:
@@ -91,9 +93,12 @@ def resume(trainer) -> Path:
     return path
 
 
-def check_model(path: Path, mine) -> None:
-    """The checkpoint's model must be the one the flags describe (its architecture, every setting)."""
+def check_model(path: Path, mine, init_from: str | None = None) -> None:
+    """The checkpoint's model must be the one the flags describe (its architecture, every setting);
+    `init_from`: the weights the run started from, when this resume did not name them."""
     saved, _ = read_config(path)
+    if saved != mine and init_from:
+        raise ModelMismatch(f"--resume: the run started from --init-from {init_from}: pass it again")
     if saved.model_type != mine.model_type:
         raise ModelMismatch(
             f"--resume: the checkpoint holds a {saved.model_type} model, not {mine.model_type}; use the same --arch"
@@ -104,6 +109,15 @@ def check_model(path: Path, mine) -> None:
         raise ModelMismatch(
             f"--resume: the checkpoint's model differs in {', '.join(changed)}; use the same model flags"
         )
+
+
+def _init_from(path: Path) -> str | None:
+    """The --init-from the checkpoint's run started with (None if none, or not recorded)."""
+    try:
+        found = json.loads((path / checkpoint.STATE_FILE).read_text()).get("init_from")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None
 
 
 def check_settings(trainer, state: dict) -> None:

@@ -272,6 +272,20 @@ def test_init_from_starts_instruct_tuning_from_pretrained_weights(tmp_path, cach
     assert load(tmp_path / "instruct" / "best").config == load(tmp_path / "base" / "best").config
 
 
+def test_resuming_a_run_started_from_weights_asks_for_them_again(tmp_path, cache):
+    """The model of a run started with --init-from is the weights' (here not the preset's shape): a
+    --resume that forgets them is told so in one line, and resumes once they are named."""
+    train(tmp_path, cache, "--iters", "2", "--steps-per-eval", "2", "--dim", "48,32", name="base")
+    start = ["--init-from", str(tmp_path / "base"), "--iters", "4", "--steps-per-eval", "2"]
+    data = BASE[2:]  # no --preset: the model is the weights'
+    assert BASE[:2] == ["--preset", "tiny"]
+    train(tmp_path, cache, *start, "--time-budget", "0.01", name="tuned", base=data)
+    with pytest.raises(UserError, match=r"^--resume: the run started from --init-from .*base: pass it again$"):
+        train(tmp_path, cache, "--iters", "4", "--steps-per-eval", "2", "--resume", name="tuned", base=data)
+    train(tmp_path, cache, *start, "--resume", name="tuned", base=data)
+    assert sorted(losses(tmp_path / "tuned")) == [1, 2, 3, 4]
+
+
 # --- reliability: one run per directory, nothing poisoned saved, one-line errors (issue 14) -----------
 
 
