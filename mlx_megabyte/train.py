@@ -113,11 +113,10 @@ def add_model_flags(group) -> None:
     group.add_argument(
         "--preset",
         choices=[*PRESET_NAMES, AUTO],  # None: DEFAULT_PRESET, unless --init-from decides
-        help=f"model size, in the architecture's presets (below, and README: Presets), or {AUTO}: "
-        "with --time-budget, time each preset here for a few seconds and take the one that would "
-        f"see nearest {sizing.DEFAULT_BYTES_PER_PARAMETER:g} bytes per parameter in the budget "
-        f"(README: What the parameters do) (default: {DEFAULT_PRESET}; with --init-from, the "
-        "weights' own model)",
+        help=f"model size, in the architecture's presets (below), or {AUTO}: with --time-budget, time "
+        "each preset here for a few seconds and take the one that would see nearest "
+        f"{sizing.DEFAULT_BYTES_PER_PARAMETER:g} bytes per parameter in the budget (README: Train) "
+        f"(default: {DEFAULT_PRESET}; with --init-from, the weights' own model)",
     )
     for name, owners in MODEL_FIELDS.items():
         spec = owners[0][1].metadata
