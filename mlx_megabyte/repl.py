@@ -4,6 +4,7 @@ line generate.py."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from argparse import ArgumentTypeError
 
@@ -63,6 +64,10 @@ def interactive(model, args, defaults):
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:
         pass
+    # Ctrl-C stops the story being written, even when a parent started us with SIGINT ignored or blocked
+    # (both are inherited, and Python then never raises KeyboardInterrupt): the REPL promises it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     print(
         f"mlx-megabyte story REPL ({model.num_parameters():,} parameters, {model.config.context_length}-byte context)"
     )

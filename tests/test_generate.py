@@ -1,6 +1,7 @@
 """Cached generation reproduces the model's function; samplers; streaming text; the CLI and REPL."""
 
 import os
+import signal
 import sys
 
 import mlx.core as mx
@@ -199,6 +200,11 @@ def _run_in(cwd, args, env):
     )
 
 
+def _ignore_and_block_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
 def test_repl_answers_and_exits_on_ctrl_d(tmp_path):
     pexpect = pytest.importorskip("pexpect")
     # A random model that never ends a story, so that the Ctrl-C below always lands in a generation (a
@@ -223,6 +229,9 @@ def test_repl_answers_and_exits_on_ctrl_d(tmp_path):
         cwd=str(ROOT),
         encoding="utf-8",
         timeout=60,
+        # started with Ctrl-C ignored and blocked, as a parent may leave it (a fresh-clone CI run did):
+        # the REPL must still stop a story on Ctrl-C
+        preexec_fn=_ignore_and_block_sigint,
     )
     child.expect("> ")
     child.sendline("/temp 0")
