@@ -507,6 +507,7 @@ class Batches:
     With several data-parallel ranks every rank draws the same global batch of batch_size * world windows
     and keeps its own slice, so the global batch is the same whatever the world size. With a `mask` (one
     byte per byte of `data`: which ones the loss counts) a batch is (bytes, mask), the same windows of both.
+    With `starts` (`record_starts`), windows start only there, drawn uniformly among them.
     """
 
     def __init__(
@@ -518,16 +519,21 @@ class Batches:
         rank: int = 0,
         world: int = 1,
         mask: np.ndarray | None = None,
+        starts: np.ndarray | None = None,
     ):
         if len(data) < length:
             raise UserError(f"the data holds {len(data)} bytes, fewer than one window of {length}")
         self.windows = np.lib.stride_tricks.sliding_window_view(data, length)
+        self.starts = starts
         self.mask_windows = None if mask is None else np.lib.stride_tricks.sliding_window_view(mask, length)
         self.batch_size, self.rank, self.world = batch_size, rank, world
         self.rng = np.random.default_rng(seed)
 
     def __next__(self):  # (batch_size, length) uint8, or two of them with a mask
-        starts = self.rng.integers(0, len(self.windows), size=self.batch_size * self.world)
+        count = len(self.windows) if self.starts is None else len(self.starts)
+        starts = self.rng.integers(0, count, size=self.batch_size * self.world)
+        if self.starts is not None:
+            starts = self.starts[starts]
         mine = starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
         if self.mask_windows is None:
             return self.windows[mine]
@@ -543,6 +549,26 @@ class Batches:
     @state.setter
     def state(self, value: dict) -> None:
         self.rng.bit_generator.state = value
+
+
+def record_starts(data: np.ndarray, length: int) -> np.ndarray:
+    """Window starts aligned to the documents of a stream (each closed by the end-of-text byte): at the
+    end-of-text byte before each document (0 for the first), so the window begins as a generation prompt
+    does; and, for a document longer than the window, also where the window ending with its closing byte
+    starts, so the ends of long stories are trained too. Uniform windows are what pretraining wants; on
+    instruct records they mostly miss the prompt: with the built-in records (median 1,202 bytes) and a
+    1,024-byte context only 30% of the story bytes in uniform windows had their record's prompt in view.
+
+    >>> record_starts(np.frombuffer(b"ab\x03abcdef\x03a\x03", np.uint8), 4).tolist()
+    [0, 2, 6]
+    """
+    ids = np.asarray(data)
+    ends = np.flatnonzero(ids == EOT)
+    heads = np.concatenate([[0], ends[:-1]]) if len(ends) else np.zeros(1, np.int64)
+    tails = ends - length + 1
+    tails = tails[(tails > heads[: len(tails)]) & (tails >= 0)]  # records that do not fit from their head
+    starts = np.unique(np.concatenate([heads, tails]).astype(np.int64))
+    return starts[starts <= len(ids) - length]
 
 
 def evaluation_windows(data: np.ndarray, length: int, count: int) -> np.ndarray:

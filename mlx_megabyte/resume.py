@@ -36,6 +36,7 @@ def settings(trainer) -> dict:
         "grad_accumulation_steps": config.grad_accumulation_steps,
         "dtype": config.dtype,
         "mask_prompt": config.mask_prompt,
+        "windows": trainer.windows,  # as resolved: what "auto" chose
         **{key: getattr(config, key) for key in SCHEDULE},
     }
 
@@ -122,6 +123,8 @@ def _init_from(path: Path) -> str | None:
 
 def check_settings(trainer, state: dict) -> None:
     """Refuse, in one line naming the flag, a resumed run whose settings differ from the checkpoint's."""
+    # Runs saved before windows could start at records drew them anywhere.
+    state = {"windows": "uniform", **state} if "batches" in state else state
     for key, mine in settings(trainer).items():
         if key not in state or state[key] == mine or (key in SCHEDULE and trainer.config.reschedule):
             continue

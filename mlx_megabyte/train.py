@@ -25,7 +25,7 @@ from .errors import UserError
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, Config, build
 from .models.base import STAGES
 from .runtime import DTYPES, default_dtype, use_device
-from .trainer import Trainer, TrainingConfig, bounds, describe
+from .trainer import WINDOWS, Trainer, TrainingConfig, bounds, describe
 from .weights import locate, read_config
 
 DEFAULT_PRESET = "40m"
@@ -165,6 +165,14 @@ def add_data_flags(source) -> None:
         action="store_true",
         help="instruct records: the loss (and validation bits per byte) counts only the story bytes, "
         "after 'Story:' with the end-of-text byte that closes each, not the prompt",
+    )
+    source.add_argument(
+        "--windows",
+        choices=WINDOWS,
+        default=DEFAULTS["windows"],
+        help="where training windows start: uniform (anywhere), records (where a document starts, and "
+        "where a window ending a longer one starts, so stories are trained with their prompt in view); "
+        "auto: records for instruct data, else uniform (default: auto)",
     )
 
 

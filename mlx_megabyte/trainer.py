@@ -38,6 +38,8 @@ from .runtime import DTYPES, SEED_LIMIT
 from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, make_sampler
 from .weights import non_finite
 
+WINDOWS = ("auto", "uniform", "records")  # TrainingConfig.windows
+
 LN2 = math.log(2)
 
 # The range of every numeric setting: (type, lowest, highest, lowest excluded, highest excluded). The
@@ -84,6 +86,7 @@ class TrainingConfig:
     builtin_mb: float = 16
     cache_dir: str | None = None
     mask_prompt: bool = False  # the loss counts only the stories of instruct records (after "Story:")
+    windows: str = "auto"  # where training windows start: "uniform", "records" (data.record_starts), "auto"
     # optimisation
     batch_size: int = 16  # windows per step and rank
     grad_accumulation_steps: int = 1
@@ -133,6 +136,8 @@ class TrainingConfig:
                 raise UserError(f"{name} is out of range: {value}")
         if not 0 <= self.seed < SEED_LIMIT:
             raise UserError(f"seed must be an integer from 0 to {SEED_LIMIT - 1}, got {self.seed}")
+        if self.windows not in WINDOWS:
+            raise UserError(f"windows must be one of {', '.join(WINDOWS)}, got {self.windows!r}")
         if self.dtype not in DTYPES:
             raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.reschedule and not self.resume:
@@ -189,6 +194,11 @@ class Trainer:
         check_sizes(config, corpus, length)
         self.instruct = corpus.instruct  # recorded with the weights: may `generate --instruct` use them?
         train_mask, val_mask = story_masks(config, corpus) if config.mask_prompt else (None, None)
+        # "auto": instruct records train from their starts, so that a story sees its prompt as it will
+        # when generated on command; anything else trains on windows anywhere.
+        self.windows = (
+            "records" if config.windows == "records" or (config.windows == "auto" and self.instruct) else "uniform"
+        )
         self.batches = data.Batches(
             corpus.train,
             length,
@@ -197,6 +207,7 @@ class Trainer:
             self.rank,
             self.world,
             mask=train_mask,
+            starts=data.record_starts(corpus.train, length) if self.windows == "records" else None,
         )
         self.data_state = self.batches.state
         # --eval-batches per rank: the same windows, each rank a share, whatever the number of ranks
@@ -545,15 +556,24 @@ def describe(trainer: Trainer) -> list[str]:
             if config.resume
             else f", initialised from {trainer.restored_from}"
         )
-    return [
-        f"model: {trainer.model.num_parameters():,} parameters, {model.describe()}, "
-        f"{model.flops_per_byte() / 1e6:.2f} MFLOP per byte trained",
-        f"data: {config.data}: {len(corpus.train) / 1e6:.1f} MB train, {len(corpus.val) / 1e6:.2f} MB validation"
-        f" ({corpus.directory}); {corpus.describe()}",
-        f"training: {trainer.bytes_per_step:,} bytes per step"
-        + (f" over {trainer.world} ranks" if trainer.world > 1 else "")
-        + f"{restored}; run directory {config.save_path}",
-    ] + ([_masked_line(trainer)] if config.mask_prompt else [])
+    return (
+        [
+            f"model: {trainer.model.num_parameters():,} parameters, {model.describe()}, "
+            f"{model.flops_per_byte() / 1e6:.2f} MFLOP per byte trained",
+            f"data: {config.data}: {len(corpus.train) / 1e6:.1f} MB train, {len(corpus.val) / 1e6:.2f} MB validation"
+            f" ({corpus.directory}); {corpus.describe()}",
+            f"training: {trainer.bytes_per_step:,} bytes per step"
+            + (f" over {trainer.world} ranks" if trainer.world > 1 else "")
+            + f"{restored}; run directory {config.save_path}",
+        ]
+        + ([_masked_line(trainer)] if config.mask_prompt else [])
+        + ([_records_line(trainer)] if trainer.windows == "records" else [])
+    )
+
+
+def _records_line(trainer: Trainer) -> str:
+    why = "" if trainer.config.windows == "records" else ", as for all instruct data (--windows uniform: anywhere)"
+    return f"windows: {len(trainer.batches.starts):,} starts, at the documents' starts and long ones' ends{why}"
 
 
 def _masked_line(trainer: Trainer) -> str:

@@ -172,3 +172,68 @@ def test_bfloat16_masked_training_tracks_float32(tmp_path, cache):
     mixed = {r["step"]: r["loss"] for r in metrics(tmp_path / "bf16") if "loss" in r}
     assert max(abs(full[s] - mixed[s]) / full[s] for s in full) < 0.01
     assert mixed[30] < 0.7 * mixed[1]
+
+
+def naive_record_starts(stream: bytes, length: int) -> list[int]:
+    """Per document, by hand: where its window starts (the end-of-text byte before it, 0 for the first),
+    and where the window ending with its own end-of-text byte starts when it does not fit from there."""
+    starts, head = set(), 0
+    for end, byte in enumerate(stream):
+        if byte != EOT:
+            continue
+        starts.add(head)
+        if end - head + 1 > length:
+            starts.add(end - length + 1)
+        head = end
+    return sorted(s for s in starts if s + length <= len(stream))
+
+
+def test_record_starts_equal_a_loop_over_the_documents():
+    rng = np.random.default_rng(0)
+    for length in (4, 16, 64):
+        docs = [bytes(rng.integers(65, 90, size=int(rng.integers(1, 3 * length)))) for _ in range(40)]
+        stream = b"".join(d + bytes([EOT]) for d in docs)
+        got = data.record_starts(np.frombuffer(stream, np.uint8), length).tolist()
+        assert got == naive_record_starts(stream, length)
+
+
+def test_record_windows_start_where_a_prompt_does_and_resume_exactly(tmp_path):
+    corpus = data.prepare("builtin-instruct", cache_dir=tmp_path, builtin_mb=0.2)
+    length = 256
+    starts = data.record_starts(corpus.train, length)
+    batches = data.Batches(corpus.train, length, 8, seed=1, starts=starts)
+    heads = {0, *np.flatnonzero(np.asarray(corpus.train) == EOT).tolist()}
+    for ids in (next(batches) for _ in range(4)):
+        for window in ids:  # a record's head (its prompt follows), or the end of a long one
+            at = int(np.flatnonzero((batches.windows == window).all(axis=1))[0])
+            assert at in heads or window[-1] == EOT
+            if at in heads and at > 0:
+                assert bytes(window[1:]).startswith((b"Features:", b"Words:", b"Summary:", b"Story:"))
+    state = batches.state
+    expected = next(batches)
+    batches.state = state
+    assert np.array_equal(next(batches), expected)
+
+
+def test_instruct_data_trains_on_record_windows_unless_told(tmp_path, cache):
+    _, output = train(tmp_path, cache, "--iters", "2", "--steps-per-eval", "2", name="auto")
+    assert "windows: " in output and "at the documents' starts" in output
+    saved = json.loads((tmp_path / "auto" / "checkpoints" / "step-00000002" / "trainer_state.json").read_text())
+    assert saved["windows"] == "records"
+    _, output = train(tmp_path, cache, "--iters", "2", "--windows", "uniform", name="uniform")
+    assert "windows: " not in output
+    plain = [b if b != "builtin-instruct" else "builtin" for b in BASE if b != "--mask-prompt"]
+    _, output = train(tmp_path, cache, "--iters", "2", "--steps-per-eval", "2", name="plain", base=plain)
+    assert "windows: " not in output
+    saved = json.loads((tmp_path / "plain" / "checkpoints" / "step-00000002" / "trainer_state.json").read_text())
+    assert saved["windows"] == "uniform"
+    # a run saved before windows were a setting drew them anywhere: resuming it on records is refused
+    flags = ["--iters", "4", "--steps-per-eval", "2", "--resume", "--reschedule"]
+    for state_file in (tmp_path / "auto" / "checkpoints").glob("*/trainer_state.json"):
+        record = json.loads(state_file.read_text())
+        del record["windows"]
+        state_file.write_text(json.dumps(record))
+    with pytest.raises(UserError, match="the run used --windows uniform, not records: pass the same value"):
+        train(tmp_path, cache, *flags, name="auto")
+    _, output = train(tmp_path, cache, *flags, "--windows", "uniform", name="auto")
+    assert "resumed from" in output
