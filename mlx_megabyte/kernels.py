@@ -76,8 +76,10 @@ NATIVE_MIN_SIZE = 1 << 14  # elements: below, a primitive's fixed cost outweighs
 
 def _native_for(*arrays) -> bool:
     """Whether the native kernels take these inputs: float32 (mixed precision keeps the MLX ops), and
-    large enough to gain from them (a decoding step's single rows are not)."""
-    return variant() == "native" and all(a.dtype == mx.float32 for a in arrays) and arrays[0].size >= NATIVE_MIN_SIZE
+    large enough to gain from them (a decoding step's single rows are not), unless `forced` (tests
+    compare the variants on small inputs)."""
+    large = _forced == "native" or arrays[0].size >= NATIVE_MIN_SIZE
+    return variant() == "native" and all(a.dtype == mx.float32 for a in arrays) and large
 
 
 @contextlib.contextmanager
@@ -372,6 +374,28 @@ def _native_rms_norm(sequence: int, shift: bool, scale: float, eps: float):
         return _native.rms_norm_grad(x, weight, outputs[1], cotangents[0], sequence, shift, scale, eps)
 
     return lambda x, weight: norm(x, weight)[0]
+
+
+def layer_norm(x: mx.array, weight: mx.array, bias: mx.array, eps: float) -> mx.array:
+    """torch's LayerNorm of x (..., D) (biased variance, eps under the square root), as
+    `mx.fast.layer_norm`, whose CPU path (and its gradient) is scalar MLX ops."""
+    if _native_for(x, weight, bias):
+        return _native_layer_norm(eps)(x, weight, bias)
+    return mx.fast.layer_norm(x, weight, bias, eps)
+
+
+@lru_cache(maxsize=None)
+def _native_layer_norm(eps: float):
+    @mx.custom_function
+    def norm(x, weight, bias):
+        return _native.layer_norm(x, weight, bias, eps)
+
+    @norm.vjp
+    def norm_vjp(primals, cotangents, outputs):
+        x, weight, _ = primals
+        return _native.layer_norm_grad(x, weight, outputs[1], outputs[2], cotangents[0])
+
+    return lambda x, weight, bias: norm(x, weight, bias)[0]
 
 
 # --- self-attention from projections ----------------------------------------------------------------

@@ -88,6 +88,30 @@ def test_rms_norm_with_and_without_token_shift(shift):
         assert close(got[0], z / norm * weight, 1e-5)
 
 
+def test_layer_norm_and_its_gradient_against_float64():
+    rng = np.random.default_rng(4)
+    D = 1029  # not a multiple of the vector width
+    x = (rng.normal(size=(5, 7, D)) + 30.0).astype(np.float32)  # far from zero mean: a two-pass variance
+    weight, bias = (rng.normal(size=D).astype(np.float32) for _ in range(2))
+    cotangent = rng.normal(size=x.shape).astype(np.float32)
+    args = [mx.array(a) for a in (x, weight, bias)]
+    with kernels.forced("native"):
+        got, (dx, dw, db) = mx.vjp(lambda *a: kernels.layer_norm(*a, 1e-5), args, [mx.array(cotangent)])
+    with kernels.forced("cpu"):  # mx.fast.layer_norm, the pure-MLX path
+        want, want_grads = mx.vjp(lambda *a: kernels.layer_norm(*a, 1e-5), args, [mx.array(cotangent)])
+    # float64 by hand: xhat = (x - mean) / sqrt(var + eps); dx = rstd (g - mean(g) - xhat mean(g xhat))
+    x64, g64 = x.astype(np.float64), cotangent.astype(np.float64)
+    rstd = 1 / np.sqrt(x64.var(-1, keepdims=True) + 1e-5)
+    xhat = (x64 - x64.mean(-1, keepdims=True)) * rstd
+    g = g64 * weight
+    exact_dx = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+    assert close(got[0], xhat * weight + bias, 2e-6)
+    assert close(dx, exact_dx, 2e-5)
+    assert close(dw, (g64 * xhat).sum((0, 1)), 1e-5) and close(db, g64.sum((0, 1)), 2e-6)  # MLX: 1.6e-5
+    for mine, theirs in zip((got[0], dx, dw, db), (want[0], *want_grads)):
+        assert close(mine, theirs, 1e-4)
+
+
 def test_cross_entropy_and_its_gradient():
     rng = np.random.default_rng(2)
     logits = (rng.normal(size=(2, 50, 256)) * 6).astype(np.float32)

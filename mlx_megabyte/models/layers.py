@@ -1,5 +1,6 @@
-"""The layers the architectures share: lucidrains' RMSNorm, a pre-norm GELU feed-forward and a pre-norm
-multi-head attention (causal; rotary positions, a window or a caller's mask where an architecture asks).
+"""The layers the architectures share: torch's LayerNorm, lucidrains' RMSNorm, a pre-norm GELU
+feed-forward and a pre-norm multi-head attention (causal; rotary positions, a window or a caller's mask
+where an architecture asks).
 
 Their arithmetic goes through kernels.py, which picks each operation's kernel by device: this file never
 asks where it runs. Parameter names are the checkpoints' (query, key_value, out, up, down, norm.weight):
@@ -11,7 +12,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..kernels import attention, gelu, projection, rms_norm, self_attention
+from ..kernels import attention, gelu, layer_norm, projection, rms_norm, self_attention
 
 
 class RMSNorm(nn.Module):
@@ -25,6 +26,13 @@ class RMSNorm(nn.Module):
 
     def __call__(self, x, shift: bool = False):
         return rms_norm(x, self.weight, self.eps, shift)
+
+
+class LayerNorm(nn.LayerNorm):
+    """torch's nn.LayerNorm (weight and bias, as MLX names them), through kernels.layer_norm."""
+
+    def __call__(self, x):
+        return layer_norm(x, self.weight, self.bias, self.eps)
 
 
 class FeedForward(nn.Module):

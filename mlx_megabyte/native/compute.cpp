@@ -191,6 +191,42 @@ inline float sum(const float* x, int64_t n) {
   return total;
 }
 
+// torch's LayerNorm: the variance is the biased one, of the centred row (two passes: exact for rows far
+// from zero mean), eps under the square root.
+void layer_norm(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int64_t row0,
+                int64_t row1, int64_t D, float eps) {
+  for (int64_t r = row0; r < row1; ++r) {
+    const float* in = x + r * D;
+    float* out = y + r * D;
+    float m = sum(in, D) / D;
+    for (int64_t d = 0; d < D; ++d) out[d] = in[d] - m;
+    float rs = 1.0f / std::sqrt(dot(out, out, D) / D + eps);
+    mean[r] = m;
+    rstd[r] = rs;
+    for (int64_t d = 0; d < D; ++d) out[d] = out[d] * rs * w[d] + b[d];
+  }
+}
+
+// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = w * dy, xhat = (x - mean) * rstd; these rows'
+// shares of dw (dy * xhat) and db (dy) are added to dw and db.
+void layer_norm_grad(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
+                     float* dx, float* dw, float* db, int64_t row0, int64_t row1, int64_t D) {
+  for (int64_t r = row0; r < row1; ++r) {
+    const float *in = x + r * D, *g = dy + r * D;
+    float* out = dx + r * D;
+    float m = mean[r], rs = rstd[r];
+    for (int64_t d = 0; d < D; ++d) {
+      float xhat = (in[d] - m) * rs;
+      dw[d] += g[d] * xhat;
+      db[d] += g[d];
+      out[d] = w[d] * g[d];  // wdy, for now
+    }
+    float total_g = sum(out, D);
+    float mean_g = total_g / D, mean_gx = (dot(out, in, D) - m * total_g) * rs / D;
+    for (int64_t d = 0; d < D; ++d) out[d] = rs * (out[d] - mean_g - (in[d] - m) * rs * mean_gx);
+  }
+}
+
 inline float row_max(const float* x, int64_t n) {
   float lanes[W];
   for (int c = 0; c < W; ++c) lanes[c] = -INFINITY;
@@ -536,7 +572,7 @@ const Kernels& kernels() {
   static const Kernels table{
 #define STRINGIFY2(x) #x
 #define STRINGIFY(x) STRINGIFY2(x)
-      STRINGIFY(KERNEL_ISA), gelu, gelu_grad, rms_norm, rms_norm_grad, unshift, cross_entropy,
+      STRINGIFY(KERNEL_ISA), gelu, gelu_grad, rms_norm, rms_norm_grad, unshift, layer_norm, layer_norm_grad, cross_entropy,
       cross_entropy_grad, attention, attention_grad, attention_scratch, sum_squares, adamw};
   return table;
 }

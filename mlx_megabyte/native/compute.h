@@ -38,6 +38,13 @@ struct Kernels {
                         float eps);
   // dx from dz: undoes the token shift (dx[r] = dz[r][:half], dz[r + 1][half:] within a sequence).
   void (*unshift)(const float* dz, float* dx, int64_t row0, int64_t row1, int64_t T, int64_t D);
+  // torch's LayerNorm of rows [row0, row1) of (rows, D): y = (x - mean) * rstd * w + b, rstd =
+  // 1 / sqrt(biased variance + eps); mean and rstd per row are kept for the gradient.
+  void (*layer_norm)(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd,
+                     int64_t row0, int64_t row1, int64_t D, float eps);
+  // Its gradient for those rows, and their shares of dw and db (D floats each, added to).
+  void (*layer_norm_grad)(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
+                          float* dx, float* dw, float* db, int64_t row0, int64_t row1, int64_t D);
   // Per row of (rows, V) logits: loss = logsumexp - logit[target], and the logsumexp.
   void (*cross_entropy)(const float* logits, const int32_t* targets, float* loss, float* lse, int64_t row0,
                         int64_t row1, int64_t V);

@@ -286,6 +286,67 @@ class RmsNormGrad : public NativePrimitive {
   NormSettings n_;
 };
 
+class LayerNorm : public NativePrimitive {
+ public:
+  LayerNorm(Stream s, float eps) : NativePrimitive(s), eps_(eps) {}
+  void eval_cpu(const std::vector<array>& inputs, std::vector<array>& outputs) override {
+    allocate(outputs);
+    dispatch(stream(), inputs, outputs, [eps = eps_](auto& in, auto& out) {
+      int64_t D = in[0].shape(-1), rows = in[0].size() / D;
+      const float *x = f32(in[0]), *w = f32(in[1]), *b = f32(in[2]);
+      float *y = f32(out[0]), *mean = f32(out[1]), *rstd = f32(out[2]);
+      parallel_range(rows, std::max<int64_t>(1, (1 << 14) / D),
+                     [&](int64_t r0, int64_t r1) { K().layer_norm(x, w, b, y, mean, rstd, r0, r1, D, eps); });
+    });
+  }
+  const char* name() const override { return "MegabyteLayerNorm"; }
+  bool is_equivalent(const Primitive& o) const override { return eps_ == static_cast<const LayerNorm&>(o).eps_; }
+  std::vector<Shape> output_shapes(const std::vector<array>& in) override {
+    Shape rows(in[0].shape().begin(), in[0].shape().end() - 1);
+    return {in[0].shape(), rows, rows};
+  }
+
+ private:
+  float eps_;
+};
+
+class LayerNormGrad : public NativePrimitive {
+ public:
+  using NativePrimitive::NativePrimitive;
+  void eval_cpu(const std::vector<array>& inputs, std::vector<array>& outputs) override {
+    allocate(outputs);
+    dispatch(stream(), inputs, outputs, [](auto& in, auto& out) {
+      int64_t D = in[0].shape(-1), rows = in[0].size() / D;
+      const float *x = f32(in[0]), *w = f32(in[1]), *mean = f32(in[2]), *rstd = f32(in[3]), *dy = f32(in[4]);
+      float *dx = f32(out[0]), *dw = f32(out[1]), *db = f32(out[2]);
+      // Each piece sums its rows' dw and db; the pieces are added in a fixed order (same result on
+      // any number of threads).
+      int64_t pieces = std::max<int64_t>(1, std::min<int64_t>(rows, 4 * Pool::get().size()));
+      int64_t step = (rows + pieces - 1) / pieces;
+      std::vector<float> partial(2 * pieces * D, 0.0f);
+      Pool::get().run(pieces, [&](int64_t i) {
+        int64_t r0 = i * step, r1 = std::min(rows, r0 + step);
+        float* share = partial.data() + 2 * i * D;
+        if (r0 < r1) K().layer_norm_grad(x, w, mean, rstd, dy, dx, share, share + D, r0, r1, D);
+      });
+      for (int64_t d = 0; d < D; ++d) {
+        double w_total = 0.0, b_total = 0.0;
+        for (int64_t i = 0; i < pieces; ++i) {
+          w_total += partial[2 * i * D + d];
+          b_total += partial[2 * i * D + D + d];
+        }
+        dw[d] = static_cast<float>(w_total);
+        db[d] = static_cast<float>(b_total);
+      }
+    });
+  }
+  const char* name() const override { return "MegabyteLayerNormGrad"; }
+  bool is_equivalent(const Primitive&) const override { return true; }
+  std::vector<Shape> output_shapes(const std::vector<array>& in) override {
+    return {in[0].shape(), in[1].shape(), in[1].shape()};
+  }
+};
+
 class CrossEntropy : public NativePrimitive {
  public:
   using NativePrimitive::NativePrimitive;
@@ -545,6 +606,23 @@ std::tuple<array, array> rms_norm_grad(const array& x, const array& w, const arr
   return {outs[0], outs[1]};
 }
 
+std::tuple<array, array, array> layer_norm(const array& x, const array& w, const array& b, float eps) {
+  auto in = as_f32(x);
+  Shape rows(in.shape().begin(), in.shape().end() - 1);
+  auto outs = array::make_arrays({in.shape(), rows, rows}, {float32, float32, float32},
+                                 std::make_shared<LayerNorm>(cpu_stream(), eps), {in, as_f32(w), as_f32(b)});
+  return {outs[0], outs[1], outs[2]};
+}
+
+std::tuple<array, array, array> layer_norm_grad(const array& x, const array& w, const array& mean, const array& rstd,
+                                                const array& dy) {
+  auto in = as_f32(x), weight = as_f32(w);
+  auto outs = array::make_arrays({in.shape(), weight.shape(), weight.shape()}, {float32, float32, float32},
+                                 std::make_shared<LayerNormGrad>(cpu_stream()),
+                                 {in, weight, as_f32(mean), as_f32(rstd), as_f32(dy)});
+  return {outs[0], outs[1], outs[2]};
+}
+
 std::tuple<array, array> cross_entropy(const array& logits, const array& targets) {
   auto in = as_f32(logits);
   auto t = contiguous(astype(targets, int32));
@@ -619,6 +697,9 @@ NB_MODULE(_native, m) {
         nb::arg("eps"));
   m.def("rms_norm_grad", &rms_norm_grad, nb::arg("x"), nb::arg("weight"), nb::arg("inverse"), nb::arg("cotangent"),
         nb::arg("sequence"), nb::arg("shift"), nb::arg("scale"), nb::arg("eps"));
+  m.def("layer_norm", &layer_norm, nb::arg("x"), nb::arg("weight"), nb::arg("bias"), nb::arg("eps"));
+  m.def("layer_norm_grad", &layer_norm_grad, nb::arg("x"), nb::arg("weight"), nb::arg("mean"), nb::arg("rstd"),
+        nb::arg("cotangent"));
   m.def("cross_entropy", &cross_entropy, nb::arg("logits"), nb::arg("targets"));
   m.def("cross_entropy_grad", &cross_entropy_grad, nb::arg("logits"), nb::arg("targets"), nb::arg("lse"),
         nb::arg("cotangent"));

@@ -27,7 +27,7 @@ import mlx.nn as nn
 from ...kernels import token_shift
 from ..base import Model, checkpointed
 from ..kv_cache import KVCache
-from ..layers import Attention, FeedForward, RMSNorm
+from ..layers import Attention, FeedForward, LayerNorm, RMSNorm
 from .cache import MegabyteCache
 from .config import ModelConfig
 
@@ -72,9 +72,9 @@ class PatchEmbedding(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(num_tokens, byte_dims)
         self.embedding.weight = mx.random.normal(self.embedding.weight.shape)  # torch's N(0, 1)
-        self.norm_in = nn.LayerNorm(patch_size * byte_dims)
+        self.norm_in = LayerNorm(patch_size * byte_dims)
         self.proj = nn.Linear(patch_size * byte_dims, dims)
-        self.norm_out = nn.LayerNorm(dims)
+        self.norm_out = LayerNorm(dims)
 
     def __call__(self, ids):  # (..., patch_size) -> (..., dims)
         x = self.embedding(ids)
