@@ -25,6 +25,11 @@
    one (an illegal instruction or a wrong product there only costs the child). The answer is cached
    per library and CPU (~/.cache/mlx-megabyte/openblas.json), and a value the user set is never changed.
 
+4. Idle BLAS threads. oneMKL's OpenMP threads spin for 200 ms after every product (KMP_BLOCKTIME), on
+   the cores where MLX's CPU stream and the native kernels' threads run the work between products: on
+   two cores the spinning thread takes one of them. `blas_wait` sets KMP_BLOCKTIME=0 (idle threads sleep
+   at once; a sleeping thread wakes in microseconds, a product takes milliseconds) unless you set it.
+
 On macOS MLX uses Accelerate and Metal, and nothing here applies. Opt out with
 MLX_MEGABYTE_NO_BLAS_PRELOAD=1 (which also skips 3) and MLX_MEGABYTE_NO_MALLOC_TUNING=1.
 """
@@ -62,6 +67,8 @@ blas = None  # "openblas" or "mkl": the library that serves MLX's matmuls, once 
 blas_status = "not attempted"
 coretype_status = "not attempted"
 allocator_status = "not attempted"
+wait_status = "not attempted"
+WAIT_VARIABLE = "KMP_BLOCKTIME"  # oneMKL's OpenMP: how long (ms) an idle thread spins before it sleeps
 
 
 def preload() -> str:
@@ -88,6 +95,7 @@ def preload() -> str:
         if "openblas" in found:
             choose_coretype(found["openblas"])  # before it loads, whichever is chosen: a child may load it
         name = choose_blas(found)
+        blas_wait(name)
         for name in [name] + [other for other in found if other != name]:  # the next if one fails to load
             try:
                 ctypes.CDLL(found[name], mode=ctypes.RTLD_GLOBAL)
@@ -97,6 +105,20 @@ def preload() -> str:
             status, blas = f"preloaded {found[name]}", name
             break
     return status
+
+
+def blas_wait(name: str) -> str:
+    """Before oneMKL loads: its idle threads sleep at once instead of spinning (point 4 above), unless
+    the user set KMP_BLOCKTIME. OpenBLAS's idle threads yield the core already."""
+    global wait_status
+    if name != "mkl":
+        wait_status = "not needed"
+    elif os.environ.get(WAIT_VARIABLE):
+        wait_status = f"{WAIT_VARIABLE}={os.environ[WAIT_VARIABLE]}: set by you"
+    else:
+        os.environ[WAIT_VARIABLE] = "0"
+        wait_status = f"{WAIT_VARIABLE}=0: idle oneMKL threads sleep instead of spinning"
+    return wait_status
 
 
 def blas_libraries() -> dict[str, str]:

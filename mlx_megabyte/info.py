@@ -73,6 +73,7 @@ def describe() -> dict[str, str]:
         "blas preload": cpu.status,
         "blas choice": cpu.blas_status,
         "allocator": cpu.allocator_status,
+        "blas threads idle": cpu.wait_status,
         "cblas_sgemm from": matmul,
     }
     if config := cpu.openblas_config():

@@ -136,3 +136,17 @@ def test_each_installed_library_is_timed_for_real(tmp_path, monkeypatch):
     assert cpu.choose_blas(both) == "mkl" and len(calls) == 2  # from the cache: not timed again
     monkeypatch.setenv(cpu.BLAS_VARIABLE, "openblas")
     assert cpu.choose_blas(both) == "openblas" and len(calls) == 2
+
+
+def test_idle_onemkl_threads_sleep_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv(cpu.WAIT_VARIABLE, raising=False)
+    assert cpu.blas_wait("openblas") == "not needed" and cpu.WAIT_VARIABLE not in os.environ
+    assert cpu.blas_wait("mkl").startswith("KMP_BLOCKTIME=0") and os.environ[cpu.WAIT_VARIABLE] == "0"
+    monkeypatch.setenv(cpu.WAIT_VARIABLE, "50")
+    assert cpu.blas_wait("mkl") == "KMP_BLOCKTIME=50: set by you" and os.environ[cpu.WAIT_VARIABLE] == "50"
+
+
+def test_a_process_that_preloads_onemkl_has_it_set():
+    code = "import os, mlx_megabyte, mlx_megabyte.cpu as c; print(c.blas, repr(os.environ['KMP_BLOCKTIME']))"
+    blas, value = run("-c", code, env={"KMP_BLOCKTIME": ""}).stdout.split()
+    assert value == ("'0'" if blas == "mkl" else "''")
