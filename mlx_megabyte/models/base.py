@@ -3,7 +3,8 @@
 An architecture is a package under models/ (megabyte/, spacebyte/, ...) registered in models/__init__.py.
 It provides:
 
-- a **config**: a frozen dataclass subclassing `Config`, one `setting(...)` per field (its help text,
+- a **config**: a frozen dataclass subclassing `Config` (or `BlockConfig`, which declares the settings of
+  the shared attention and feed-forward blocks), one `setting(...)` per field (its help text,
   kind and range: the command line's flags and the validation both come from them), with
   `model_type` (what config.json records), `context_length`, `pad_id` and `num_tokens`, and the methods
   `describe()`, `patching()` and `flops_per_byte()`;
@@ -332,3 +333,22 @@ class DecodingState:
         """Replace every per-row array of the state (first axis = row) by on_device(array), or
         on_host(array) for numpy ones, always in the same order."""
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class BlockConfig(Config):
+    """The settings that the architectures built from this package's attention and feed-forward blocks
+    (models/layers.py) share, declared once: SpaceByte's and H-Net's configs subclass it, and their own
+    fields follow these. (MEGABYTE keeps lucidrains' names and defaults in its own config.)"""
+
+    num_tokens: int = setting(256, help="vocabulary (at least 256 for bytes)", low=1)
+    context_length: int = setting(1024, help="bytes per sequence", low=1)
+    dim_head: int = setting(32, help="width of one attention head", low=1)  # heads: width / dim_head
+    ff_mult: int = setting(4, help="feed-forward width as a multiple of the width", low=1)
+    attn_dropout: float = setting(
+        0.0, help="dropout on attention probabilities", kind=float, low=0, high=1, high_open=True, tunable=True
+    )
+    ff_dropout: float = setting(
+        0.0, help="dropout after the feed-forward GELU", kind=float, low=0, high=1, high_open=True, tunable=True
+    )
+    pad_id: int = setting(0, help="byte ignored by the loss", low=0, tunable=True)

@@ -154,6 +154,30 @@ void parallel_range(int64_t n, int64_t grain, const std::function<void(int64_t, 
   });
 }
 
+// Rows [0, rows) in pieces over the pool for a gradient that also sums over rows (a norm's weight):
+// f(begin, end, share) adds its rows' part of each of the sums to `share` (sums.size() zeroed runs of D
+// floats); the pieces' shares are then added in a fixed order, so any number of threads gives the same
+// sums.
+void rows_with_sums(int64_t rows, int64_t D, std::initializer_list<float*> sums,
+                    const std::function<void(int64_t, int64_t, float*)>& f) {
+  int64_t pieces = std::max<int64_t>(1, std::min<int64_t>(rows, 4 * Pool::get().size()));
+  int64_t step = (rows + pieces - 1) / pieces, width = static_cast<int64_t>(sums.size()) * D;
+  std::vector<float> partial(pieces * width, 0.0f);
+  Pool::get().run(pieces, [&](int64_t i) {
+    int64_t begin = i * step, end = std::min(rows, begin + step);
+    if (begin < end) f(begin, end, partial.data() + i * width);
+  });
+  int64_t k = 0;
+  for (float* out : sums) {
+    for (int64_t d = 0; d < D; ++d) {
+      double total = 0.0;
+      for (int64_t i = 0; i < pieces; ++i) total += partial[i * width + k * D + d];
+      out[d] = static_cast<float>(total);
+    }
+    ++k;
+  }
+}
+
 // --- primitives -------------------------------------------------------------------------------------
 
 void allocate(std::vector<array>& outputs) {
@@ -261,18 +285,9 @@ class RmsNormGrad : public NativePrimitive {
       // With a shift, row r's input gradient needs row r + 1's: first every dz, then dx from them.
       std::vector<float> dz_buffer(n.shift ? rows * D : 0);
       float* dz = n.shift ? dz_buffer.data() : dx;
-      int64_t pieces = std::max<int64_t>(1, std::min<int64_t>(rows, 4 * Pool::get().size()));
-      int64_t step = (rows + pieces - 1) / pieces;
-      std::vector<float> partial(pieces * D, 0.0f);
-      Pool::get().run(pieces, [&](int64_t i) {
-        int64_t b = i * step, e = std::min(rows, b + step);
-        if (b < e) K().rms_norm_grad(x, w, inverse, dy, dz, partial.data() + i * D, b, e, n.T, D, n.shift, n.scale, n.eps);
+      rows_with_sums(rows, D, {dw}, [&](int64_t b, int64_t e, float* share) {
+        K().rms_norm_grad(x, w, inverse, dy, dz, share, b, e, n.T, D, n.shift, n.scale, n.eps);
       });
-      for (int64_t d = 0; d < D; ++d) {
-        double total = 0.0;
-        for (int64_t i = 0; i < pieces; ++i) total += partial[i * D + d];
-        dw[d] = static_cast<float>(total);
-      }
       if (n.shift)
         parallel_range(rows, std::max<int64_t>(1, (1 << 14) / D),
                        [&](int64_t b, int64_t e) { K().unshift(dz, dx, b, e, n.T, D); });
@@ -319,25 +334,9 @@ class LayerNormGrad : public NativePrimitive {
       int64_t D = in[0].shape(-1), rows = in[0].size() / D;
       const float *x = f32(in[0]), *w = f32(in[1]), *mean = f32(in[2]), *rstd = f32(in[3]), *dy = f32(in[4]);
       float *dx = f32(out[0]), *dw = f32(out[1]), *db = f32(out[2]);
-      // Each piece sums its rows' dw and db; the pieces are added in a fixed order (same result on
-      // any number of threads).
-      int64_t pieces = std::max<int64_t>(1, std::min<int64_t>(rows, 4 * Pool::get().size()));
-      int64_t step = (rows + pieces - 1) / pieces;
-      std::vector<float> partial(2 * pieces * D, 0.0f);
-      Pool::get().run(pieces, [&](int64_t i) {
-        int64_t r0 = i * step, r1 = std::min(rows, r0 + step);
-        float* share = partial.data() + 2 * i * D;
-        if (r0 < r1) K().layer_norm_grad(x, w, mean, rstd, dy, dx, share, share + D, r0, r1, D);
+      rows_with_sums(rows, D, {dw, db}, [&](int64_t r0, int64_t r1, float* share) {
+        K().layer_norm_grad(x, w, mean, rstd, dy, dx, share, share + D, r0, r1, D);
       });
-      for (int64_t d = 0; d < D; ++d) {
-        double w_total = 0.0, b_total = 0.0;
-        for (int64_t i = 0; i < pieces; ++i) {
-          w_total += partial[2 * i * D + d];
-          b_total += partial[2 * i * D + D + d];
-        }
-        dw[d] = static_cast<float>(w_total);
-        db[d] = static_cast<float>(b_total);
-      }
     });
   }
   const char* name() const override { return "MegabyteLayerNormGrad"; }

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..base import Config, check_fields, setting
+from ..base import BlockConfig, check_fields, setting
 
 # Default max_patches: this many times the patches a sequence has at the target length. The ratio loss
 # holds the *mean* near the target; single sequences vary (a list of numbers, a run of spaces), and the
@@ -15,13 +15,11 @@ PATCH_HEADROOM = 1.25
 
 
 @dataclass(frozen=True)
-class HNetConfig(Config):
+class HNetConfig(BlockConfig):
     """A 1-stage H-Net: byte encoder, learned patches, main network over the patches, byte decoder."""
 
     model_type: ClassVar[str] = "hnet"
 
-    num_tokens: int = setting(256, help="vocabulary (at least 256 for bytes)", low=1)
-    context_length: int = setting(1024, help="bytes per sequence", low=1)
     dim: int = setting(128, help="width of the byte layers (encoder and decoder)", low=2)
     main_dim: int = setting(
         256,
@@ -64,15 +62,6 @@ class HNetConfig(Config):
         low=1,
         optional=True,
     )
-    dim_head: int = setting(32, help="width of one attention head", low=1)  # heads: width / dim_head
-    ff_mult: int = setting(4, help="feed-forward width as a multiple of the width", low=1)
-    attn_dropout: float = setting(
-        0.0, help="dropout on attention probabilities", kind=float, low=0, high=1, high_open=True, tunable=True
-    )
-    ff_dropout: float = setting(
-        0.0, help="dropout after the feed-forward GELU", kind=float, low=0, high=1, high_open=True, tunable=True
-    )
-    pad_id: int = setting(0, help="byte ignored by the loss", low=0, tunable=True)
 
     def __post_init__(self):
         check_fields(self)

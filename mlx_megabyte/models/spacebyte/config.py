@@ -5,19 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..base import Config, check_fields, setting
+from ..base import BlockConfig, check_fields, setting
 
 BYTES_PER_GLOBAL = 4  # default global_length = context_length / this (the paper uses 6 for its corpora)
 
 
 @dataclass(frozen=True)
-class SpaceByteConfig(Config):
+class SpaceByteConfig(BlockConfig):
     """A SpaceByte model. Local blocks run over every byte, global blocks over the boundary positions."""
 
     model_type: ClassVar[str] = "spacebyte"
 
-    num_tokens: int = setting(256, help="vocabulary (at least 256 for bytes)", low=1)
-    context_length: int = setting(1024, help="bytes per sequence", low=1)
     local_dim: int = setting(128, help="width of the local (byte) blocks", low=2)
     global_dim: int = setting(
         256, help="width of the global blocks (>= --local-dim): local vectors are zero-padded into it and back", low=2
@@ -33,15 +31,6 @@ class SpaceByteConfig(Config):
     max_patch: int = setting(
         16, help="a boundary after at most this many bytes without one (text without spaces)", low=1
     )
-    dim_head: int = setting(32, help="width of one attention head", low=1)  # heads: width / dim_head
-    ff_mult: int = setting(4, help="feed-forward width as a multiple of the width", low=1)
-    attn_dropout: float = setting(
-        0.0, help="dropout on attention probabilities", kind=float, low=0, high=1, high_open=True, tunable=True
-    )
-    ff_dropout: float = setting(
-        0.0, help="dropout after the feed-forward GELU", kind=float, low=0, high=1, high_open=True, tunable=True
-    )
-    pad_id: int = setting(0, help="byte ignored by the loss", low=0, tunable=True)
 
     def __post_init__(self):
         check_fields(self)
