@@ -123,8 +123,7 @@ def _init_from(path: Path) -> str | None:
 
 def check_settings(trainer, state: dict) -> None:
     """Refuse, in one line naming the flag, a resumed run whose settings differ from the checkpoint's."""
-    # Runs saved before windows could start at records drew them anywhere.
-    state = {"windows": "uniform", **state} if "batches" in state else state
+    state = {"windows": "uniform", **state}  # runs saved before windows could start at records drew them anywhere
     for key, mine in settings(trainer).items():
         if key not in state or state[key] == mine or (key in SCHEDULE and trainer.config.reschedule):
             continue
