@@ -75,3 +75,26 @@ def test_bad_lines_and_files_are_refused_in_one_line(files, tmp_path):
     one_line_error(
         run("tools/plot_sizes.py", "--line", f"A: {size}", "--out", str(tmp_path / "no" / "x.png")), "cannot write"
     )
+
+
+def test_the_rule_table_picks_as_sizing_does_and_sums_the_loss_against_each_lines_best(files):
+    module = sizes_module()
+    size, sweep = files
+    # A: tiny 8 B/param (3.0), base 1.5 (2.9, best), big 0.5 (3.1). B: tiny 8 (3.0, best), big 0.5 (3.1).
+    lines = [module.parse_line(f"A: {size} {sweep}#base"), module.parse_line(f"B: {size}")]
+    rows = module.rule_table(lines, [1.0, 2.0, 20.0]).splitlines()
+    assert rows[0] == "| line | best run | its bytes/parameter | R=1 | R=2 | R=20 |"
+    # R=1: A picks base (|ln 1.5| < |ln 0.5|), B picks big (|ln 0.5| < |ln 8|); R=2: A base, B tiny
+    # (|ln 4| = |ln 0.25|: a tie, the smaller model, tiny); R=20: tiny on both.
+    assert rows[2] == "| A | base | 1.50 | best | best | +0.100 |"
+    assert rows[3] == "| B | tiny | 8.00 | +0.100 | best | best |"
+    assert rows[4] == "| total | | | +0.100 | +0.000 | +0.100 |"
+
+
+def test_targets_must_be_positive_numbers(files, tmp_path):
+    size, _ = files
+    out = str(tmp_path / "x.png")
+    done = run("tools/plot_sizes.py", "--line", f"A: {size}", "--out", out, "--targets", "5,20")
+    assert done.returncode == 0 and "| A | tiny | 8.00 | best | best |" in done.stdout, done.stderr
+    one_line_error(run("tools/plot_sizes.py", "--line", f"A: {size}", "--out", out, "--targets", "0,5"), "above 0")
+    one_line_error(run("tools/plot_sizes.py", "--line", f"A: {size}", "--out", out, "--targets", "x"), "a number")

@@ -10,14 +10,18 @@ after a file keeps only those runs of it (a sweep's base run, say). Prints a Mar
 parameters, bytes seen, bytes seen per parameter, held-out bpb; the best of each line marked) and draws
 the plot: a log scale of parameters, each point labelled with its bytes per parameter, the best of each
 line ringed. The bytes per parameter at each line's best run is what `train --preset auto`'s rule
-(mlx_megabyte/sizing.py) aims at. Needs matplotlib (pip install 'mlx-megabyte[plot]').
+(mlx_megabyte/sizing.py) aims at; `--targets 1,5,20` also prints, for each target R, the run the rule
+would have picked on each line and how many bits per byte worse than the line's best it scored (summed
+over the lines: the target that loses least is the one these runs support). Needs matplotlib (pip
+install 'mlx-megabyte[plot]').
 """
 
 import json
 import sys
 from pathlib import Path
 
-from mlx_megabyte.cli import cli
+from mlx_megabyte import sizing
+from mlx_megabyte.cli import cli, number
 from mlx_megabyte.cli import parser as parser_for
 from mlx_megabyte.errors import UserError
 
@@ -76,6 +80,38 @@ def table(lines: list[tuple[str, list[dict]]]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def rule_table(lines: list[tuple[str, list[dict]]], targets: list[float]) -> str:
+    """For each target R: the rule's pick on each line (sizing.choose, the code --preset auto runs, on
+    the bytes each run saw) and its held-out bpb above the line's best; the last row sums them."""
+    rows = [
+        "| line | best run | its bytes/parameter | " + " | ".join(f"R={t:g}" for t in targets) + " |",
+        "|---|---|---|" + "---|" * len(targets),
+    ]
+    totals = [0.0] * len(targets)
+    for label, runs in lines:
+        winner = best(runs)
+        # One "second" of budget at a speed of the bytes the run saw: each run's own bytes per parameter.
+        candidates = [sizing.Candidate(r["name"], r["parameters"], float(r["bytes_seen"])) for r in runs]
+        cells = []
+        for i, target in enumerate(targets):
+            picked = sizing.choose(candidates, 1.0, target).chosen.name
+            excess = next(r for r in runs if r["name"] == picked)["heldout_bpb"] - winner["heldout_bpb"]
+            totals[i] += excess
+            cells.append("best" if excess == 0 else f"+{excess:.3f}")
+        rows.append(
+            f"| {label} | {winner['name']} | {winner['bytes_seen'] / winner['parameters']:.2f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    rows.append("| total | | | " + " | ".join(f"+{total:.3f}" for total in totals) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def targets(text: str) -> list[float]:
+    read = number(float, 0, low_open=True)
+    return [read(value) for value in text.split(",")]
+
+
 def plot(lines: list[tuple[str, list[dict]]], out: Path) -> None:
     try:
         import matplotlib
@@ -123,6 +159,9 @@ def build_parser():
         "--line", action="append", required=True, metavar="'LABEL: FILE ...'", help="a line of the plot (repeat)"
     )
     parser.add_argument("--out", type=Path, required=True, help="the image to write (PNG unless its suffix says)")
+    parser.add_argument(
+        "--targets", type=targets, metavar="R,R,...", help="also print what the rule picks at these bytes per parameter"
+    )
     return parser
 
 
@@ -131,6 +170,8 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     lines = [parse_line(text) for text in args.line]
     sys.stdout.write(table(lines))
+    if args.targets:
+        sys.stdout.write("\n" + rule_table(lines, args.targets))
     plot(lines, args.out)
     print(f"wrote {args.out}")
 
