@@ -57,13 +57,22 @@ def test_the_numerical_check_runs_a_real_product(core):
     assert cpu.probe("/nonexistent/libopenblas.so.0", core, check=True) is None
 
 
+def unset_for_this_test(monkeypatch, name):
+    """Unset `name` for one test and restore it afterwards, even where the code under test sets it
+    itself: monkeypatch.delenv of an absent variable records nothing to undo, so a value the code set
+    would leak into every later test (OPENBLAS_CORETYPE=SkylakeX then kills each OpenBLAS child on an
+    AVX2 CPU with an illegal instruction)."""
+    monkeypatch.setenv(name, "")
+    monkeypatch.delenv(name)
+
+
 @linux_only
 def test_a_generic_pick_is_replaced_end_to_end(tmp_path, monkeypatch):
     """As on a CPU newer than the OpenBLAS build: the child reports Prescott for the default, the check
     of the better core passes, and OPENBLAS_CORETYPE is set before the library loads; the answer is
     cached, and a variable the user set wins over everything."""
     monkeypatch.setattr(cpu, "CACHE_FILE", tmp_path / "openblas.json")
-    monkeypatch.delenv(cpu.CORETYPE_VARIABLE, raising=False)
+    unset_for_this_test(monkeypatch, cpu.CORETYPE_VARIABLE)
     monkeypatch.setattr(cpu, "cpu_flags", lambda: AVX512)
     calls = []
 
@@ -128,7 +137,7 @@ def test_each_installed_library_is_timed_for_real(tmp_path, monkeypatch):
         assert seconds is not None and 0 < seconds < 60
     assert cpu.time_blas("/nonexistent/libblas.so") is None
     monkeypatch.setattr(cpu, "BLAS_CACHE_FILE", tmp_path / "blas.json")
-    monkeypatch.delenv(cpu.BLAS_VARIABLE, raising=False)
+    unset_for_this_test(monkeypatch, cpu.BLAS_VARIABLE)
     calls = []
     monkeypatch.setattr(cpu, "time_blas", lambda path: calls.append(path) or (1.0 if "mkl" in path else 2.0))
     both = {"mkl": "/x/libmkl_rt.so.3", "openblas": "libopenblas.so.0"}
@@ -139,7 +148,7 @@ def test_each_installed_library_is_timed_for_real(tmp_path, monkeypatch):
 
 
 def test_idle_onemkl_threads_sleep_unless_the_user_chose(monkeypatch):
-    monkeypatch.delenv(cpu.WAIT_VARIABLE, raising=False)
+    unset_for_this_test(monkeypatch, cpu.WAIT_VARIABLE)
     assert cpu.blas_wait("openblas") == "not needed" and cpu.WAIT_VARIABLE not in os.environ
     assert cpu.blas_wait("mkl").startswith("KMP_BLOCKTIME=0") and os.environ[cpu.WAIT_VARIABLE] == "0"
     monkeypatch.setenv(cpu.WAIT_VARIABLE, "50")
