@@ -29,6 +29,11 @@ def files(tmp_path):
     return size, sweep
 
 
+def two_lines(module, size, sweep):
+    """Line A: the size file and the sweep's base run; line B: the size file alone."""
+    return [module.parse_line(f"A: {size} {sweep}#base"), module.parse_line(f"B: {size}")]
+
+
 def test_a_line_takes_whole_files_and_named_runs_smallest_first(files):
     size, sweep = files
     label, runs = sizes_module().parse_line(f"MEGABYTE 300 s: {size} {sweep}#base")
@@ -39,7 +44,7 @@ def test_a_line_takes_whole_files_and_named_runs_smallest_first(files):
 def test_the_table_gives_bytes_per_parameter_and_marks_each_lines_best(files):
     module = sizes_module()
     size, sweep = files
-    lines = [module.parse_line(f"A: {size} {sweep}#base"), module.parse_line(f"B: {size}")]
+    lines = two_lines(module, size, sweep)
     rows = module.table(lines).splitlines()[2:]
     # A: tiny 8 B/param 3.0, base 1.5 B/param 2.9 (best), big 0.5 B/param 3.1; B: tiny best of its two
     assert rows[0] == "| A | tiny | 1,000,000 | 8,000,000 | 8.00 | 3.0000 |"
@@ -81,7 +86,7 @@ def test_the_rule_table_picks_as_sizing_does_and_sums_the_loss_against_each_line
     module = sizes_module()
     size, sweep = files
     # A: tiny 8 B/param (3.0), base 1.5 (2.9, best), big 0.5 (3.1). B: tiny 8 (3.0, best), big 0.5 (3.1).
-    lines = [module.parse_line(f"A: {size} {sweep}#base"), module.parse_line(f"B: {size}")]
+    lines = two_lines(module, size, sweep)
     rows = module.rule_table(lines, [1.0, 2.0, 20.0]).splitlines()
     assert rows[0] == "| line | best run | its bytes/parameter | R=1 | R=2 | R=20 |"
     # R=1: A picks base (|ln 1.5| < |ln 0.5|), B picks big (|ln 0.5| < |ln 8|); R=2: A base, B tiny
