@@ -358,6 +358,25 @@ def test_dry_run_prints_the_runs_as_configs_and_writes_nothing(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_sweeps_configs_json_reads_back_with_its_own_run_names(tmp_path):
+    """Once, --configs refused the '=' that every sweep puts in its run names, so the configs.json a
+    sweep wrote could not rerun it, as compare.py's --help says it does."""
+    written = sweep_line(tmp_path, "--vary", "learning-rate=4e-4,2e-3", "--vary", "patch=4", "--dry-run")
+    configs = dict(line.split(": ", 1) for line in written.stdout.splitlines()[:3])
+    (tmp_path / "configs.json").write_text(json.dumps(configs))
+    again = compare_line(
+        tmp_path, "--out", str(tmp_path / "o"), "--configs", str(tmp_path / "configs.json"), "--dry-run"
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines()[:3] == written.stdout.splitlines()[:3]
+    for bad in ("a/b", "..", "a b"):
+        (tmp_path / "bad.json").write_text(json.dumps({bad: "--preset tiny"}))
+        one_line_error(
+            compare_line(tmp_path, "--out", str(tmp_path / "o"), "--configs", str(tmp_path / "bad.json")),
+            f"configuration name {bad!r}",
+        )
+
+
 def test_the_plot_draws_each_axis_around_the_base_or_over_the_others():
     compare = compare_module()
     Run = compare.Run

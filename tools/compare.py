@@ -172,9 +172,10 @@ def configurations(args) -> dict[str, list[str]]:
         raise UserError("give at least one --config or --configs")
     runs = {}
     for name, flags in found.items():
-        if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        # The alphabet of run_name: a sweep's own names (small-patch=4) must read back from its configs.json.
+        if not re.fullmatch(r"[A-Za-z0-9._+=-]+", name) or set(name) == {"."}:
             raise UserError(
-                f"configuration name {name!r}: use letters, digits, '-', '_' and '.' (it names a directory)"
+                f"configuration name {name!r}: use letters, digits, '-', '_', '.', '+' and '=' (it names a directory)"
             )
         runs[name] = split_flags(flags, f"configuration {name!r}")
     return runs
