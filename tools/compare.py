@@ -150,6 +150,11 @@ def vary(text: str) -> tuple[str, tuple[str, ...]]:
     return name, listed
 
 
+# What a run's directory name may hold besides the '=' of NAME=VALUE (a regex character class: keep '-'
+# last, where it is literal, not a range).
+NAME_CHARACTERS = "A-Za-z0-9._+-"
+
+
 def configurations(args) -> dict[str, list[str]]:
     """Name -> train flags, in the order given (file first). A name given twice is refused: one of the
     two would silently not run."""
@@ -172,8 +177,8 @@ def configurations(args) -> dict[str, list[str]]:
         raise UserError("give at least one --config or --configs")
     runs = {}
     for name, flags in found.items():
-        # The alphabet of run_name: a sweep's own names (small-patch=4) must read back from its configs.json.
-        if not re.fullmatch(r"[A-Za-z0-9._+=-]+", name) or set(name) == {"."}:
+        # run_name's alphabet and its '=': a sweep's own names (small-patch=4) read back from its configs.json.
+        if not re.fullmatch(f"[={NAME_CHARACTERS}]+", name) or set(name) == {"."}:
             raise UserError(
                 f"configuration name {name!r}: use letters, digits, '-', '_', '.', '+' and '=' (it names a directory)"
             )
@@ -505,7 +510,7 @@ def values_of(axes: list[str], groups: dict[str, str], parsed, config) -> dict[s
 def run_name(base: str, point: dict[str, str]) -> str:
     """The base's name and the point's values, NAME=VALUE joined by '-'; a character a file name should
     not hold becomes '_'."""
-    parts = [base] + [f"{name}={re.sub(r'[^A-Za-z0-9.+_-]', '_', text)}" for name, text in point.items()]
+    parts = [base] + [f"{name}={re.sub(f'[^{NAME_CHARACTERS}]', '_', text)}" for name, text in point.items()]
     return "-".join(parts)
 
 
