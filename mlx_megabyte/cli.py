@@ -1,6 +1,6 @@
 """What every command and every tool under tools/ shares: one-line errors with exit codes, help texts that
-show real defaults, flag types that check ranges as flags are read, and the choice of device (`--device
-cpu|gpu`)."""
+show real defaults, flag types that check ranges as flags are read, the choice of device (`--device
+cpu|gpu`), and matplotlib for the tools that draw."""
 
 from __future__ import annotations
 
@@ -80,10 +80,10 @@ def number(kind=float, low=None, high=None, low_open=False, high_open=False):
     return convert
 
 
-def listed(kind=str, low=None, choices=None):
+def listed(kind=str, low=None, choices=None, low_open=False):
     """An argparse type for comma-separated values (`--tasks train,forward`, `--clients 1,4,16`), each
     checked as `number` checks one value, or against `choices`, when the flags are read."""
-    one = number(kind, low) if kind is not str else str
+    one = number(kind, low, low_open=low_open) if kind is not str else str
 
     def convert(text: str) -> list:
         values = [value.strip() for value in text.split(",")]
@@ -162,3 +162,16 @@ def model_flags(args) -> tuple:
     use_device(args.device)
     dtype = args.dtype or default_dtype(training=False)
     return args.quantize, DTYPES[dtype] if dtype else None
+
+
+def pyplot():
+    """matplotlib's pyplot, drawing to files (no screen needed); a UserError saying how to install it
+    where it is not (it is the optional `plot` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("matplotlib is not installed: pip install 'mlx-megabyte[plot]'") from None
+    return plt

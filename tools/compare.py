@@ -739,16 +739,12 @@ def validation_curve(run_dir: Path) -> list[tuple[float, float]]:
 
 
 def pyplot():
-    """matplotlib's pyplot, drawing to files; None (said once per plot) where it is not installed."""
+    """cli.pyplot, or None (said once per plot) where matplotlib is not installed: the tables stand alone."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[plot]'): no plot", file=sys.stderr)
+        return cli.pyplot()
+    except UserError as error:
+        print(f"{error}: no plot", file=sys.stderr)
         return None
-    return plt
 
 
 def plot(results: list[dict], out: Path, path: Path) -> bool:

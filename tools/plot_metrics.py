@@ -15,7 +15,7 @@ import math
 import sys
 from pathlib import Path
 
-from mlx_megabyte.cli import cli
+from mlx_megabyte.cli import cli, pyplot
 from mlx_megabyte.cli import parser as parser_for
 from mlx_megabyte.errors import UserError
 
@@ -114,14 +114,9 @@ def main(argv=None):
         help="the image to write: .png, .svg, .pdf, ... (a directory: curves.png in it)",
     )
     args = parser.parse_args(argv)
-    try:
-        import matplotlib
+    plt = pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.backend_bases import FigureCanvasBase
-    except ImportError:
-        raise UserError("plotting needs matplotlib: pip install 'mlx-megabyte[plot]'") from None
     out = output_path(args.out, FigureCanvasBase.get_supported_filetypes())
     runs = []
     for path in args.metrics:

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from mlx_megabyte import sizing
-from mlx_megabyte.cli import cli, number
+from mlx_megabyte.cli import cli, listed, pyplot
 from mlx_megabyte.cli import parser as parser_for
 from mlx_megabyte.errors import UserError
 
@@ -107,19 +107,8 @@ def rule_table(lines: list[tuple[str, list[dict]]], targets: list[float]) -> str
     return "\n".join(rows) + "\n"
 
 
-def targets(text: str) -> list[float]:
-    read = number(float, 0, low_open=True)
-    return [read(value) for value in text.split(",")]
-
-
 def plot(lines: list[tuple[str, list[dict]]], out: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UserError("matplotlib is not installed: pip install -e '.[plot]'") from None
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(8, 5))
     for label, runs in lines:
         xs = [r["parameters"] for r in runs]
@@ -160,7 +149,10 @@ def build_parser():
     )
     parser.add_argument("--out", type=Path, required=True, help="the image to write (PNG unless its suffix says)")
     parser.add_argument(
-        "--targets", type=targets, metavar="R,R,...", help="also print what the rule picks at these bytes per parameter"
+        "--targets",
+        type=listed(float, 0, low_open=True),
+        metavar="R,R,...",
+        help="also print what the rule picks at these bytes per parameter",
     )
     return parser
 
