@@ -118,12 +118,61 @@ def test_measure_times_only_the_steps_after_the_warm_up(monkeypatch, accumulatio
     assert measured.name == "tiny"
 
 
-def test_measure_refuses_no_time():
+def timed_by_durations(monkeypatch, durations):
+    """A clock that moves only when a training step runs, by that step's entry in `durations`: the
+    steps' real compute happens, their time is made up. Returns (the clock, the list of steps run)."""
+    from mlx_megabyte import optim
+
+    now, calls = [0.0], []
+    durations = iter(durations)
+
+    class TimedStep(optim.TrainStep):
+        def __call__(self, batch, loss_scale=1.0):
+            calls.append(batch.shape)
+            now[0] += next(durations)
+            return super().__call__(batch, loss_scale)
+
+    monkeypatch.setattr(optim, "TrainStep", TimedStep)
+    return (lambda: now[0]), calls
+
+
+def test_the_warm_up_lasts_its_seconds_and_the_timing_its_seconds(monkeypatch):
+    """Slow first steps (a buffer cache still growing) are left out by time, not by a count: four
+    steps of 0.25 s make the 1-s warm-up, then eight of 0.125 s the 1-s timing (binary-exact times)."""
+    from mlx_megabyte import trainer
+
+    clock, calls = timed_by_durations(monkeypatch, [0.25] * 4 + [0.125] * 8 + [99.0])
+    config = trainer.TrainingConfig(model=architecture("megabyte").presets["tiny"], batch_size=2)
+    measured = sizing.measure("tiny", config, seconds=1.0, warmup_steps=2, clock=clock, warmup_seconds=1.0, min_steps=3)
+    assert len(calls) == 12
+    assert measured.measured_steps == 8 and measured.measured_seconds == 1.0
+    assert measured.bytes_per_second == 8 * 2 * 256 / 1.0  # 4,096 bytes/s: the fast steps' speed
+
+
+def test_slow_steps_are_timed_at_least_min_steps_times(monkeypatch):
+    """Steps of 2 s: the warm-up is its 2 steps (4 s, past its 1 s), and the 3-s timing takes 3 steps
+    (6 s), not the 2 that the seconds alone would stop at: one slow step is not a speed."""
+    from mlx_megabyte import trainer
+
+    clock, calls = timed_by_durations(monkeypatch, [2.0] * 5 + [99.0])
+    config = trainer.TrainingConfig(model=architecture("megabyte").presets["tiny"], batch_size=2)
+    measured = sizing.measure("tiny", config, seconds=3.0, clock=clock)  # the defaults otherwise
+    assert (sizing.DEFAULT_WARMUP_STEPS, sizing.DEFAULT_WARMUP_SECONDS) == (2, 1.0)
+    assert (sizing.DEFAULT_MEASURE_STEPS, sizing.DEFAULT_MEASURE_SECONDS) == (3, 3.0)
+    assert len(calls) == 5 and measured.measured_steps == 3 and measured.measured_seconds == 6.0
+    assert measured.bytes_per_second == 3 * 2 * 256 / 6.0
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [dict(seconds=0), dict(seconds=math.nan), dict(min_steps=0), dict(warmup_steps=-1), dict(warmup_seconds=-1)],
+)
+def test_measure_refuses_no_time(knobs):
     tiny = architecture("megabyte").presets["tiny"]
     from mlx_megabyte.trainer import TrainingConfig
 
-    with pytest.raises(ValueError, match="positive number of seconds"):
-        sizing.measure("tiny", TrainingConfig(model=tiny), seconds=0)
+    with pytest.raises(ValueError, match="positive number of seconds and steps"):
+        sizing.measure("tiny", TrainingConfig(model=tiny), **knobs)
 
 
 # --- measuring smallest first, and train --preset auto ----------------------------------------------------
