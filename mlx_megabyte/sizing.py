@@ -15,9 +15,10 @@ about as 1 / size), so the nearest ratio is the nearest size.
 
 R is a parameter (`bytes_per_parameter=`). DEFAULT_BYTES_PER_PARAMETER started as Chinchilla's 20 taken
 one token per byte and stays 20 by measurement: over the size sweeps in README's "What the parameters
-do" (widths 3x apart, 300 and 1,200 s, two corpora, two CPUs), targets of 10 to 50 lost the least
-against each sweep's best (`tools/plot_sizes.py --targets`). No single target is right at every budget
-there: the winners saw from 0.35 to 18 bytes per parameter, more at longer budgets.
+do" (seven of them: widths 3x apart, 300 and 1,200 s, two corpora, two architectures, two CPUs),
+targets of 20 and 50 lost the least against each sweep's best, 10 next (`tools/plot_sizes.py
+--targets`). No single target is right at every budget there: the winners saw from 0.35 to 30 bytes
+per parameter, more at longer budgets.
 
 Measuring and choosing are apart: `measure` times a candidate's real training step for a few seconds
 (MLX, the compiled TrainStep); `choose` is arithmetic on a speed table, testable on made-up speeds.
