@@ -92,32 +92,6 @@ def test_impossible_tables_are_refused_in_a_sentence(candidates, budget, fragmen
         choose(candidates, budget)
 
 
-@pytest.mark.parametrize("accumulation", [1, 2])
-def test_measure_times_only_the_steps_after_the_warm_up(monkeypatch, accumulation):
-    """A clock that moves one second per reading: three timed steps in three seconds, whatever the
-    machine, and the two warm-up steps run but are not counted."""
-    from mlx_megabyte import optim, trainer
-
-    calls = []
-
-    class CountingStep(optim.TrainStep):
-        def __call__(self, batch, loss_scale=1.0):
-            calls.append(batch.shape)
-            return super().__call__(batch, loss_scale)
-
-    monkeypatch.setattr(optim, "TrainStep", CountingStep)
-    ticks = iter(range(1000))
-    tiny = architecture("megabyte").presets["tiny"]
-    config = trainer.TrainingConfig(model=tiny, batch_size=2, grad_accumulation_steps=accumulation)
-    measured = sizing.measure("tiny", config, seconds=3, warmup_steps=2, clock=lambda: float(next(ticks)))
-    assert calls == [(2 * accumulation, 256)] * 5  # 2 warm-up + 3 timed, of the batch train would use
-    assert measured.measured_steps == 3 and measured.measured_seconds == 3.0
-    assert measured.bytes_per_step == 2 * accumulation * 256
-    assert measured.bytes_per_second == 3 * 2 * accumulation * 256 / 3
-    assert measured.parameters == build(tiny).num_parameters() == 191_168
-    assert measured.name == "tiny"
-
-
 def timed_by_durations(monkeypatch, durations):
     """A clock that moves only when a training step runs, by that step's entry in `durations`: the
     steps' real compute happens, their time is made up. Returns (the clock, the list of steps run)."""
@@ -134,6 +108,24 @@ def timed_by_durations(monkeypatch, durations):
 
     monkeypatch.setattr(optim, "TrainStep", TimedStep)
     return (lambda: now[0]), calls
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_measure_times_only_the_steps_after_the_warm_up(monkeypatch, accumulation):
+    """A clock that moves one second per step: three timed steps in three seconds, whatever the
+    machine, and the two warm-up steps run but are not counted."""
+    from mlx_megabyte import trainer
+
+    clock, calls = timed_by_durations(monkeypatch, [1.0] * 5 + [99.0])
+    tiny = architecture("megabyte").presets["tiny"]
+    config = trainer.TrainingConfig(model=tiny, batch_size=2, grad_accumulation_steps=accumulation)
+    measured = sizing.measure("tiny", config, seconds=3, warmup_steps=2, clock=clock)
+    assert calls == [(2 * accumulation, 256)] * 5  # 2 warm-up + 3 timed, of the batch train would use
+    assert measured.measured_steps == 3 and measured.measured_seconds == 3.0
+    assert measured.bytes_per_step == 2 * accumulation * 256
+    assert measured.bytes_per_second == 3 * 2 * accumulation * 256 / 3
+    assert measured.parameters == build(tiny).num_parameters() == 191_168
+    assert measured.name == "tiny"
 
 
 def test_the_warm_up_lasts_its_seconds_and_the_timing_its_seconds(monkeypatch):
