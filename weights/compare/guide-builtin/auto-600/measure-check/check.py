@@ -44,32 +44,9 @@ for name, flags in CONFIGS.items():
                 flush=True,
             )
 run = OUT / "train-tiny"
-subprocess.run(
-    [
-        sys.executable,
-        "-m",
-        "mlx_megabyte.train",
-        "--preset",
-        "tiny",
-        "--data",
-        "builtin",
-        "--batch-size",
-        "8",
-        "--time-budget",
-        "90",
-        "--iters",
-        "100000",
-        "--steps-per-sample",
-        "0",
-        "--steps-per-eval",
-        "100000",
-        "--quiet",
-        "--save-path",
-        str(run),
-        "--overwrite",
-    ],
-    check=True,
-)
+TINY_RUN = "--preset tiny --data builtin --batch-size 8 --time-budget 90 --iters 100000 --steps-per-sample 0"
+TINY_RUN += " --steps-per-eval 100000 --quiet --overwrite --save-path"
+subprocess.run([sys.executable, "-m", "mlx_megabyte.train", *shlex.split(TINY_RUN), str(run)], check=True)
 steps = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"bytes_per_second"' in l]
 rows["tiny"]["train"] = {
     "source": str(run),
