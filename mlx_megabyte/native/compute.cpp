@@ -15,7 +15,16 @@
 namespace mlx_megabyte::KERNEL_ISA {
 namespace {
 
-constexpr int W = 16;   // floats per column block (one AVX-512 register, two AVX2 ones)
+// Floats per column block: one register of the instruction set. The micro-kernels below hold BQ
+// accumulators of W floats; with AVX2's 16 registers, W = 16 (two registers each) spilled them to the
+// stack and ran the attention at a third of its AVX-512 speed per lane.
+#if defined(__AVX512F__)
+constexpr int W = 16;
+#elif defined(__AVX__)
+constexpr int W = 8;
+#else
+constexpr int W = 4;
+#endif
 constexpr int BQ = 8;   // queries per block in attention
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
