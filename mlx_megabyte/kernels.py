@@ -33,6 +33,10 @@ import mlx.nn as nn
 
 VARIANTS = ("gpu", "native", "cpu")
 NATIVE_OPT_OUT = "MLX_MEGABYTE_NO_NATIVE"
+# The native extension holds one build per instruction set and runs the best the CPU has; this variable
+# names a lower one instead (the tests run each build a machine can run; users never need it).
+ISA_CAP = "MLX_MEGABYTE_ISA"
+ISAS = ("avx512", "avx2", "baseline")
 _forced: str | None = None
 
 
@@ -40,6 +44,9 @@ def _load_native():
     """The extension module and a line saying what was loaded, or None and why not."""
     if os.environ.get(NATIVE_OPT_OUT, "") not in ("", "0"):
         return None, f"disabled by {NATIVE_OPT_OUT}"
+    cap = os.environ.get(ISA_CAP, "")
+    if cap not in ("", *ISAS):
+        return None, f"{ISA_CAP}={cap!r} is not one of {', '.join(ISAS)}"
     try:
         _native = importlib.import_module(f"{__package__}._native")
     except ImportError as error:
@@ -49,7 +56,8 @@ def _load_native():
             f"built for MLX {_native.mlx_version()}, running {mx.__version__}: rebuild it with "
             "pip install -e . (the pure-MLX kernels are used meanwhile)"
         )
-    return _native, f"{_native.isa()} kernels on {_native.threads()} threads"
+    capped = f" ({ISA_CAP}={cap})" if cap else ""
+    return _native, f"{_native.isa()} kernels{capped} on {_native.threads()} threads"
 
 
 _native, native_status = _load_native()

@@ -270,3 +270,43 @@ def test_a_native_build_for_another_mlx_is_not_used(monkeypatch):
     assert module is None and "built for MLX 0.0.1" in status and "pip install -e ." in status
     monkeypatch.setenv(kernels.NATIVE_OPT_OUT, "1")
     assert kernels._load_native() == (None, f"disabled by {kernels.NATIVE_OPT_OUT}")
+
+
+def test_an_unknown_instruction_set_cap_keeps_the_pure_mlx_path(monkeypatch):
+    monkeypatch.setenv(kernels.ISA_CAP, "sse9")
+    module, status = kernels._load_native()
+    assert module is None and status == "MLX_MEGABYTE_ISA='sse9' is not one of avx512, avx2, baseline"
+
+
+# The tests each build of the kernels must pass: their own numerics, megabyte-pytorch parity, exact
+# resume and mixed precision. A process runs one build (chosen at import), so each lower build the CPU
+# can run gets its own pytest process, capped by MLX_MEGABYTE_ISA; this process covers the best one.
+EVERY_BUILD = [
+    "tests/test_native.py",
+    "tests/test_kernels.py",
+    "tests/test_parity.py",
+    "tests/test_train.py::test_resumed_run_matches_an_uninterrupted_one",
+    "tests/test_train.py::test_bfloat16_mixed_precision_tracks_float32_and_keeps_float32_masters",
+    "tests/test_train.py::test_float16_overflow_skips_the_step_halves_the_scale_and_resume_restores_it",
+]
+
+
+def test_every_lower_build_passes_the_kernel_parity_resume_and_precision_tests():
+    if os.environ.get(kernels.ISA_CAP):
+        return  # this is one of the child runs below: its own build is the one under test
+    lower = kernels.ISAS[kernels.ISAS.index(native.isa()) + 1 :]
+    assert lower or native.isa() == "baseline"
+    for isa in lower:
+        code = f"import mlx_megabyte.kernels as k; assert k._native.isa() == {isa!r}, k.native_status"
+        env = {**os.environ, kernels.ISA_CAP: isa}
+        check = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+        assert check.returncode == 0, check.stderr
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *EVERY_BUILD],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=900,
+        )
+        assert done.returncode == 0, f"the {isa} build:\n{done.stdout[-4000:]}"

@@ -18,6 +18,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -35,13 +36,17 @@ namespace {
 
 // --- which build of compute.cpp -----------------------------------------------------------------
 
+// The best build the CPU runs, or a lower one named by MLX_MEGABYTE_ISA (never a higher one): the
+// builds differ in their vector width and blocking, and the tests run every build a machine can.
 const Kernels& select_kernels() {
+  const char* cap = std::getenv("MLX_MEGABYTE_ISA");
+  std::string limit = cap ? cap : "";
 #if defined(__x86_64__) && defined(MLX_MEGABYTE_X86)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512vl"))
+  if (limit != "avx2" && limit != "baseline" && __builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
     return avx512::kernels();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return avx2::kernels();
+  if (limit != "baseline" && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return avx2::kernels();
 #endif
   return baseline::kernels();
 }
