@@ -17,7 +17,7 @@ namespace {
 
 // Floats per column block: one register of the instruction set. The micro-kernels below hold BQ
 // accumulators of W floats; with AVX2's 16 registers, W = 16 (two registers each) spilled them to the
-// stack and ran the attention at a third of its AVX-512 speed per lane.
+// stack: the 40m preset's global attention took 79-102 ms forward and backward on a Zen 3, 17 ms with W = 8.
 #if defined(__AVX512F__)
 constexpr int W = 16;
 #elif defined(__AVX__)
