@@ -298,6 +298,24 @@ def aggregate(scores: list[dict]) -> dict:
     }
 
 
+def words_gain(first: list[dict], other: list[dict]) -> dict | None:
+    """How many more of the required words `other`'s stories use than `first`'s, written for the same
+    prompts: the mean over prompts of the difference in words used, and its standard error (the
+    differences' sample standard deviation over the square root of their number). Paired by prompt, so
+    the spread between prompts (some ask for easy words) cancels out; a gain of three standard errors is
+    one a second draw of 100 prompts would not undo. {"gain", "standard_error", "prompts"}; None when the
+    prompts differ or fewer than two of them ask for words."""
+    if [s["prompt"] for s in first] != [s["prompt"] for s in other]:
+        return None
+    pairs = [(a["words_used"], b["words_used"]) for a, b in zip(first, other) if a["words_used"] is not None]
+    if len(pairs) < 2:
+        return None
+    differences = [b - a for a, b in pairs]
+    mean = sum(differences) / len(differences)
+    variance = sum((d - mean) ** 2 for d in differences) / (len(differences) - 1)
+    return {"gain": mean, "standard_error": math.sqrt(variance / len(differences)), "prompts": len(pairs)}
+
+
 # --- the model -------------------------------------------------------------------------------------------
 
 
@@ -436,18 +454,36 @@ def comparison_table(results: dict[str, dict], title: str = "Stories on command"
     table.add_row("prompts", *(str(a["prompts"]) for a in aggregates))
     for key, label, over in ROWS:
         table.add_row(label, *(_cell(a, key, over) for a in aggregates))
+        if key == "words_used" and (gains := _gains(results)):
+            first = next(iter(results))
+            table.add_row(
+                f"  more than {first}, per prompt",
+                "",
+                *(f"{100 * g['gain']:+.1f} ± {100 * g['standard_error']:.1f} points" if g else "–" for g in gains),
+            )
     return table
+
+
+def _gains(results: dict[str, dict]) -> list[dict | None] | None:
+    """words_gain of every model after the first against the first; None without stories to pair."""
+    stories = [result.get("stories") for result in results.values()]
+    if len(stories) < 2 or any(s is None for s in stories):
+        return None
+    return [words_gain(stories[0], other) for other in stories[1:]]
 
 
 def comparison_json(results: dict[str, dict]) -> dict:
     """The table's JSON form: {"models": {name: {"settings", "aggregate"}}}; stories are left out (each
-    evaluate_instruct result holds them)."""
+    evaluate_instruct result holds them). With stories, every model after the first also has
+    "words_gain": its words_gain against the first."""
+    gains = dict(zip(list(results)[1:], _gains(results) or ()))
     return {
         "models": {
             name: {
                 "settings": result.get("settings"),
                 "aggregate": result.get("aggregate", result),
                 **({"model": result["model"]} if "model" in result else {}),
+                **({"words_gain": gains[name]} if name in gains else {}),
             }
             for name, result in results.items()
         }

@@ -404,6 +404,9 @@ def test_the_comparison_table_and_its_json():
         if line.count("│") == 4
     }
     assert lines["words used"] == ["0.0% of 3", "44.4% of 3"]  # base: no word; tuned: (2/3 + 2/3 + 0) / 3
+    # per prompt the tuned model uses 2/3, 2/3, 0 more: mean 4/9; deviations 2/9, 2/9, -4/9 give a sample
+    # variance of (4 + 4 + 16) / 81 / 2 = 12/81, a standard error of sqrt(12/81 / 3) = 2/9
+    assert lines["more than base, per prompt"] == ["", "+44.4 ± 22.2 points"]
     assert lines["dialogue when asked"] == ["0.0% of 2", "100.0% of 2"]
     assert lines["prompt repeated"] == ["0.0%", "33.3%"]
     assert lines["mean story bytes"] == ["12", "61"]
@@ -413,6 +416,24 @@ def test_the_comparison_table_and_its_json():
     assert list(data["models"]) == ["base", "tuned"]
     assert data["models"]["tuned"]["aggregate"]["words_used"] == pytest.approx(4 / 9)
     assert "stories" not in data["models"]["tuned"]
+    assert data["models"]["tuned"]["words_gain"] == pytest.approx(
+        {"gain": 4 / 9, "standard_error": 2 / 9, "prompts": 3}
+    )
+    assert "words_gain" not in data["models"]["base"]
+
+
+def test_words_gain_pairs_stories_by_prompt():
+    def stories(*shares):
+        return [{"prompt": f"p{i}", "words_used": share} for i, share in enumerate(shares)]
+
+    # differences 0.5, 0.5, 0.5: no spread, so no standard error; the prompt without words is left out
+    gain = instruct.words_gain(stories(0, 0.5, 0, None), stories(0.5, 1, 0.5, None))
+    assert gain == pytest.approx({"gain": 0.5, "standard_error": 0.0, "prompts": 3})
+    assert instruct.words_gain(stories(0, 1), stories(1, 0)) == pytest.approx(
+        {"gain": 0.0, "standard_error": 1.0, "prompts": 2}  # differences 1, -1: variance 2, sqrt(2 / 2)
+    )
+    assert instruct.words_gain(stories(0, 1), stories(1)) is None  # other prompts
+    assert instruct.words_gain(stories(0, None), stories(1, None)) is None  # one prompt with words
 
 
 def test_a_record_with_nothing_checkable_scores_none():
