@@ -39,6 +39,7 @@ from __future__ import annotations
 import codecs
 import math
 import re
+import statistics
 from contextlib import closing
 from dataclasses import dataclass
 
@@ -302,18 +303,20 @@ def words_gain(first: list[dict], other: list[dict]) -> dict | None:
     """How many more of the required words `other`'s stories use than `first`'s, written for the same
     prompts: the mean over prompts of the difference in words used, and its standard error (the
     differences' sample standard deviation over the square root of their number). Paired by prompt, so
-    the spread between prompts (some ask for easy words) cancels out; a gain of three standard errors is
-    one a second draw of 100 prompts would not undo. {"gain", "standard_error", "prompts"}; None when the
-    prompts differ or fewer than two of them ask for words."""
+    the spread between prompts (some ask for easy words) cancels out; a gain of about one standard error
+    is what another draw of prompts could as well reverse. {"gain", "standard_error", "prompts"}; None
+    when the prompts differ or fewer than two of them ask for words."""
     if [s["prompt"] for s in first] != [s["prompt"] for s in other]:
         return None
     pairs = [(a["words_used"], b["words_used"]) for a, b in zip(first, other) if a["words_used"] is not None]
     if len(pairs) < 2:
         return None
     differences = [b - a for a, b in pairs]
-    mean = sum(differences) / len(differences)
-    variance = sum((d - mean) ** 2 for d in differences) / (len(differences) - 1)
-    return {"gain": mean, "standard_error": math.sqrt(variance / len(differences)), "prompts": len(pairs)}
+    return {
+        "gain": statistics.fmean(differences),
+        "standard_error": statistics.stdev(differences) / math.sqrt(len(differences)),
+        "prompts": len(pairs),
+    }
 
 
 # --- the model -------------------------------------------------------------------------------------------
