@@ -6,7 +6,8 @@ It provides:
 - a **config**: a frozen dataclass subclassing `Config` (or `BlockConfig`, which declares the settings of
   the shared attention and feed-forward blocks), one `setting(...)` per field (its help text,
   kind and range: the command line's flags and the validation both come from them), with
-  `model_type` (what config.json records), `context_length`, `pad_id` and `num_tokens`, and the methods
+  `model_type` (what config.json records), `context_length`, `pad_id`, `num_tokens` and `shift_bytes`
+  (which token layout it reads: tokens.py), and the methods
   `describe()`, `patching()` and `flops_per_byte()`;
 - a **model**: an nn.Module subclassing `Model`: `model(ids, include_start=False)` -> logits whose
   [:, t] predicts byte t + 1 (with `include_start`, one more position first: the prediction of byte 0),
@@ -67,6 +68,31 @@ def setting(
         "tunable": tunable,
     }
     return field(metadata=metadata) if default is MISSING else field(default=default, metadata=metadata)
+
+
+def shift_bytes_setting():
+    """The `shift_bytes` field every architecture's config has (tokens.py: the two layouts)."""
+    return setting(
+        False,
+        help="learn every byte value, for pictures, sound and other binary data: token = byte + 1 (0 stays the "
+        "pad id, 257 ends a document; num_tokens 258) instead of text's layout, where bytes 0x00 and 0x03 are "
+        "reserved",
+        kind=bool,
+    )
+
+
+def check_token_layout(config) -> None:
+    """pad_id is a token, and a model that learns every byte value has room for them all and pads with the
+    one id that is no byte (any other pad id would be a byte the loss ignores)."""
+    if not config.pad_id < config.num_tokens:
+        raise ValueError(f"pad_id must be a token id in [0, {config.num_tokens}), got {config.pad_id!r}")
+    if config.shift_bytes:
+        if config.num_tokens < 258:
+            raise ValueError(
+                f"shift_bytes needs num_tokens of at least 258 (pad, 256 bytes, end), got {config.num_tokens}"
+            )
+        if config.pad_id != 0:
+            raise ValueError(f"shift_bytes pads with token 0 (no byte); pad_id {config.pad_id} would be a byte")
 
 
 def ints(name: str, value) -> tuple[int, ...]:
@@ -351,4 +377,5 @@ class BlockConfig(Config):
     ff_dropout: float = setting(
         0.0, help="dropout after the feed-forward GELU", kind=float, low=0, high=1, high_open=True, tunable=True
     )
-    pad_id: int = setting(0, help="byte ignored by the loss", low=0, tunable=True)
+    pad_id: int = setting(0, help="token ignored by the loss", low=0, tunable=True)
+    shift_bytes: bool = shift_bytes_setting()

@@ -5,6 +5,10 @@ The paper calls them chunks; here, as in the rest of the package, they are patch
 
 Positions are those of the model: 0 is the start, p holds byte p - 1. A patch begins at position p
 when the router's boundary probability p_p exceeds 1/2; the start always begins one.
+
+The router reads encoder states, never byte values: on pictures or sound (`shift_bytes`) it learns
+where patches begin from the data as it does on text, with the ratio loss holding their mean length
+near `target_patch`; no byte value means "word boundary" to it.
 """
 
 from __future__ import annotations

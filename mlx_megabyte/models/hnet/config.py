@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..base import BlockConfig, check_fields, setting
+from ..base import BlockConfig, check_fields, check_token_layout, setting
 
 # Default max_patches: this many times the patches a sequence has at the target length. The ratio loss
 # holds the *mean* near the target; single sequences vary (a list of numbers, a run of spaces), and the
@@ -82,8 +82,7 @@ class HNetConfig(BlockConfig):
                 f"the Mamba-2 inner width, expand x dim = {self.expand * self.dim}, must be a multiple "
                 f"of mamba_head ({self.mamba_head})"
             )
-        if not self.pad_id < self.num_tokens:
-            raise ValueError(f"pad_id must be a token id in [0, {self.num_tokens}), got {self.pad_id!r}")
+        check_token_layout(self)
 
     def replace(self, **changes) -> HNetConfig:
         """A changed context or target length derives max_patches again, unless that is given too."""

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ..base import STAGES, Config, check_fields, ints, setting
+from ..base import STAGES, Config, check_fields, check_token_layout, ints, setting, shift_bytes_setting
 
 
 @dataclass(frozen=True)
 class ModelConfig(Config):
     """megabyte-pytorch 0.3.6's `MEGABYTE(...)` arguments, same names and defaults (`flash_attn` aside:
-    it selects a kernel, not a function). An int `dim` is broadcast to every stage."""
+    it selects a kernel, not a function), and our `shift_bytes`. An int `dim` is broadcast to every stage."""
 
     model_type: ClassVar[str] = "megabyte"
 
@@ -40,7 +40,10 @@ class ModelConfig(Config):
     ff_dropout: float = setting(
         0.0, help="dropout after the feed-forward GELU", kind=float, low=0, high=1, high_open=True, tunable=True
     )
-    pad_id: int = setting(0, help="byte ignored by the loss", low=0, tunable=True)
+    pad_id: int = setting(0, help="token ignored by the loss", low=0, tunable=True)
+    # Ours, not megabyte-pytorch's: which byte each token id is (tokens.py). The torch model is the same
+    # function either way; the converters carry it as num_tokens 258 (convert.py).
+    shift_bytes: bool = shift_bytes_setting()
     rel_pos: bool = setting(False, help="rotary embeddings", kind=bool)
     pos_emb: bool = setting(False, help="learned absolute positions", kind=bool)
 
@@ -68,8 +71,7 @@ class ModelConfig(Config):
         check_fields(self)
         if self.rel_pos and self.dim_head % 2:
             raise ValueError(f"rel_pos (rotary embeddings) needs an even dim_head, got {self.dim_head}")
-        if not self.pad_id < self.num_tokens:
-            raise ValueError(f"pad_id must be a token id in [0, {self.num_tokens}), got {self.pad_id}")
+        check_token_layout(self)
 
     @property
     def stages(self) -> int:

@@ -19,6 +19,7 @@ from mlx.utils import tree_flatten
 
 from ...errors import UserError
 from ...files import atomic_path, read_safetensors, write_safetensors, write_text
+from ...tokens import BYTES
 from ...weights import check_names_and_shapes
 from .config import ModelConfig
 from .model import MEGABYTE
@@ -136,6 +137,13 @@ def infer_config(shapes: dict[str, tuple], given: dict | None = None) -> tuple[M
     elif inferred["rel_pos"]:
         inferred["dim_head"] = 2 * shapes[_INV_FREQ.format(0)][0]
 
+    if "shift_bytes" not in given and inferred["num_tokens"] == BYTES.num_tokens:
+        # megabyte-pytorch has no such argument: 258 tokens is how the bytes layout travels (tokens.py)
+        given["shift_bytes"] = True
+        notes.append(
+            "num_tokens 258: read as every byte value learned (token = byte + 1, 257 ends a document); "
+            "pass --config '{\"shift_bytes\": false}' if its ids are something else"
+        )
     conflicts = [
         f"{k}: weights say {inferred[k]}, config says {given[k]}"
         for k in inferred
@@ -273,8 +281,14 @@ def write_torch_state(path: str | Path, state: dict[str, mx.array], config: Mode
     else:
         raise UserError(f"{path}: the output must end in .safetensors, .pt, .pth, .bin or .ckpt")
     config_path = torch_config_path(path)
-    write_text(config_path, json.dumps(config.to_dict(), indent=2) + "\n")
+    write_text(config_path, json.dumps(torch_arguments(config), indent=2) + "\n")
     return config_path
+
+
+def torch_arguments(config: ModelConfig) -> dict:
+    """The config as megabyte-pytorch's `MEGABYTE(**arguments)` takes it: `shift_bytes` is ours (the
+    torch model computes the same function; num_tokens 258 carries the layout back, see infer_config)."""
+    return {k: v for k, v in config.to_dict().items() if k != "shift_bytes"}
 
 
 def _from_torch_tensor(tensor) -> mx.array:

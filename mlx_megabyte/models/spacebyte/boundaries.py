@@ -7,26 +7,30 @@ import mlx.core as mx
 import numpy as np
 
 
-def spacelike_table(num_tokens: int = 256) -> np.ndarray:
-    """(num_tokens,) bool: which ids are spacelike (not a letter, digit or UTF-8 continuation byte)."""
-    table = np.ones(max(num_tokens, 256), dtype=bool)
+def spacelike_table(num_tokens: int = 256, offset: int = 0) -> np.ndarray:
+    """(num_tokens,) bool: which ids are spacelike (not a letter, digit or UTF-8 continuation byte).
+    `offset` is the token of byte 0 (1 where every byte value is learned, tokens.py): the rule reads the
+    byte a token stands for, and the pad and end tokens are spacelike. On pictures or sound the rule sees
+    byte values, not words: a patch starts wherever a byte outside those ranges follows one inside them,
+    and `max_patch` still bounds every patch."""
+    table = np.ones(max(num_tokens, 256 + offset), dtype=bool)
     for first, last in ((ord("0"), ord("9")), (ord("A"), ord("Z")), (ord("a"), ord("z")), (0x80, 0xBF)):
-        table[first : last + 1] = False
+        table[offset + first : offset + last + 1] = False
     return table[:num_tokens]
 
 
-def natural_boundaries(ids: mx.array, num_tokens: int = 256) -> mx.array:
-    """(B, L) bytes -> (B, L + 1) bool: the start, and every spacelike byte after a non-spacelike one."""
-    spacelike = mx.array(spacelike_table(num_tokens))[ids.astype(mx.int32)]  # (B, L)
+def natural_boundaries(ids: mx.array, num_tokens: int = 256, offset: int = 0) -> mx.array:
+    """(B, L) tokens -> (B, L + 1) bool: the start, and every spacelike byte after a non-spacelike one."""
+    spacelike = mx.array(spacelike_table(num_tokens, offset))[ids.astype(mx.int32)]  # (B, L)
     start = mx.ones((ids.shape[0], 1), dtype=mx.bool_)
     before = mx.concatenate([start, spacelike], axis=1)[:, :-1]  # the start counts as spacelike
     return mx.concatenate([start, spacelike & ~before], axis=1)
 
 
-def boundaries(ids: mx.array, max_patch: int, num_tokens: int = 256) -> mx.array:
-    """(B, L) bytes -> (B, L + 1) bool: natural boundaries plus the fallback, a boundary every
+def boundaries(ids: mx.array, max_patch: int, num_tokens: int = 256, offset: int = 0) -> mx.array:
+    """(B, L) tokens -> (B, L + 1) bool: natural boundaries plus the fallback, a boundary every
     `max_patch` positions after the last natural one."""
-    natural = natural_boundaries(ids, num_tokens)
+    natural = natural_boundaries(ids, num_tokens, offset)
     positions = mx.arange(natural.shape[1])
     last = mx.cummax(mx.where(natural, positions, 0), axis=1)  # the latest natural boundary so far
     return (positions - last) % max_patch == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
+from ...tokens import layout_of
 from ..base import DecodingState
 from ..kv_cache import KVCache
 from .boundaries import boundaries, natural_boundaries, spacelike_table
@@ -43,7 +44,8 @@ class SpaceByteCache(DecodingState):
 
     def __init__(self, model, batch_size: int = 1, keep: int | None = None):
         super().__init__(model, batch_size, keep)
-        self.table = spacelike_table(self.config.num_tokens)
+        self.offset = layout_of(self.config).offset
+        self.table = spacelike_table(self.config.num_tokens, self.offset)
         self.prefill(self.tokens)
 
     def _prefill(self, ids: mx.array) -> mx.array:
@@ -53,11 +55,11 @@ class SpaceByteCache(DecodingState):
         self.final = [KVCache(config.context_length + 1) for _ in model.final_blocks]
         self.globals = [SlotCache(config.global_length) for _ in model.global_blocks]
         outputs = model.forward(ids, self)
-        natural = np.array(natural_boundaries(ids, config.num_tokens))
+        natural = np.array(natural_boundaries(ids, config.num_tokens, self.offset))
         last_natural = natural.shape[1] - 1 - np.argmax(natural[:, ::-1], axis=1)
         self.gap = (natural.shape[1] - 1 - last_natural).astype(np.int64)  # positions since it
         self.spacelike = self.table[np.array(ids[:, -1])] if ids.shape[1] else np.ones(self.batch_size, bool)
-        found = np.array(boundaries(ids, config.max_patch, config.num_tokens))
+        found = np.array(boundaries(ids, config.max_patch, config.num_tokens, self.offset))
         self.used = np.minimum(found.sum(axis=1), config.global_length)  # global slots filled
         self.started = found[:, -1] if ids.shape[1] else np.zeros(self.batch_size, bool)
         return model.logits(outputs[:, -1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..base import BlockConfig, check_fields, setting
+from ..base import BlockConfig, check_fields, check_token_layout, setting
 
 BYTES_PER_GLOBAL = 4  # default global_length = context_length / this (the paper uses 6 for its corpora)
 
@@ -45,8 +45,7 @@ class SpaceByteConfig(BlockConfig):
                 raise ValueError(f"{name} ({getattr(self, name)}) must be a multiple of dim_head ({self.dim_head})")
         if self.dim_head % 2:
             raise ValueError(f"dim_head must be even (rotary embeddings), got {self.dim_head}")
-        if not self.pad_id < self.num_tokens:
-            raise ValueError(f"pad_id must be a token id in [0, {self.num_tokens}), got {self.pad_id!r}")
+        check_token_layout(self)
 
     @property
     def initial_depth(self) -> int:

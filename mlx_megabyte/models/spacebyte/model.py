@@ -14,7 +14,8 @@ Position p holds byte p - 1 (position 0 the start), so its output predicts byte 
 `model(ids)` predicts byte t + 1, and with include_start the first position predicts byte 0, as MEGABYTE's.
 
 The boundary rule (the paper's): a byte is *spacelike* unless it is an ASCII letter or digit or a UTF-8
-continuation byte (0x80-0xBF); ids >= 256 are spacelike. A byte starts a global position when it is
+continuation byte (0x80-0xBF); ids that are no byte are spacelike (with shift_bytes the rule reads
+token - 1, the byte it stands for; on pictures and sound it sees byte values, not words). A byte starts a global position when it is
 spacelike and the byte before it is not (the start counts as spacelike). Fallback (ours): text without
 spaces (a long identifier, base64, DNA) would leave the global model idle, so a position whose last
 boundary is `max_patch` positions back is a boundary too: no patch is longer than `max_patch` bytes.
@@ -35,6 +36,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from ...tokens import layout_of
 from ..base import Model, checkpointed
 from ..layers import Attention, FeedForward, RMSNorm
 from .boundaries import boundaries, gather_boundaries, scatter_back
@@ -96,7 +98,7 @@ class SpaceByte(Model):
         config = self.config
         x = mx.concatenate([self.start(ids.shape[0]), self.embedding(ids)], axis=1)  # (B, L + 1, d)
         x = self._run(self.initial_blocks, x, None if cache is None else cache.initial)
-        boundary = boundaries(ids, config.max_patch, config.num_tokens)
+        boundary = boundaries(ids, config.max_patch, config.num_tokens, layout_of(config).offset)
         y, slot = gather_boundaries(x, boundary, config.global_length)  # (B, G', d)
         y = self.to_global(y, self.global_position[: y.shape[1]])
         y = self._run(self.global_blocks, y, None if cache is None else cache.globals)
@@ -132,4 +134,5 @@ class SpaceByte(Model):
 
     def patch_starts(self, ids: mx.array) -> mx.array:
         """Byte t begins a patch when position t + 1 (position 0 is the start) is a boundary."""
-        return boundaries(ids, self.config.max_patch, self.config.num_tokens)[:, 1:]
+        config = self.config
+        return boundaries(ids, config.max_patch, config.num_tokens, layout_of(config).offset)[:, 1:]
