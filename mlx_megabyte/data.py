@@ -9,6 +9,11 @@ ignores `pad_id` (0), and the model must learn where a story ends. Local files k
 (leading and trailing whitespace too) but two: inside a document 0x00 (pad_id: the loss would skip it) and
 0x03 (it would end the document) become 0x1A (ASCII SUB, "substitute"), and encoding counts them; the
 data line of `train` and `evaluate` says how many (`Encoding`).
+
+That is the text layout. A model with `shift_bytes` reads the bytes layout (tokens.py): tokens are bytes
+plus one in a uint16 stream, documents end with token 257, and nothing is substituted. Its local data may
+be any files, one document each, of a *kind* (`KINDS`): text as above, `bytes` (a file's bytes as they
+are), `image` (pixels in an ImageLayout, media.py) or `audio` (8 kHz mu-law samples, media.py).
 """
 
 from __future__ import annotations
@@ -39,10 +44,14 @@ from .errors import UserError
 from .files import atomic_path, file_sha256, write_text
 from .hub import hub_reachable
 from .text import EOT, story_mask
+from .tokens import LAYOUTS, TEXT, Layout
 
 # 2: local files are keyed by a hash of their bytes, not their mtime. 3: local documents keep their
 # whitespace, and 0x00 and 0x03 in documents become SUBSTITUTE instead of disappearing.
 ENCODING_VERSION = 3
+KINDS = ("text", "bytes", "image", "audio")  # what the files of --data are (--data-kind)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+AUDIO_SUFFIXES = (".wav",)
 SUBSTITUTE = 0x1A  # ASCII SUB: what a byte that cannot stand in a document becomes
 RESERVED = {0x00: "pad_id, which the loss ignores", EOT: "end of text, which would end the document"}
 _SUBSTITUTED = bytes.maketrans(bytes(RESERVED), bytes([SUBSTITUTE]) * len(RESERVED))
@@ -64,19 +73,29 @@ class Encoding:
     documents: int = 0
     text_bytes: int = 0  # the documents' own bytes, without the end-of-text byte after each
     replaced: dict[int, int] = field(default_factory=lambda: dict.fromkeys(RESERVED, 0))
+    layout: str = TEXT.name  # tokens.LAYOUTS: text substitutes the reserved bytes, bytes keeps them all
 
-    def encode(self, text: str) -> bytes:
-        """A document's bytes (UTF-8; surrogate escapes give back undecodable input bytes, so a file's
-        bytes come back as they were), reserved bytes substituted and counted."""
-        data = text.encode("utf-8", "surrogateescape")
-        for byte in RESERVED:
-            self.replaced[byte] += data.count(byte)
+    def encode(self, document: str | bytes) -> np.ndarray:
+        """A document's tokens: its bytes (a str as UTF-8; surrogate escapes give back undecodable input
+        bytes, so a file's bytes come back as they were), in the text layout with the reserved bytes
+        substituted and counted, in the bytes layout every one as it is (tokens.py)."""
+        data = document.encode("utf-8", "surrogateescape") if isinstance(document, str) else bytes(document)
         if data:
             self.documents += 1
             self.text_bytes += len(data)
-        return data.translate(_SUBSTITUTED)
+        if self.layout != TEXT.name:
+            return LAYOUTS[self.layout].encode(data)
+        for byte in RESERVED:
+            self.replaced[byte] += data.count(byte)
+        return np.frombuffer(data.translate(_SUBSTITUTED), np.uint8)
 
     def describe(self) -> str:
+        if self.layout != TEXT.name:
+            return (
+                f"{self.documents:,} document{'s' * (self.documents != 1)} ({self.text_bytes:,} bytes) as tokens "
+                f"byte + 1, each followed by the end-of-document token {LAYOUTS[self.layout].end}; every byte "
+                "value kept"
+            )
         text = (
             f"{self.documents:,} document{'s' * (self.documents != 1)} ({self.text_bytes:,} bytes), each "
             f"followed by the end-of-text byte 0x{EOT:02x}"
@@ -93,12 +112,13 @@ class Encoding:
             "documents": self.documents,
             "text_bytes": self.text_bytes,
             "replaced": {f"0x{byte:02x}": n for byte, n in self.replaced.items()},
+            "layout": self.layout,
         }
 
     @classmethod
     def from_json(cls, record: dict) -> Encoding:
         replaced = {int(name, 16): n for name, n in record["replaced"].items()}
-        return cls(record["documents"], record["text_bytes"], replaced)
+        return cls(record["documents"], record["text_bytes"], replaced, record.get("layout", TEXT.name))
 
 
 @dataclass
@@ -111,10 +131,19 @@ class Corpus:
     source: str
     directory: Path
     encodings: dict[str, tuple[str, Encoding]] = field(default_factory=dict)  # split -> (what, Encoding)
+    layout: Layout = TEXT  # how the streams hold bytes (tokens.py)
+    kind: str = "text"  # what the documents are (KINDS)
+    media: dict | None = None  # the ImageLayout or AudioLayout (to_dict) that image and audio files became
 
     def describe(self) -> str:
         """What the bytes are, exactly: the data line of train and evaluate."""
-        return "; ".join(f"{what}: {encoding.describe()}" for what, encoding in self.encodings.values())
+        what = "; ".join(f"{what}: {encoding.describe()}" for what, encoding in self.encodings.values())
+        return what if self.kind == "text" else f"{describe_kind(self.kind, self.media)}; {what}"
+
+    def record(self) -> dict:
+        """What training writes beside the weights about the data's kind, so that generate and evaluate
+        read pictures and sound back in the layout they were trained in."""
+        return {"data_kind": self.kind, **({self.kind: self.media} if self.media else {})}
 
     def story_mask(self, split: str) -> np.ndarray:
         """(len(split),) uint8, 1 on the story bytes of the split's instruct records (text.story_mask:
@@ -134,7 +163,7 @@ class Corpus:
         have learned): the named instruct sources, or local data with a "Story:" line in its first MiB."""
         if self.source in INSTRUCT_SOURCES:
             return True
-        if self.source in BUILTIN or self.source in HUB_DATASETS:
+        if self.source in BUILTIN or self.source in HUB_DATASETS or self.layout != TEXT or self.kind != "text":
             return False
         return bool(story_mask(self.train[: 1 << 20]).any())
 
@@ -240,29 +269,85 @@ def parquet_documents(path: Path) -> Iterator[str]:
                 yield text
 
 
-def local_files(spec: str) -> list[Path]:
-    """The files a --data PATH names: a file, a directory (searched recursively) or a glob."""
+# The files each kind reads, and what the others are told to use instead.
+KIND_SUFFIXES = {"text": LOCAL_SUFFIXES, "image": IMAGE_SUFFIXES, "audio": AUDIO_SUFFIXES}
+_EXPECTED = {"text": ".txt, .jsonl or .parquet", "image": "image files (PNG, JPEG, ...)", "audio": ".wav"}
+
+
+def local_files(spec: str, kind: str = "text") -> list[Path]:
+    """The files a --data PATH names: a file, a directory (searched recursively; for text, its .txt,
+    .jsonl and .parquet files; for the other kinds every file but hidden ones) or a glob."""
     path = Path(spec).expanduser()
+    suffixes = KIND_SUFFIXES.get(kind)
     if path.is_file():
         files = [path]
     elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in LOCAL_SUFFIXES and p.is_file())
+        if kind == "text":
+            files = sorted(p for p in path.rglob("*") if p.suffix in LOCAL_SUFFIXES and p.is_file())
+        else:  # hidden files (.DS_Store, an editor's) are no pictures or sounds
+            hidden = lambda p: any(part.startswith(".") for part in p.relative_to(path).parts)  # noqa: E731
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not hidden(p))
     else:
         files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
         if not files:
             raise UserError(f"no such file, directory or glob match: {spec} (or use --data builtin)")
-    unsupported = [str(p) for p in files if p.suffix not in LOCAL_SUFFIXES]
+    unsupported = [str(p) for p in files if suffixes is not None and p.suffix.lower() not in suffixes]
     if unsupported:
-        raise UserError(f"unsupported file type: {unsupported[0]} (expected .txt, .jsonl or .parquet)")
+        if kind == "text":
+            raise UserError(f"unsupported file type: {unsupported[0]} (expected .txt, .jsonl or .parquet)")
+        raise UserError(
+            f"unsupported file type for --data-kind {kind}: {unsupported[0]} (expected {_EXPECTED[kind]}, "
+            "or --data-kind bytes for files as they are)"
+        )
     if not files:
-        raise UserError(f"{spec} holds no .txt, .jsonl or .parquet files")
+        raise UserError(f"{spec} holds no {_EXPECTED.get(kind, 'files')}")
     return files
 
 
-def local_documents(files: list[Path]) -> Iterator[str]:
-    readers = {".txt": text_file_documents, ".jsonl": jsonl_documents, ".parquet": parquet_documents}
-    for path in files:
-        yield from readers[path.suffix](path)
+def detect_kind(spec: str) -> str:
+    """The kind of a --data source by its files' suffixes: named sources and .txt/.jsonl/.parquet are
+    text, all images image, all .wav audio, anything else (or a mixture) bytes."""
+    if spec in BUILTIN or spec in HUB_DATASETS:
+        return "text"
+    suffixes = {p.suffix.lower() for p in local_files(spec, "bytes")}
+    for kind in ("text", "image", "audio"):
+        if suffixes <= set(KIND_SUFFIXES[kind]):
+            return kind
+    return "bytes"
+
+
+def describe_kind(kind: str, media: dict | None) -> str:
+    """A kind in words, with the layout pictures and sound become (the data line)."""
+    if kind == "image":
+        return f"images as {media_layout(kind, media).describe()}"
+    if kind == "audio":
+        return f"sound as {media_layout(kind, media).describe()}"
+    return {"bytes": "files as they are, one document each", "text": "text"}[kind]
+
+
+def media_layout(kind: str, media: dict | None):
+    """The media.ImageLayout or media.AudioLayout a kind's record describes (defaults where None)."""
+    from . import media as m  # numpy and the standard library; Pillow only when images are read
+
+    return (m.ImageLayout if kind == "image" else m.AudioLayout).from_dict(media or {})
+
+
+def local_documents(files: list[Path], kind: str = "text", media: dict | None = None) -> Iterator[str | bytes]:
+    """The documents of local files: text as its readers say, every other kind one document a file
+    (an image's pixels or a sound's samples in the kind's layout, media.py)."""
+    if kind == "text":
+        readers = {".txt": text_file_documents, ".jsonl": jsonl_documents, ".parquet": parquet_documents}
+        for path in files:
+            yield from readers[path.suffix](path)
+        return
+    if kind == "bytes":
+        yield from (path.read_bytes() for path in files)
+        return
+    from . import media as m
+
+    layout = media_layout(kind, media)
+    read = m.image_bytes if kind == "image" else m.audio_bytes
+    yield from (read(path, layout) for path in files)
 
 
 def hub_documents(repo_id: str, split: str) -> Iterator[str]:
@@ -330,34 +415,36 @@ def _in_hub_cache(repo_id: str) -> bool:
 # --- encoding into the cache ----------------------------------------------------------------------------
 
 
-def write_documents(path: Path, documents: Iterator[str], progress=None) -> Encoding:
-    """Encode documents (each followed by EOT; empty ones are none) into a uint8 file, atomically."""
-    encoding, total = Encoding(), 0
+def write_documents(path: Path, documents: Iterator[str | bytes], progress=None, layout: Layout = TEXT) -> Encoding:
+    """Encode documents (each followed by the layout's end token; empty ones are none) into a file of
+    the layout's dtype, atomically."""
+    encoding, total = Encoding(layout=layout.name), 0
+    end = np.array([layout.end], layout.dtype).tobytes()
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as f:
-            for text in documents:
-                data = encoding.encode(text)
-                if not data:
+            for document in documents:
+                tokens = encoding.encode(document)
+                if not len(tokens):
                     continue
-                f.write(data)
-                f.write(bytes([EOT]))
-                total += len(data) + 1
+                f.write(tokens.tobytes())
+                f.write(end)
+                total += len(tokens) + 1
                 if progress:
-                    progress(total)
+                    progress(total * tokens.itemsize)
     return encoding
 
 
-def split_tail(train_path: Path, val_path: Path, fraction: float) -> None:
+def split_tail(train_path: Path, val_path: Path, fraction: float, layout: Layout = TEXT) -> None:
     """Move the last `fraction` of train.bin to val.bin, cut at a document boundary when there is one."""
-    data = np.memmap(train_path, dtype=np.uint8, mode="r")
+    data = np.memmap(train_path, dtype=layout.dtype, mode="r")
     cut = int(len(data) * (1 - fraction))
-    boundaries = np.flatnonzero(data[cut:] == EOT)
+    boundaries = np.flatnonzero(data[cut:] == layout.end)
     if len(boundaries) and boundaries[0] + 1 < len(data) - cut:
         cut += int(boundaries[0]) + 1
     with atomic_path(val_path) as temporary:
         Path(temporary).write_bytes(data[cut:].tobytes())
     del data
-    os.truncate(train_path, cut)
+    os.truncate(train_path, cut * np.dtype(layout.dtype).itemsize)
 
 
 def cache_key(identity: dict) -> str:
@@ -372,14 +459,30 @@ def prepare(
     cache_dir: str | Path | None = None,
     builtin_mb: float = 16,
     console=None,
+    layout: Layout = TEXT,
+    kind: str | None = None,
+    media: dict | None = None,
 ) -> Corpus:
     """Encode a source once (or reuse its cache) and memory-map the result.
 
     data: `tinystories`, `tinystories-instruct`, `builtin`, `builtin-instruct`, or a local path/glob.
     val_data: a local path for validation; otherwise the source's own validation split, or the last
-    `val_fraction` of the training documents.
+    `val_fraction` of the training documents (for one-file documents, the last files in name order).
+    layout: the model's token layout (tokens.py). kind: what local files are (KINDS; None: detect_kind).
+    media: the image or audio layout (its to_dict) that image or audio files become; None: for images,
+    the first image's size (up to 64x64, else 32x32) and colour (grey or RGB), for sound media.AudioLayout().
     """
     cache_dir = Path(cache_dir or DEFAULT_CACHE) / "data"
+    kind = kind or detect_kind(data)
+    if kind not in KINDS:
+        raise UserError(f"--data-kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind != "text" and (data in BUILTIN or data in HUB_DATASETS):
+        raise UserError(f"--data {data} is text: drop --data-kind {kind}")
+    if kind != "text" and layout == TEXT:
+        raise UserError(
+            f"--data-kind {kind}: a text model reserves bytes 0x00 and 0x03, which pictures, sound and binary "
+            "files hold; train a model that learns every byte value (--shift-bytes)"
+        )
     if data in BUILTIN:
         n_train = int(builtin_mb * 1e6)
         identity = {"source": data, "bytes": n_train, "generator": stories.GENERATOR_VERSION}
@@ -391,19 +494,24 @@ def prepare(
         produce = {"train": lambda: hub_documents(repo, "train"), "val": lambda: hub_documents(repo, "validation")}
         held_out = None
     else:
-        files = local_files(data)
+        files = local_files(data, kind)
+        if kind == "image" and media is None:
+            media = _first_image_layout(files[0])
+        media = media_layout(kind, media).to_dict() if kind in ("image", "audio") else None
         identity = {"source": "local", "files": [_file_identity(p) for p in files]}
-        produce = {"train": lambda: local_documents(files)}
+        produce = {"train": lambda: local_documents(files, kind, media)}
         held_out = val_fraction
     if val_data is not None:
-        val_files = local_files(val_data)
+        val_files = local_files(val_data, kind)
         identity["val"] = [_file_identity(p) for p in val_files]
-        produce["val"] = lambda: local_documents(val_files)
+        produce["val"] = lambda: local_documents(val_files, kind, media)
         held_out = None
     elif "val" not in produce and not 0 < held_out < 1:
         raise UserError(f"--val-fraction must be in (0, 1), got {held_out}")
     if held_out is not None:
         identity["held_out"] = held_out
+    if layout != TEXT or kind != "text":  # text keeps the keys its caches always had
+        identity.update(layout=layout.name, kind=kind, media=media)
 
     # What each encoded split is, in the flags' words (messages and the data line)
     what = {
@@ -422,10 +530,10 @@ def prepare(
             for split in ("train", "val"):
                 if split in produce:
                     encodings[split] = _encode_with_progress(
-                        split, what[split], produce[split], directory / f"{split}.bin", console
+                        split, what[split], produce[split], directory / f"{split}.bin", console, layout
                     ).to_json()
             if "val" not in produce:
-                split_tail(train_path, val_path, held_out)
+                split_tail(train_path, val_path, held_out, layout)
             meta = {
                 **identity,
                 "data": data,
@@ -436,12 +544,26 @@ def prepare(
             write_text(meta_path, json.dumps(meta, indent=2))  # written last: marks the cache complete
         meta = json.loads(meta_path.read_text())
     return Corpus(
-        train=np.memmap(train_path, dtype=np.uint8, mode="r"),
-        val=np.memmap(val_path, dtype=np.uint8, mode="r"),
+        train=np.memmap(train_path, dtype=layout.dtype, mode="r"),
+        val=np.memmap(val_path, dtype=layout.dtype, mode="r"),
         source=data,
         directory=directory,
         encodings={split: (what[split], Encoding.from_json(record)) for split, record in meta["encodings"].items()},
+        layout=layout,
+        kind=kind,
+        media=media,
     )
+
+
+def _first_image_layout(path: Path) -> dict:
+    """The layout images take when none is given: the first image's size where it is at most 64x64
+    (the MEGABYTE paper's largest), else 32x32; grey if it is grey, else RGB."""
+    from . import media as m
+
+    width, height, grey = m.image_shape(path)
+    if max(width, height) > 64:
+        width = height = 32
+    return m.ImageLayout(width, height, "L" if grey else "RGB").to_dict()
 
 
 def _sweep_abandoned(cache_dir: Path) -> None:
@@ -476,12 +598,12 @@ def _exclusive(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _encode_with_progress(split, what, documents, path, console) -> Encoding:
+def _encode_with_progress(split, what, documents, path, console, layout: Layout = TEXT) -> Encoding:
     """Encode one split; `what` names it as the flags do (`--data notes.txt`, `tinystories (validation)`)."""
     columns = (TextColumn(f"encoding {what}"), BarColumn(), DownloadColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True, disable=console is None) as progress:
         task = progress.add_task("encode", total=None)
-        encoding = write_documents(path, documents(), lambda n: progress.update(task, completed=n))
+        encoding = write_documents(path, documents(), lambda n: progress.update(task, completed=n), layout)
     if encoding.documents == 0:
         path.unlink(missing_ok=True)
         raise UserError(f"{what} holds no text")
@@ -551,8 +673,8 @@ class Batches:
         self.rng.bit_generator.state = value
 
 
-def record_starts(data: np.ndarray, length: int) -> np.ndarray:
-    """Window starts aligned to the documents of a stream (each closed by the end-of-text byte): at the
+def record_starts(data: np.ndarray, length: int, end: int = EOT) -> np.ndarray:
+    """Window starts aligned to the documents of a stream (each closed by `end`, the end-of-text byte): at the
     end-of-text byte before each document (0 for the first), so the window begins as a generation prompt
     does; and, for a document longer than the window, also where the window ending with its closing byte
     starts, so the ends of long stories are trained too. Uniform windows are what pretraining wants; on
@@ -563,7 +685,7 @@ def record_starts(data: np.ndarray, length: int) -> np.ndarray:
     [0, 2, 6]
     """
     ids = np.asarray(data)
-    ends = np.flatnonzero(ids == EOT)
+    ends = np.flatnonzero(ids == end)
     heads = np.concatenate([[0], ends[:-1]]) if len(ends) else np.zeros(1, np.int64)
     tails = ends - length + 1
     tails = tails[(tails > heads[: len(tails)]) & (tails >= 0)]  # records that do not fit from their head

@@ -43,6 +43,7 @@ from .cli import seed as seed_type
 from .errors import UserError
 from .files import write_text
 from .models import summed_loss
+from .tokens import layout_of
 from .weights import load_for_inference, locate, trained_on
 
 
@@ -184,7 +185,9 @@ def main(argv=None):
     model = load_for_inference(str(path), bits, dtype)
     console = Console(stderr=True)
     named = args.data in data.HUB_DATASETS or args.data in data.BUILTIN
-    corpus = data.prepare(args.data, cache_dir=args.cache_dir, console=console, val_fraction=0.05)
+    corpus = data.prepare(
+        args.data, cache_dir=args.cache_dir, console=console, val_fraction=0.05, **trained_layout(model, path)
+    )
     split = args.split or ("validation" if named else "all")
     streams = {"validation": [corpus.val], "train": [corpus.train], "all": [corpus.train, corpus.val]}[split]
     if args.max_bytes is not None:
@@ -196,7 +199,8 @@ def main(argv=None):
             + (" (try --split all)" if split != "all" else "")
         )
     console.print(f"data: {corpus.describe()}", highlight=False, soft_wrap=True)
-    separators = sum(int(np.count_nonzero(s == data.EOT)) for s in streams)  # one after each document, no other
+    end = corpus.layout.end  # one after each document, no other
+    separators = sum(int(np.count_nonzero(s == end)) for s in streams)
     columns = (TextColumn("scoring"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True, disable=args.json) as progress:
         task = progress.add_task("score", total=size)
@@ -220,6 +224,16 @@ def main(argv=None):
             f"byte{'s' * (separators != 1)}); mean patch length {result['patch_length']:.2f} bytes"
         )
     sys.stdout.flush()
+
+
+def trained_layout(model, path) -> dict:
+    """data.prepare's layout, kind and media for scoring a model as it was trained: its token layout,
+    and for pictures and sound the kind and layout its training record names (so held-out files become
+    the bytes the model learned)."""
+    record = trained_on(path) or {}
+    kind = record.get("data_kind")
+    kind = kind if kind in ("bytes", "image", "audio") else None
+    return {"layout": layout_of(model.config), "kind": kind, "media": record.get(kind) if kind else None}
 
 
 # --- --instruct ------------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ def record(trainer) -> dict:
         "best_val_bpb": trainer.best_bpb if math.isfinite(trainer.best_bpb) else None,
         "train_seconds": trainer.train_seconds,
         "instruct": trainer.instruct,
+        **trainer.corpus.record(),
         "init_from": trainer.config.init_from,  # for the message when --resume forgets it
         **({"loss_scale": trainer.loss_scale.state} if trainer.loss_scale else {}),
         **settings(trainer),

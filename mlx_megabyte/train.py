@@ -6,6 +6,7 @@ live progress.
     python -m mlx_megabyte.train --arch spacebyte --preset small --data builtin --time-budget 600
     python -m mlx_megabyte.train --preset auto --time-budget 1200 --data notes.txt   # a size for 20 minutes
     python -m mlx_megabyte.train --resume                          # continue the run in --save-path
+    python -m mlx_megabyte.train --preset small --data digits/ --image-size 8 --image-mode L   # pictures
 
 Several processes train data-parallel when started by `mlx.launch` (see README): every rank reads its
 slice of each global batch, gradients are averaged, and only rank 0 writes.
@@ -25,6 +26,7 @@ from .errors import UserError
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, Config, build
 from .models.base import STAGES
 from .runtime import DTYPES, default_dtype, use_device
+from .tokens import BYTES, layout_of
 from .trainer import WINDOWS, Trainer, TrainingConfig, bounds, describe
 from .weights import locate, read_config
 
@@ -143,6 +145,24 @@ def add_data_flags(source) -> None:
         default=DEFAULTS["data"],
         help="tinystories, tinystories-instruct (Hugging Face hub), builtin, builtin-instruct (offline corpus), "
         "or a local .txt/.jsonl/.parquet file, directory or glob",
+    )
+    source.add_argument(
+        "--data-kind",
+        choices=data.KINDS,
+        help="what the files of --data are: text (.txt/.jsonl/.parquet), bytes (any file, one document as it "
+        "is), image (pixels in --image-size and --image-mode, row by row), audio (.wav as 8-bit mu-law at "
+        "--audio-rate) (default: detected from the suffixes, and printed); every kind but text trains a model "
+        "with --shift-bytes",
+    )
+    source.add_argument(
+        "--image-size",
+        help="images: WxH or N (square), e.g. 32x32, 8 (default: the first image's size up to 64x64, else 32x32)",
+    )
+    source.add_argument(
+        "--image-mode", choices=("RGB", "L"), help="images: RGB or L (grey) (default: the first image's)"
+    )
+    source.add_argument(
+        "--audio-rate", type=cli.number(int, 1000, 48000), help="sound: samples a second (default: 8000)"
     )
     source.add_argument(
         "--val-data", help="local validation data (default: the source's validation split or the held-out tail)"
@@ -299,6 +319,7 @@ def model_config(args) -> Config:
     overrides = {name: getattr(args, name) for name in MODEL_FIELDS if getattr(args, name, None) is not None}
     if args.init_from:
         return _init_from_config(args, overrides)
+    overrides = _token_layout(args, overrides)
     arch = ARCHITECTURES[getattr(args, "arch", None) or DEFAULT_ARCHITECTURE]
     preset = getattr(args, "preset", None) or DEFAULT_PRESET
     foreign = [name for name in overrides if name not in {f.name for f in dataclasses.fields(arch.config)}]
@@ -314,6 +335,19 @@ def model_config(args) -> Config:
         return arch.presets[preset].replace(**overrides)
     except (TypeError, ValueError) as error:
         raise UserError(f"invalid model: {error}") from None
+
+
+def _token_layout(args, overrides: dict) -> dict:
+    """Pictures, sound and other binary files train a model that learns every byte value unless
+    --no-shift-bytes says otherwise; --shift-bytes brings the vocabulary it needs unless --num-tokens is
+    given."""
+    if "shift_bytes" not in overrides and getattr(args, "data", None) is not None:
+        kind = getattr(args, "data_kind", None) or data.detect_kind(args.data)
+        if kind != "text":
+            overrides = {**overrides, "shift_bytes": True}
+    if overrides.get("shift_bytes") and "num_tokens" not in overrides:
+        overrides = {**overrides, "num_tokens": BYTES.num_tokens}
+    return overrides
 
 
 def _init_from_config(args, overrides: dict) -> Config:
@@ -437,6 +471,9 @@ def run(args, console) -> dict:
             config.cache_dir,
             config.builtin_mb,
             console=console if chief else None,
+            layout=layout_of(config.model),
+            kind=config.data_kind,
+            media=config.media(),
         )
         if config.mask_prompt:  # computed (once per machine) and kept before the ranks meet
             corpus.story_mask("train"), corpus.story_mask("val")

@@ -36,6 +36,7 @@ from .models import Config, build, summed_loss
 from .optim import LossScale, TrainStep, make_optimizer
 from .runtime import DTYPES, SEED_LIMIT
 from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, make_sampler
+from .tokens import TEXT, layout_of
 from .weights import non_finite
 
 WINDOWS = ("auto", "uniform", "records")  # TrainingConfig.windows
@@ -85,6 +86,10 @@ class TrainingConfig:
     val_fraction: float = 0.05  # held out when a local source has no val_data
     builtin_mb: float = 16
     cache_dir: str | None = None
+    data_kind: str | None = None  # what local files are: data.KINDS; None: detected from their suffixes
+    image_size: str | None = None  # images: WxH (or N: square); None: the first image's, up to 64x64
+    image_mode: str | None = None  # images: RGB or L (grey); None: the first image's
+    audio_rate: int | None = None  # sound: samples per second; None: media.AudioLayout's 8,000
     mask_prompt: bool = False  # the loss counts only the stories of instruct records (after "Story:")
     windows: str = "auto"  # where training windows start: "uniform", "records" (data.record_starts), "auto"
     # optimisation
@@ -144,8 +149,34 @@ class TrainingConfig:
             raise UserError("--reschedule changes a resumed run's schedule: use it with --resume")
         if self.overwrite and self.resume:
             raise UserError("--overwrite starts afresh and --resume continues: choose one")
+        if self.data_kind is not None and self.data_kind not in data.KINDS:
+            raise UserError(f"data_kind must be one of {', '.join(data.KINDS)}, got {self.data_kind!r}")
+        if self.audio_rate is not None and (
+            isinstance(self.audio_rate, bool)
+            or not isinstance(self.audio_rate, int)
+            or not 1000 <= self.audio_rate <= 48000
+        ):
+            raise UserError(
+                f"audio_rate must be an integer from 1000 to 48000 (samples a second), got {self.audio_rate!r}"
+            )
+        if self.mask_prompt and layout_of(self.model) != TEXT:
+            raise UserError("--mask-prompt reads instruct records, which are text: drop it or --shift-bytes")
         if self.model.num_tokens < 256:
             raise UserError(f"num_tokens must be at least 256 to hold every byte, got {self.model.num_tokens}")
+
+    def media(self) -> dict | None:
+        """The image or audio layout the flags give (None: data.prepare's defaults), as a dict."""
+        from . import media
+
+        if self.image_size is not None or self.image_mode is not None:
+            try:
+                layout = media.ImageLayout.parse(self.image_size or "32x32", self.image_mode or "RGB")
+            except ValueError as error:
+                raise UserError(f"--image-size/--image-mode: {error}") from None
+            return layout.to_dict()
+        if self.audio_rate is not None:
+            return media.AudioLayout(rate=self.audio_rate).to_dict()
+        return None
 
     @property
     def bytes_per_rank_step(self) -> int:
@@ -207,7 +238,7 @@ class Trainer:
             self.rank,
             self.world,
             mask=train_mask,
-            starts=data.record_starts(corpus.train, length) if self.windows == "records" else None,
+            starts=data.record_starts(corpus.train, length, corpus.layout.end) if self.windows == "records" else None,
         )
         self.data_state = self.batches.state
         # --eval-batches per rank: the same windows, each rank a share, whatever the number of ranks
@@ -303,7 +334,8 @@ class Trainer:
                     final = self.step == config.iters or out_of_time
                     if self.step % config.steps_per_eval == 0 or final:
                         self._validate(metrics)
-                    if config.steps_per_sample and (self.step % config.steps_per_sample == 0 or final):
+                    sampled = config.steps_per_sample and self.corpus.kind == "text"  # pictures: generate --image
+                    if sampled and (self.step % config.steps_per_sample == 0 or final):
                         self._print_sample()
                     if self.step % config.steps_per_save == 0 or final:
                         self.save()
@@ -468,6 +500,7 @@ class Trainer:
                     "val_bpb": val_bpb,
                     "data": self.corpus.source,
                     "instruct": self.instruct,
+                    **self.corpus.record(),
                     "counted": self.counted,
                 },
             )
