@@ -2,6 +2,8 @@
 
     python -m mlx_megabyte.generate --prompt "Once upon a time"
     python -m mlx_megabyte.generate --interactive
+    python -m mlx_megabyte.generate --model weights/digits --image digits.png -n 16     # pictures
+    python -m mlx_megabyte.generate --model weights/speech --audio said.wav --seconds 3  # sound
 
 Every prompt starts a new story: the end-of-text byte that separates stories in training is put in front
 of it, so the model knows a story begins (unless the prompt has to be cut to fit the context). The
@@ -68,7 +70,82 @@ def build_parser():
     parser.add_argument("--words", default="", help="instruct: words the story should use, e.g. 'dog, ball, happy'")
     parser.add_argument("--summary", default="", help="instruct: what the story is about")
     parser.add_argument("--verbose", "-v", action="store_true", help="print speed and memory after each story")
+    pictures = parser.add_argument_group("pictures and sound (a model trained on images or .wav files)")
+    pictures.add_argument("--image", metavar="OUT.png", help="write image samples (--num-samples: a grid) to this PNG")
+    pictures.add_argument("--audio", metavar="OUT.wav", help="write a sound sample to this WAV (16-bit PCM)")
+    pictures.add_argument(
+        "--complete", metavar="FILE", help="continue this image's top rows (--rows) or this clip (--prompt-seconds)"
+    )
+    pictures.add_argument(
+        "--rows", type=number(int, 0), help="image rows of --complete kept as the prompt (default: half)"
+    )
+    pictures.add_argument(
+        "--seconds", type=number(float, 0, 3600, low_open=True), default=2.0, help="seconds of sound to generate"
+    )
+    pictures.add_argument(
+        "--prompt-seconds", type=number(float, 0, low_open=True), help="seconds of --complete kept (default: all)"
+    )
+    pictures.add_argument(
+        "--scale", type=number(int, 1, 64), help="pixels a generated pixel covers in the PNG (default: up to 64 px)"
+    )
+    pictures.add_argument("--image-size", help="WxH, where the weights' training record has none")
+    pictures.add_argument("--image-mode", choices=("RGB", "L"), help="RGB or L, where the record has none")
+    pictures.add_argument(
+        "--audio-rate", type=number(int, 1000, 48000), help="samples a second, where the record has none"
+    )
     return parser
+
+
+def media_flags(args) -> tuple[str | None, dict | None]:
+    """Which medium --image / --audio asks for, and the layout its flags give (None: the weights')."""
+    if args.image and args.audio:
+        raise UserError("--image and --audio write one medium each: choose one")
+    kind = "image" if args.image else "audio" if args.audio else None
+    text_flags = [f for f in ("interactive", "instruct") if getattr(args, f)] + (["prompt"] if args.prompt else [])
+    if kind and text_flags:
+        raise UserError(f"--{kind} writes a file, not a story: drop --{text_flags[0]} (use --complete FILE)")
+    media_only = [f for f in ("complete", "rows", "prompt_seconds", "scale", "image_size", "image_mode", "audio_rate")]
+    stray = [f for f in media_only if getattr(args, f) is not None]
+    if stray and not kind:
+        raise UserError(f"--{stray[0].replace('_', '-')} is for --image or --audio: add one")
+    if kind == "image" and (args.image_size or args.image_mode):
+        from .media import ImageLayout
+
+        try:
+            return kind, ImageLayout.parse(args.image_size or "32x32", args.image_mode or "RGB").to_dict()
+        except ValueError as error:
+            raise UserError(f"--image-size/--image-mode: {error}") from None
+    return kind, ({"rate": args.audio_rate} if kind == "audio" and args.audio_rate else None)
+
+
+def write_media(model, path, args, kind: str, given: dict | None, sampler) -> None:
+    """--image / --audio: generate, with a progress bar, and write the file."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from . import media, media_samples
+
+    layout = media_samples.media_layout(model, path, kind, given)
+    if kind == "image":
+        prompt = media_samples.image_prompt(layout, args.complete, args.rows)
+        total = layout.size - len(prompt.data)
+    else:
+        prompt = media_samples.audio_prompt(layout, args.complete, args.prompt_seconds)
+        total = max(1, int(args.seconds * layout.rate))
+    columns = (TextColumn(f"generating {kind}"), BarColumn(), MofNCompleteColumn(), TextColumn("bytes"))
+    with Progress(*columns, TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task(kind, total=total)
+        tick = lambda n: bar.update(task, completed=n)  # noqa: E731
+        if kind == "image":
+            images = media_samples.image_samples(model, layout, prompt.data, args.num_samples, sampler, args.seed, tick)
+        else:
+            clip = media_samples.audio_sample(model, layout, prompt.data, args.seconds, sampler, args.seed, tick)
+    if kind == "image":
+        scale = args.scale or max(1, 64 // max(layout.width, layout.height))
+        media.write_png(args.image, images, layout, scale=scale)
+        print(f"wrote {args.image}: {len(images)} {layout.describe()}{prompt.what} (x{scale})")
+    else:
+        media.write_wav(args.audio, clip, layout)
+        print(f"wrote {args.audio}: {len(clip) / layout.rate:.2f} s, {layout.describe()}{prompt.what}")
 
 
 def refuse_ignored_flags(args) -> None:
@@ -89,6 +166,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.max_tokens < 1 or args.num_samples < 1:
         raise UserError("--max-tokens and --num-samples must be at least 1")
+    kind, given = media_flags(args)
     refuse_ignored_flags(args)
     try:
         sampler = make_sampler(args.temp, args.top_p, args.min_p, args.top_k, args.filter_thres)
@@ -100,6 +178,9 @@ def main(argv=None):
     if args.instruct:
         check_instruct_tuned(path)
     model = load_for_inference(str(path), *model_flags(args))
+    if kind:
+        write_media(model, path, args, kind, given, sampler)
+        return
     if args.interactive:
         defaults = {k: getattr(args, k) for k in ("temp", "max_tokens", "top_p", "min_p")}
         interactive(model, args, defaults)

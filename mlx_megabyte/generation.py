@@ -29,6 +29,7 @@ from .sampling import (
     split_keys,
 )
 from .text import EOT, encode_prompt
+from .tokens import TEXT, layout_of
 
 DEFAULT_MAX_TOKENS = 512
 
@@ -107,8 +108,10 @@ def stream_generate(
     sampler = sampler or make_sampler(DEFAULT_TEMP, min_p=DEFAULT_MIN_P)
     if seed is not None:
         sampler = keyed_sampler(sampler, seed, num_samples)
+    layout = layout_of(model.config)
+    sampler = layout.restrict(sampler, model.config.num_tokens)
     data, notice = fit_context(encode_prompt(prompt, story_start), model.config.context_length)
-    ids = mx.array(np.frombuffer(data, dtype=np.uint8)[None].repeat(num_samples, axis=0))
+    ids = mx.array(prompt_tokens(layout, data)[None].repeat(num_samples, axis=0))
 
     decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(num_samples)]
     produced = [""] * num_samples  # text so far, for stop strings
@@ -127,11 +130,12 @@ def stream_generate(
             if reasons[i] is not None:
                 pieces.append("")
                 continue
-            if value == EOT:
+            byte = layout.byte(value)
+            if byte is None:
                 reasons[i] = "eot"
                 produced[i] += decoders[i].decode(b"", final=True)
             else:
-                produced[i] += decoders[i].decode(bytes([value]))
+                produced[i] += decoders[i].decode(bytes([byte]))
                 if count == max_tokens:
                     reasons[i] = "length"
                     produced[i] += decoders[i].decode(b"", final=True)
@@ -151,6 +155,48 @@ def stream_generate(
         )
         if all(r is not None for r in reasons):
             break
+
+
+def prompt_tokens(layout, data: bytes) -> np.ndarray:
+    """An encoded prompt (text.encode_prompt: the end-of-text byte first where a story starts) as the
+    layout's tokens: in the bytes layout its leading EOT is the end token, every other byte shifted."""
+    if layout is TEXT or not data.startswith(bytes([EOT])):
+        return layout.encode(data).astype(np.int32)
+    return layout.prompt(data[1:]).astype(np.int32)
+
+
+def generate_bytes(
+    model,
+    prompt: bytes = b"",
+    max_bytes: int = DEFAULT_MAX_TOKENS,
+    sampler: Sampler | None = None,
+    num_samples: int = 1,
+    seed: int | None = None,
+    progress=None,
+) -> list[bytes]:
+    """Raw bytes after `prompt` (no text decoding, no stop strings): what pictures and sound need. Each
+    sample is a new document (the end token first, then the prompt), and ends at the end token or after
+    `max_bytes` bytes. progress(bytes so far) is called after each step."""
+    layout = layout_of(model.config)
+    sampler = layout.restrict(sampler or make_sampler(DEFAULT_TEMP, min_p=DEFAULT_MIN_P), model.config.num_tokens)
+    if seed is not None:
+        sampler = keyed_sampler(sampler, seed, num_samples)
+    context = model.config.context_length
+    tokens = layout.prompt(bytes(prompt))[-context:].astype(np.int32)
+    ids = mx.array(tokens[None].repeat(num_samples, axis=0))
+    out = [bytearray() for _ in range(num_samples)]
+    done = [False] * num_samples
+    for count, y in zip(range(1, max_bytes + 1), generate_step(model, ids, sampler)):
+        for i, value in enumerate(y.tolist()):
+            byte = None if done[i] else layout.byte(value)
+            done[i] = done[i] or byte is None
+            if byte is not None:
+                out[i].append(byte)
+        if progress:
+            progress(count)
+        if all(done):
+            break
+    return [bytes(b) for b in out]
 
 
 def take_new_text(produced, emitted, i, stop, reasons) -> str:
