@@ -18,6 +18,7 @@ site's page cannot send without a preflight.
 
 from __future__ import annotations
 
+import base64
 import codecs
 import hmac
 import json
@@ -27,6 +28,7 @@ import secrets
 import select
 import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -37,7 +39,7 @@ from importlib import resources
 
 import mlx.core as mx
 
-from . import chat
+from . import chat, media, media_samples
 from .access import Access, host_flag, is_loopback, origin_flag
 from .batching import Batcher, Busy, ByteLogprob, Chunk, Job
 from .cli import SEED_LIMIT, add_model_flags, cli, model_flags, number
@@ -52,7 +54,8 @@ from .sampling import (
     make_sampler,
 )
 from .text import encode_prompt, instruct_prompt
-from .weights import check_instruct_tuned, load_for_inference, locate
+from .tokens import BYTES, layout_of
+from .weights import check_instruct_tuned, load_for_inference, locate, trained_on
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -75,7 +78,9 @@ ROUTES = {
     **{path: "GET, HEAD, OPTIONS" for path in (*PLAYGROUND, "/health", "/v1/models")},
     "/v1/completions": "POST, OPTIONS",
     "/v1/chat/completions": "POST, OPTIONS",
+    "/v1/media": "POST, OPTIONS",
 }
+MAX_MEDIA_SECONDS = 30.0  # of sound a /v1/media request may ask for
 # The standard library's own refusals, coded as the API's errors are
 STDLIB_ERRORS = {
     400: "bad_request",
@@ -147,6 +152,40 @@ def _kind_name(kinds) -> str:
     return {int: "an integer", bool: "true or false", str: "a string", (int, float): "a number", dict: "an object"}.get(
         kinds, str(kinds)
     )
+
+
+def parse_media(body, kind: str, max_batch: int) -> dict:
+    """Validate a /v1/media request: n, seed, temperature, top_p, min_p, top_k as for completions;
+    `seconds` (sound); `prompt`: a base64 PNG or WAV file to complete, with `rows` (images: its top rows
+    kept, default half) or `prompt_seconds` (sound: its start kept, default all)."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object", None, "invalid_body")
+    temp = _get(body, "temperature", (int, float), DEFAULT_TEMP, lambda v: 0 <= v <= 100, "a number from 0 to 100")
+    top_p = _get(body, "top_p", (int, float), DEFAULT_TOP_P, lambda v: 0 < v <= 1, "a number in (0, 1]")
+    min_p = _get(body, "min_p", (int, float), DEFAULT_MIN_P, lambda v: 0 <= v < 1, "a number in [0, 1)")
+    top_k = _get(body, "top_k", int, DEFAULT_TOP_K, lambda v: v >= 0, "a non-negative integer")
+    seed = _get(body, "seed", int, None, lambda v: 0 <= v < SEED_LIMIT, f"an integer from 0 to {SEED_LIMIT - 1}")
+    n = _get(body, "n", int, 1, lambda v: 1 <= v <= (max_batch if kind == "image" else 1),
+             f"an integer from 1 to {max_batch if kind == 'image' else 1}")  # fmt: skip
+    seconds = _get(body, "seconds", (int, float), 2.0, lambda v: 0 < v <= MAX_MEDIA_SECONDS,
+                   f"a number of seconds in (0, {MAX_MEDIA_SECONDS:g}]")  # fmt: skip
+    prompt = _get(body, "prompt", str, None)
+    if prompt is not None:
+        try:
+            prompt = base64.b64decode(prompt, validate=True)
+        except ValueError:
+            raise ApiError(400, f"'prompt' must be a base64 {kind} file", "prompt", "invalid_value") from None
+    rows = _get(body, "rows", int, None, lambda v: v >= 0, "a non-negative integer")
+    prompt_seconds = _get(body, "prompt_seconds", (int, float), None, lambda v: v > 0, "a positive number")
+    return {
+        "sampler": make_sampler(temp, top_p, min_p, top_k),
+        "seed": secrets.randbits(31) if seed is None else seed,
+        "n": n,
+        "seconds": seconds,
+        "prompt": prompt,
+        "rows": rows,
+        "prompt_seconds": prompt_seconds,
+    }
 
 
 def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple[Job, dict]:
@@ -411,11 +450,17 @@ class Server(ThreadingHTTPServer):
 class App:
     """What the handlers share: the model's description, the batcher, and the limits."""
 
-    def __init__(self, load, name: str, args, untuned: str | None = None):
+    def __init__(self, load, name: str, args, untuned: str | None = None, path=None):
         self.untuned = untuned  # why instruct prompts are refused (a model never tuned on them), or None
         self.batcher = Batcher(load, max_rows=args.max_batch, queue_size=args.queue_size).start()
         self.model, self.name = self.batcher.model, name
         self.config = self.model.config
+        # A model of pictures or sound answers /v1/media (its kind and layout from the training record);
+        # the text endpoints serve text. One media request runs at a time, on the handler's thread.
+        record = (trained_on(path) or {}) if path is not None else {}
+        kind = record.get("data_kind") if layout_of(self.config) == BYTES else None
+        self.media = (kind, media_samples.media_layout(self.model, path, kind)) if kind in ("image", "audio") else None
+        self.media_lock = threading.Lock()
         self.parameters = self.model.num_parameters()
         self.api_key = args.api_key
         self.access = Access(args.host, args.allow_host, args.allow_origin)
@@ -653,7 +698,7 @@ class Handler(BaseHTTPRequestHandler):
     def _post(self):
         path = self._path()
         self._authorize()
-        if path not in ("/v1/completions", "/v1/chat/completions"):
+        if path not in ("/v1/completions", "/v1/chat/completions", "/v1/media"):
             raise self._refusal(path)
         self._expect_json()
         body = self._read_body()
@@ -664,6 +709,12 @@ class Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError as error:
             raise ApiError(400, f"the request body is not valid JSON ({error})", code="invalid_json") from None
         app = self.server.app
+        if path == "/v1/media":
+            return self._media(request)
+        if app.media:
+            raise ApiError(
+                400, f"this model writes {app.media[0]} files, not text: ask /v1/media", code="model_not_text"
+            )
         answers, instruct = (self._stream, self._complete), False
         if path == "/v1/chat/completions":
             try:
@@ -688,6 +739,53 @@ class Handler(BaseHTTPRequestHandler):
             answers[0 if reply["stream"] else 1](job, reply)
         finally:
             job.cancel()  # a no-op when it has finished; frees its rows when the client went away
+
+    def _media(self, request):
+        """POST /v1/media: samples of the pictures or sound the model was trained on, each a base64 file
+        in `data[i].b64_png` (image) or `data[i].b64_wav` (16-bit PCM WAV)."""
+        app = self.server.app
+        if not app.media:
+            raise ApiError(
+                400, "this model writes text: /v1/media serves models of pictures or sound", code="model_not_media"
+            )
+        kind, layout = app.media
+        settings = parse_media(request, kind, app.max_batch)
+        prompt_file = None
+        if settings["prompt"] is not None:
+            prompt_file = tempfile.NamedTemporaryFile(suffix=".png" if kind == "image" else ".wav")
+            prompt_file.write(settings["prompt"]), prompt_file.flush()
+        if not app.media_lock.acquire(timeout=0.5):
+            raise ApiError(503, "the server is busy with another media request; retry in a moment",
+                           code="queue_full", kind="server_error", headers={"Retry-After": "1"})  # fmt: skip
+        try:
+            name = prompt_file.name if prompt_file else None
+            if kind == "image":
+                prompt = media_samples.image_prompt(layout, name, settings["rows"]).data
+                images = media_samples.image_samples(
+                    app.model, layout, prompt, settings["n"], settings["sampler"], settings["seed"]
+                )
+                files = [("b64_png", media.png_from_bytes([image], layout)) for image in images]
+            else:
+                prompt = media_samples.audio_prompt(layout, name, settings["prompt_seconds"]).data
+                clip = media_samples.audio_sample(
+                    app.model, layout, prompt, settings["seconds"], settings["sampler"], settings["seed"]
+                )
+                files = [("b64_wav", media.wav_from_bytes(clip, layout))]
+        except UserError as error:
+            raise ApiError(400, str(error).replace(str(name), "the prompt"), "prompt", "invalid_value") from None
+        finally:
+            app.media_lock.release()
+            if prompt_file:
+                prompt_file.close()
+        self._send_json(200, {
+            "object": "media",
+            "created": int(time.time()),
+            "model": app.name,
+            "kind": kind,
+            "layout": layout.to_dict(),
+            "seed": settings["seed"],
+            "data": [{"index": i, field: base64.b64encode(file).decode()} for i, (field, file) in enumerate(files)],
+        })  # fmt: skip
 
     def _expect_json(self):
         """Only bodies sent as JSON are read: a web page can send text/plain or a form to any address
@@ -755,6 +853,7 @@ class Handler(BaseHTTPRequestHandler):
             "max_tokens": app.max_tokens_cap,
             "parameters": app.parameters,
             "instruct": app.untuned is None,
+            "media": {"kind": app.media[0], "layout": app.media[1].to_dict()} if app.media else None,
         }
 
     # --- completions ---
@@ -1062,7 +1161,7 @@ def main(argv=None):
     path = locate(args.model)
     name = args.model or str(path)
     bits, dtype = model_flags(args)
-    app = App(lambda: load_for_inference(str(path), bits, dtype), name, args, untuned=_untuned(path))
+    app = App(lambda: load_for_inference(str(path), bits, dtype), name, args, untuned=_untuned(path), path=path)
     try:
         serve(app, args, name)
     finally:

@@ -61,6 +61,16 @@ async function loadModel() {
     $("length").max = model.max_tokens;
     $("model-info").textContent = `${model.id} \u00b7 ${(model.parameters / 1e6).toFixed(1)}M parameters \u00b7 ` +
       `${model.context_length}-byte context \u00b7 ${model.patching}`;
+    if (model.media) {  // a model of pictures or sound: /v1/media, not stories
+      state.media = model.media;
+      $("prompt").hidden = true;
+      $("write").textContent = model.media.kind === "image" ? "Draw" : "Play";
+      $("length").value = model.media.kind === "image" ? 4 : 2;  // images, or seconds of sound
+      $("model-info").textContent += ` \u00b7 ${model.media.kind === "image" ?
+        `${model.media.layout.width}x${model.media.layout.height} ${model.media.layout.mode} images` :
+        `${model.media.layout.rate} Hz sound`}`;
+      return;
+    }
     if (model.instruct === false) {  // its weights say no instruct data trained it: the server refuses the fields
       $("command-note").hidden = false;
       $("command-note").textContent = "This model was never tuned on instruct data, so the server refuses " +
@@ -189,8 +199,48 @@ $("story").addEventListener("click", (e) => { if (e.target.matches("b")) showTip
 
 // --- running a request ---
 
+// Pictures and sound: the samples arrive whole, as base64 PNG (data[i].b64_png) or WAV (data[0].b64_wav).
+async function writeMedia() {
+  const kind = state.media.kind;
+  const count = Math.max(1, parseInt($("length").value, 10) || 1);
+  const body = { temperature: parseFloat($("temperature").value), top_p: parseFloat($("top-p").value) };
+  if (kind === "image") body.n = Math.min(count, 16); else body.seconds = Math.min(count, 30);
+  if ($("seed").value !== "") body.seed = parseInt($("seed").value, 10);
+  $("story").textContent = "";
+  $("stats").textContent = kind === "image" ? "drawing\u2026" : "composing\u2026";
+  $("write").disabled = true;
+  document.body.dataset.state = "running";
+  const started = performance.now();
+  try {
+    const response = await fetch("v1/media", { method: "POST", headers: headers(), body: JSON.stringify(body) });
+    const reply = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error((reply.error && reply.error.message) || `the server answered ${response.status}`);
+    for (const item of reply.data) {
+      const element = document.createElement(kind === "image" ? "img" : "audio");
+      if (kind === "image") {
+        element.src = `data:image/png;base64,${item.b64_png}`;
+        element.className = "sample-image";
+        element.alt = `sample ${item.index + 1}`;
+      } else {
+        element.src = `data:audio/wav;base64,${item.b64_wav}`;
+        element.controls = true;
+      }
+      $("story").appendChild(element);
+    }
+    $("stats").textContent = `${reply.data.length} ${kind === "image" ? "images" : "clip"} in ` +
+      `${((performance.now() - started) / 1000).toFixed(1)} s \u00b7 seed ${reply.seed}`;
+    document.body.dataset.state = "done";
+  } catch (e) {
+    $("stats").textContent = `error: ${e.message}`;
+    document.body.dataset.state = "error";
+  } finally {
+    $("write").disabled = false;
+  }
+}
+
 async function write(event) {
   if (event) event.preventDefault();
+  if (state.media) return writeMedia();
   if (state.controller) return;
   const body = requestBody();
   Object.assign(state, { cells: [], pending: [], generated: 0, storyBits: 0, storyBytes: 0, promptBits: 0,
