@@ -43,7 +43,7 @@ from .cli import seed as seed_type
 from .errors import UserError
 from .files import write_text
 from .models import summed_loss
-from .tokens import layout_of
+from .tokens import TEXT, layout_of
 from .weights import load_for_inference, locate, trained_on
 
 
@@ -220,8 +220,9 @@ def main(argv=None):
     else:
         print(
             f"{result['bpb']:.4f} bits per byte (loss {result['loss']:.4f} nats) over {result['bytes']:,} bytes "
-            f"of {args.data} ({split}: {size - separators:,} bytes of text and {separators:,} end-of-text "
-            f"byte{'s' * (separators != 1)}); mean patch length {result['patch_length']:.2f} bytes"
+            f"of {args.data} ({split}: {size - separators:,} bytes of {'text' if corpus.kind == 'text' else 'files'} "
+            f"and {separators:,} end-of-{'text byte' if corpus.layout == TEXT else 'document token'}"
+            f"{'s' * (separators != 1)}); mean patch length {result['patch_length']:.2f} bytes"
         )
     sys.stdout.flush()
 
@@ -295,6 +296,8 @@ def follow_instructions(args) -> None:
         for name, path in paths.items():
             task = progress.add_task(f"{name}: writing stories", total=len(records))
             model = load_for_inference(str(path), bits, dtype)
+            if layout_of(model.config) != TEXT:
+                raise UserError(f"--instruct scores text models; {path} learns every byte value (shift_bytes)")
             result = instruct.evaluate_instruct(
                 model,
                 records,

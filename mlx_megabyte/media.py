@@ -3,7 +3,7 @@
 A byte model needs no codec of its own for media: it reads an image as its pixels, one byte a channel,
 row by row, top to bottom, channels interleaved (R,G,B,R,G,B...), as the MEGABYTE paper lays out images,
 and a sound as 8-bit mu-law, one byte a sample, mono (the G.711 telephone code: its logarithmic steps
-spend the 256 values where the ear hears them, so 8 bits sound like about 13 linear ones). A layout
+spend the 256 values where the ear hears them: 8 bits span the range of 14-bit linear samples). A layout
 (`ImageLayout`, `AudioLayout`) fixes the shape, so that every file becomes the same number of bytes a
 second or an image, and a generated sample becomes a PNG or a WAV again.
 
@@ -16,7 +16,7 @@ Round trips, exactly:
 - PNG -> bytes -> PNG gives back every pixel of an image already at the layout's size and mode.
 - WAV -> bytes -> WAV gives back the same file for a 16-bit mono WAV at the layout's rate whose samples
   are mu-law values (any WAV `write_wav` wrote).
-- bytes -> WAV -> bytes gives back every byte but one: G.711 has two zeros, 0x7F (negative zero) and
+- bytes -> WAV -> bytes gives back every code but one: G.711 has two zeros, 0x7F (negative zero) and
   0xFF (positive zero); both decode to the sample 0, which encodes as 0xFF, so 0x7F comes back as 0xFF.
 """
 

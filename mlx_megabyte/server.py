@@ -54,7 +54,7 @@ from .sampling import (
     make_sampler,
 )
 from .text import encode_prompt, instruct_prompt
-from .tokens import BYTES, layout_of
+from .tokens import BYTES, TEXT, layout_of
 from .weights import check_instruct_tuned, load_for_inference, locate, trained_on
 
 DEFAULT_HOST = "127.0.0.1"
@@ -714,6 +714,13 @@ class Handler(BaseHTTPRequestHandler):
         if app.media:
             raise ApiError(
                 400, f"this model writes {app.media[0]} files, not text: ask /v1/media", code="model_not_text"
+            )
+        if layout_of(app.config) != TEXT:  # the batcher's rows, logprobs and stop rules are text's bytes
+            raise ApiError(
+                400,
+                "this model learns every byte value (shift_bytes): the text endpoints serve models in the text "
+                "layout; use python -m mlx_megabyte.generate with it",
+                code="model_not_text",
             )
         answers, instruct = (self._stream, self._complete), False
         if path == "/v1/chat/completions":
