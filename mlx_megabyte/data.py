@@ -474,44 +474,7 @@ def prepare(
     """
     cache_dir = Path(cache_dir or DEFAULT_CACHE) / "data"
     kind = kind or detect_kind(data)
-    if kind not in KINDS:
-        raise UserError(f"--data-kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if kind != "text" and (data in BUILTIN or data in HUB_DATASETS):
-        raise UserError(f"--data {data} is text: drop --data-kind {kind}")
-    if kind != "text" and layout == TEXT:
-        raise UserError(
-            f"--data-kind {kind}: a text model reserves bytes 0x00 and 0x03, which pictures, sound and binary "
-            "files hold; train a model that learns every byte value (--shift-bytes)"
-        )
-    if data in BUILTIN:
-        n_train = int(builtin_mb * 1e6)
-        identity = {"source": data, "bytes": n_train, "generator": stories.GENERATOR_VERSION}
-        produce = {"train": lambda: stories.documents(0, n_train + n_train // 32, instruct=BUILTIN[data])}
-        held_out = 1 / 33  # the stream's tail, so no validation story is also a training story
-    elif data in HUB_DATASETS:
-        repo = HUB_DATASETS[data]
-        identity = {"source": repo}
-        produce = {"train": lambda: hub_documents(repo, "train"), "val": lambda: hub_documents(repo, "validation")}
-        held_out = None
-    else:
-        files = local_files(data, kind)
-        if kind == "image" and media is None:
-            media = _first_image_layout(files[0])
-        media = media_layout(kind, media).to_dict() if kind in ("image", "audio") else None
-        identity = {"source": "local", "files": [_file_identity(p) for p in files]}
-        produce = {"train": lambda: local_documents(files, kind, media)}
-        held_out = val_fraction
-    if val_data is not None:
-        val_files = local_files(val_data, kind)
-        identity["val"] = [_file_identity(p) for p in val_files]
-        produce["val"] = lambda: local_documents(val_files, kind, media)
-        held_out = None
-    elif "val" not in produce and not 0 < held_out < 1:
-        raise UserError(f"--val-fraction must be in (0, 1), got {held_out}")
-    if held_out is not None:
-        identity["held_out"] = held_out
-    if layout != TEXT or kind != "text":  # text keeps the keys its caches always had
-        identity.update(layout=layout.name, kind=kind, media=media)
+    identity, produce, held_out, media = _sources(data, val_data, val_fraction, builtin_mb, layout, kind, media)
 
     # What each encoded split is, in the flags' words (messages and the data line)
     what = {
@@ -553,6 +516,51 @@ def prepare(
         kind=kind,
         media=media,
     )
+
+
+def _sources(data, val_data, val_fraction, builtin_mb, layout: Layout, kind: str, media: dict | None):
+    """What prepare encodes: (the identity its cache is keyed by, split -> documents, the fraction held
+    out of the training documents or None, the media layout as a dict or None)."""
+    if kind not in KINDS:
+        raise UserError(f"--data-kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind != "text" and (data in BUILTIN or data in HUB_DATASETS):
+        raise UserError(f"--data {data} is text: drop --data-kind {kind}")
+    if kind != "text" and layout == TEXT:
+        raise UserError(
+            f"--data-kind {kind}: a text model reserves bytes 0x00 and 0x03, which pictures, sound and binary "
+            "files hold; train a model that learns every byte value (--shift-bytes)"
+        )
+    if data in BUILTIN:
+        n_train = int(builtin_mb * 1e6)
+        identity = {"source": data, "bytes": n_train, "generator": stories.GENERATOR_VERSION}
+        produce = {"train": lambda: stories.documents(0, n_train + n_train // 32, instruct=BUILTIN[data])}
+        held_out = 1 / 33  # the stream's tail, so no validation story is also a training story
+    elif data in HUB_DATASETS:
+        repo = HUB_DATASETS[data]
+        identity = {"source": repo}
+        produce = {"train": lambda: hub_documents(repo, "train"), "val": lambda: hub_documents(repo, "validation")}
+        held_out = None
+    else:
+        files = local_files(data, kind)
+        if kind == "image" and media is None:
+            media = _first_image_layout(files[0])
+        media = media_layout(kind, media).to_dict() if kind in ("image", "audio") else None
+        identity = {"source": "local", "files": [_file_identity(p) for p in files]}
+        produce = {"train": lambda: local_documents(files, kind, media)}
+        held_out = val_fraction
+    if val_data is not None:
+        val_files = local_files(val_data, kind)
+        identity["val"] = [_file_identity(p) for p in val_files]
+        produce["val"] = lambda: local_documents(val_files, kind, media)
+        held_out = None
+    elif "val" not in produce and not 0 < held_out < 1:
+        raise UserError(f"--val-fraction must be in (0, 1), got {held_out}")
+    if held_out is not None:
+        identity["held_out"] = held_out
+    if layout != TEXT or kind != "text":  # text keeps the keys its caches always had
+        identity.update(layout=layout.name, kind=kind, media=media)
+
+    return identity, produce, held_out, media
 
 
 def _first_image_layout(path: Path) -> dict:
