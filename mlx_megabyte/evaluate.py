@@ -114,7 +114,8 @@ def build_parser():
     parser.add_argument(
         "--data",
         help="tinystories, tinystories-instruct, builtin, builtin-instruct (their validation split), "
-        "or a local .txt/.jsonl/.parquet file, directory or glob (all of it); required, but for "
+        "or a local .txt/.jsonl/.parquet file, directory or glob (all of it), or the files a model of "
+        "pictures or sound learned (read in its recorded layout); required, but for "
         "--instruct (default builtin-instruct)",
     )
     parser.add_argument(

@@ -144,7 +144,8 @@ def add_data_flags(source) -> None:
         "--data",
         default=DEFAULTS["data"],
         help="tinystories, tinystories-instruct (Hugging Face hub), builtin, builtin-instruct (offline corpus), "
-        "or a local .txt/.jsonl/.parquet file, directory or glob",
+        "or a local .txt/.jsonl/.parquet file, directory or glob; or a folder or glob of pictures, sounds or "
+        "any files (--data-kind)",
     )
     source.add_argument(
         "--data-kind",
