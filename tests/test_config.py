@@ -5,6 +5,7 @@ import json
 import pytest
 
 from mlx_megabyte import MEGABYTE, PRESETS, ModelConfig
+from mlx_megabyte.models.megabyte.convert import torch_arguments
 
 
 def test_defaults_are_megabyte_pytorch_constructor_defaults():
@@ -15,6 +16,8 @@ def test_defaults_are_megabyte_pytorch_constructor_defaults():
         if p.default is not inspect.Parameter.empty and name != "flash_attn"
     }
     ours = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.default is not dataclasses.MISSING}
+    # shift_bytes is ours alone (which byte each token id is; tokens.py), and off: text's layout
+    assert ours.pop("shift_bytes") is False
     assert ours == theirs
 
 
@@ -58,9 +61,10 @@ def test_preset_parameter_counts_match_megabyte_pytorch():
     torch_megabyte = pytest.importorskip("MEGABYTE_pytorch").MEGABYTE
     for name in ("tiny", "small", "40m"):
         config = PRESETS[name]
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.to_dict().items()}
-        theirs = sum(p.numel() for p in torch_megabyte(**kwargs).parameters())
-        assert MEGABYTE(config).num_parameters() == theirs, name
+        for layout in (config, config.replace(shift_bytes=True, num_tokens=258)):
+            kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in torch_arguments(layout).items()}
+            theirs = sum(p.numel() for p in torch_megabyte(**kwargs).parameters())
+            assert MEGABYTE(layout).num_parameters() == theirs, name
     assert 40e6 < MEGABYTE(PRESETS["40m"]).num_parameters() < 46e6
 
 

@@ -2,6 +2,7 @@
 document. Every byte 0..255 goes through data, batches, the loss and generation unchanged; megabyte-pytorch
 computes the same function with num_tokens 258; and pictures and sound train and come back as files."""
 
+import importlib.util
 import json
 import wave
 
@@ -83,6 +84,12 @@ def test_megabyte_pytorch_computes_the_same_function_with_num_tokens_258():
     assert "shift_bytes" not in arguments and arguments["num_tokens"] == 258
     fresh = TorchMEGABYTE(**{k: tuple(v) if isinstance(v, list) else v for k, v in arguments.items()})
     fresh.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in to_torch_state(model).items()}, strict=True)
+    # the benchmark's torch workers build the same model from our config's dict
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "tools" / "benchmark.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    built = benchmark.torch_arguments({"model_type": "megabyte", **model.config.to_dict()})
+    assert built == {k: tuple(v) if isinstance(v, list) else v for k, v in arguments.items()}
 
 
 def test_every_byte_value_goes_through_data_and_batches_unchanged(tmp_path):

@@ -84,8 +84,10 @@ def has_torch(config: dict) -> bool:
 
 def torch_arguments(config: dict) -> dict:
     """megabyte-pytorch's MEGABYTE(...) arguments of a MEGABYTE config's dict (no mlx_megabyte import:
-    a torch worker must not preload its BLAS)."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k != "model_type"}
+    a torch worker must not preload its BLAS). shift_bytes is ours: the torch model is the same function
+    either way (convert.torch_arguments)."""
+    ours = ("model_type", "shift_bytes")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k not in ours}
 
 
 # --- FLOPs --------------------------------------------------------------------------------------------

@@ -22,4 +22,9 @@ from MEGABYTE_pytorch import MEGABYTE
 model = MEGABYTE(**{load_config})
 model.load_state_dict(safetensors.torch.load_file("megabyte.safetensors"), strict=True)
 ```
-"""
+""" + (
+        "\nThis model learns every byte value: its ids are bytes + 1 (0 pads, 257 ends a document), so add 1 to "
+        "the bytes you give it and subtract 1 from the ids it gives back.\n"
+        if getattr(config, "shift_bytes", False)
+        else ""
+    )
