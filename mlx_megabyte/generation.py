@@ -173,12 +173,15 @@ def generate_bytes(
     num_samples: int = 1,
     seed: int | None = None,
     progress=None,
+    may_end: bool = True,
 ) -> list[bytes]:
     """Raw bytes after `prompt` (no text decoding, no stop strings): what pictures and sound need. Each
     sample is a new document (the end token first, then the prompt), and ends at the end token or after
-    `max_bytes` bytes. progress(bytes so far) is called after each step."""
+    `max_bytes` bytes; with may_end=False always after `max_bytes` (the end token is never drawn: a
+    picture of a fixed size). progress(bytes so far) is called after each step."""
     layout = layout_of(model.config)
-    sampler = layout.restrict(sampler or make_sampler(DEFAULT_TEMP, min_p=DEFAULT_MIN_P), model.config.num_tokens)
+    sampler = sampler or make_sampler(DEFAULT_TEMP, min_p=DEFAULT_MIN_P)
+    sampler = layout.restrict(sampler, model.config.num_tokens, end=may_end)
     if seed is not None:
         sampler = keyed_sampler(sampler, seed, num_samples)
     context = model.config.context_length

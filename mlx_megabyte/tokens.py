@@ -52,18 +52,19 @@ class Layout:
         value = token - self.offset
         return value if token != self.end and 0 <= value < 256 else None
 
-    def allowed(self, num_tokens: int) -> np.ndarray | None:
-        """(num_tokens,) bool: the ids generation may sample (the bytes and the end token), or None
-        where every id is one (the text layout's 256: nothing to mask, nothing to slow down)."""
+    def allowed(self, num_tokens: int, end: bool = True) -> np.ndarray | None:
+        """(num_tokens,) bool: the ids generation may sample (the bytes, and the end token unless `end` is
+        False), or None where every id is one (the text layout's 256: nothing to mask, nothing to slow down)."""
         allowed = np.zeros(num_tokens, bool)
         allowed[self.offset : self.offset + 256] = True
-        allowed[self.end] = True
+        allowed[self.end] = end
         return None if allowed.all() else allowed
 
-    def restrict(self, sampler, num_tokens: int):
-        """`sampler` that never draws an id which is no byte and not the end token (the bytes layout's
-        pad id 0, or spare ids of a vocabulary larger than the layout's)."""
-        allowed = self.allowed(num_tokens)
+    def restrict(self, sampler, num_tokens: int, end: bool = True):
+        """`sampler` that never draws an id which is no byte (the bytes layout's pad id 0, or spare ids of a
+        vocabulary larger than the layout's), nor the end token with end=False (an image of a fixed size
+        ends where its layout says, not where the model guesses)."""
+        allowed = self.allowed(num_tokens, end)
         if allowed is None:
             return sampler
         penalty = mx.array(np.where(allowed, 0.0, -np.inf).astype(np.float32))

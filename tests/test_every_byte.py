@@ -146,6 +146,10 @@ def test_generation_never_samples_the_pad_id():
     model.eval()
     out = generate_bytes(model, b"", max_bytes=8, sampler=make_sampler(0.0), num_samples=2)
     assert all(len(sample) == 8 for sample in out)  # bytes (no pad, no end), each one a real byte
+    # a picture of a fixed size is not ended early, however much the model wants to end it
+    model.to_logits.bias = mx.where(mx.arange(258) == 257, 1e4, 0.0)
+    assert generate_bytes(model, b"", max_bytes=8, sampler=make_sampler(0.0)) == [b""]
+    assert len(generate_bytes(model, b"", max_bytes=8, sampler=make_sampler(0.0), may_end=False)[0]) == 8
 
 
 def write_wav(path, samples, rate=8000):
