@@ -51,3 +51,13 @@ def one_line_error(result, *fragments):
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+def require_chromium() -> None:
+    """Skip a browser test where no Chromium is installed, except on CI, which must have one (fail)."""
+    from .browser import find_chromium
+
+    if find_chromium() is None:
+        if os.environ.get("MLX_MEGABYTE_REQUIRE_CHROMIUM"):
+            pytest.fail("no chromium installed, and this machine (CI) must have one")
+        pytest.skip("no chromium installed (apt-get install chromium)")

@@ -15,7 +15,7 @@ from mlx_megabyte import save
 from mlx_megabyte.models import ARCHITECTURES, build
 from mlx_megabyte.weights import TRAINING_FILE
 
-from .helpers import run
+from .helpers import require_chromium, run
 from .test_server import Server
 
 
@@ -92,15 +92,10 @@ def test_a_text_model_refuses_media_requests(tmp_path):
 
 
 def test_the_playground_draws_a_media_models_pictures(pictures, tmp_path):
-    import os
-
-    from .browser import Chromium, find_chromium
+    from .browser import Chromium
 
     server, _ = pictures
-    if find_chromium() is None:
-        if os.environ.get("MLX_MEGABYTE_REQUIRE_CHROMIUM"):
-            pytest.fail("no chromium installed, and this machine (CI) must have one")
-        pytest.skip("no chromium installed (apt-get install chromium)")
+    require_chromium()
     with Chromium() as browser:
         browser.viewport(900, 600)
         browser.open(server.url + "/")

@@ -21,7 +21,7 @@ from mlx_megabyte.models import ARCHITECTURES, build
 from mlx_megabyte.sampling import make_sampler
 from mlx_megabyte.text import instruct_prompt
 
-from .helpers import ROOT, one_line_error, run
+from .helpers import ROOT, one_line_error, require_chromium, run
 
 KEY = "test-key-123"
 
@@ -934,13 +934,10 @@ def test_refuses_a_public_address_without_a_key(weights):
 
 
 def test_the_playground_in_a_real_browser(served):
-    from .browser import Chromium, find_chromium
+    from .browser import Chromium
 
     server, model = served
-    if find_chromium() is None:
-        if os.environ.get("MLX_MEGABYTE_REQUIRE_CHROMIUM"):
-            pytest.fail("no chromium installed, and this machine (CI) must have one")
-        pytest.skip("no chromium installed (apt-get install chromium)")
+    require_chromium()
     with Chromium() as browser:
         browser.viewport(1100, 700)
         browser.open(server.url + "/")
@@ -992,12 +989,9 @@ def test_the_playground_writes_stories_on_command(server, model, untuned):
     (as the prompt) and generate's story for it. A model never tuned on instruct data gets a note."""
     from urllib.parse import urlencode
 
-    from .browser import Chromium, find_chromium
+    from .browser import Chromium
 
-    if find_chromium() is None:
-        if os.environ.get("MLX_MEGABYTE_REQUIRE_CHROMIUM"):
-            pytest.fail("no chromium installed, and this machine (CI) must have one")
-        pytest.skip("no chromium installed (apt-get install chromium)")
+    require_chromium()
     fields = {"features": "Dialogue", "words": "cat, ball", "summary": "A cat finds a ball."}
     query = urlencode({**fields, "prompt": "", "max_tokens": 80, "seed": 2, "autorun": 1})
     read = """(() => {
