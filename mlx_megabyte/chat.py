@@ -1,5 +1,5 @@
-"""OpenAI chat requests for a story model, which is not a chat model: how messages become a story prompt,
-and the chat.completion (and .chunk) answers built from generated text, so an endpoint stays thin.
+"""OpenAI chat requests for a story model, which is not a chat model: how messages become a story prompt
+(the chat.completion answers, and their chunks, are protocol.py's).
 
 The rule:
 
@@ -22,18 +22,17 @@ The rule:
     >>> story_request({"messages": [{"role": "user", "content": "Words: hat, run\\nOnce upon a time"}]}).prompt
     'Words: hat, run\\nStory: \\n\\nOnce upon a time'
 
-Every refusal is a `ChatError` (HTTP status 400, message, param, code), as the server's errors are.
+Every refusal is a `protocol.ApiError` with HTTP status 400 (message, param, code), as the server's other
+errors are.
 """
 
 from __future__ import annotations
 
 import re
-import time
-import uuid
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 from .instruct import FIELDS
+from .protocol import ApiError, checked_text
 from .text import instruct_text
 
 ROLES = ("system", "developer", "user", "assistant")
@@ -43,19 +42,6 @@ PASSED_ON = ("temperature", "top_p", "min_p", "top_k", "seed", "n", "stream", "s
 _HEADER_LINE = re.compile(r"[ \t]*(Features|Words|Summary|Random sentence):[ \t]*(.*)", re.IGNORECASE)
 _STORY_LINE = re.compile(r"[ \t]*Story:[ \t]?(.*)", re.IGNORECASE)
 _LABELS = {label.lower(): name for name, label in FIELDS.items()}
-
-
-class ChatError(Exception):
-    """A chat request refused: the server answers it as {"error": {message, type, param, code}}."""
-
-    def __init__(self, message: str, param: str | None = None, code: str | None = None, status: int = 400):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-
-    def body(self) -> dict:
-        return {
-            "error": {"message": self.message, "type": "invalid_request_error", "param": self.param, "code": self.code}
-        }
 
 
 @dataclass(frozen=True)
@@ -74,19 +60,6 @@ class StoryRequest:
 # --- requests --------------------------------------------------------------------------------------------
 
 
-def _text(value: str, param: str) -> str:
-    """`value` if UTF-8 can hold it (JSON can carry a lone surrogate, "\\ud800", which no text holds)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise ChatError(
-            f"'{param}' holds a lone UTF-16 surrogate (\\u{ord(value[error.start]):04x}), which is not text",
-            param,
-            "invalid_text",
-        ) from None
-    return value
-
-
 def _json_type(value) -> str:
     return {
         bool: "a boolean",
@@ -103,9 +76,10 @@ def message_text(message, param: str) -> str:
     """The text of one message's content: a string, or text parts joined with line breaks."""
     content = message.get("content")
     if isinstance(content, str):
-        return _text(content, f"{param}.content")
+        return checked_text(content, f"{param}.content")
     if not isinstance(content, list):
-        raise ChatError(
+        raise ApiError(
+            400,
             f"'{param}.content' must be a string or a list of text parts, got {_json_type(content)}",
             f"{param}.content",
             "invalid_type",
@@ -114,20 +88,24 @@ def message_text(message, param: str) -> str:
     for j, part in enumerate(content):
         where = f"{param}.content[{j}]"
         if not isinstance(part, dict):
-            raise ChatError(f"'{where}' must be an object, got {_json_type(part)}", where, "invalid_type")
+            raise ApiError(400, f"'{where}' must be an object, got {_json_type(part)}", where, "invalid_type")
         if part.get("type") != "text":
             kind = part.get("type")
-            raise ChatError(
+            raise ApiError(
+                400,
                 f'\'{where}.type\' is {kind!r}: a story model reads text parts only ({{"type": "text", '
                 '"text": ...}})',
                 f"{where}.type",
                 "unsupported_content",
             )
         if not isinstance(part.get("text"), str):
-            raise ChatError(
-                f"'{where}.text' must be a string, got {_json_type(part.get('text'))}", f"{where}.text", "invalid_type"
+            raise ApiError(
+                400,
+                f"'{where}.text' must be a string, got {_json_type(part.get('text'))}",
+                f"{where}.text",
+                "invalid_type",
             )
-        texts.append(_text(part["text"], f"{where}.text"))
+        texts.append(checked_text(part["text"], f"{where}.text"))
     return "\n".join(texts)
 
 
@@ -135,24 +113,30 @@ def _check_message(message, i: int) -> str:
     """Message i's role, once the message has been checked (its text too, even when it is ignored)."""
     param = f"messages[{i}]"
     if not isinstance(message, dict):
-        raise ChatError(
-            f"'{param}' must be an object with a role and a content, got {_json_type(message)}", param, "invalid_type"
+        raise ApiError(
+            400,
+            f"'{param}' must be an object with a role and a content, got {_json_type(message)}",
+            param,
+            "invalid_type",
         )
     role = message.get("role")
     if not isinstance(role, str):
-        raise ChatError(f"'{param}.role' must be a string, got {_json_type(role)}", f"{param}.role", "invalid_type")
+        raise ApiError(400, f"'{param}.role' must be a string, got {_json_type(role)}", f"{param}.role", "invalid_type")
     if role in ("tool", "function"):
-        raise ChatError(
-            f"'{param}.role' is {role!r}: a story model calls no tools", f"{param}.role", "unsupported_role"
+        raise ApiError(
+            400, f"'{param}.role' is {role!r}: a story model calls no tools", f"{param}.role", "unsupported_role"
         )
     if role not in ROLES:
-        raise ChatError(
-            f"'{param}.role' must be one of {', '.join(ROLES)}, got {role[:40]!r}", f"{param}.role", "invalid_value"
+        raise ApiError(
+            400,
+            f"'{param}.role' must be one of {', '.join(ROLES)}, got {role[:40]!r}",
+            f"{param}.role",
+            "invalid_value",
         )
     for name in ("tool_calls", "function_call"):
         if message.get(name):
-            raise ChatError(
-                f"'{param}.{name}': a story model calls no tools", f"{param}.{name}", "unsupported_parameter"
+            raise ApiError(
+                400, f"'{param}.{name}': a story model calls no tools", f"{param}.{name}", "unsupported_parameter"
             )
     message_text(message, param)
     return role
@@ -176,7 +160,7 @@ def split_request(text: str, param: str = "content") -> tuple[dict, str]:
         if match:
             name = _LABELS[match[1].lower()]
             if name in fields:
-                raise ChatError(f"'{param}' gives the {FIELDS[name]} field twice", param, "duplicate_field")
+                raise ApiError(400, f"'{param}' gives the {FIELDS[name]} field twice", param, "duplicate_field")
             if match[2].strip():
                 fields[name] = match[2].strip()
     if not fields:
@@ -198,10 +182,10 @@ def _request_fields(body: dict) -> dict:
         listed = name in ("features", "words") and isinstance(value, list) and all(isinstance(v, str) for v in value)
         if not isinstance(value, str) and not listed:
             what = "a string or a list of strings" if name in ("features", "words") else "a string"
-            raise ChatError(f"'{name}' must be {what}, got {_json_type(value)}", name, "invalid_type")
+            raise ApiError(400, f"'{name}' must be {what}, got {_json_type(value)}", name, "invalid_type")
         value = ", ".join(v.strip() for v in value if v.strip()) if listed else value.strip()
         if value:
-            fields[name] = _text(value, name)
+            fields[name] = checked_text(value, name)
     return fields
 
 
@@ -220,12 +204,13 @@ _UNSUPPORTED = {  # request fields a story model cannot honour, and the values t
 
 def story_request(body) -> StoryRequest:
     """What a chat completions request asks the story model for (the rule in the module's docstring);
-    ChatError for anything else."""
+    ApiError for anything else."""
     if not isinstance(body, dict):
-        raise ChatError("the request body must be a JSON object", None, "invalid_body")
+        raise ApiError(400, "the request body must be a JSON object", None, "invalid_body")
     for name, harmless in _UNSUPPORTED.items():
         if name in body and body[name] not in harmless:
-            raise ChatError(
+            raise ApiError(
+                400,
                 f"'{name}' is not supported: a story model writes plain text, calls no tools and "
                 "returns no logprobs in chat form",
                 name,
@@ -233,23 +218,25 @@ def story_request(body) -> StoryRequest:
             )
     messages = body.get("messages")
     if messages is None:
-        raise ChatError(
+        raise ApiError(
+            400,
             "'messages' is required: a list of messages whose last is the user's story request",
             "messages",
             "missing_required_parameter",
         )
     if not isinstance(messages, list):
-        raise ChatError(
-            f"'messages' must be a list of messages, got {_json_type(messages)}", "messages", "invalid_type"
+        raise ApiError(
+            400, f"'messages' must be a list of messages, got {_json_type(messages)}", "messages", "invalid_type"
         )
     if not messages:
-        raise ChatError(
-            "'messages' is empty: the last message must be the user's story request", "messages", "empty_array"
+        raise ApiError(
+            400, "'messages' is empty: the last message must be the user's story request", "messages", "empty_array"
         )
     roles = [_check_message(message, i) for i, message in enumerate(messages)]
     last = len(messages) - 1
     if roles[last] != "user":
-        raise ChatError(
+        raise ApiError(
+            400,
             f"the last message is the {roles[last]}'s: it must be the user's story request (earlier turns are ignored)",
             f"messages[{last}].role",
             "last_message_not_user",
@@ -259,14 +246,16 @@ def story_request(body) -> StoryRequest:
     extra = _request_fields(body)
     twice = [name for name in FIELDS if name in fields and name in extra]
     if twice:
-        raise ChatError(
+        raise ApiError(
+            400,
             f"the {FIELDS[twice[0]]} field is given both in the message and as '{twice[0]}': give it once",
             twice[0],
             "conflicting_fields",
         )
     fields = {**fields, **extra}
     if not fields and not start.strip():
-        raise ChatError(
+        raise ApiError(
+            400,
             f"'{param}' is empty: write the start of a story, or Features:/Words:/Summary: lines",
             param,
             "empty_content",
@@ -284,19 +273,22 @@ def completion_request(body) -> tuple[dict, StoryRequest]:
     newer, older = body.get("max_completion_tokens"), body.get("max_tokens")
     if newer is not None:
         if isinstance(newer, bool) or not isinstance(newer, int):
-            raise ChatError(
+            raise ApiError(
+                400,
                 f"'max_completion_tokens' must be a non-negative integer, got {_json_type(newer)}",
                 "max_completion_tokens",
                 "invalid_type",
             )
         if newer < 0:
-            raise ChatError(
+            raise ApiError(
+                400,
                 f"'max_completion_tokens' must be a non-negative integer, got {newer}",
                 "max_completion_tokens",
                 "invalid_value",
             )
         if older is not None and older != newer:
-            raise ChatError(
+            raise ApiError(
+                400,
                 f"'max_tokens' ({older}) and 'max_completion_tokens' ({newer}) differ: give one",
                 "max_completion_tokens",
                 "conflicting_fields",
@@ -304,81 +296,3 @@ def completion_request(body) -> tuple[dict, StoryRequest]:
     if newer is not None or older is not None:
         completion["max_tokens"] = newer if newer is not None else older
     return completion, request
-
-
-# --- answers ---------------------------------------------------------------------------------------------
-
-
-def completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
-
-
-def finish_reason(reason: str | None) -> str | None:
-    """Generation's reasons in OpenAI's words: the end-of-text byte and a stop string are both "stop"."""
-    return None if reason is None else "length" if reason == "length" else "stop"
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    """Token counts: a byte model's tokens are bytes (the prompt's include its end-of-text byte)."""
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
-def chat_completion(
-    cid: str, model: str, texts: list[str], reasons: list[str | None], counts: dict, created: int | None = None
-) -> dict:
-    """A chat.completion: choice i is the assistant's message texts[i], finished for reasons[i]
-    (generation's words: "eot", "stop", "length"); `counts` is `usage(...)`."""
-    choices = [
-        {
-            "index": i,
-            "message": {"role": "assistant", "content": text, "refusal": None},
-            "logprobs": None,
-            "finish_reason": finish_reason(reason),
-        }
-        for i, (text, reason) in enumerate(zip(texts, reasons))
-    ]
-    return {
-        "id": cid,
-        "object": "chat.completion",
-        "created": int(time.time()) if created is None else created,
-        "model": model,
-        "choices": choices,
-        "usage": counts,
-    }
-
-
-def chat_chunk(cid: str, model: str, created: int, choices: list[dict], counts: dict | None = None) -> dict:
-    """One chat.completion.chunk (a usage chunk has no choices and the counts)."""
-    chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices}
-    if counts is not None:
-        chunk["usage"] = counts
-    return chunk
-
-
-def chat_chunks(
-    cid: str, model: str, pieces: Iterable[tuple[int, str, str | None]], created: int | None = None
-) -> Iterator[dict]:
-    """The chunks of a streamed answer from generated pieces (sample index, new text, finish reason or
-    None), in the order OpenAI sends them: each choice's first chunk gives the role, then its text, then
-    a chunk with an empty delta and the finish reason. The usage chunk, when asked for, comes after
-    (`chat_chunk(..., [], usage(...))`)."""
-    created = int(time.time()) if created is None else created
-    started = set()
-
-    def choice(index, delta, reason=None):
-        return chat_chunk(
-            cid, model, created, [{"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}]
-        )
-
-    for index, text, reason in pieces:
-        if index not in started:
-            started.add(index)
-            yield choice(index, {"role": "assistant", "content": ""})
-        if text:
-            yield choice(index, {"content": text})
-        if reason is not None:
-            yield choice(index, {}, finish_reason(reason))

@@ -18,13 +18,10 @@ site's page cannot send without a preflight.
 
 from __future__ import annotations
 
-import base64
-import codecs
 import hmac
 import json
 import os
 import queue
-import secrets
 import select
 import socket
 import sys
@@ -32,28 +29,18 @@ import tempfile
 import threading
 import time
 import traceback
-import uuid
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 
-import mlx.core as mx
-
-from . import chat, media, media_samples
+from . import chat, media, media_samples, protocol
 from .access import Access, host_flag, is_loopback, origin_flag
-from .batching import Batcher, Busy, ByteLogprob, Chunk, Job
-from .cli import SEED_LIMIT, add_model_flags, cli, model_flags, number
+from .batching import Batcher, Busy, Chunk, Job
+from .cli import add_model_flags, cli, model_flags, number
 from .cli import parser as parser_for
 from .errors import UserError
-from .generation import DEFAULT_MAX_TOKENS, fit_context
-from .sampling import (
-    DEFAULT_MIN_P,
-    DEFAULT_TEMP,
-    DEFAULT_TOP_K,
-    DEFAULT_TOP_P,
-    make_sampler,
-)
-from .text import encode_prompt, instruct_prompt
+from .protocol import SSE_DONE, ApiError, sse
+from .protocol import _biased as _biased  # tests reach the logit_bias sampler through the server
 from .tokens import BYTES, TEXT, layout_of
 from .weights import check_instruct_tuned, load_for_inference, locate, trained_on
 
@@ -65,8 +52,6 @@ DEFAULT_QUEUE_SIZE = 32  # requests waiting for a row before 503
 DEFAULT_MAX_BODY = 1 << 20  # bytes of a request body
 DEFAULT_TIMEOUT = 10.0  # seconds a client may take to send its request
 DEFAULT_MAX_CONNECTIONS = 64
-MAX_LOGPROBS = 20  # alternatives per byte (OpenAI allows 5; a byte model's 20 are still cheap)
-MAX_STOP = 4
 API_KEY_VARIABLE = "MLX_MEGABYTE_API_KEY"
 PLAYGROUND = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -80,7 +65,6 @@ ROUTES = {
     "/v1/chat/completions": "POST, OPTIONS",
     "/v1/media": "POST, OPTIONS",
 }
-MAX_MEDIA_SECONDS = 30.0  # of sound a /v1/media request may ask for
 # The standard library's own refusals, coded as the API's errors are
 STDLIB_ERRORS = {
     400: "bad_request",
@@ -89,313 +73,6 @@ STDLIB_ERRORS = {
     501: "not_implemented",
     505: "http_version_not_supported",
 }
-
-
-class ApiError(Exception):
-    """A request the server refuses, answered as OpenAI does: {"error": {message, type, param, code}}."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        param: str | None = None,
-        code: str | None = None,
-        kind: str = "invalid_request_error",
-        headers: dict | None = None,
-    ):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
-        self.headers = headers or {}
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
-
-
-# --- requests ------------------------------------------------------------------------------------------
-
-
-def _get(body: dict, name: str, kinds, default, check=None, what: str = ""):
-    """body[name] if it has one of `kinds` (bool is never a number) and passes `check`, else ApiError."""
-    value = body.get(name, default)
-    if value is None:
-        return default
-    numbers = kinds in (int, float, (int, float))
-    if isinstance(value, bool) and numbers or not isinstance(value, kinds):
-        raise ApiError(
-            400, f"'{name}' must be {what or _kind_name(kinds)}, got {json.dumps(value)[:40]}", name, "invalid_type"
-        )
-    if kinds == (int, float):
-        value = float(value)
-    if kinds is str:
-        _text(value, name)
-    if check is not None and not check(value):
-        raise ApiError(400, f"'{name}' must be {what}, got {value!r}", name, "invalid_value")
-    return value
-
-
-def _text(value: str, name: str) -> str:
-    """`value` if it is text. JSON can carry a lone UTF-16 surrogate ("\\ud800") that no UTF-8 text holds:
-    refused, naming the field, before anything tries to encode it."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise ApiError(
-            400,
-            f"'{name}' holds a lone UTF-16 surrogate (\\u{ord(value[error.start]):04x}), which is not text",
-            name,
-            "invalid_text",
-        ) from None
-    return value
-
-
-def _kind_name(kinds) -> str:
-    return {int: "an integer", bool: "true or false", str: "a string", (int, float): "a number", dict: "an object"}.get(
-        kinds, str(kinds)
-    )
-
-
-def parse_media(body, kind: str, max_batch: int) -> dict:
-    """Validate a /v1/media request: n, seed, temperature, top_p, min_p, top_k as for completions;
-    `seconds` (sound); `prompt`: a base64 PNG or WAV file to complete, with `rows` (images: its top rows
-    kept, default half) or `prompt_seconds` (sound: its start kept, default all)."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object", None, "invalid_body")
-    temp = _get(body, "temperature", (int, float), DEFAULT_TEMP, lambda v: 0 <= v <= 100, "a number from 0 to 100")
-    top_p = _get(body, "top_p", (int, float), DEFAULT_TOP_P, lambda v: 0 < v <= 1, "a number in (0, 1]")
-    min_p = _get(body, "min_p", (int, float), DEFAULT_MIN_P, lambda v: 0 <= v < 1, "a number in [0, 1)")
-    top_k = _get(body, "top_k", int, DEFAULT_TOP_K, lambda v: v >= 0, "a non-negative integer")
-    seed = _get(body, "seed", int, None, lambda v: 0 <= v < SEED_LIMIT, f"an integer from 0 to {SEED_LIMIT - 1}")
-    n = _get(body, "n", int, 1, lambda v: 1 <= v <= (max_batch if kind == "image" else 1),
-             f"an integer from 1 to {max_batch if kind == 'image' else 1}")  # fmt: skip
-    seconds = _get(body, "seconds", (int, float), 2.0, lambda v: 0 < v <= MAX_MEDIA_SECONDS,
-                   f"a number of seconds in (0, {MAX_MEDIA_SECONDS:g}]")  # fmt: skip
-    prompt = _get(body, "prompt", str, None)
-    if prompt is not None:
-        try:
-            prompt = base64.b64decode(prompt, validate=True)
-        except ValueError:
-            raise ApiError(400, f"'prompt' must be a base64 {kind} file", "prompt", "invalid_value") from None
-    rows = _get(body, "rows", int, None, lambda v: v >= 0, "a non-negative integer")
-    prompt_seconds = _get(body, "prompt_seconds", (int, float), None, lambda v: v > 0, "a positive number")
-    return {
-        "sampler": make_sampler(temp, top_p, min_p, top_k),
-        "seed": secrets.randbits(31) if seed is None else seed,
-        "n": n,
-        "seconds": seconds,
-        "prompt": prompt,
-        "rows": rows,
-        "prompt_seconds": prompt_seconds,
-    }
-
-
-def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple[Job, dict]:
-    """Validate an OpenAI completions request; return the job and what the response needs.
-
-    Unknown fields are ignored, as OpenAI's API does; `model` is ignored too (one model per server).
-    """
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object", None, "invalid_body")
-    if "messages" in body:  # not a story from an empty prompt
-        raise ApiError(
-            400,
-            "'messages' makes this a chat request: send it to /v1/chat/completions (/v1/completions takes a 'prompt')",
-            "messages",
-            "wrong_endpoint",
-        )
-    prompt = _prompt(body)
-    fields = {name: _get(body, name, str, "") for name in ("features", "words", "summary")}
-    if any(fields.values()):  # TinyStories-Instruct, as `generate --instruct` builds it
-        prefix = instruct_prompt(**fields)
-        prompt = prefix.encode() + prompt if isinstance(prompt, bytes) else prefix + prompt
-
-    max_tokens = _get(
-        body, "max_tokens", int, min(DEFAULT_MAX_TOKENS, max_tokens_cap), lambda v: v >= 0, "a non-negative integer"
-    )
-    if max_tokens > max_tokens_cap:
-        raise ApiError(
-            400,
-            f"'max_tokens' is {max_tokens}; this server allows at most {max_tokens_cap}",
-            "max_tokens",
-            "max_tokens_too_large",
-        )
-    temp = _get(body, "temperature", (int, float), DEFAULT_TEMP, lambda v: 0 <= v <= 100, "a number from 0 to 100")
-    top_p = _get(body, "top_p", (int, float), DEFAULT_TOP_P, lambda v: 0 < v <= 1, "a number in (0, 1]")
-    min_p = _get(body, "min_p", (int, float), DEFAULT_MIN_P, lambda v: 0 <= v < 1, "a number in [0, 1)")
-    top_k = _get(body, "top_k", int, DEFAULT_TOP_K, lambda v: v >= 0, "a non-negative integer")
-    seed = _get(body, "seed", int, None, lambda v: 0 <= v < SEED_LIMIT, f"an integer from 0 to {SEED_LIMIT - 1}")
-    if seed is None:
-        seed = secrets.randbits(31)
-    n = _get(body, "n", int, 1, lambda v: 1 <= v <= max_batch, f"an integer from 1 to {max_batch}")
-    stream = _get(body, "stream", bool, False)
-    echo = _get(body, "echo", bool, False)
-    logprobs = _get(
-        body, "logprobs", int, None, lambda v: 0 <= v <= MAX_LOGPROBS, f"an integer from 0 to {MAX_LOGPROBS}"
-    )
-    options = _get(body, "stream_options", dict, {})
-    stop = _stop(body)
-    bias = _logit_bias(_get(body, "logit_bias", dict, {}), config.num_tokens)
-    include_usage = _include_usage(options)
-
-    raw = prompt if isinstance(prompt, bytes) else encode_prompt(prompt, story_start=False)
-    fitted, notice = fit_context(encode_prompt(raw), config.context_length)
-    settings = (temp, top_p, min_p, top_k)
-    sampler = make_sampler(*settings)
-    if bias:  # e.g. {"3": -100}: never end the story (the load test wants stories of one length)
-        sampler = _biased(sampler, bias, config.num_tokens)
-    job = Job(
-        prompt=fitted,
-        prompt_text=raw,
-        n=n,
-        max_tokens=max_tokens,
-        sampler=sampler,
-        settings=(*settings, tuple(sorted(bias.items()))),
-        seed=seed,
-        stop=tuple(stop),
-        logprobs=logprobs,
-        echo=echo,
-    )
-    echoed = raw.decode("utf-8", "replace") if echo else ""
-    return job, {
-        "stream": stream,
-        "echo": echoed,
-        "include_usage": include_usage,
-        "notice": notice,
-        "instruct": any(fields.values()),
-    }
-
-
-def _prompt(body: dict) -> str | bytes:
-    """The request's prompt: a string, a list of one string, or the bytes of a list of byte values."""
-    prompt = body.get("prompt", "")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        prompt = prompt[0]
-    if isinstance(prompt, list) and all(
-        isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in prompt
-    ):
-        prompt = bytes(prompt)  # a byte model's tokens are bytes
-    elif not isinstance(prompt, str):
-        raise ApiError(
-            400,
-            "'prompt' must be a string, a list of one string, or a list of byte values 0-255",
-            "prompt",
-            "invalid_type",
-        )
-    else:
-        _text(prompt, "prompt")
-    return prompt
-
-
-def _stop(body: dict) -> list[str]:
-    """The request's stop strings: one, or a list of up to MAX_STOP, none empty."""
-    stop = body.get("stop")
-    stop = [stop] if isinstance(stop, str) else stop or []
-    if not isinstance(stop, list) or len(stop) > MAX_STOP or not all(isinstance(s, str) and s for s in stop):
-        raise ApiError(
-            400, f"'stop' must be a string or a list of up to {MAX_STOP} non-empty strings", "stop", "invalid_type"
-        )
-    for text in stop:
-        _text(text, "stop")
-    return stop
-
-
-def _include_usage(options: dict) -> bool:
-    """stream_options.include_usage, which must be a boolean when given."""
-    include_usage = options.get("include_usage")
-    if include_usage is not None and not isinstance(include_usage, bool):
-        raise ApiError(
-            400,
-            f"'stream_options.include_usage' must be true or false, got {json.dumps(include_usage)[:40]}",
-            "stream_options.include_usage",
-            "invalid_type",
-        )
-    return include_usage is True
-
-
-def _logit_bias(bias: dict, vocab: int) -> dict[int, float]:
-    """OpenAI's logit_bias, checked: every key a token (here a byte value, "0" to "255" as written), every
-    value a number from -100 to 100. Nothing is dropped or coerced: `true`, "5" and " 3" are refused."""
-    out = {}
-    for key, value in bias.items():
-        if not (key.isascii() and key.isdigit() and str(int(key)) == key and int(key) < vocab):
-            raise ApiError(
-                400,
-                f"'logit_bias' keys must be byte values written as integers 0-{vocab - 1}, got {json.dumps(key)[:40]}",
-                "logit_bias",
-                "invalid_value",
-            )
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ApiError(
-                400,
-                f"'logit_bias' values must be numbers, got {json.dumps(value)[:40]} for {key}",
-                "logit_bias",
-                "invalid_type",
-            )
-        if not -100 <= value <= 100:
-            raise ApiError(
-                400,
-                f"'logit_bias' values must be from -100 to 100, got {value} for {key}",
-                "logit_bias",
-                "invalid_value",
-            )
-        out[int(key)] = float(value)
-    return out
-
-
-def _no_constants(name: str):
-    """JSON has no NaN or Infinity; Python's parser accepts them unless told not to."""
-    raise ApiError(400, f"the request body is not valid JSON ({name} is not a JSON number)", code="invalid_json")
-
-
-def _biased(sampler, bias: dict[int, float], vocab: int):
-    """OpenAI's logit_bias: add a number to some bytes' logits before sampling."""
-    values = [0.0] * vocab
-    for byte, value in bias.items():
-        values[byte] = value
-
-    def sample(logits, keys=None):
-        return sampler(logits + mx.array(values), keys)
-
-    return sample
-
-
-def logprobs_json(entries: list[ByteLogprob], offset: int = 0) -> dict:
-    """OpenAI's completions logprobs with one token per byte.
-
-    A token is the text its byte completes, so the tokens join to the text: an ASCII byte is itself, the
-    last byte of a multi-byte character carries the character and the bytes before it carry "". The
-    byte values are in `bytes` (an extension, as chat logprobs have one), the alternatives in
-    `top_logprobs` are keyed by `byte_token`, and `patch_start` marks bytes that begin a patch of the
-    first stage. Logprobs are natural logs of the model's own distribution (temperature 1, unfiltered).
-    """
-    return {
-        "tokens": [e.text for e in entries],
-        "token_logprobs": [e.logprob for e in entries],
-        "top_logprobs": [{byte_token(b): lp for b, lp in e.top} if e.logprob is not None else None for e in entries],
-        "text_offset": [offset + e.offset for e in entries],
-        "bytes": [e.byte for e in entries],
-        "patch_start": [e.patch_start for e in entries],
-    }
-
-
-def byte_token(byte: int) -> str:
-    """A byte on its own as a string: ASCII as itself, other bytes (never valid UTF-8 alone) as "\\xNN"."""
-    return chr(byte) if byte < 0x80 else f"\\x{byte:02x}"
-
-
-def prompt_entries(entries: list[ByteLogprob], text: bytes) -> list[ByteLogprob]:
-    """Give prompt bytes their text and character offsets as generated bytes have them."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    produced, pending = "", []
-    for i, entry in enumerate(entries):
-        pending.append(entry)
-        piece = decoder.decode(text[i : i + 1], final=i == len(entries) - 1)
-        if piece:
-            for e in pending:
-                e.offset = len(produced)
-            pending[-1].text = piece
-            produced += piece
-            pending = []
-    return entries
 
 
 # --- HTTP ----------------------------------------------------------------------------------------------
@@ -676,7 +353,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/health":
             return self._send_json(200, {"status": "ok", **app.batcher.status()})
         if path == "/v1/models":
-            return self._send_json(200, {"object": "list", "data": [self._model_card()]})
+            return self._send_json(200, {"object": "list", "data": [protocol.model_card(app)]})
         raise self._refusal(path)
 
     def _options(self):
@@ -701,13 +378,7 @@ class Handler(BaseHTTPRequestHandler):
         if path not in ("/v1/completions", "/v1/chat/completions", "/v1/media"):
             raise self._refusal(path)
         self._expect_json()
-        body = self._read_body()
-        try:
-            request = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
-        except UnicodeDecodeError:
-            raise ApiError(400, "the request body is not valid UTF-8", code="invalid_utf8") from None
-        except json.JSONDecodeError as error:
-            raise ApiError(400, f"the request body is not valid JSON ({error})", code="invalid_json") from None
+        request = protocol.parse_json(self._read_body())
         app = self.server.app
         if path == "/v1/media":
             return self._media(request)
@@ -722,14 +393,11 @@ class Handler(BaseHTTPRequestHandler):
                 "layout; use python -m mlx_megabyte.generate with it",
                 code="model_not_text",
             )
-        answers, instruct = (self._stream, self._complete), False
+        answers, instruct = (protocol.completion_stream, protocol.completion_answer), False
         if path == "/v1/chat/completions":
-            try:
-                request, story = chat.completion_request(request)
-            except chat.ChatError as error:
-                raise ApiError(error.status, error.message, error.param, error.code) from None
-            answers, instruct = (self._stream_chat, self._complete_chat), story.instruct
-        job, reply = parse_completion(request, app.config, app.max_tokens_cap, app.max_batch)
+            request, story = chat.completion_request(request)
+            answers, instruct = (protocol.chat_stream, protocol.chat_answer), story.instruct
+        job, reply = protocol.parse_completion(request, app.config, app.max_tokens_cap, app.max_batch)
         if (instruct or reply["instruct"]) and app.untuned:
             raise ApiError(400, app.untuned, code="model_not_instruct_tuned")
         try:
@@ -743,7 +411,12 @@ class Handler(BaseHTTPRequestHandler):
                 headers={"Retry-After": "1"},
             ) from None
         try:
-            answers[0 if reply["stream"] else 1](job, reply)
+            if reply["stream"]:
+                self._stream(job, answers[0](job, reply, self._events(job), app.name))
+            else:
+                answer = answers[1](job, reply, self._events(job), app.name)
+                if answer is not None:  # None: the client is gone
+                    self._send_json(200, answer)
         finally:
             job.cancel()  # a no-op when it has finished; frees its rows when the client went away
 
@@ -756,7 +429,7 @@ class Handler(BaseHTTPRequestHandler):
                 400, "this model writes text: /v1/media serves models of pictures or sound", code="model_not_media"
             )
         kind, layout = app.media
-        settings = parse_media(request, kind, app.max_batch)
+        settings = protocol.parse_media(request, kind, app.max_batch)
         prompt_file = None
         if settings["prompt"] is not None:
             prompt_file = tempfile.NamedTemporaryFile(suffix=".png" if kind == "image" else ".wav")
@@ -784,15 +457,7 @@ class Handler(BaseHTTPRequestHandler):
             app.media_lock.release()
             if prompt_file:
                 prompt_file.close()
-        self._send_json(200, {
-            "object": "media",
-            "created": int(time.time()),
-            "model": app.name,
-            "kind": kind,
-            "layout": layout.to_dict(),
-            "seed": settings["seed"],
-            "data": [{"index": i, field: base64.b64encode(file).decode()} for i, (field, file) in enumerate(files)],
-        })  # fmt: skip
+        self._send_json(200, protocol.media_answer(app.name, kind, layout, settings["seed"], files))
 
     def _expect_json(self):
         """Only bodies sent as JSON are read: a web page can send text/plain or a form to any address
@@ -847,22 +512,6 @@ class Handler(BaseHTTPRequestHandler):
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    def _model_card(self) -> dict:
-        app = self.server.app
-        return {
-            "id": app.name,
-            "object": "model",
-            "created": app.created,
-            "owned_by": "mlx-megabyte",
-            "architecture": app.config.model_type,
-            "context_length": app.config.context_length,
-            "patching": app.config.patching(),
-            "max_tokens": app.max_tokens_cap,
-            "parameters": app.parameters,
-            "instruct": app.untuned is None,
-            "media": {"kind": app.media[0], "layout": app.media[1].to_dict()} if app.media else None,
-        }
-
     # --- completions ---
 
     def _events(self, job: Job):
@@ -901,44 +550,6 @@ class Handler(BaseHTTPRequestHandler):
         except (OSError, ValueError):
             return True
 
-    def _base(self, completion_id: str) -> dict:
-        return {
-            "id": completion_id,
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": self.server.app.name,
-        }
-
-    def _usage(self, job: Job) -> dict:
-        return {
-            "prompt_tokens": len(job.prompt),
-            "completion_tokens": job.generated,
-            "total_tokens": len(job.prompt) + job.generated,
-        }
-
-    def _complete(self, job: Job, reply: dict):
-        choices = [{"index": i, "text": reply["echo"], "logprobs": None, "finish_reason": None} for i in range(job.n)]
-        entries: list[list[ByteLogprob]] = [[] for _ in range(job.n)]
-        prompt = []
-        for event in self._events(job):
-            if isinstance(event, list):
-                prompt = prompt_entries(event, job.prompt_text)
-                continue
-            choices[event.index]["text"] += event.text
-            entries[event.index] += event.logprobs
-            if event.finish_reason:
-                choices[event.index]["finish_reason"] = chat.finish_reason(event.finish_reason)
-        if job.cancelled.is_set() and any(c["finish_reason"] is None for c in choices):
-            return  # the client is gone
-        if job.logprobs is not None:
-            for choice, mine in zip(choices, entries):
-                start = len(reply["echo"])
-                choice["logprobs"] = _join(logprobs_json(prompt), logprobs_json(mine, start))
-        body = {**self._base(f"cmpl-{uuid.uuid4().hex}"), "choices": choices, "usage": self._usage(job)}
-        if reply["notice"]:
-            body["warning"] = reply["notice"]
-        self._send_json(200, body)
-
     def _start_stream(self):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -948,77 +559,22 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def _send_event(self, body: dict):
-        self.wfile.write(b"data: " + json.dumps(body).encode() + b"\n\n")
+        self.wfile.write(sse(body))
         self.wfile.flush()
 
-    def _stream(self, job: Job, reply: dict):
+    def _stream(self, job: Job, chunks):
+        """A streamed answer: its chunks (protocol.completion_stream or chat_stream), then [DONE] unless
+        the client went away."""
         self._start_stream()
-        base = self._base(f"cmpl-{uuid.uuid4().hex}")
-        echo = reply["echo"]
-        offsets = [len(echo)] * job.n
-
-        def send(choices, **extra):
-            self._send_event({**base, "choices": choices, **extra})
-
         try:
-            if echo and job.logprobs is None:
-                send([{"index": i, "text": echo, "logprobs": None, "finish_reason": None} for i in range(job.n)])
-            for event in self._events(job):
-                if isinstance(event, list):  # the prompt's own logprobs come first
-                    lp = logprobs_json(prompt_entries(event, job.prompt_text))
-                    send([{"index": i, "text": echo, "logprobs": lp, "finish_reason": None} for i in range(job.n)])
-                    continue
-                lp = logprobs_json(event.logprobs, offsets[event.index]) if job.logprobs is not None else None
-                offsets[event.index] += len(event.text)
-                send(
-                    [
-                        {
-                            "index": event.index,
-                            "text": event.text,
-                            "logprobs": lp,
-                            "finish_reason": chat.finish_reason(event.finish_reason),
-                        }
-                    ]
-                )
-            if job.cancelled.is_set():
-                return
-            if reply["include_usage"]:
-                send([], usage=self._usage(job))
-            self.wfile.write(b"data: [DONE]\n\n")
-            self.wfile.flush()
-        except ApiError as error:  # headers are out: report it in the stream
-            self.wfile.write(b"data: " + json.dumps(error.body()).encode() + b"\n\n")
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            job.cancel()
-
-    # --- chat completions: the same jobs, answered as chat.completion (chunks) ---
-
-    def _complete_chat(self, job: Job, reply: dict):
-        texts, reasons = [""] * job.n, [None] * job.n
-        for event in self._events(job):
-            if isinstance(event, Chunk):
-                texts[event.index] += event.text
-                reasons[event.index] = event.finish_reason or reasons[event.index]
-        if job.cancelled.is_set() and None in reasons:
-            return  # the client is gone
-        counts = chat.usage(len(job.prompt), job.generated)
-        self._send_json(200, chat.chat_completion(chat.completion_id(), self.server.app.name, texts, reasons, counts))
-
-    def _stream_chat(self, job: Job, reply: dict):
-        self._start_stream()
-        cid, name, created = chat.completion_id(), self.server.app.name, int(time.time())
-        pieces = ((e.index, e.text, e.finish_reason) for e in self._events(job) if isinstance(e, Chunk))
-        try:
-            for chunk in chat.chat_chunks(cid, name, pieces, created):
+            for chunk in chunks:
                 self._send_event(chunk)
             if job.cancelled.is_set():
                 return
-            if reply["include_usage"]:
-                self._send_event(chat.chat_chunk(cid, name, created, [], chat.usage(len(job.prompt), job.generated)))
-            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.write(SSE_DONE)
             self.wfile.flush()
         except ApiError as error:  # headers are out: report it in the stream
-            self.wfile.write(b"data: " + json.dumps(error.body()).encode() + b"\n\n")
+            self.wfile.write(sse(error.body()))
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             job.cancel()
 
@@ -1068,10 +624,6 @@ def _joined(events: list) -> list:
         else:
             out.append(event)
     return out
-
-
-def _join(prompt: dict, completion: dict) -> dict:
-    return {key: prompt[key] + completion[key] for key in completion}
 
 
 # --- command line ----------------------------------------------------------------------------------------

@@ -12,16 +12,8 @@ except ImportError:
 from openai import OpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from mlx_megabyte.chat import (
-    ChatError,
-    chat_chunk,
-    chat_chunks,
-    chat_completion,
-    completion_request,
-    split_request,
-    story_request,
-    usage,
-)
+from mlx_megabyte.chat import completion_request, split_request, story_request
+from mlx_megabyte.protocol import ApiError, chat_chunk, chat_chunks, chat_completion, usage
 from mlx_megabyte.text import instruct_prompt, instruct_text
 
 
@@ -125,7 +117,7 @@ def test_the_completions_request_that_writes_the_story():
 
 
 def refusal(body, call=story_request):
-    with pytest.raises(ChatError) as caught:
+    with pytest.raises(ApiError) as caught:
         call(body)
     error = caught.value
     assert "\n" not in error.message
@@ -328,7 +320,7 @@ def fake_server(seen):
     def handle(request: httpx.Request) -> httpx.Response:
         try:
             completion, asked = completion_request(json.loads(request.content))
-        except ChatError as error:
+        except ApiError as error:
             return httpx.Response(error.status, json=error.body())
         seen.append(completion)
         texts = stories[: completion.get("n", 1)]
