@@ -19,7 +19,6 @@ Each row samples from its own random key (`sampling.row_keys`), so a request get
 
 from __future__ import annotations
 
-import codecs
 import os
 import queue
 import sys
@@ -33,9 +32,9 @@ import mlx.core as mx
 import numpy as np
 
 from . import cpu
-from .generation import take_new_text
 from .sampling import Sampler, row_keys, split_keys
-from .text import EOT
+from .textstream import TextStream
+from .tokens import TEXT
 
 
 class Busy(Exception):
@@ -90,61 +89,51 @@ class Job:
 
 
 class Row:
-    """One sample being decoded: its text as stream_generate builds it, and which bytes made which
-    characters (for per-byte logprobs that line up with the text)."""
+    """One sample being decoded: its text (textstream.TextStream, as stream_generate builds it), and which
+    bytes made which characters (for per-byte logprobs that line up with the text)."""
 
     def __init__(self, job: Job, index: int):
         self.job, self.index = job, index
-        self.count = 0
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        # one-element lists: the shapes generate.take_new_text works on
-        self.produced, self.emitted, self.reasons = [""], [0], [None]
+        self.stream = TextStream(TEXT, job.stop, job.max_tokens)  # the server serves text models only
         self.pending: list[ByteLogprob] = []  # bytes of a character not complete yet
         self.groups: deque[tuple[int, int, list[ByteLogprob]]] = deque()  # (start, end, bytes) of text
 
     @property
     def done(self) -> bool:
-        return self.reasons[0] is not None
+        return self.stream.done
 
     def push(self, entry: ByteLogprob) -> Chunk:
         """Take one sampled byte; return what can be handed out now (exactly stream_generate's text)."""
-        self.count += 1
-        if entry.byte == EOT:
-            self.reasons[0] = "eot"
-            self._decode(b"", final=True)
-        else:
+        step = self.stream.push(entry.byte)
+        if step.byte is not None:
             self.pending.append(entry)
-            self._decode(bytes([entry.byte]))
-            if self.count == self.job.max_tokens:
-                self.reasons[0] = "length"
-                self._decode(b"", final=True)
-        text = take_new_text(self.produced, self.emitted, 0, self.job.stop, self.reasons)
-        return Chunk(self.index, text, self._ready(), self.reasons[0])
+        for start, end in step.spans:
+            self._group(start, end)
+        return Chunk(self.index, step.text, self._ready(), step.finish_reason)
 
-    def _decode(self, data: bytes, final: bool = False):
-        start = len(self.produced[0])
-        self.produced[0] += self.decoder.decode(data, final=final)
-        if len(self.produced[0]) == start:
+    def _group(self, start: int, end: int):
+        """Tie the characters text[start:end] that one decoder call made to the bytes behind them."""
+        if end == start:
             return
         if not self.pending and self.groups:
             # Text with no new byte: the decoder flushed a byte it had already been given with an earlier
             # character (0xE2 0xC3 and the story ends: two U+FFFD, the second only now). It belongs to that
             # earlier group.
             first, _, entries = self.groups.pop()
-            self.groups.append((first, len(self.produced[0]), entries))
+            self.groups.append((first, end, entries))
         else:
-            self.groups.append((start, len(self.produced[0]), self.pending))
+            self.groups.append((start, end, self.pending))
         self.pending = []
 
     def _ready(self) -> list[ByteLogprob]:
         """The bytes whose characters have been handed out (all of them once the row is done)."""
-        out, emitted = [], self.emitted[0]
+        out, emitted = [], self.stream.emitted
         while self.groups and (self.groups[0][1] <= emitted or (self.done and self.groups[0][0] < emitted)):
             start, end, entries = self.groups.popleft()
             for entry in entries:
                 entry.offset = start
             if entries:  # (none: the bytes were handed out with the text before it)
-                entries[-1].text = self.produced[0][start : min(end, emitted)]
+                entries[-1].text = self.stream.text[start : min(end, emitted)]
             out.extend(entries)
         return out
 

@@ -11,7 +11,6 @@ of it, so the model knows a story begins (unless the prompt has to be cut to fit
 
 from __future__ import annotations
 
-import codecs
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -29,6 +28,7 @@ from .sampling import (
     split_keys,
 )
 from .text import EOT, encode_prompt
+from .textstream import TextStream
 from .tokens import TEXT, layout_of
 
 DEFAULT_MAX_TOKENS = 512
@@ -101,7 +101,8 @@ def stream_generate(
     """Generate up to `max_tokens` bytes after `prompt`, yielding decoded text as it is produced.
 
     Stops at the end-of-text byte, at `max_tokens`, or when a `stop` string appears (it is not
-    returned). Invalid UTF-8 becomes U+FFFD; a character split across steps is returned once complete.
+    returned). Invalid UTF-8 becomes U+FFFD; a character split across steps is returned once complete
+    (each sample is a textstream.TextStream: the server's batched rows follow the same rule).
     With a `seed`, sample i draws from its own random key (`keyed_sampler`), as the server does;
     without one, from MLX's global random state.
     """
@@ -113,10 +114,7 @@ def stream_generate(
     data, notice = fit_context(encode_prompt(prompt, story_start), model.config.context_length)
     ids = mx.array(prompt_tokens(layout, data)[None].repeat(num_samples, axis=0))
 
-    decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(num_samples)]
-    produced = [""] * num_samples  # text so far, for stop strings
-    emitted = [0] * num_samples  # characters of `produced` already handed out
-    reasons: list[str | None] = [None] * num_samples
+    streams = [TextStream(layout, stop, max_tokens) for _ in range(num_samples)]
     start = time.perf_counter()
     prompt_seconds = None
     count = 0
@@ -125,21 +123,8 @@ def stream_generate(
         if prompt_seconds is None:
             prompt_seconds = time.perf_counter() - start
             start = time.perf_counter()
-        pieces = []
-        for i, value in enumerate(values):
-            if reasons[i] is not None:
-                pieces.append("")
-                continue
-            byte = layout.byte(value)
-            if byte is None:
-                reasons[i] = "eot"
-                produced[i] += decoders[i].decode(b"", final=True)
-            else:
-                produced[i] += decoders[i].decode(bytes([byte]))
-                if count == max_tokens:
-                    reasons[i] = "length"
-                    produced[i] += decoders[i].decode(b"", final=True)
-            pieces.append(take_new_text(produced, emitted, i, stop, reasons))
+        pieces = [stream.push(value).text for stream, value in zip(streams, values)]  # "" once a sample is done
+        reasons = [stream.finish_reason for stream in streams]
         elapsed = max(time.perf_counter() - start, 1e-9)
         yield GenerationResponse(
             text=pieces[0],
@@ -150,10 +135,10 @@ def stream_generate(
             bytes_per_second=(count - 1) / elapsed if count > 1 else 0.0,
             peak_memory_gb=mx.get_peak_memory() / 1e9,
             finish_reason=reasons[0],
-            finish_reasons=list(reasons),
+            finish_reasons=reasons,
             notice=notice if count == 1 else None,
         )
-        if all(r is not None for r in reasons):
+        if all(stream.done for stream in streams):
             break
 
 
@@ -200,24 +185,6 @@ def generate_bytes(
         if all(done):
             break
     return [bytes(b) for b in out]
-
-
-def take_new_text(produced, emitted, i, stop, reasons) -> str:
-    """The part of sample i's text that can be handed out now: up to a stop string if one appeared, and
-    never the tail that could still turn into one."""
-    text = produced[i]
-    for s in stop:
-        at = text.find(s)
-        if at != -1:
-            reasons[i] = "stop"
-            produced[i] = text = text[:at]
-    hold = 0
-    if reasons[i] is None:
-        hold = max((len(s) - 1 for s in stop), default=0)
-    safe = max(emitted[i], len(text) - hold)
-    piece = text[emitted[i] : safe]
-    emitted[i] = safe
-    return piece
 
 
 def generate(model, prompt: str | bytes = "", **kwargs) -> list[str]:
