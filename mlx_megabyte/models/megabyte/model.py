@@ -26,9 +26,8 @@ import mlx.nn as nn
 
 from ...kernels import token_shift
 from ..base import Model, checkpointed
-from ..kv_cache import KVCache
 from ..layers import Attention, FeedForward, LayerNorm, RMSNorm
-from .cache import MegabyteCache
+from .cache import MegabyteCache, ShiftKVCache
 from .config import ModelConfig
 
 
@@ -143,7 +142,7 @@ class Stage(nn.Module):
     def make_cache(self, max_length: int | None = None) -> list:
         """Empty per-layer caches for one sequence of this stage (its start token + elements)."""
         length = max_length or self.sequence_length + 1
-        return [KVCache(length) for _ in self.transformer.layers]
+        return [ShiftKVCache(length) for _ in self.transformer.layers]
 
 
 class MEGABYTE(Model):
