@@ -52,7 +52,7 @@ class SpaceByteCache(DecodingState):
         self.started = self.gap % config.max_patch == 0
         active = self.started & (self.used < config.global_length)
 
-        x = model._run(model.initial_blocks, model.embedding(byte), self.initial)  # (N, 1, d)
+        x = model.run_blocks(model.initial_blocks, model.embedding(byte), self.initial)  # (N, 1, d)
         if active.any():
             slots = np.minimum(self.used, config.global_length - 1)
             write = mx.array((np.arange(config.global_length)[None] == slots[:, None]) & active[:, None])
@@ -60,10 +60,10 @@ class SpaceByteCache(DecodingState):
             for cache in self.globals:
                 cache.write = write
             y = model.to_global(x, model.global_position[mx.array(slots)][:, None])
-            y = model._run(model.global_blocks, y, self.globals, visible)
+            y = model.run_blocks(model.global_blocks, y, self.globals, visible)
             x = x + mx.where(mx.array(active)[:, None, None], y[..., : config.local_dim], 0.0).astype(x.dtype)
             self.used = self.used + active
-        x = model._run(model.final_blocks, x, self.final)
+        x = model.run_blocks(model.final_blocks, x, self.final)
         return model.logits(x[:, -1])
 
     def patch_started(self) -> list[bool]:
