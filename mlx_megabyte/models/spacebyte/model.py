@@ -38,7 +38,7 @@ import mlx.nn as nn
 
 from ...tokens import layout_of
 from ..base import Model, checkpointed
-from ..layers import Attention, FeedForward, RMSNorm
+from ..layers import Attention, FeedForward, RMSNorm, normal_embedding
 from .boundaries import boundaries, gather_boundaries, scatter_back
 from .cache import SpaceByteCache
 from .config import SpaceByteConfig
@@ -70,8 +70,7 @@ class SpaceByte(Model):
         super().__init__()
         self.config = config
         d, D = config.local_dim, config.global_dim
-        self.embedding = nn.Embedding(config.num_tokens, d)
-        self.embedding.weight = mx.random.normal(self.embedding.weight.shape)
+        self.embedding = normal_embedding(config.num_tokens, d)
         self.start_token = mx.random.normal((d,))
         self.initial_blocks = [Block(config, d, config.window) for _ in range(config.initial_depth)]
         self.global_position = mx.random.normal((config.global_length, D))
