@@ -33,7 +33,7 @@ from .errors import UserError
 from .generation import generate
 from .metrics import Metrics
 from .models import Config, build, summed_loss
-from .optim import LossScale, TrainStep, make_optimizer
+from .optim import LossScale, training_step
 from .runtime import DTYPES, SEED_LIMIT
 from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, make_sampler
 from .tokens import TEXT, layout_of
@@ -208,18 +208,8 @@ class Trainer:
         mx.random.seed(config.seed)
         self.model = build(config.model)  # float32: the master weights, whatever the compute dtype
         self.model.set_grad_checkpoint(config.grad_checkpoint)
-        self.optimizer = make_optimizer(config)
-        self.optimizer.init(self.model.trainable_parameters())
+        self.train_step_fn, self.optimizer = training_step(self.model, config, self.world)
         self.loss_scale = LossScale() if config.dtype == "float16" else None
-        self.train_step_fn = TrainStep(
-            self.model,
-            self.optimizer,
-            config.grad_clip,
-            config.grad_accumulation_steps,
-            self.world,
-            DTYPES[config.dtype],
-            loss_scaling=self.loss_scale is not None,
-        )
         self._evaluate = mx.compile(partial(summed_loss, self.model), inputs=[self.model.state])
         length = config.model.context_length
         check_sizes(config, corpus, length)
