@@ -243,9 +243,19 @@ class Trainer:
         self.skipped: list[str] = []  # damaged checkpoints passed over by resume()
         self.restored_from: Path | None = None
         if config.resume:
-            self.restored_from = resume.resume(self)
+            self.restore(resume.resume(self))
         elif config.init_from:
             self.restored_from = resume.initialise_from(self, config.init_from)
+
+    def restore(self, saved: resume.Saved) -> None:
+        """Continue the run `saved` describes (resume.resume found it and loaded its weights and
+        optimizer state): its step, batch sampler, loss scale, best score and time trained."""
+        self.restored_from, self.skipped = saved.path, saved.skipped
+        self.step = saved.step
+        self.batches.state = self.data_state = saved.batches
+        if self.loss_scale is not None and saved.loss_scale is not None:
+            self.loss_scale = saved.loss_scale
+        self.best_bpb, self.train_seconds = saved.best_bpb, saved.train_seconds
 
     def say(self, *args, **kwargs) -> None:
         if self.chief and self.console is not None:
