@@ -481,7 +481,7 @@ def prepare(
         "train": f"{data} (train)" if data in HUB_DATASETS else data if data in BUILTIN else f"--data {data}",
         "val": f"--val-data {val_data}" if val_data is not None else f"{data} (validation)",
     }
-    directory = cache_dir / f"{_slug(data)}-{cache_key(identity)}"
+    directory = cache_dir / f"{slug(data)}-{cache_key(identity)}"
     train_path, val_path, meta_path = directory / "train.bin", directory / "val.bin", directory / "meta.json"
     _sweep_abandoned(cache_dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -624,7 +624,8 @@ def _file_identity(path: Path) -> list:
     return [str(path.resolve()), path.stat().st_size, file_sha256(path)]
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """A short file-name-safe name for a data source (its last path part): a cache folder's or a run's."""
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(text).name or "data")[:40]
 
 

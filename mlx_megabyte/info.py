@@ -83,7 +83,7 @@ def describe() -> dict[str, str]:
         info["onemkl"] = version
     info["cpu kernels"] = (
         "native: " + kernels.native_status
-        if kernels._native is not None
+        if "native" in kernels.available_variants()
         else f"pure MLX (the native kernels: {kernels.native_status})"
     )
     installed = backend_packages()

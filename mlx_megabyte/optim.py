@@ -1,6 +1,7 @@
 """The optimisation step: AdamW (1-D parameters undecayed; clipping and the update in one native pass on
 CPUs), its learning-rate schedule, dynamic loss scaling for float16, and the compiled `TrainStep` that
-does a whole step. No data, console or run directory: tools/benchmark.py times TrainStep alone."""
+does a whole step, and `training_step`, which builds the optimizer and step a TrainingConfig asks for.
+No data, console or run directory: tools/benchmark.py times the step alone."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from . import kernels
 from .checkpoint import assign_leaves
 from .models import summed_training_loss
+from .runtime import DTYPES
 
 
 class AdamW(optim.AdamW):
@@ -262,3 +264,22 @@ class TrainStep:
         if self.world > 1:
             total = mx.distributed.all_sum(total)
         return mx.maximum(total, 1) / self.world
+
+
+def training_step(model, config, world: int = 1) -> tuple[TrainStep, AdamW]:
+    """The compiled step and its optimizer as a TrainingConfig asks for them (the trainer, sizing and the
+    benchmark and profiling tools all train alike): AdamW on the config's schedule, its state made
+    before the first step, the config's clipping, accumulation and compute dtype over `world` ranks, and
+    loss scaling for float16 (the caller keeps the LossScale: its scale goes with each call)."""
+    optimizer = make_optimizer(config)
+    optimizer.init(model.trainable_parameters())
+    step = TrainStep(
+        model,
+        optimizer,
+        config.grad_clip,
+        config.grad_accumulation_steps,
+        world,
+        DTYPES[config.dtype],
+        loss_scaling=config.dtype == "float16",
+    )
+    return step, optimizer

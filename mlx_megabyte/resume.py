@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
@@ -67,13 +68,29 @@ def initialise_from(trainer, spec: str) -> Path:
     return source
 
 
-def resume(trainer) -> Path:
-    """Load the newest usable checkpoint into the trainer; damaged ones (a garbled file, non-finite
-    values) are skipped and listed in `trainer.skipped`."""
+@dataclass
+class Saved:
+    """What `resume` found for the trainer to continue from (Trainer.restore): the checkpoint, the damaged
+    ones passed over, and the run's state as `record` wrote it."""
+
+    path: Path
+    skipped: list[str]
+    step: int
+    batches: dict  # the batch sampler's state before the batch of the next step
+    loss_scale: LossScale | None  # None when the run did not scale (or did not record it)
+    best_bpb: float
+    train_seconds: float
+
+
+def resume(trainer) -> Saved:
+    """Load the newest usable checkpoint's weights and optimizer state into the trainer's model and
+    optimizer, and return the rest for the trainer to restore; damaged checkpoints (a garbled file,
+    non-finite values) are passed over and listed in `skipped`."""
     checkpoint.recover(trainer.run_dir)
     found = checkpoint.checkpoints(trainer.run_dir)
     if not found:
         raise UserError(f"--resume: no checkpoint in {trainer.run_dir / checkpoint.CHECKPOINTS}")
+    skipped = []
     for path in reversed(found):
         try:
             check_model(path, trainer.config.model, None if trainer.config.init_from else _init_from(path))
@@ -82,17 +99,19 @@ def resume(trainer) -> Path:
         except ModelMismatch:
             raise
         except UserError as error:
-            trainer.skipped.append(f"{path.name} ({error})")
+            skipped.append(f"{path.name} ({error})")
     else:
-        raise UserError(f"--resume: no usable checkpoint in {trainer.run_dir}: {'; '.join(trainer.skipped)}")
+        raise UserError(f"--resume: no usable checkpoint in {trainer.run_dir}: {'; '.join(skipped)}")
     check_settings(trainer, state)
-    trainer.step = state["step"]
-    trainer.batches.state = trainer.data_state = state["batches"]
-    if trainer.loss_scale is not None and isinstance(state.get("loss_scale"), dict):
-        trainer.loss_scale = LossScale(**state["loss_scale"])
-    trainer.best_bpb = state["best_val_bpb"] if state.get("best_val_bpb") is not None else math.inf
-    trainer.train_seconds = float(state.get("train_seconds", 0.0))
-    return path
+    return Saved(
+        path,
+        skipped,
+        state["step"],
+        state["batches"],
+        LossScale(**state["loss_scale"]) if isinstance(state.get("loss_scale"), dict) else None,
+        state["best_val_bpb"] if state.get("best_val_bpb") is not None else math.inf,
+        float(state.get("train_seconds", 0.0)),
+    )
 
 
 def check_model(path: Path, mine, init_from: str | None = None) -> None:

@@ -197,25 +197,15 @@ def measure(
     import numpy as np
 
     from .models import build
-    from .optim import LossScale, TrainStep, make_optimizer
-    from .runtime import DTYPES
+    from .optim import LossScale, training_step
 
     mx.clear_cache()  # what an earlier candidate left: this one may be larger
     mx.random.seed(config.seed)
     model = build(config.model)
     model.train()
     model.set_grad_checkpoint(config.grad_checkpoint)
-    optimizer = make_optimizer(config)
-    optimizer.init(model.trainable_parameters())
+    step, optimizer = training_step(model, config)
     scaled = config.dtype == "float16"
-    step = TrainStep(
-        model,
-        optimizer,
-        config.grad_clip,
-        config.grad_accumulation_steps,
-        compute_dtype=DTYPES[config.dtype],
-        loss_scaling=scaled,
-    )
     rows = config.batch_size * config.grad_accumulation_steps
     batch = np.random.default_rng(config.seed).integers(0, 256, (rows, config.model.context_length), dtype=np.uint8)
 

@@ -393,7 +393,7 @@ def training_config(args) -> TrainingConfig:
         name = Path(args.init_from).name if args.init_from else args.preset or DEFAULT_PRESET
         if model.model_type != DEFAULT_ARCHITECTURE and not args.init_from:
             name = f"{model.model_type}-{name}"
-        save_path = str(Path("weights") / f"{name}-{data._slug(args.data)}")
+        save_path = str(Path("weights") / f"{name}-{data.slug(args.data)}")
     settings = {name: getattr(args, name) for name in DEFAULTS if name != "model" and hasattr(args, name)}
     arch = ARCHITECTURES[model.model_type]
     measured = {} if args.init_from else arch.training_defaults.get(args.preset or DEFAULT_PRESET, {})

@@ -33,7 +33,7 @@ from .errors import UserError
 from .generation import generate
 from .metrics import Metrics
 from .models import Config, build, summed_loss
-from .optim import LossScale, TrainStep, make_optimizer
+from .optim import LossScale, training_step
 from .runtime import DTYPES, SEED_LIMIT
 from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, make_sampler
 from .tokens import TEXT, layout_of
@@ -208,18 +208,8 @@ class Trainer:
         mx.random.seed(config.seed)
         self.model = build(config.model)  # float32: the master weights, whatever the compute dtype
         self.model.set_grad_checkpoint(config.grad_checkpoint)
-        self.optimizer = make_optimizer(config)
-        self.optimizer.init(self.model.trainable_parameters())
+        self.train_step_fn, self.optimizer = training_step(self.model, config, self.world)
         self.loss_scale = LossScale() if config.dtype == "float16" else None
-        self.train_step_fn = TrainStep(
-            self.model,
-            self.optimizer,
-            config.grad_clip,
-            config.grad_accumulation_steps,
-            self.world,
-            DTYPES[config.dtype],
-            loss_scaling=self.loss_scale is not None,
-        )
         self._evaluate = mx.compile(partial(summed_loss, self.model), inputs=[self.model.state])
         length = config.model.context_length
         check_sizes(config, corpus, length)
@@ -253,9 +243,19 @@ class Trainer:
         self.skipped: list[str] = []  # damaged checkpoints passed over by resume()
         self.restored_from: Path | None = None
         if config.resume:
-            self.restored_from = resume.resume(self)
+            self.restore(resume.resume(self))
         elif config.init_from:
             self.restored_from = resume.initialise_from(self, config.init_from)
+
+    def restore(self, saved: resume.Saved) -> None:
+        """Continue the run `saved` describes (resume.resume found it and loaded its weights and
+        optimizer state): its step, batch sampler, loss scale, best score and time trained."""
+        self.restored_from, self.skipped = saved.path, saved.skipped
+        self.step = saved.step
+        self.batches.state = self.data_state = saved.batches
+        if self.loss_scale is not None and saved.loss_scale is not None:
+            self.loss_scale = saved.loss_scale
+        self.best_bpb, self.train_seconds = saved.best_bpb, saved.train_seconds
 
     def say(self, *args, **kwargs) -> None:
         if self.chief and self.console is not None:

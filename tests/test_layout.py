@@ -95,3 +95,57 @@ def test_no_function_is_longer_than_a_screen():
                 if lines > LONGEST:
                     long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({lines} lines)")
     assert not long, long
+
+
+def test_the_shared_kv_cache_knows_nothing_of_megabytes_token_shift():
+    """models/kv_cache.py is the plain cache every architecture uses; the rows MEGABYTE's token shift
+    looks back at are models/megabyte's own (its ShiftKVCache)."""
+    text = (PACKAGE / "models" / "kv_cache.py").read_text().lower()
+    assert "shift" not in text and "previous_row" not in text
+
+
+def private_uses(tree: ast.AST) -> list[tuple[int, str]]:
+    """`x._name` where x is not self, cls or super() (or another instance of the class it is written
+    in: a class may call its own private methods on any of its instances), and `from m import _name`."""
+    found = []
+
+    def visit(node, own: set[str]):
+        if isinstance(node, ast.ClassDef):
+            own = own | {n.name for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            value = node.value
+            mine = isinstance(value, ast.Name) and value.id in ("self", "cls")
+            parent = isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "super"
+            if not (mine or parent or node.attr in own):
+                found.append((node.lineno, ast.unparse(node)))
+        if isinstance(node, ast.ImportFrom):
+            hidden = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+            found.extend((node.lineno, name) for name in hidden)
+        for child in ast.iter_child_nodes(node):
+            visit(child, own)
+
+    visit(tree, set())
+    return found
+
+
+def test_no_module_reaches_into_another_ones_private_names():
+    """What a module or class keeps private (a leading underscore) is used only where it is written:
+    what others need gets a public name."""
+    uses = []
+    for path in PACKAGE.rglob("*.py"):
+        if "native" in path.parts:
+            continue
+        uses += [
+            f"{path.relative_to(PACKAGE)}:{line} {text}" for line, text in private_uses(ast.parse(path.read_text()))
+        ]
+    assert not uses, uses
+
+
+def test_private_uses_finds_what_it_should():
+    source = (
+        "from m import _hidden\n"
+        "class A:\n"
+        "    def _own(self, other):\n"
+        "        return self._x, other._own(), super()._base(), kernels._native\n"
+    )
+    assert private_uses(ast.parse(source)) == [(1, "_hidden"), (4, "kernels._native")]

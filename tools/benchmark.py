@@ -208,16 +208,15 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
     ids = mx.array(np.random.default_rng(0).integers(0, 256, (batch, length)))
     rates = []
     if task.startswith("train"):
-        from mlx_megabyte.optim import TrainStep, make_optimizer
+        from mlx_megabyte.optim import training_step
         from mlx_megabyte.trainer import TrainingConfig
 
         # The trainer's own optimizer and compiled step, without its data, console or run directory.
         model.train()
         model.set_grad_checkpoint(task == "train-checkpointed")
-        optimizer = make_optimizer(TrainingConfig(model=model.config, iters=warmup + steps, warmup_steps=0))
-        optimizer.init(model.trainable_parameters())
-        compute = mx.bfloat16 if task == "train-bf16" else mx.float32
-        step = TrainStep(model, optimizer, grad_clip=1.0, compute_dtype=compute)
+        dtype = "bfloat16" if task == "train-bf16" else "float32"
+        training = TrainingConfig(model=model.config, iters=warmup + steps, warmup_steps=0, grad_clip=1.0, dtype=dtype)
+        step, optimizer = training_step(model, training)
         for i in range(warmup + steps):
             tic = time.perf_counter()
             loss, norm = step(ids)

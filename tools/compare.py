@@ -351,6 +351,12 @@ def positive_integer(text: str) -> int:
     return value
 
 
+def options(parser) -> list:
+    """The parser's flags (argparse actions with option strings). argparse lists them only in its private
+    `_actions`, so this is the one place that reads it."""
+    return [action for action in parser._actions if action.option_strings]
+
+
 def axis_names(parser, arch: str, by_bytes: bool) -> dict[str, str]:
     """Every name --vary takes for this architecture -> its group (model, training, derived): the fields
     of the architecture's config and of TrainingConfig that train has a flag for, and `preset`; not
@@ -358,7 +364,7 @@ def axis_names(parser, arch: str, by_bytes: bool) -> dict[str, str]:
     from mlx_megabyte.models import architecture
     from mlx_megabyte.trainer import TrainingConfig
 
-    flags = {action.dest for action in parser._actions if action.option_strings}
+    flags = {action.dest for action in options(parser)}
     own = set(OWN_SETTINGS) | ({"iters"} if by_bytes else set())
     names = {"preset": "model"}
     names.update({f.name: "model" for f in dataclasses.fields(architecture(arch).config) if f.name in flags})
@@ -433,7 +439,7 @@ def set_setting(parser, flags: list[str], name: str, text: str, per_stage: bool 
     every occurrence of its flag (any spelling, with its value) dropped and the new one appended, so
     that a run's flags say each setting once (and a switch set in the base can be turned off, which
     appending cannot do)."""
-    action = next(action for action in parser._actions if action.dest == name and action.option_strings)
+    action = next(action for action in options(parser) if action.dest == name)
     option = action.option_strings[0]
     if action.nargs == 0:  # a switch: --x, or --no-x where train has it, else leaving --x out
         negative = next((spelling for spelling in action.option_strings if spelling != option), None)

@@ -36,7 +36,7 @@ from mlx_megabyte import kernels  # noqa: E402
 from mlx_megabyte.cli import cli, number  # noqa: E402
 from mlx_megabyte.cli import parser as parser_for  # noqa: E402
 from mlx_megabyte.models import architecture, build  # noqa: E402
-from mlx_megabyte.optim import TrainStep, make_optimizer  # noqa: E402
+from mlx_megabyte.optim import training_step  # noqa: E402
 from mlx_megabyte.trainer import TrainingConfig  # noqa: E402
 
 # The kernels.py functions whose calls are recorded (their non-array arguments are part of the call).
@@ -164,9 +164,7 @@ def profile(arch: str, preset: str, batch: int, repeats: int, verbose: bool = Fa
     model = build(config)
     model.train()
     ids = mx.array(np.random.default_rng(0).integers(0, 256, (batch, config.context_length)))
-    optimizer = make_optimizer(TrainingConfig(model=config, iters=100, warmup_steps=0))
-    optimizer.init(model.trainable_parameters())
-    step = TrainStep(model, optimizer, grad_clip=1.0)
+    step, optimizer = training_step(model, TrainingConfig(model=config, iters=100, warmup_steps=0, grad_clip=1.0))
     whole = timed(lambda: step(ids) + (model.parameters(), optimizer.state), repeats=repeats)
 
     with Recorder() as recorder:

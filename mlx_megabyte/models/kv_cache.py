@@ -1,16 +1,14 @@
-"""KVCache: one attention layer's keys and values while decoding, grown in place (mlx-lm's shape)."""
+"""The attention caches the architectures share while decoding: KVCache, one layer's keys and values
+grown in place (mlx-lm's shape), and SlotCache, keys and values in a fixed number of slots per row for
+the blocks that step only where a row's patch begins (SpaceByte's global blocks, H-Net's main network)."""
 
 from __future__ import annotations
 
 import mlx.core as mx
 
-# The sublayers whose input token shift looks one row back into (MEGABYTE's): their last rows are kept.
-SUBLAYERS = ("attention", "feed_forward")
-
 
 class KVCache:
-    """One layer's keys and values, in buffers preallocated `step` positions at a time (mlx-lm's
-    shape), plus the last input row of each sublayer: token shift looks one position back."""
+    """One layer's keys and values, in buffers preallocated `step` positions at a time (mlx-lm's shape)."""
 
     step = 256
 
@@ -18,7 +16,6 @@ class KVCache:
         self.max_length = max_length  # the longest this sequence gets, if known: no buffer beyond it
         self.keys = self.values = None  # (N, H, capacity, D)
         self.offset = 0  # positions cached, i.e. the rotary position of the next one
-        self.rows: dict[str, mx.array] = {}
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
         """Append (N, H, T, D) keys and values; return everything cached so far."""
@@ -38,22 +35,46 @@ class KVCache:
         self.values[..., start : self.offset, :] = values
         return self.keys[..., : self.offset, :], self.values[..., : self.offset, :]
 
-    def previous_row(self, sublayer: str, x: mx.array) -> mx.array | None:
-        """The row that preceded x[:, 0] in `sublayer` (None at a sequence start); remembers x's last."""
-        previous = self.rows.get(sublayer)
-        self.rows[sublayer] = x[:, -1:]
-        return previous
-
     @property
     def state(self) -> tuple[mx.array, ...]:
-        """(keys, values, and the last rows token shift keeps, if any), cut to what is cached."""
+        """(keys, values), cut to what is cached."""
         keys, values = self.keys, self.values
         if keys.shape[2] != self.offset:
             keys, values = keys[..., : self.offset, :], values[..., : self.offset, :]
-        return (keys, values, *(self.rows[name] for name in SUBLAYERS if name in self.rows))
+        return keys, values
 
     @state.setter
     def state(self, value: tuple[mx.array, ...]) -> None:
-        self.keys, self.values, *rows = value
+        self.keys, self.values = value
         self.offset = self.keys.shape[2]
-        self.rows = dict(zip(SUBLAYERS, rows))
+
+    def map_rows(self, on_device) -> None:
+        """Replace each per-row array by on_device(array) (for a DecodingState's `_map_rows`)."""
+        self.state = tuple(on_device(a) for a in self.state)
+
+
+class SlotCache:
+    """One block's keys and values in `length` slots per row. Rows begin patches at different bytes, so
+    each fills its own slots: for a step, `write` (N, G) marks the one slot each stepping row writes. The
+    prefill fills slots 0.. of every row. `offset` is what layers.Attention reads as the rotary position:
+    an architecture with rotary positions over the slots sets it to each row's slot (N,); 0 otherwise."""
+
+    def __init__(self, length: int):
+        self.length = length
+        self.keys = self.values = None  # (N, H, G, D)
+        self.write = None
+        self.offset = 0
+
+    def update_and_fetch(self, keys, values):
+        if self.keys is None:  # prefill: slots 0.. of every row (patches, then padding), then empty slots
+            pad = [(0, 0), (0, 0), (0, self.length - keys.shape[2]), (0, 0)]
+            self.keys, self.values = mx.pad(keys, pad), mx.pad(values, pad)
+            return keys, values
+        write = self.write[:, None, :, None]
+        self.keys = mx.where(write, keys, self.keys)
+        self.values = mx.where(write, values, self.values)
+        return self.keys, self.values
+
+    def map_rows(self, on_device) -> None:
+        """Replace each per-row array by on_device(array) (for a DecodingState's `_map_rows`)."""
+        self.keys, self.values = on_device(self.keys), on_device(self.values)

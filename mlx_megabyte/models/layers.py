@@ -15,6 +15,13 @@ import mlx.nn as nn
 from ..kernels import attention, gelu, layer_norm, projection, rms_norm, self_attention
 
 
+def normal_embedding(num_tokens: int, dims: int) -> nn.Embedding:
+    """An embedding drawn from N(0, 1), torch's nn.Embedding init, which every architecture here keeps."""
+    embedding = nn.Embedding(num_tokens, dims)
+    embedding.weight = mx.random.normal(embedding.weight.shape)
+    return embedding
+
+
 class RMSNorm(nn.Module):
     """lucidrains' RMSNorm: x / max(||x|| / sqrt(D), eps) * g (kernels.rms_norm); of the token-shifted
     x with `shift`."""

@@ -9,32 +9,9 @@ import mlx.core as mx
 import numpy as np
 
 from ..base import DecodingState
-from ..kv_cache import KVCache
+from ..kv_cache import KVCache, SlotCache
 from . import chunking
 from .mamba2 import MambaState
-
-
-class SlotCache:
-    """One main-network block's keys and values in max_patches slots per row. Rows begin patches at
-    different bytes, so each fills its own slots: for a step, `write` (N, G) marks the one slot each
-    stepping row writes, and `offset` (N,) holds each row's slot, its rotary position (layers.Attention
-    reads it; 0 for the prefill, which fills slots 0.. of every row)."""
-
-    def __init__(self, length: int):
-        self.length = length
-        self.keys = self.values = None  # (N, H, G, D)
-        self.write = None
-        self.offset = 0
-
-    def update_and_fetch(self, keys, values):
-        if self.keys is None:  # prefill: slots 0.. of every row (patches, then padding), then empty slots
-            pad = [(0, 0), (0, 0), (0, self.length - keys.shape[2]), (0, 0)]
-            self.keys, self.values = mx.pad(keys, pad), mx.pad(values, pad)
-            return keys, values
-        write = self.write[:, None, :, None]
-        self.keys = mx.where(write, keys, self.keys)
-        self.values = mx.where(write, values, self.values)
-        return self.keys, self.values
 
 
 class HNetCache(DecodingState):
@@ -93,13 +70,7 @@ class HNetCache(DecodingState):
 
     def _map_rows(self, on_device, on_host):
         self.tokens = on_device(self.tokens)
-        for state in self.encoder + self.decoder:
-            if isinstance(state, KVCache):
-                end = state.offset
-                state.keys, state.values = on_device(state.keys[..., :end, :]), on_device(state.values[..., :end, :])
-            else:
-                state.conv, state.ssm = on_device(state.conv), on_device(state.ssm)
-        for cache in self.main:
-            cache.keys, cache.values = on_device(cache.keys), on_device(cache.values)
+        for state in self.encoder + self.decoder + self.main:
+            state.map_rows(on_device)
         self.previous, self.smoothed = on_device(self.previous), on_device(self.smoothed)
         self.used, self.started = on_host(self.used), on_host(self.started)

@@ -30,6 +30,10 @@ class MambaState:
     def __init__(self):
         self.conv = self.ssm = None
 
+    def map_rows(self, on_device) -> None:
+        """Replace each per-row array by on_device(array) (as the KV caches do, for HNetCache)."""
+        self.conv, self.ssm = on_device(self.conv), on_device(self.ssm)
+
 
 def causal_conv(x: mx.array, weight: mx.array, bias: mx.array, previous: mx.array | None) -> tuple[mx.array, mx.array]:
     """Depthwise causal convolution: out_t = bias + sum_k weight[k] * x_{t - K + 1 + k}, x (B, T, C),

@@ -36,7 +36,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..base import Model, checkpointed
-from ..layers import Attention, FeedForward, RMSNorm
+from ..layers import Attention, FeedForward, RMSNorm, normal_embedding
 from . import chunking
 from .cache import HNetCache
 from .config import HNetConfig
@@ -96,8 +96,7 @@ class HNet(Model):
         super().__init__()
         self.config = config
         d, D = config.dim, config.main_dim
-        self.embedding = nn.Embedding(config.num_tokens, d)
-        self.embedding.weight = mx.random.normal(self.embedding.weight.shape)
+        self.embedding = normal_embedding(config.num_tokens, d)
         self.start_token = mx.random.normal((d,))
         self.encoder = Stack(self.byte_layers(config.encoder_depth), d)
         self.router = chunking.Router(d)

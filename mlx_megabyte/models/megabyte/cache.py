@@ -24,6 +24,36 @@ import mlx.core as mx
 from ..base import DecodingState
 from ..kv_cache import KVCache
 
+# The sublayers whose input token shift looks one row back into: their last rows are kept.
+SUBLAYERS = ("attention", "feed_forward")
+
+
+class ShiftKVCache(KVCache):
+    """A layer's KVCache plus the last input row of each sublayer: megabyte-pytorch's token shift looks
+    one position back, and while decoding that position was fed in an earlier call."""
+
+    def __init__(self, max_length: int | None = None):
+        super().__init__(max_length)
+        self.rows: dict[str, mx.array] = {}
+
+    def previous_row(self, sublayer: str, x: mx.array) -> mx.array | None:
+        """The row that preceded x[:, 0] in `sublayer` (None at a sequence start); remembers x's last."""
+        previous = self.rows.get(sublayer)
+        self.rows[sublayer] = x[:, -1:]
+        return previous
+
+    @property
+    def state(self) -> tuple[mx.array, ...]:
+        """(keys, values, and the last rows kept, if any), cut to what is cached: all a compiled step
+        (`_one_position`) needs to rebuild the cache."""
+        return (*super().state, *(self.rows[name] for name in SUBLAYERS if name in self.rows))
+
+    @state.setter
+    def state(self, value: tuple[mx.array, ...]) -> None:
+        keys, values, *rows = value
+        KVCache.state.fset(self, (keys, values))
+        self.rows = dict(zip(SUBLAYERS, rows))
+
 
 class MegabyteCache(DecodingState):
     """The decoding state of `batch_size` sequences that all hold the same number of bytes."""
@@ -74,7 +104,7 @@ class MegabyteCache(DecodingState):
                 self.context[s] = on_device(self.context[s])
             self.outputs[s] = on_device(self.outputs[s])
             for cache in self.caches[s]:
-                cache.state = tuple(on_device(a) for a in cache.state)
+                cache.map_rows(on_device)
 
     # --- internals ---------------------------------------------------------------------------------
 
@@ -139,7 +169,7 @@ def _one_position(stage, x, caches):
         def run(x, states):
             rebuilt = []
             for state in states:
-                cache = KVCache(max_length=state[0].shape[2] + 1)  # room for exactly the new position
+                cache = ShiftKVCache(max_length=state[0].shape[2] + 1)  # room for exactly the new position
                 cache.state = state
                 rebuilt.append(cache)
             return stage(x, rebuilt), [cache.state for cache in rebuilt]

@@ -26,9 +26,8 @@ import mlx.nn as nn
 
 from ...kernels import token_shift
 from ..base import Model, checkpointed
-from ..kv_cache import KVCache
-from ..layers import Attention, FeedForward, LayerNorm, RMSNorm
-from .cache import MegabyteCache
+from ..layers import Attention, FeedForward, LayerNorm, RMSNorm, normal_embedding
+from .cache import MegabyteCache, ShiftKVCache
 from .config import ModelConfig
 
 
@@ -70,8 +69,7 @@ class PatchEmbedding(nn.Module):
 
     def __init__(self, num_tokens: int, byte_dims: int, patch_size: int, dims: int):
         super().__init__()
-        self.embedding = nn.Embedding(num_tokens, byte_dims)
-        self.embedding.weight = mx.random.normal(self.embedding.weight.shape)  # torch's N(0, 1)
+        self.embedding = normal_embedding(num_tokens, byte_dims)
         self.norm_in = LayerNorm(patch_size * byte_dims)
         self.proj = nn.Linear(patch_size * byte_dims, dims)
         self.norm_out = LayerNorm(dims)
@@ -93,13 +91,11 @@ class Stage(nn.Module):
         last = stage == config.stages - 1
         self.start_token = mx.random.normal((dims,))
         if last:
-            self.embedding = nn.Embedding(config.num_tokens, byte_dims)
-            self.embedding.weight = mx.random.normal(self.embedding.weight.shape)  # torch's N(0, 1)
+            self.embedding = normal_embedding(config.num_tokens, byte_dims)
         else:
             self.embedding = PatchEmbedding(config.num_tokens, byte_dims, config.patch_size(stage), dims)
         if config.pos_emb:
-            self.position_embedding = nn.Embedding(config.max_seq_len[stage], dims)
-            self.position_embedding.weight = mx.random.normal(self.position_embedding.weight.shape)
+            self.position_embedding = normal_embedding(config.max_seq_len[stage], dims)
         self.transformer = Transformer(config, dims, config.depth[stage])
         self.patch_size = config.patch_size(stage)  # bytes per element
         self.sequence_length = config.max_seq_len[stage]  # elements per sequence (of the global stage: at most)
@@ -143,7 +139,7 @@ class Stage(nn.Module):
     def make_cache(self, max_length: int | None = None) -> list:
         """Empty per-layer caches for one sequence of this stage (its start token + elements)."""
         length = max_length or self.sequence_length + 1
-        return [KVCache(length) for _ in self.transformer.layers]
+        return [ShiftKVCache(length) for _ in self.transformer.layers]
 
 
 class MEGABYTE(Model):

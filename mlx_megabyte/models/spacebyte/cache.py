@@ -8,30 +8,8 @@ import numpy as np
 
 from ...tokens import layout_of
 from ..base import DecodingState
-from ..kv_cache import KVCache
+from ..kv_cache import KVCache, SlotCache
 from .boundaries import boundaries, natural_boundaries, spacelike_table
-
-
-class SlotCache:
-    """One global block's keys and values in global_length slots per row. Rows reach boundaries at
-    different bytes, so each fills its own slots: `write` (N, G) marks, for the next step, the one slot
-    each stepping row writes."""
-
-    def __init__(self, length: int):
-        self.length = length
-        self.keys = self.values = None  # (N, H, G, D)
-        self.write = None
-        self.offset = 0  # unused: the global blocks have learned positions, not rotary ones
-
-    def update_and_fetch(self, keys, values):
-        if self.keys is None:  # prefill: positions 0.. of every row, then empty slots
-            pad = [(0, 0), (0, 0), (0, self.length - keys.shape[2]), (0, 0)]
-            self.keys, self.values = mx.pad(keys, pad), mx.pad(values, pad)
-            return keys, values
-        write = self.write[:, None, :, None]
-        self.keys = mx.where(write, keys, self.keys)
-        self.values = mx.where(write, values, self.values)
-        return self.keys, self.values
 
 
 class SpaceByteCache(DecodingState):
@@ -74,7 +52,7 @@ class SpaceByteCache(DecodingState):
         self.started = self.gap % config.max_patch == 0
         active = self.started & (self.used < config.global_length)
 
-        x = model._run(model.initial_blocks, model.embedding(byte), self.initial)  # (N, 1, d)
+        x = model.run_blocks(model.initial_blocks, model.embedding(byte), self.initial)  # (N, 1, d)
         if active.any():
             slots = np.minimum(self.used, config.global_length - 1)
             write = mx.array((np.arange(config.global_length)[None] == slots[:, None]) & active[:, None])
@@ -82,10 +60,10 @@ class SpaceByteCache(DecodingState):
             for cache in self.globals:
                 cache.write = write
             y = model.to_global(x, model.global_position[mx.array(slots)][:, None])
-            y = model._run(model.global_blocks, y, self.globals, visible)
+            y = model.run_blocks(model.global_blocks, y, self.globals, visible)
             x = x + mx.where(mx.array(active)[:, None, None], y[..., : config.local_dim], 0.0).astype(x.dtype)
             self.used = self.used + active
-        x = model._run(model.final_blocks, x, self.final)
+        x = model.run_blocks(model.final_blocks, x, self.final)
         return model.logits(x[:, -1])
 
     def patch_started(self) -> list[bool]:
@@ -94,11 +72,8 @@ class SpaceByteCache(DecodingState):
 
     def _map_rows(self, on_device, on_host):
         self.tokens = on_device(self.tokens)
-        for cache in self.initial + self.final:
-            end = cache.offset
-            cache.keys, cache.values = on_device(cache.keys[..., :end, :]), on_device(cache.values[..., :end, :])
-        for cache in self.globals:
-            cache.keys, cache.values = on_device(cache.keys), on_device(cache.values)
+        for cache in self.initial + self.final + self.globals:
+            cache.map_rows(on_device)
         self.gap, self.spacelike, self.used, self.started = (
             on_host(self.gap),
             on_host(self.spacelike),

@@ -38,7 +38,7 @@ import mlx.nn as nn
 
 from ...tokens import layout_of
 from ..base import Model, checkpointed
-from ..layers import Attention, FeedForward, RMSNorm
+from ..layers import Attention, FeedForward, RMSNorm, normal_embedding
 from .boundaries import boundaries, gather_boundaries, scatter_back
 from .cache import SpaceByteCache
 from .config import SpaceByteConfig
@@ -70,8 +70,7 @@ class SpaceByte(Model):
         super().__init__()
         self.config = config
         d, D = config.local_dim, config.global_dim
-        self.embedding = nn.Embedding(config.num_tokens, d)
-        self.embedding.weight = mx.random.normal(self.embedding.weight.shape)
+        self.embedding = normal_embedding(config.num_tokens, d)
         self.start_token = mx.random.normal((d,))
         self.initial_blocks = [Block(config, d, config.window) for _ in range(config.initial_depth)]
         self.global_position = mx.random.normal((config.global_length, D))
@@ -97,23 +96,25 @@ class SpaceByte(Model):
         """The last local block's outputs (B, L + 1, d) for [start, ids]; fills `cache`'s layers if given."""
         config = self.config
         x = mx.concatenate([self.start(ids.shape[0]), self.embedding(ids)], axis=1)  # (B, L + 1, d)
-        x = self._run(self.initial_blocks, x, None if cache is None else cache.initial)
+        x = self.run_blocks(self.initial_blocks, x, None if cache is None else cache.initial)
         boundary = boundaries(ids, config.max_patch, config.num_tokens, layout_of(config).offset)
         y, slot = gather_boundaries(x, boundary, config.global_length)  # (B, G', d)
         y = self.to_global(y, self.global_position[: y.shape[1]])
-        y = self._run(self.global_blocks, y, None if cache is None else cache.globals)
+        y = self.run_blocks(self.global_blocks, y, None if cache is None else cache.globals)
         x = scatter_back(x, y[..., : config.local_dim], slot)
-        return self._run(self.final_blocks, x, None if cache is None else cache.final)
+        return self.run_blocks(self.final_blocks, x, None if cache is None else cache.final)
 
-    def _run(self, blocks, x, caches=None, mask=None):
+    # Pieces shared with decoding (SpaceByteCache).
+
+    def run_blocks(self, blocks, x, caches=None, mask=None):
+        """x through `blocks` in turn, continuing `caches` (one per block) if given; a caller's `mask`
+        says which keys each row sees (the global blocks' slots while decoding)."""
         for i, block in enumerate(blocks):
             if caches is not None:
                 x = block(x, caches[i], mask)
             else:
                 x = checkpointed(block, x) if self.grad_checkpoint else block(x)
         return x
-
-    # Pieces shared with decoding (SpaceByteCache).
 
     def start(self, n: int) -> mx.array:
         return mx.broadcast_to(self.start_token, (n, 1, self.start_token.shape[0]))
