@@ -235,3 +235,22 @@ def test_serving_through_the_batcher_equals_generate_with_the_seed(name):
         want = generate(model, prompt, max_tokens=40, sampler=sampler, num_samples=2, seed=job.seed)
         assert texts == want, (name, prompt)
     assert batcher.stats["most_rows_in_a_step"] > 2  # the requests really were decoded together
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_copied_state_goes_on_alone(name):
+    """copy() is a branch point: the copy and the original each continue as if the other did not exist."""
+    model = model_for(name)
+    ids = text_ids(2, 60, offset=5)
+    other = mx.array(np.random.default_rng(4).integers(0, 256, (2, 20)), dtype=mx.int32)
+    state = model.make_cache(2)
+    state.prefill(ids[:, :30])
+    twin = state.copy()
+    for t in range(20):  # the original takes other bytes first ...
+        state.step(other[:, t])
+    for t in range(30, 60):  # ... the copy still equals a state that never saw them
+        got = twin.step(ids[:, t])
+    assert twin.length == 60 and state.length == 50
+    assert mx.abs(got - model(ids, include_start=True)[:, -1]).max().item() <= 1e-4
+    branched = mx.concatenate([ids[:, :30], other, ids[:, :1]], axis=1)
+    assert mx.abs(state.step(ids[:, 0]) - model(branched, include_start=True)[:, -1]).max().item() <= 1e-4

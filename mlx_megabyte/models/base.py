@@ -18,7 +18,8 @@ It provides:
   `summed_loss` and so bits per byte never include it: see `summed_training_loss`);
 - a **decoding state** subclassing `DecodingState`: the model's caches for a batch of sequences that all
   hold the same number of bytes, fed byte by byte (`prefill`, `step`), whose rows can be dropped
-  (`select`) or joined with another state's (`merge`, when `can_merge` says their positions agree);
+  (`select`) or joined with another state's (`merge`, when `can_merge` says their positions agree),
+  and copied (`copy`: written once in base.py, an architecture provides nothing for it);
 - **presets** (name -> config) and, optionally, measured training defaults per preset.
 
 The trainer, evaluate, generate, the batcher and the server use this contract and the registry only.
@@ -26,6 +27,7 @@ The trainer, evaluate, generate, the batcher and the server use this contract an
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Callable, ClassVar
@@ -318,6 +320,12 @@ class DecodingState:
     def patch_started(self) -> list[bool]:
         """For each row, whether the byte the last `step` appended began a patch."""
         raise NotImplementedError
+
+    def copy(self) -> DecodingState:
+        """An independent copy that shares the model: stepping either never changes the other (a prompt
+        cache keeps one per prompt; speculative decoding keeps one to go back to). Written once here:
+        every per-row array and every counter an architecture keeps is copied, the model is not."""
+        return copy.deepcopy(self, memo={id(self.model): self.model, id(self.config): self.config})
 
     # --- rows: what a server needs to batch requests that arrive at different times ---------------
 
