@@ -154,14 +154,15 @@ def parse(spec, text: str):
 
 def _kind_problem(value, spec) -> str | None:
     kind = spec["kind"]
-    if kind is bool:
-        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
-    if kind is str:
-        return None if isinstance(value, str) else f"must be a string, got {value!r}"
     integer = kind in (int, STAGES)
-    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
-        return f"must be {'an integer' if integer else 'a number'}, got {value!r}"
-    return None
+    if kind is bool:
+        right, wanted = isinstance(value, bool), "true or false"
+    elif kind is str:
+        right, wanted = isinstance(value, str), "a string"
+    else:
+        right = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+        wanted = "an integer" if integer else "a number"
+    return None if right else f"must be {wanted}, got {repr(value)[:40]}"  # a request's value may be long
 
 
 def _range_problem(value, spec, shown) -> str | None:
