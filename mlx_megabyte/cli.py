@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import math
 import sys
 
+from . import settings
 from .errors import UserError
-from .runtime import DTYPES, SEED_LIMIT, default_dtype, use_device
-from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, DEFAULT_TOP_K, DEFAULT_TOP_P, RANGES
+from .runtime import DTYPES, SEED_LIMIT, default_dtype, use_device  # noqa: F401  (SEED_LIMIT: for the server)
+from .sampling import SamplingSettings
+from .settings import settings_of
 
 
 def cli(main):
@@ -57,27 +58,39 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     return ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
 
 
-def number(kind=float, low=None, high=None, low_open=False, high_open=False):
-    """An argparse type for a finite number in [low, high] (open ends where asked): NaN, infinities and
-    out-of-range values are refused when the flags are read, not a step later."""
+def setting_type(spec):
+    """The argparse type of a setting (settings.py): its kind and range checked as the flag is read, in
+    the words the REPL and the server use for the same value."""
 
     def convert(text: str):
         try:
-            value = kind(text)
-        except (ValueError, OverflowError):
-            raise argparse.ArgumentTypeError(
-                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
-            ) from None
-        if kind is float and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        if low is not None and (value < low or (low_open and value == low)):
-            raise argparse.ArgumentTypeError(f"must be {'above' if low_open else 'at least'} {low}, got {text}")
-        if high is not None and (value > high or (high_open and value == high)):
-            raise argparse.ArgumentTypeError(f"must be {'below' if high_open else 'at most'} {high}, got {text}")
-        return value
+            return settings.parse(spec, text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
 
-    convert.__name__ = "integer" if kind is int else "number"  # argparse names the type in its messages
+    convert.__name__ = {int: "integer", float: "number"}.get(spec["kind"], "value")  # named in argparse's messages
     return convert
+
+
+def number(kind=float, low=None, high=None, low_open=False, high_open=False):
+    """An argparse type for a finite number in [low, high] (open ends where asked), for a flag that is no
+    dataclass's setting: NaN, infinities and out-of-range values are refused when the flags are read, not
+    a step later."""
+    return setting_type({"kind": kind, "low": low, "high": high, "low_open": low_open, "high_open": high_open})
+
+
+def setting_flag(parser, field, *names: str, **options) -> None:
+    """The flag of a dataclass's `setting` field: --its-name (or `names`), its help, its default, and a
+    type that checks it as it is read; `options` (help, default, metavar, ...) where the flag differs."""
+    spec = field.metadata
+    flag = {"help": spec["help"].replace("%", "%%"), "default": field.default}  # help strings are %-formatted
+    if spec["kind"] is bool:
+        flag["action"] = "store_true"
+    else:
+        flag["type"] = setting_type(spec)
+        if spec["choices"] is not None:
+            flag["choices"] = spec["choices"]
+    parser.add_argument(*(names or ("--" + field.name.replace("_", "-"),)), **{**flag, **options})
 
 
 def listed(kind=str, low=None, choices=None, low_open=False):
@@ -98,50 +111,20 @@ def listed(kind=str, low=None, choices=None, low_open=False):
     return convert
 
 
-seed = number(int, 0, SEED_LIMIT - 1)
-
-
-def sampling_setting(name: str):
-    """The argparse type of a sampling setting: sampling.RANGES's bounds, checked as flags are read."""
-    kind, low, high, low_open, high_open = RANGES[name]
-    return number(kind, low, high, low_open, high_open)
-
-
-SAMPLING_DEFAULTS = {"temp": DEFAULT_TEMP, "top_p": DEFAULT_TOP_P, "min_p": DEFAULT_MIN_P, "top_k": DEFAULT_TOP_K}
+SAMPLING = settings_of(SamplingSettings)
+SAMPLING_FLAGS = ("temp", "top_p", "min_p", "top_k")  # the sampler itself; generate adds its other settings
+SAMPLING_DEFAULTS = {name: SAMPLING[name].default for name in SAMPLING_FLAGS}
 
 
 def add_sampling_flags(parser, defaults: bool = True) -> None:
     """--temp, --top-p, --min-p and --top-k, spelled, checked and defaulted alike in generate and evaluate
     (defaults=False: None when not given, for a command that uses them only in one mode)."""
-
-    def default(name):
-        return SAMPLING_DEFAULTS[name] if defaults else None
-
-    shown = "" if defaults else " (default: {})"
-    parser.add_argument(
-        "--temp",
-        type=sampling_setting("temp"),
-        default=default("temp"),
-        help="sampling temperature (0 = greedy)" + shown.format(DEFAULT_TEMP),
-    )
-    parser.add_argument(
-        "--top-p",
-        type=sampling_setting("top_p"),
-        default=default("top_p"),
-        help="nucleus sampling mass (1 = off)" + shown.format(DEFAULT_TOP_P),
-    )
-    parser.add_argument(
-        "--min-p",
-        type=sampling_setting("min_p"),
-        default=default("min_p"),
-        help="drop bytes below this share of the top one" + shown.format(DEFAULT_MIN_P),
-    )
-    parser.add_argument(
-        "--top-k",
-        type=number(int, 0),
-        default=default("top_k"),
-        help="keep only the k likeliest bytes (0 = off)" + shown.format(DEFAULT_TOP_K),
-    )
+    for name in SAMPLING_FLAGS:
+        field = SAMPLING[name]
+        if defaults:
+            setting_flag(parser, field)
+        else:
+            setting_flag(parser, field, default=None, help=f"{field.metadata['help']} (default: {field.default})")
 
 
 def add_model_flags(parser, quantize_help: str = "quantize the weights to 4 or 8 bits") -> None:

@@ -37,9 +37,17 @@ from rich.progress import (
 )
 
 from . import data, instruct
-from .cli import SAMPLING_DEFAULTS, add_model_flags, add_sampling_flags, cli, model_flags, number
+from .cli import (
+    SAMPLING,
+    SAMPLING_DEFAULTS,
+    add_model_flags,
+    add_sampling_flags,
+    cli,
+    model_flags,
+    number,
+    setting_flag,
+)
 from .cli import parser as parser_for
-from .cli import seed as seed_type
 from .errors import UserError
 from .files import write_text
 from .models import summed_loss
@@ -143,15 +151,17 @@ def build_parser():
         type=number(int, 1),
         help=f"records whose prompts are scored (default: {INSTRUCT_DEFAULTS['prompts']})",
     )
-    following.add_argument(
-        "--seed",
-        type=seed_type,
+    setting_flag(
+        following,
+        SAMPLING["seed"],
+        default=None,
         help="record i's story is drawn with seed + i (generate --seed "
         f"writes it again) (default: {INSTRUCT_DEFAULTS['seed']})",
     )
-    following.add_argument(
-        "--max-tokens",
-        type=number(int, 1),
+    setting_flag(
+        following,
+        SAMPLING["max_tokens"],
+        default=None,
         help="the length budget: a story that has not ended "
         f"by then counts as not ending (default: {INSTRUCT_DEFAULTS['max_tokens']})",
     )

@@ -16,12 +16,10 @@ import sys
 
 import mlx.core as mx
 
-from .cli import add_model_flags, add_sampling_flags, cli, model_flags, number, sampling_setting
+from .cli import SAMPLING, add_model_flags, add_sampling_flags, cli, model_flags, number, setting_flag
 from .cli import parser as parser_for
-from .cli import seed as seed_type
 from .errors import UserError
-from .generation import DEFAULT_MAX_TOKENS
-from .repl import interactive, print_story, statistics
+from .repl import interactive, print_story, resettable, statistics
 from .sampling import make_sampler
 from .text import encode_prompt, instruct_prompt
 from .weights import check_instruct_tuned, load_for_inference, locate
@@ -35,26 +33,10 @@ def build_parser():
         "id; default: the newest weights under weights/",
     )
     parser.add_argument("--prompt", "-p", default="", help="the start of the story; '-' reads standard input")
-    parser.add_argument(
-        "--max-tokens",
-        "-m",
-        type=sampling_setting("max_tokens"),
-        default=DEFAULT_MAX_TOKENS,
-        help="most bytes to generate",
-    )
+    setting_flag(parser, SAMPLING["max_tokens"], "--max-tokens", "-m")
     add_sampling_flags(parser)
-    parser.add_argument(
-        "--filter-thres",
-        type=number(float, 0, 1, high_open=True),
-        default=None,
-        help="megabyte-pytorch's generate(filter_thres=...): top-k with k = (1 - thres) * vocab",
-    )
-    parser.add_argument(
-        "--seed",
-        type=seed_type,
-        default=None,
-        help="random seed for reproducible samples (the same story as the server's `seed` with the same settings)",
-    )
+    setting_flag(parser, SAMPLING["filter_thres"])
+    setting_flag(parser, SAMPLING["seed"])
     parser.add_argument(
         "--num-samples", "-n", type=number(int, 1, 1024), default=1, help="stories to generate in parallel"
     )
@@ -182,8 +164,7 @@ def main(argv=None):
         write_media(model, path, args, kind, given, sampler)
         return
     if args.interactive:
-        defaults = {k: getattr(args, k) for k in ("temp", "max_tokens", "top_p", "min_p")}
-        interactive(model, args, defaults)
+        interactive(model, args, resettable(args))
         return
     # Prompts are bytes: standard input is read as it is (not decoded, so invalid UTF-8 under a strict
     # locale is no error), and a command-line argument gets back its original bytes.

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import cpu
 from .sampling import (
+    DEFAULT_MAX_TOKENS,
     DEFAULT_MIN_P,
     DEFAULT_TEMP,
     Sampler,
@@ -30,8 +31,6 @@ from .sampling import (
 from .text import EOT, encode_prompt
 from .textstream import TextStream
 from .tokens import TEXT, layout_of
-
-DEFAULT_MAX_TOKENS = 512
 
 
 @dataclass

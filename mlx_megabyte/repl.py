@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import signal
 import sys
-from argparse import ArgumentTypeError
 
 import mlx.core as mx
 
-from .cli import number
+from .cli import SAMPLING
 from .generation import GenerationResponse, stream_generate
-from .runtime import check_seed
-from .sampling import RANGES, make_sampler
+from .sampling import make_sampler
+from .settings import parse
 from .text import encode_prompt, instruct_prompt
 
 
@@ -50,13 +49,27 @@ def statistics(response: GenerationResponse) -> str:
     )
 
 
-HELP = """Type the beginning of a story and press Enter; an empty line starts from nothing.
-Commands:
-  /temp T     sampling temperature (0 = greedy)      /length N   most bytes per story
-  /top-p P    nucleus sampling (1 = off)             /min-p M    min-p filtering (0 = off)
-  /seed S     reseed the sampler                     /reset      default settings
-  /help       this text                              /quit       leave (or Ctrl-D)
-Ctrl-C stops the story being written."""
+# The REPL's commands for sampling settings: /command VALUE sets the SamplingSettings field, checked as
+# its flag is (command -> field, the value's name in /help, and help where it differs from the flag's).
+COMMANDS = {
+    "temp": ("temp", "T", None),
+    "length": ("max_tokens", "N", "most bytes per story"),
+    "top-p": ("top_p", "P", None),
+    "min-p": ("min_p", "M", None),
+    "top-k": ("top_k", "K", None),
+    "seed": ("seed", "S", "reseed the sampler"),
+}
+
+
+def _help() -> str:
+    lines = ["Type the beginning of a story and press Enter; an empty line starts from nothing.", "Commands:"]
+    for command, (name, metavar, text) in COMMANDS.items():
+        lines.append(f"  {f'/{command} {metavar}':<12}{text or SAMPLING[name].metadata['help']}")
+    lines += [f"  {'/reset':<12}default settings", f"  {'/help':<12}this text", f"  {'/quit':<12}leave (or Ctrl-D)"]
+    return "\n".join([*lines, "Ctrl-C stops the story being written."])
+
+
+HELP = _help()
 
 
 def interactive(model, args, defaults):
@@ -104,7 +117,6 @@ def interactive(model, args, defaults):
 def _command(line, args, defaults) -> bool:
     """Apply a REPL command; False means quit."""
     name, _, value = line[1:].partition(" ")
-    settings = {"temp": "temp", "length": "max_tokens", "top-p": "top_p", "min-p": "min_p"}
     try:
         if name in ("quit", "exit", "q"):
             return False
@@ -114,17 +126,22 @@ def _command(line, args, defaults) -> bool:
             for key, default in defaults.items():
                 setattr(args, key, default)
             print("settings reset")
-        elif name == "seed":
-            mx.random.seed(check_seed(int(value)))
-            print(f"seed {int(value)}")
-        elif name in settings:
-            attribute = settings[name]
-            kind, low, high, low_open, high_open = RANGES[attribute]
-            # the flag's own range check: nothing changes if it fails
-            setattr(args, attribute, number(kind, low, high, low_open, high_open)(value))
-            print(f"{name} {getattr(args, attribute)}")
+        elif name in COMMANDS:
+            attribute = COMMANDS[name][0]
+            # the flag's own check, in its words: nothing changes if it fails
+            checked = parse(SAMPLING[attribute].metadata, value.strip())
+            if attribute == "seed":
+                mx.random.seed(checked)
+            else:
+                setattr(args, attribute, checked)
+            print(f"{name} {checked}")
         else:
             print(f"unknown command /{name}; /help lists them")
-    except (ValueError, ArgumentTypeError) as error:
+    except ValueError as error:
         print(f"invalid value: {error}")
     return True
+
+
+def resettable(args) -> dict:
+    """The settings /reset restores: those the commands change, as the command line gave them."""
+    return {name: getattr(args, name) for name, _, _ in COMMANDS.values() if name != "seed"}

@@ -8,14 +8,8 @@ import mlx.core as mx
 from .errors import UserError
 
 SEED_LIMIT = 2**32  # seeds are 0 .. 2**32 - 1: MLX's key is 64-bit, and training derives per-step seeds from it
+SEEDS = {"low": 0, "high": SEED_LIMIT - 1}  # the range of every seed setting (settings.py)
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
-
-
-def check_seed(value: int) -> int:
-    """A seed in range (seeds that arrive other than through flags: the REPL's /seed, a config)."""
-    if not 0 <= value < SEED_LIMIT:
-        raise ValueError(f"a seed is an integer from 0 to {SEED_LIMIT - 1}, got {value}")
-    return value
 
 
 def gpu_available() -> bool:

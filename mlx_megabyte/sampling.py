@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Callable
 
 import mlx.core as mx
+
+from .runtime import SEEDS
+from .settings import check_fields, setting
 
 Sampler = Callable[..., mx.array]  # sampler(logits) or sampler(logits, keys)
 
@@ -26,21 +29,46 @@ def split_keys(keys: mx.array) -> tuple[mx.array, mx.array]:
     return pairs[:, 0], pairs[:, 1]
 
 
-# The sampling a story gets unless told otherwise (generate, the REPL, training's samples): a little
-# cooler than the model's distribution, without the long tail of unlikely bytes.
-DEFAULT_TEMP = 0.8
-DEFAULT_TOP_P = 1.0
-DEFAULT_MIN_P = 0.05
-DEFAULT_TOP_K = 0
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How a story is sampled, each setting declared once (settings.py): generate's and evaluate's flags,
+    the story REPL's commands and the server's JSON fields are all checked against these fields. The
+    defaults are what a story gets unless told otherwise (generate, the REPL, training's samples): a
+    little cooler than the model's distribution, without the long tail of unlikely bytes."""
 
-# The ranges of the sampling settings, (kind, low, high, low excluded, high excluded): generate's flags, the
-# REPL's commands and the server's fields check the same bounds.
-RANGES = {
-    "temp": (float, 0, 100, False, False),
-    "top_p": (float, 0, 1, True, False),
-    "min_p": (float, 0, 1, False, True),
-    "max_tokens": (int, 1, None, False, False),
-}
+    temp: float = setting(0.8, help="sampling temperature (0 = greedy)", kind=float, low=0, high=100)
+    top_p: float = setting(1.0, help="nucleus sampling mass (1 = off)", kind=float, low=0, high=1, low_open=True)
+    min_p: float = setting(
+        0.05, help="drop bytes below this share of the top one", kind=float, low=0, high=1, high_open=True
+    )
+    top_k: int = setting(0, help="keep only the k likeliest bytes (0 = off)", low=0)
+    filter_thres: float | None = setting(
+        None,
+        help="megabyte-pytorch's generate(filter_thres=...): top-k with k = (1 - thres) * vocab",
+        kind=float,
+        low=0,
+        high=1,
+        high_open=True,
+        optional=True,
+    )
+    max_tokens: int = setting(512, help="most bytes to generate", low=1)
+    seed: int | None = setting(
+        None,
+        help="random seed for reproducible samples (the same story as the server's `seed` with the same settings)",
+        optional=True,
+        **SEEDS,
+    )
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+_DEFAULTS = SamplingSettings()
+DEFAULT_TEMP = _DEFAULTS.temp
+DEFAULT_TOP_P = _DEFAULTS.top_p
+DEFAULT_MIN_P = _DEFAULTS.min_p
+DEFAULT_TOP_K = _DEFAULTS.top_k
+DEFAULT_MAX_TOKENS = _DEFAULTS.max_tokens
 
 
 def make_sampler(
@@ -57,16 +85,8 @@ def make_sampler(
     max(int((1 - filter_thres) * vocab), 1) logits (it then Gumbel-samples at `temp`, which is the same
     distribution as sampling the tempered softmax).
     """
-    if not 0 <= temp < math.inf:  # written so that NaN fails too
-        raise ValueError(f"temp must be a number >= 0, got {temp}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if not 0 <= min_p < 1:
-        raise ValueError(f"min_p must be in [0, 1), got {min_p}")
-    if not top_k >= 0:
-        raise ValueError(f"top_k must be >= 0, got {top_k}")
-    if filter_thres is not None and not 0 <= filter_thres < 1:
-        raise ValueError(f"filter_thres must be in [0, 1), got {filter_thres}")
+    # the settings' own ranges: ValueError naming the one that is out of it
+    SamplingSettings(temp=temp, top_p=top_p, min_p=min_p, top_k=top_k, filter_thres=filter_thres)
 
     def sample(logits: mx.array, keys: mx.array | None = None) -> mx.array:
         logits = logits.astype(mx.float32)

@@ -25,14 +25,16 @@ from . import checkpoint, cli, data, distributed, sizing
 from .errors import UserError
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, Config, build
 from .models.base import STAGES
-from .runtime import DTYPES, default_dtype, use_device
+from .runtime import default_dtype, use_device
+from .settings import settings_of
 from .tokens import BYTES, layout_of
-from .trainer import WINDOWS, Trainer, TrainingConfig, bounds, describe
+from .trainer import Trainer, TrainingConfig, describe
 from .weights import locate, read_config
 
 DEFAULT_PRESET = "40m"
 AUTO = "auto"  # --preset auto: the size for --time-budget (sizing.py)
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainingConfig) if f.default is not dataclasses.MISSING}
+FIELDS = settings_of(TrainingConfig)  # each has its flag
 PRESET_NAMES = sorted({name for a in ARCHITECTURES.values() for name in a.presets})
 
 
@@ -73,12 +75,6 @@ def swept(name: str) -> str:
     return f"{chosen}, else {DEFAULTS[name]:g}; README: Defaults chosen by measurement"
 
 
-def flag(name: str):
-    """The argparse type of a numeric setting: its range from trainer.RANGES, checked as it is read."""
-    kind, low, high, low_open, high_open = bounds(name)
-    return cli.number(kind, low, high, low_open=low_open, high_open=high_open)
-
-
 def _ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.replace(" ", "").split(","))
@@ -90,17 +86,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m mlx_megabyte.train", __doc__)
     parser.epilog = preset_table()
     add_model_flags(parser.add_argument_group("model (an architecture and a preset, then any field overridden)"))
-    add_data_flags(parser.add_argument_group("data"))
-    add_optimisation_flags(parser.add_argument_group("optimisation"))
-    add_report_flags(parser.add_argument_group("evaluation, samples and checkpoints"))
-    parser.add_argument(
-        "--distributed-timeout",
-        type=flag("distributed_timeout"),
-        default=DEFAULTS["distributed_timeout"],
-        help="with several ranks: seconds without progress after which a rank gives up "
-        "(another rank died or cannot connect)",
-    )
+    add_training_flags(parser)
     return parser
+
+
+# The --help sections of the TrainingConfig flags: each holds the fields from its first one to the next's.
+SECTIONS = {
+    "data": "data",
+    "batch_size": "optimisation",
+    "steps_per_eval": "evaluation, samples and checkpoints",
+    "distributed_timeout": "several ranks (mlx.launch)",
+}
+
+
+def flag_options() -> dict[str, dict]:
+    """Where a TrainingConfig field's flag differs from the field: a default this command works out
+    (None on the flag, said in words in its help), a metavar."""
+    chosen = {
+        "batch_size": swept("batch_size"),
+        "learning_rate": swept("learning_rate"),
+        "iters": f"{DEFAULTS['iters']:,}; with --preset auto, the steps the time budget allows at the measured "
+        "speed, so the schedule ends with the budget",
+        "dtype": "float32 on CPUs, where half-precision matmuls skip BLAS; bfloat16 on GPUs",
+        "save_path": "weights/<preset>-<data>",
+    }
+    options = {
+        name: {"default": None, "help": f"{FIELDS[name].metadata['help']} (default: {text})".replace("%", "%%")}
+        for name, text in chosen.items()
+    }
+    options["time_budget"] = {"metavar": "SECONDS"}
+    return options
+
+
+def add_training_flags(parser) -> None:
+    """A flag for every TrainingConfig setting, made from the field (its help, kind, range and default),
+    in SECTIONS; and --device, which is no setting of the run."""
+    options, group = flag_options(), parser
+    for name, field in FIELDS.items():
+        if name in SECTIONS:
+            group = parser.add_argument_group(SECTIONS[name])
+        cli.setting_flag(group, field, **options.get(name, {}))
+        if name == "time_budget":
+            group.add_argument(
+                "--device", choices=("cpu", "gpu"), help="where to train (default: the GPU when MLX has one)"
+            )
 
 
 def add_model_flags(group) -> None:
@@ -132,182 +161,7 @@ def add_model_flags(group) -> None:
             group.add_argument(_flag(name), type=_ints, help=text)
         else:
             low = max((f.metadata["low"] for _, f in owners if f.metadata["low"] is not None), default=None)
-            group.add_argument(
-                _flag(name),
-                type=cli.number(spec["kind"], low, spec["high"], spec["low_open"], spec["high_open"]),
-                help=text,
-            )
-
-
-def add_data_flags(source) -> None:
-    source.add_argument(
-        "--data",
-        default=DEFAULTS["data"],
-        help="tinystories, tinystories-instruct (Hugging Face hub), builtin, builtin-instruct (offline corpus), "
-        "or a local .txt/.jsonl/.parquet file, directory or glob; or a folder or glob of pictures, sounds or "
-        "any files (--data-kind)",
-    )
-    source.add_argument(
-        "--data-kind",
-        choices=data.KINDS,
-        help="what the files of --data are: text (.txt/.jsonl/.parquet), bytes (any file, one document as it "
-        "is), image (pixels in --image-size and --image-mode, row by row), audio (.wav as 8-bit mu-law at "
-        "--audio-rate) (default: detected from the suffixes, and printed); every kind but text trains a model "
-        "with --shift-bytes",
-    )
-    source.add_argument(
-        "--image-size",
-        help="images: WxH or N (square), e.g. 32x32, 8 (default: the first image's size up to 64x64, else 32x32)",
-    )
-    source.add_argument(
-        "--image-mode", choices=("RGB", "L"), help="images: RGB or L (grey) (default: the first image's)"
-    )
-    source.add_argument(
-        "--audio-rate", type=cli.number(int, 1000, 48000), help="sound: samples a second (default: 8000)"
-    )
-    source.add_argument(
-        "--val-data", help="local validation data (default: the source's validation split or the held-out tail)"
-    )
-    source.add_argument(
-        "--val-fraction",
-        type=flag("val_fraction"),
-        default=DEFAULTS["val_fraction"],
-        help="held out when a local source has no --val-data",
-    )
-    source.add_argument(
-        "--builtin-mb",
-        type=flag("builtin_mb"),
-        default=DEFAULTS["builtin_mb"],
-        help="size of the built-in corpus in MB",
-    )
-    source.add_argument("--cache-dir", help=f"where encoded data is kept (default: {data.DEFAULT_CACHE})")
-    source.add_argument(
-        "--mask-prompt",
-        action="store_true",
-        help="instruct records: the loss (and validation bits per byte) counts only the story bytes, "
-        "after 'Story:' with the end-of-text byte that closes each, not the prompt",
-    )
-    source.add_argument(
-        "--windows",
-        choices=WINDOWS,
-        default=DEFAULTS["windows"],
-        help="where training windows start: uniform (anywhere), records (where a document starts, and "
-        "where a window ending a longer one starts, so stories are trained with their prompt in view); "
-        "auto: records for instruct data, else uniform (default: auto)",
-    )
-
-
-def add_optimisation_flags(train) -> None:
-    train.add_argument(
-        "--batch-size", type=flag("batch_size"), help=f"windows per step (per rank) (default: {swept('batch_size')})"
-    )
-    train.add_argument(
-        "--grad-accumulation-steps",
-        type=flag("grad_accumulation_steps"),
-        default=1,
-        help="micro-batches per step (less memory)",
-    )
-    train.add_argument(
-        "--iters",
-        type=flag("iters"),
-        help=f"optimizer steps in total (default: {DEFAULTS['iters']:,}; with --preset auto, the steps "
-        "the time budget allows at the measured speed, so the schedule ends with the budget)",
-    )
-    train.add_argument(
-        "--learning-rate",
-        type=flag("learning_rate"),
-        help=f"AdamW peak rate, after warm-up; cosine-decayed to a tenth (default: {swept('learning_rate')})",
-    )
-    train.add_argument(
-        "--warmup-steps",
-        type=flag("warmup_steps"),
-        help="linear warm-up (default 200, or a tenth of --iters if smaller)",
-    )
-    train.add_argument(
-        "--weight-decay",
-        type=flag("weight_decay"),
-        default=DEFAULTS["weight_decay"],
-        help="AdamW decay of matrices and embeddings (1-D parameters are not decayed)",
-    )
-    train.add_argument(
-        "--grad-clip", type=flag("grad_clip"), default=DEFAULTS["grad_clip"], help="max gradient norm (0 = off)"
-    )
-    train.add_argument("--seed", type=cli.seed, default=DEFAULTS["seed"], help="initialisation, batches and dropout")
-    train.add_argument(
-        "--grad-checkpoint",
-        action="store_true",
-        help="recompute activations in the backward pass: less memory (27%% less peak for the 40m preset), 14-20%% slower",
-    )
-    train.add_argument(
-        "--dtype",
-        choices=tuple(DTYPES),
-        help="compute dtype (default: float32 on CPUs, where half-precision matmuls skip BLAS; "
-        "bfloat16 on GPUs). bfloat16 and float16 are mixed precision: float32 master weights and "
-        "AdamW state, forward and backward in the half type; float16 with dynamic loss scaling",
-    )
-    train.add_argument("--device", choices=("cpu", "gpu"), help="where to train (default: the GPU when MLX has one)")
-    train.add_argument(
-        "--time-budget",
-        type=flag("time_budget"),
-        metavar="SECONDS",
-        help="stop after this many seconds of training steps (validation, samples and checkpoints "
-        "not counted; a resumed run continues the count), validate, save and exit 0; the "
-        "schedule still follows --iters",
-    )
-
-
-def add_report_flags(report) -> None:
-    report.add_argument(
-        "--steps-per-eval",
-        type=flag("steps_per_eval"),
-        default=DEFAULTS["steps_per_eval"],
-        help="validation loss and bits per byte every so many steps",
-    )
-    report.add_argument(
-        "--eval-batches",
-        type=flag("eval_batches"),
-        default=DEFAULTS["eval_batches"],
-        help="validation batches (fixed windows)",
-    )
-    report.add_argument(
-        "--steps-per-sample",
-        type=flag("steps_per_sample"),
-        default=DEFAULTS["steps_per_sample"],
-        help="print a short story every so many steps (0 = never)",
-    )
-    report.add_argument(
-        "--sample-bytes", type=flag("sample_bytes"), default=DEFAULTS["sample_bytes"], help="length of each sample"
-    )
-    report.add_argument(
-        "--steps-per-save",
-        type=flag("steps_per_save"),
-        help="checkpoint every so many steps (default: --steps-per-eval)",
-    )
-    report.add_argument(
-        "--keep-checkpoints",
-        type=flag("keep_checkpoints"),
-        default=DEFAULTS["keep_checkpoints"],
-        help="newest checkpoints kept",
-    )
-    report.add_argument("--save-path", help="run directory (default: weights/<preset>-<data>)")
-    report.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --save-path")
-    report.add_argument(
-        "--reschedule",
-        action="store_true",
-        help="with --resume: accept a new --iters, --learning-rate, --warmup-steps, --weight-decay or "
-        "--grad-clip from the next step on (the losses then differ from an unbroken run)",
-    )
-    report.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="start afresh in a --save-path that holds a run, moving the old run aside (nothing is deleted)",
-    )
-    report.add_argument(
-        "--init-from",
-        help="start from these weights (a weights or run directory; e.g. to "
-        "instruct-tune a pretrained model); the model flags are taken from them",
-    )
-    report.add_argument("--quiet", action="store_true", help="no progress bar; one line per evaluation")
+            group.add_argument(_flag(name), type=cli.setting_type({**spec, "low": low}), help=text)
 
 
 def _flag(name: str) -> str:

@@ -34,8 +34,9 @@ from .generation import generate
 from .metrics import Metrics
 from .models import Config, build, summed_loss
 from .optim import LossScale, training_step
-from .runtime import DTYPES, SEED_LIMIT
+from .runtime import DTYPES, SEEDS
 from .sampling import DEFAULT_MIN_P, DEFAULT_TEMP, make_sampler
+from .settings import check_fields, setting
 from .tokens import TEXT, layout_of
 from .weights import non_finite
 
@@ -43,33 +44,7 @@ WINDOWS = ("auto", "uniform", "records")  # TrainingConfig.windows
 
 LN2 = math.log(2)
 
-# The range of every numeric setting: (type, lowest, highest, lowest excluded, highest excluded). The
-# command line checks flags against the same table as they are read.
-RANGES = {
-    "batch_size": (int, 1, None),
-    "grad_accumulation_steps": (int, 1, None),
-    "iters": (int, 1, None),
-    "learning_rate": (float, 0, 1, True),
-    "warmup_steps": (int, 0, None),
-    "weight_decay": (float, 0, 10),
-    "grad_clip": (float, 0, None),
-    "steps_per_eval": (int, 1, None),
-    "eval_batches": (int, 1, None),
-    "steps_per_sample": (int, 0, None),
-    "sample_bytes": (int, 1, None),
-    "steps_per_save": (int, 1, None),
-    "keep_checkpoints": (int, 1, None),
-    "val_fraction": (float, 0, 1, True, True),
-    "builtin_mb": (float, 0.01, 100_000),
-    "distributed_timeout": (float, 1, None),
-    "time_budget": (float, 0, None, True),
-}
-
-
-def bounds(name: str) -> tuple:
-    """RANGES[name] in full: (type, lowest, highest, lowest excluded, highest excluded)."""
-    kind, low, high, *open_ends = RANGES[name]
-    return (kind, low, high, *(list(open_ends) + [False, False])[:2])
+DATA_KINDS, DEFAULT_CACHE = data.KINDS, data.DEFAULT_CACHE  # (inside the class, `data` is a field)
 
 
 @dataclass(frozen=True)
@@ -77,88 +52,168 @@ class TrainingConfig:
     """Everything a run is: the model, the data, the optimisation and the reporting cadence. Validated
     when it is made, and never changed afterwards. Defaults: the 40m preset on an M-series laptop,
     16 x 2048 = 32 KiB per step; 10k steps see ~330 MB of TinyStories (a sixth of it), where a 40M byte
-    model's validation loss flattens out."""
+    model's validation loss flattens out.
+
+    Every field but the model is a `setting` (settings.py): its help text, kind and range, checked here
+    and by train's flag for it, which train.py makes from the field."""
 
     model: Config  # the model: a config of one of the architectures in models/
     # data
-    data: str = "tinystories"
-    val_data: str | None = None
-    val_fraction: float = 0.05  # held out when a local source has no val_data
-    builtin_mb: float = 16
-    cache_dir: str | None = None
-    data_kind: str | None = None  # what local files are: data.KINDS; None: detected from their suffixes
-    image_size: str | None = None  # images: WxH (or N: square); None: the first image's, up to 64x64
-    image_mode: str | None = None  # images: RGB or L (grey); None: the first image's
-    audio_rate: int | None = None  # sound: samples per second; None: media.AudioLayout's 8,000
-    mask_prompt: bool = False  # the loss counts only the stories of instruct records (after "Story:")
-    windows: str = "auto"  # where training windows start: "uniform", "records" (data.record_starts), "auto"
+    data: str = setting(
+        "tinystories",
+        kind=str,
+        help="tinystories, tinystories-instruct (Hugging Face hub), builtin, builtin-instruct (offline corpus), "
+        "or a local .txt/.jsonl/.parquet file, directory or glob; or a folder or glob of pictures, sounds or "
+        "any files (--data-kind)",
+    )
+    data_kind: str | None = setting(  # None: detected from the suffixes
+        None,
+        kind=str,
+        choices=DATA_KINDS,
+        optional=True,
+        help="what the files of --data are: text (.txt/.jsonl/.parquet), bytes (any file, one document as it "
+        "is), image (pixels in --image-size and --image-mode, row by row), audio (.wav as 8-bit mu-law at "
+        "--audio-rate) (default: detected from the suffixes, and printed); every kind but text trains a model "
+        "with --shift-bytes",
+    )
+    image_size: str | None = setting(
+        None,
+        kind=str,
+        optional=True,
+        help="images: WxH or N (square), e.g. 32x32, 8 (default: the first image's size up to 64x64, else 32x32)",
+    )
+    image_mode: str | None = setting(
+        None, kind=str, choices=("RGB", "L"), optional=True, help="images: RGB or L (grey) (default: the first image's)"
+    )
+    audio_rate: int | None = setting(  # None: media.AudioLayout's
+        None, low=1000, high=48000, optional=True, help="sound: samples a second (default: 8000)"
+    )
+    val_data: str | None = setting(
+        None,
+        kind=str,
+        optional=True,
+        help="local validation data (default: the source's validation split or the held-out tail)",
+    )
+    val_fraction: float = setting(
+        0.05,
+        kind=float,
+        low=0,
+        high=1,
+        low_open=True,
+        high_open=True,
+        help="held out when a local source has no --val-data",
+    )
+    builtin_mb: float = setting(16, kind=float, low=0.01, high=100_000, help="size of the built-in corpus in MB")
+    cache_dir: str | None = setting(
+        None, kind=str, optional=True, help=f"where encoded data is kept (default: {DEFAULT_CACHE})"
+    )
+    mask_prompt: bool = setting(
+        False,
+        kind=bool,
+        help="instruct records: the loss (and validation bits per byte) counts only the story bytes, "
+        "after 'Story:' with the end-of-text byte that closes each, not the prompt",
+    )
+    windows: str = setting(  # data.record_starts
+        "auto",
+        kind=str,
+        choices=WINDOWS,
+        help="where training windows start: uniform (anywhere), records (where a document starts, and "
+        "where a window ending a longer one starts, so stories are trained with their prompt in view); "
+        "auto: records for instruct data, else uniform (default: auto)",
+    )
     # optimisation
-    batch_size: int = 16  # windows per step and rank
-    grad_accumulation_steps: int = 1
-    iters: int = 10_000
-    learning_rate: float = 4e-4  # AdamW peak; warmed up linearly, then cosine-decayed to a tenth
-    warmup_steps: int | None = None  # None: 200, or a tenth of iters if smaller
-    weight_decay: float = 0.1  # on matrices and embeddings only, as nanoGPT
-    grad_clip: float = 1.0  # max global gradient norm; 0 = off
-    seed: int = 0
-    grad_checkpoint: bool = False
-    dtype: str = "float32"
+    batch_size: int = setting(16, low=1, help="windows per step (per rank)")
+    grad_accumulation_steps: int = setting(1, low=1, help="micro-batches per step (less memory)")
+    iters: int = setting(10_000, low=1, help="optimizer steps in total")
+    learning_rate: float = setting(
+        4e-4, kind=float, low=0, high=1, low_open=True, help="AdamW peak rate, after warm-up; cosine-decayed to a tenth"
+    )
+    warmup_steps: int | None = setting(
+        None, low=0, optional=True, help="linear warm-up (default 200, or a tenth of --iters if smaller)"
+    )
+    weight_decay: float = setting(  # as nanoGPT
+        0.1,
+        kind=float,
+        low=0,
+        high=10,
+        help="AdamW decay of matrices and embeddings (1-D parameters are not decayed)",
+    )
+    grad_clip: float = setting(1.0, kind=float, low=0, help="max gradient norm (0 = off)")
+    seed: int = setting(0, help="initialisation, batches and dropout", **SEEDS)
+    grad_checkpoint: bool = setting(
+        False,
+        kind=bool,
+        help="recompute activations in the backward pass: less memory (27% less peak for the 40m preset), "
+        "14-20% slower",
+    )
+    dtype: str = setting(
+        "float32",
+        kind=str,
+        choices=tuple(DTYPES),
+        help="compute dtype: bfloat16 and float16 are mixed precision: float32 master weights and AdamW state, "
+        "forward and backward in the half type; float16 with dynamic loss scaling",
+    )
+    time_budget: float | None = setting(
+        None,
+        kind=float,
+        low=0,
+        low_open=True,
+        optional=True,
+        help="stop after this many seconds of training steps (validation, samples and checkpoints "
+        "not counted; a resumed run continues the count), validate, save and exit 0; the "
+        "schedule still follows --iters",
+    )
     # evaluation, samples, checkpoints
-    steps_per_eval: int = 250
-    eval_batches: int = 16
-    steps_per_sample: int = 500  # 0 = never
-    sample_bytes: int = 256
-    steps_per_save: int | None = None  # None: steps_per_eval
-    keep_checkpoints: int = 3
-    save_path: str = "weights/run"
-    resume: bool = False
-    reschedule: bool = False  # with resume: accept a changed schedule (the SCHEDULE settings)
-    overwrite: bool = False  # start afresh in a run directory that holds a run, moving it aside
-    init_from: str | None = None  # weights to start from (the model must be theirs)
-    time_budget: float | None = None  # stop (validate, save) after this many seconds of training steps
-    quiet: bool = False
-    distributed_timeout: float = distributed.DEFAULT_TIMEOUT
+    steps_per_eval: int = setting(250, low=1, help="validation loss and bits per byte every so many steps")
+    eval_batches: int = setting(16, low=1, help="validation batches (fixed windows)")
+    steps_per_sample: int = setting(500, low=0, help="print a short story every so many steps (0 = never)")
+    sample_bytes: int = setting(256, low=1, help="length of each sample")
+    steps_per_save: int | None = setting(
+        None, low=1, optional=True, help="checkpoint every so many steps (default: --steps-per-eval)"
+    )
+    keep_checkpoints: int = setting(3, low=1, help="newest checkpoints kept")
+    save_path: str = setting("weights/run", kind=str, help="run directory")
+    resume: bool = setting(False, kind=bool, help="continue from the newest checkpoint in --save-path")
+    reschedule: bool = setting(  # the SCHEDULE settings
+        False,
+        kind=bool,
+        help="with --resume: accept a new --iters, --learning-rate, --warmup-steps, --weight-decay or "
+        "--grad-clip from the next step on (the losses then differ from an unbroken run)",
+    )
+    overwrite: bool = setting(
+        False,
+        kind=bool,
+        help="start afresh in a --save-path that holds a run, moving the old run aside (nothing is deleted)",
+    )
+    init_from: str | None = setting(  # the model must be theirs
+        None,
+        kind=str,
+        optional=True,
+        help="start from these weights (a weights or run directory; e.g. to "
+        "instruct-tune a pretrained model); the model flags are taken from them",
+    )
+    quiet: bool = setting(False, kind=bool, help="no progress bar; one line per evaluation")
+    distributed_timeout: float = setting(
+        distributed.DEFAULT_TIMEOUT,
+        kind=float,
+        low=1,
+        help="with several ranks: seconds without progress after which a rank gives up "
+        "(another rank died or cannot connect)",
+    )
 
     def __post_init__(self):
         if self.warmup_steps is None:
             object.__setattr__(self, "warmup_steps", min(200, self.iters // 10))
         if self.steps_per_save is None:
             object.__setattr__(self, "steps_per_save", self.steps_per_eval)
-        for name in RANGES:
-            value = getattr(self, name)
-            if value is None and name == "time_budget":
-                continue
-            kind, low, high, low_open, high_open = bounds(name)
-            if (
-                not isinstance(value, (int, float))
-                or isinstance(value, bool)
-                or (kind is int and not isinstance(value, int))
-            ):
-                raise UserError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
-            too_low = low is not None and (value < low or (low_open and value == low))
-            too_high = high is not None and (value > high or (high_open and value == high))
-            if not math.isfinite(value) or too_low or too_high:
-                raise UserError(f"{name} is out of range: {value}")
-        if not 0 <= self.seed < SEED_LIMIT:
-            raise UserError(f"seed must be an integer from 0 to {SEED_LIMIT - 1}, got {self.seed}")
-        if self.windows not in WINDOWS:
-            raise UserError(f"windows must be one of {', '.join(WINDOWS)}, got {self.windows!r}")
-        if self.dtype not in DTYPES:
-            raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        try:
+            check_fields(self)
+        except ValueError as error:
+            raise UserError(str(error)) from None
         if self.reschedule and not self.resume:
             raise UserError("--reschedule changes a resumed run's schedule: use it with --resume")
         if self.overwrite and self.resume:
             raise UserError("--overwrite starts afresh and --resume continues: choose one")
-        if self.data_kind is not None and self.data_kind not in data.KINDS:
-            raise UserError(f"data_kind must be one of {', '.join(data.KINDS)}, got {self.data_kind!r}")
-        if self.audio_rate is not None and (
-            isinstance(self.audio_rate, bool)
-            or not isinstance(self.audio_rate, int)
-            or not 1000 <= self.audio_rate <= 48000
-        ):
-            raise UserError(
-                f"audio_rate must be an integer from 1000 to 48000 (samples a second), got {self.audio_rate!r}"
-            )
         if self.mask_prompt and layout_of(self.model) != TEXT:
             raise UserError("--mask-prompt reads instruct records, which are text: drop it or --shift-bytes")
         if self.model.num_tokens < 256:

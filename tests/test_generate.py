@@ -378,7 +378,7 @@ def test_repl_refuses_bad_values_and_invalid_utf8_and_keeps_going(weights_dir):
     )
     child.expect(b"> ")
     for command, answer in (
-        (b"/seed -1", b"invalid value: a seed is an integer from 0 to 4294967295"),
+        (b"/seed -1", b"invalid value: must be at least 0, got -1"),  # the words of --seed -1
         (b"/seed 99999999999999999999999", b"invalid value"),
         (b"/temp nan", b"invalid value: expected a finite number"),
         (b"/top-p 0", b"invalid value: must be above 0"),

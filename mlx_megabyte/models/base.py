@@ -4,7 +4,7 @@ An architecture is a package under models/ (megabyte/, spacebyte/, ...) register
 It provides:
 
 - a **config**: a frozen dataclass subclassing `Config` (or `BlockConfig`, which declares the settings of
-  the shared attention and feed-forward blocks), one `setting(...)` per field (its help text,
+  the shared attention and feed-forward blocks), one `setting(...)` per field (settings.py: its help text,
   kind and range: the command line's flags and the validation both come from them), with
   `model_type` (what config.json records), `context_length`, `pad_id`, `num_tokens` and `shift_bytes`
   (which token layout it reads: tokens.py), and the methods
@@ -28,8 +28,7 @@ The trainer, evaluate, generate, the batcher and the server use this contract an
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable, ClassVar
 
 import mlx.core as mx
@@ -39,37 +38,8 @@ from mlx.utils import tree_flatten
 
 from ..kernels import cross_entropy
 
-STAGES = "stages"  # the kind of a per-stage field: a tuple of ints, one per stage of the hierarchy
-
-
-def setting(
-    default=MISSING,
-    *,
-    help: str,
-    kind=int,
-    low=None,
-    high=None,
-    low_open: bool = False,
-    high_open: bool = False,
-    optional: bool = False,
-    tunable: bool = False,
-):
-    """A config field with what the command line and the validation need to know about it.
-
-    kind: int, float, bool or STAGES. low/high: the allowed range (open ends where asked). optional: None
-    is allowed (a value derived from other fields). tunable: changing it changes no weight's shape
-    (fine with --init-from, e.g. dropout)."""
-    metadata = {
-        "help": help,
-        "kind": kind,
-        "low": low,
-        "high": high,
-        "low_open": low_open,
-        "high_open": high_open,
-        "optional": optional,
-        "tunable": tunable,
-    }
-    return field(metadata=metadata) if default is MISSING else field(default=default, metadata=metadata)
+# Declared in settings.py, which every setting of the package shares; here too, where architectures find them.
+from ..settings import STAGES, check_fields, setting  # noqa: F401
 
 
 def shift_bytes_setting():
@@ -104,54 +74,6 @@ def ints(name: str, value) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         raise ValueError(f"{name} must be a list of integers (one per stage), got {value!r}")
     return tuple(value)
-
-
-def _range_text(spec) -> str:
-    low, high = spec["low"], spec["high"]
-    if low is not None and high is not None:
-        return f"in {'(' if spec['low_open'] else '['}{low}, {high}{')' if spec['high_open'] else ']'}"
-    if low is not None:
-        return f"{'above' if spec['low_open'] else 'at least'} {low}"
-    return f"{'below' if spec['high_open'] else 'at most'} {high}" if high is not None else ""
-
-
-def _expected(spec) -> str:
-    """What a field must be, in words: "a positive integer", "a number in [0, 1)", ..."""
-    if spec["kind"] in (int, STAGES):
-        if spec["low"] in (0, 1) and spec["high"] is None and not spec["low_open"]:
-            return "a positive integer" if spec["low"] == 1 else "a non-negative integer"
-        return f"an integer {_range_text(spec)}".strip()
-    return f"a number {_range_text(spec)}".strip()
-
-
-def _fits(value, spec) -> bool:
-    kind, low, high = spec["kind"], spec["low"], spec["high"]
-    if isinstance(value, bool) or not isinstance(value, int if kind in (int, STAGES) else (int, float)):
-        return False
-    if not math.isfinite(value):
-        return False
-    if low is not None and (value < low or (spec["low_open"] and value == low)):
-        return False
-    return high is None or not (value > high or (spec["high_open"] and value == high))
-
-
-def check_fields(config) -> None:
-    """Every `setting` field of a config has its kind and lies in its range, or ValueError naming it."""
-    for f in fields(config):
-        spec = f.metadata
-        if "kind" not in spec:
-            continue
-        value, kind = getattr(config, f.name), spec["kind"]
-        if value is None and spec["optional"]:
-            continue
-        if kind is bool:
-            if not isinstance(value, bool):
-                raise ValueError(f"{f.name} must be true or false, got {value!r}")
-        elif kind == STAGES:
-            if not isinstance(value, tuple) or not all(_fits(v, spec) for v in value):
-                raise ValueError(f"every {f.name} must be {_expected(spec)}, got {value!r}")
-        elif not _fits(value, spec):
-            raise ValueError(f"{f.name} must be {_expected(spec)}, got {value!r}")
 
 
 @dataclass(frozen=True)
