@@ -10,7 +10,7 @@ import sys
 
 from . import settings
 from .errors import UserError
-from .runtime import DTYPES, SEED_LIMIT, default_dtype, use_device  # noqa: F401  (SEED_LIMIT: for the server)
+from .runtime import DTYPES, default_dtype, use_device
 from .sampling import SamplingSettings
 from .settings import settings_of
 

@@ -17,15 +17,9 @@ from typing import Iterable, Iterator
 import mlx.core as mx
 
 from .batching import ByteLogprob, Chunk, Job
-from .cli import SEED_LIMIT
 from .generation import DEFAULT_MAX_TOKENS, fit_context
-from .sampling import (
-    DEFAULT_MIN_P,
-    DEFAULT_TEMP,
-    DEFAULT_TOP_K,
-    DEFAULT_TOP_P,
-    make_sampler,
-)
+from .sampling import SamplingSettings, make_sampler
+from .settings import WrongKind, check_value
 from .text import encode_prompt, instruct_prompt
 
 MAX_LOGPROBS = 20  # alternatives per byte (OpenAI allows 5; a byte model's 20 are still cheap)
@@ -91,6 +85,20 @@ def _get(body: dict, name: str, kinds, default, check=None, what: str = ""):
     return value
 
 
+def _setting(body: dict, name: str, setting: str):
+    """body[name] checked as the sampling setting `setting` is everywhere (settings.py: the same words as
+    its flag and REPL command), or the setting's default where the body has none."""
+    value = body.get(name)
+    if value is None:
+        return SamplingSettings.__dataclass_fields__[setting].default
+    try:
+        return check_value(SamplingSettings, setting, value)
+    except WrongKind as error:
+        raise ApiError(400, f"'{name}' {error}", name, "invalid_type") from None
+    except ValueError as error:
+        raise ApiError(400, f"'{name}' {error}", name, "invalid_value") from None
+
+
 def checked_text(value: str, name: str) -> str:
     """`value` if it is text. JSON can carry a lone UTF-16 surrogate ("\\ud800") that no UTF-8 text holds:
     refused, naming the field, before anything tries to encode it."""
@@ -118,11 +126,11 @@ def parse_media(body, kind: str, max_batch: int) -> dict:
     kept, default half) or `prompt_seconds` (sound: its start kept, default all)."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", None, "invalid_body")
-    temp = _get(body, "temperature", (int, float), DEFAULT_TEMP, lambda v: 0 <= v <= 100, "a number from 0 to 100")
-    top_p = _get(body, "top_p", (int, float), DEFAULT_TOP_P, lambda v: 0 < v <= 1, "a number in (0, 1]")
-    min_p = _get(body, "min_p", (int, float), DEFAULT_MIN_P, lambda v: 0 <= v < 1, "a number in [0, 1)")
-    top_k = _get(body, "top_k", int, DEFAULT_TOP_K, lambda v: v >= 0, "a non-negative integer")
-    seed = _get(body, "seed", int, None, lambda v: 0 <= v < SEED_LIMIT, f"an integer from 0 to {SEED_LIMIT - 1}")
+    temp = _setting(body, "temperature", "temp")
+    top_p = _setting(body, "top_p", "top_p")
+    min_p = _setting(body, "min_p", "min_p")
+    top_k = _setting(body, "top_k", "top_k")
+    seed = _setting(body, "seed", "seed")
     n = _get(body, "n", int, 1, lambda v: 1 <= v <= (max_batch if kind == "image" else 1),
              f"an integer from 1 to {max_batch if kind == 'image' else 1}")  # fmt: skip
     seconds = _get(body, "seconds", (int, float), 2.0, lambda v: 0 < v <= MAX_MEDIA_SECONDS,
@@ -176,11 +184,11 @@ def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple
             "max_tokens",
             "max_tokens_too_large",
         )
-    temp = _get(body, "temperature", (int, float), DEFAULT_TEMP, lambda v: 0 <= v <= 100, "a number from 0 to 100")
-    top_p = _get(body, "top_p", (int, float), DEFAULT_TOP_P, lambda v: 0 < v <= 1, "a number in (0, 1]")
-    min_p = _get(body, "min_p", (int, float), DEFAULT_MIN_P, lambda v: 0 <= v < 1, "a number in [0, 1)")
-    top_k = _get(body, "top_k", int, DEFAULT_TOP_K, lambda v: v >= 0, "a non-negative integer")
-    seed = _get(body, "seed", int, None, lambda v: 0 <= v < SEED_LIMIT, f"an integer from 0 to {SEED_LIMIT - 1}")
+    temp = _setting(body, "temperature", "temp")
+    top_p = _setting(body, "top_p", "top_p")
+    min_p = _setting(body, "min_p", "min_p")
+    top_k = _setting(body, "top_k", "top_k")
+    seed = _setting(body, "seed", "seed")
     if seed is None:
         seed = secrets.randbits(31)
     n = _get(body, "n", int, 1, lambda v: 1 <= v <= max_batch, f"an integer from 1 to {max_batch}")
@@ -199,7 +207,7 @@ def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple
     settings = (temp, top_p, min_p, top_k)
     sampler = make_sampler(*settings)
     if bias:  # e.g. {"3": -100}: never end the story (the load test wants stories of one length)
-        sampler = _biased(sampler, bias, config.num_tokens)
+        sampler = biased(sampler, bias, config.num_tokens)
     job = Job(
         prompt=fitted,
         prompt_text=raw,
@@ -299,7 +307,7 @@ def _logit_bias(bias: dict, vocab: int) -> dict[int, float]:
     return out
 
 
-def _biased(sampler, bias: dict[int, float], vocab: int):
+def biased(sampler, bias: dict[int, float], vocab: int):
     """OpenAI's logit_bias: add a number to some bytes' logits before sampling."""
     values = [0.0] * vocab
     for byte, value in bias.items():

@@ -40,7 +40,6 @@ from .cli import add_model_flags, cli, model_flags, number
 from .cli import parser as parser_for
 from .errors import UserError
 from .protocol import SSE_DONE, ApiError, sse
-from .protocol import _biased as _biased  # tests reach the logit_bias sampler through the server
 from .tokens import BYTES, TEXT, layout_of
 from .weights import check_instruct_tuned, load_for_inference, locate, trained_on
 

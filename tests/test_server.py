@@ -238,7 +238,7 @@ def test_per_byte_logprobs_and_patch_marks(served):
 
 
 def test_concurrent_clients_are_batched_and_each_gets_its_own_story(served):
-    from mlx_megabyte.server import _biased
+    from mlx_megabyte.protocol import biased
 
     server, model = served
     before = server.request("GET", "/health")[2]["most_rows_in_a_step"]
@@ -258,7 +258,7 @@ def test_concurrent_clients_are_batched_and_each_gets_its_own_story(served):
     for t in threads:
         t.join()
     for i, prompt in enumerate(prompts):
-        sampler = _biased(make_sampler(1.0, min_p=0.05), {3: -100.0}, 256)
+        sampler = biased(make_sampler(1.0, min_p=0.05), {3: -100.0}, 256)
         assert results[i] == generate(model, prompt, max_tokens=200, sampler=sampler, seed=i)[0], i
     assert before < 5 and server.request("GET", "/health")[2]["most_rows_in_a_step"] == 5
 

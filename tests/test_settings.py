@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from mlx_megabyte import repl, sampling, trainer
+from mlx_megabyte import protocol, repl, sampling, trainer
 from mlx_megabyte.generate import build_parser as generate_parser
 from mlx_megabyte.models import ARCHITECTURES
 from mlx_megabyte.sampling import SamplingSettings, make_sampler
@@ -17,6 +17,7 @@ from mlx_megabyte.trainer import TrainingConfig
 COMMAND = {name: command for command, (name, _, _) in repl.COMMANDS.items()}  # field -> REPL command
 FLAG = {"temp": "--temp", "top_p": "--top-p", "min_p": "--min-p", "top_k": "--top-k", "seed": "--seed"}
 FLAG["max_tokens"] = "--max-tokens"
+BODY = {"temp": "temperature", "top_p": "top_p", "min_p": "min_p", "top_k": "top_k", "seed": "seed"}  # HTTP names
 
 REFUSED = [
     ("temp", -1, "must be at least 0, got -1"),
@@ -65,6 +66,11 @@ def test_flags_the_repl_and_the_api_refuse_alike(name, value, message, capsys):
     with pytest.raises(ValueError) as refused:
         check_value(SamplingSettings, name, value)
     assert str(refused.value) == message
+    if name in BODY:  # the server's request parsing itself (max_tokens: the server allows 0, its own cap)
+        with pytest.raises(protocol.ApiError) as answered:
+            config = ARCHITECTURES["megabyte"].presets["tiny"]
+            protocol.parse_completion({"prompt": "a", BODY[name]: value}, config, 64, 1)
+        assert answered.value.status == 400 and str(answered.value) == f"'{BODY[name]}' {message}"
 
 
 @pytest.mark.parametrize("name, value", ACCEPTED)
