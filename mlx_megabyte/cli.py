@@ -127,6 +127,17 @@ def add_sampling_flags(parser, defaults: bool = True) -> None:
             setting_flag(parser, field, default=None, help=f"{field.metadata['help']} (default: {field.default})")
 
 
+MODEL_HELP = (
+    "a weights directory, a training run directory (its newest checkpoint), or a Hugging Face repo id; default: "
+    "the newest weights under weights/"
+)
+
+
+def model_flag(parser) -> None:
+    """--model, as generate and the server read it (weights.locate)."""
+    parser.add_argument("--model", help=MODEL_HELP)
+
+
 def add_model_flags(parser, quantize_help: str = "quantize the weights to 4 or 8 bits") -> None:
     """--device, --dtype and --quantize, spelled and checked alike in generate, evaluate and the server."""
     parser.add_argument("--device", choices=("cpu", "gpu"), help="where to run (default: the GPU when MLX has one)")

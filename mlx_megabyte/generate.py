@@ -16,7 +16,7 @@ import sys
 
 import mlx.core as mx
 
-from .cli import SAMPLING, add_model_flags, add_sampling_flags, cli, model_flags, number, setting_flag
+from .cli import SAMPLING, add_model_flags, add_sampling_flags, cli, model_flag, model_flags, number, setting_flag
 from .cli import parser as parser_for
 from .errors import UserError
 from .repl import interactive, print_story, resettable, statistics
@@ -27,11 +27,7 @@ from .weights import check_instruct_tuned, load_for_inference, locate
 
 def build_parser():
     parser = parser_for("python -m mlx_megabyte.generate", __doc__)
-    parser.add_argument(
-        "--model",
-        help="a weights directory, a training run directory (its newest checkpoint), or a Hugging Face repo "
-        "id; default: the newest weights under weights/",
-    )
+    model_flag(parser)
     parser.add_argument("--prompt", "-p", default="", help="the start of the story; '-' reads standard input")
     setting_flag(parser, SAMPLING["max_tokens"], "--max-tokens", "-m")
     add_sampling_flags(parser)

@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -36,21 +37,40 @@ from importlib import resources
 from . import chat, media, media_samples, protocol
 from .access import Access, host_flag, is_loopback, origin_flag
 from .batching import Batcher, Busy, Chunk, Job
-from .cli import add_model_flags, cli, model_flags, number
+from .cli import add_model_flags, cli, model_flag, model_flags, setting_flag
 from .cli import parser as parser_for
 from .errors import UserError
 from .protocol import SSE_DONE, ApiError, sse
+from .settings import setting, settings_of
 from .tokens import BYTES, TEXT, layout_of
 from .weights import check_instruct_tuned, load_for_inference, locate, trained_on
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
-DEFAULT_MAX_TOKENS_CAP = 4096  # the most bytes one request may ask for
-DEFAULT_MAX_BATCH = 16  # rows decoded together
-DEFAULT_QUEUE_SIZE = 32  # requests waiting for a row before 503
-DEFAULT_MAX_BODY = 1 << 20  # bytes of a request body
-DEFAULT_TIMEOUT = 10.0  # seconds a client may take to send its request
-DEFAULT_MAX_CONNECTIONS = 64
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The server's limits, each declared once (settings.py): its flag is generated from the field."""
+
+    port: int = setting(8080, help="port to listen on (0: any free port)", low=0, high=65535)
+    max_tokens: int = setting(4096, help="the most bytes one request may generate", low=1)
+    max_batch: int = setting(16, help="the most sequences decoded together (a request with n samples takes n)", low=1)
+    queue_size: int = setting(
+        32, help="requests that may wait for room in the batch; more get 503 with Retry-After", low=1
+    )
+    max_body_bytes: int = setting(1 << 20, help="largest request body", low=1)
+    timeout: float = setting(
+        10.0,
+        help="seconds a client may take to send its whole request, or to take each write of a stream",
+        kind=float,
+        low=0,
+        high=86_400,
+        low_open=True,
+    )
+    max_connections: int = setting(64, help="open connections at most; more get 503 at once", low=1)
+
+
+SERVER = settings_of(ServerSettings)
 API_KEY_VARIABLE = "MLX_MEGABYTE_API_KEY"
 PLAYGROUND = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -630,19 +650,13 @@ def _joined(events: list) -> list:
 
 def build_parser():
     parser = parser_for("python -m mlx_megabyte.server", __doc__)
-    parser.add_argument(
-        "--model",
-        help="a weights directory, a training run directory or a Hugging Face repo id; "
-        "default: the newest weights under weights/",
-    )
+    model_flag(parser)
     parser.add_argument(
         "--host",
         default=DEFAULT_HOST,
         help="address to listen on; anything but loopback needs --api-key (or --insecure)",
     )
-    parser.add_argument(
-        "--port", type=number(int, 0, 65535), default=DEFAULT_PORT, help="port to listen on (0: any free port)"
-    )
+    setting_flag(parser, SERVER["port"])
     parser.add_argument(
         "--api-key",  # the environment's key is read in main: --help must not show it
         help=f"require 'Authorization: Bearer KEY' on every API request (or set {API_KEY_VARIABLE})",
@@ -671,37 +685,8 @@ def build_parser():
         help="a name that requests may carry in Host besides localhost and loopback addresses "
         "(a reverse proxy's public name, say); repeat for several",
     )
-    parser.add_argument(
-        "--max-tokens",
-        type=number(int, 1),
-        default=DEFAULT_MAX_TOKENS_CAP,
-        help="the most bytes one request may generate",
-    )
-    parser.add_argument(
-        "--max-batch",
-        type=number(int, 1),
-        default=DEFAULT_MAX_BATCH,
-        help="the most sequences decoded together (a request with n samples takes n)",
-    )
-    parser.add_argument(
-        "--queue-size",
-        type=number(int, 1),
-        default=DEFAULT_QUEUE_SIZE,
-        help="requests that may wait for room in the batch; more get 503 with Retry-After",
-    )
-    parser.add_argument("--max-body-bytes", type=number(int, 1), default=DEFAULT_MAX_BODY, help="largest request body")
-    parser.add_argument(
-        "--timeout",
-        type=number(float, 0, 86_400, low_open=True),
-        default=DEFAULT_TIMEOUT,
-        help="seconds a client may take to send its whole request, or to take each write of a stream",
-    )
-    parser.add_argument(
-        "--max-connections",
-        type=number(int, 1),
-        default=DEFAULT_MAX_CONNECTIONS,
-        help="open connections at most; more get 503 at once",
-    )
+    for name in ("max_tokens", "max_batch", "queue_size", "max_body_bytes", "timeout", "max_connections"):
+        setting_flag(parser, SERVER[name])
     add_model_flags(parser)
     return parser
 

@@ -146,3 +146,22 @@ def test_the_repl_help_lists_every_command():
     for command, (name, metavar, _) in repl.COMMANDS.items():
         assert f"/{command} {metavar}" in repl.HELP
         assert name in SamplingSettings.__dataclass_fields__
+
+
+@pytest.mark.parametrize(
+    "flag, name, value",
+    [
+        ("--port", "port", 65536),
+        ("--max-batch", "max_batch", 0),
+        ("--timeout", "timeout", 0),
+        ("--max-tokens", "max_tokens", 0),
+    ],
+)
+def test_the_servers_limits_are_settings_too(flag, name, value, capsys):
+    """The server's flags are generated from ServerSettings: refused in the words check_value uses."""
+    from mlx_megabyte.server import ServerSettings, build_parser
+
+    with pytest.raises(ValueError) as refused:
+        check_value(ServerSettings, name, value)
+    assert flag_error(build_parser(), flag, value, capsys) == str(refused.value)
+    assert build_parser().parse_args([]).__dict__[name] == ServerSettings.__dataclass_fields__[name].default
