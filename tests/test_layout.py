@@ -1,4 +1,4 @@
-"""The package's layout keeps its promises (README: Layout): the runtime reaches architectures only
+"""The package's layout keeps its promises (docs/layout.md): the runtime reaches architectures only
 through the registry and models/base.py, no two modules import each other (directly or round a loop),
 and functions stay short enough to read in one sitting."""
 
