@@ -1,4 +1,4 @@
-"""The package's layout keeps its promises (README: Layout): the runtime reaches architectures only
+"""The package's layout keeps its promises (docs/layout.md): the runtime reaches architectures only
 through the registry and models/base.py, no two modules import each other (directly or round a loop),
 and functions stay short enough to read in one sitting."""
 
@@ -6,8 +6,9 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mlx_megabyte"
-LONGEST = 80  # lines of one function; the story generator's tables are data, not logic
-EXEMPT = {"stories.py"}
+LONGEST = 80  # lines of one function
+# The story plots are each one Beats(...) literal of templates: data, not logic.
+EXEMPT = PACKAGE / "stories" / "plots"
 
 
 def modules() -> dict[str, Path]:
@@ -87,7 +88,7 @@ def test_no_two_modules_import_each_other():
 def test_no_function_is_longer_than_a_screen():
     long = []
     for path in PACKAGE.rglob("*.py"):
-        if path.name in EXEMPT or "native" in path.parts:
+        if path.is_relative_to(EXEMPT) or "native" in path.parts:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):

@@ -19,7 +19,7 @@ folder of PNG or WAV files that `--data FOLDER` reads (mlx_megabyte/media.py tur
   22x22, 1,204 at 32x32, 1,139 at 48x48, 587 at 64x64. Others: Adwaita (adwaita-icon-theme 43,
   CC-BY-SA-3.0 or LGPL-3: 603 at 16x16, 602 at 32x32), gnome (gnome-icon-theme 3.12, GPL-2+: 365, 361),
   Tango (tango-icon-theme 0.8.90, public domain: 214, 214).
-- `speech`: "spoken TinyStories": the first N stories of the built-in corpus (mlx_megabyte/stories.py,
+- `speech`: "spoken TinyStories": the first N stories of the built-in corpus (mlx_megabyte/stories/,
   seed 0, this project's own text) read aloud by espeak-ng, one 22,050 Hz 16-bit mono WAV a story named
   00000.wav ... espeak-ng is GPL-3.0+ (/usr/share/doc/espeak-ng-data/copyright, its README); neither
   says anything about the licence of the speech it synthesises, so that question is not answered here.
