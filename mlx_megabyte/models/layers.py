@@ -15,6 +15,15 @@ import mlx.nn as nn
 from ..kernels import attention, gelu, layer_norm, projection, rms_norm, self_attention
 
 
+def embed(embedding: nn.Module, ids: mx.array) -> mx.array:
+    """embedding(ids) (..., dims), also for no ids at all when the embedding is quantized (--quantize):
+    MLX's QuantizedEmbedding cannot reshape an empty array, and a decoding state starts from zero bytes."""
+    if ids.size:
+        return embedding(ids)
+    row = embedding(mx.zeros((1,), dtype=mx.int32))
+    return mx.zeros((*ids.shape, row.shape[-1]), row.dtype)
+
+
 def normal_embedding(num_tokens: int, dims: int) -> nn.Embedding:
     """An embedding drawn from N(0, 1), torch's nn.Embedding init, which every architecture here keeps."""
     embedding = nn.Embedding(num_tokens, dims)
@@ -83,7 +92,10 @@ class Attention(nn.Module):
         x = self.norm(x, shift)
         dropout = self.dropout if self.training else 0.0
         if cache is None and mask is None:
-            qkv = projection(x, self.query.weight, self.key_value.weight)
+            if isinstance(self.query, nn.QuantizedLinear):  # --quantize: packed weights cannot be joined
+                qkv = mx.concatenate([self.query(x), self.key_value(x)], axis=-1)
+            else:
+                qkv = projection(x, self.query.weight, self.key_value.weight)
             return self.out(
                 self_attention(qkv, self.heads, self.scale, dropout, window=self.window, rotary=self.rotary)
             )

@@ -34,8 +34,10 @@ class Router(nn.Module):
 
     def __call__(self, h: mx.array) -> mx.array:
         """Encoder states h (B, T, d) -> boundary probabilities (B, T), 1 at position 0."""
-        p = self.probability(h[:, :-1], h[:, 1:])
-        return mx.concatenate([mx.ones((h.shape[0], 1), p.dtype), p], axis=1)
+        first = mx.ones((h.shape[0], 1), mx.float32)
+        if h.shape[1] == 1:  # the start alone (a decoding state's beginning): no pairs, and a quantized
+            return first  # matmul of zero rows crashed MLX 0.32's CPU backend (SIGFPE)
+        return mx.concatenate([first, self.probability(h[:, :-1], h[:, 1:])], axis=1)
 
     def probability(self, before: mx.array, now: mx.array) -> mx.array:
         """(B, T, d) states and the states one position earlier -> (B, T) boundary probabilities."""

@@ -36,7 +36,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..base import Model, checkpointed
-from ..layers import Attention, FeedForward, RMSNorm, normal_embedding
+from ..layers import Attention, FeedForward, RMSNorm, embed, normal_embedding
 from . import chunking
 from .cache import HNetCache
 from .config import HNetConfig
@@ -164,7 +164,7 @@ class HNet(Model):
 
     def encode(self, ids: mx.array, caches=None, start: bool = True) -> mx.array:
         """Encoder states (B, T, d) of [start, ids] (of ids alone without `start`: decoding steps)."""
-        x = self.embedding(ids)
+        x = embed(self.embedding, ids)
         if start:
             x = mx.concatenate(
                 [mx.broadcast_to(self.start_token, (ids.shape[0], 1, x.shape[-1])).astype(x.dtype), x], axis=1

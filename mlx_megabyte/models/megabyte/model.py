@@ -121,7 +121,8 @@ class Stage(nn.Module):
             x = self.embedding(ids)
         positions = slice(first, first + x.shape[1])
         if "position_embedding" in self:
-            x = x + self.position_embedding.weight[positions]
+            # through the layer, not its .weight: a quantized embedding's weight is packed (--quantize)
+            x = x + self.position_embedding(mx.arange(first, first + x.shape[1]))
         if context is not None:
             x = x + context[:, positions]
         return x

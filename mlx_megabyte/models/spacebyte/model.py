@@ -38,7 +38,7 @@ import mlx.nn as nn
 
 from ...tokens import layout_of
 from ..base import Model, checkpointed
-from ..layers import Attention, FeedForward, RMSNorm, normal_embedding
+from ..layers import Attention, FeedForward, RMSNorm, embed, normal_embedding
 from .boundaries import boundaries, gather_boundaries, scatter_back
 from .cache import SpaceByteCache
 from .config import SpaceByteConfig
@@ -95,7 +95,7 @@ class SpaceByte(Model):
     def forward(self, ids: mx.array, cache: SpaceByteCache | None = None) -> mx.array:
         """The last local block's outputs (B, L + 1, d) for [start, ids]; fills `cache`'s layers if given."""
         config = self.config
-        x = mx.concatenate([self.start(ids.shape[0]), self.embedding(ids)], axis=1)  # (B, L + 1, d)
+        x = mx.concatenate([self.start(ids.shape[0]), embed(self.embedding, ids)], axis=1)  # (B, L + 1, d)
         x = self.run_blocks(self.initial_blocks, x, None if cache is None else cache.initial)
         boundary = boundaries(ids, config.max_patch, config.num_tokens, layout_of(config).offset)
         y, slot = gather_boundaries(x, boundary, config.global_length)  # (B, G', d)
