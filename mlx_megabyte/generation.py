@@ -11,6 +11,8 @@ of it, so the model knows a story begins (unless the prompt has to be cut to fit
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -70,15 +72,35 @@ def keyed_sampler(sampler: Sampler, seed: int, rows: int) -> Sampler:
     return sample
 
 
-def generate_step(model, prompt: mx.array, sampler: Sampler) -> Iterator[mx.array]:
-    """Yield the next byte of each sequence (N,), forever, with the model's KV caches.
+_PROMPT_CACHE: contextvars.ContextVar = contextvars.ContextVar("prompt_cache", default=None)
+
+
+@contextlib.contextmanager
+def using_prompt_cache(prompt_cache):
+    """Inside this block generate_step (so stream_generate, and what calls it) prefills through
+    `prompt_cache` (prompt_cache.PromptCache) unless given another; None: no cache."""
+    token = _PROMPT_CACHE.set(prompt_cache)
+    try:
+        yield
+    finally:
+        _PROMPT_CACHE.reset(token)
+
+
+def generate_step(model, prompt: mx.array, sampler: Sampler, prompt_cache=None) -> Iterator[mx.array]:
+    """Yield the next byte of each sequence (N,), forever, with the model's KV caches (starting from a
+    cached prefix of the prompt where `prompt_cache`, or the one `using_prompt_cache` set, has one).
 
     The next step's graph is built and queued (mx.async_eval) before the current byte is handed out, so
     Python work overlaps the computation. While the generator is open, OpenBLAS (on Linux CPUs) runs on
     one thread, which suits single-row products; closing it restores the thread count.
     """
-    cache = model.make_cache(prompt.shape[0])
-    y = sampler(cache.prefill(prompt))
+    prompt_cache = prompt_cache if prompt_cache is not None else _PROMPT_CACHE.get()
+    if prompt_cache is None:
+        cache = model.make_cache(prompt.shape[0])
+        logits = cache.prefill(prompt)
+    else:
+        cache, logits = prompt_cache.start(model, prompt)
+    y = sampler(logits)
     mx.eval(y)  # the prompt's large products use every BLAS thread; the steps' single rows do better on one
     with cpu.single_threaded_blas():
         while True:

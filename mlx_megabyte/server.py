@@ -39,6 +39,8 @@ from .batching import Batcher, Busy, Chunk, Job
 from .cli import add_model_flags, cli, model_flags, number
 from .cli import parser as parser_for
 from .errors import UserError
+from .prompt_cache import DEFAULT_BYTES as DEFAULT_PROMPT_CACHE_BYTES
+from .prompt_cache import PromptCache
 from .protocol import SSE_DONE, ApiError, sse
 from .protocol import _biased as _biased  # tests reach the logit_bias sampler through the server
 from .tokens import BYTES, TEXT, layout_of
@@ -50,6 +52,10 @@ DEFAULT_MAX_TOKENS_CAP = 4096  # the most bytes one request may ask for
 DEFAULT_MAX_BATCH = 16  # rows decoded together
 DEFAULT_QUEUE_SIZE = 32  # requests waiting for a row before 503
 DEFAULT_MAX_BODY = 1 << 20  # bytes of a request body
+PROMPT_CACHE_HELP = (
+    "memory for the decoding states of recent prompts, which a request that begins with one of them starts "
+    "from (least recently used dropped first; 0: no prompt cache)"
+)
 DEFAULT_TIMEOUT = 10.0  # seconds a client may take to send its request
 DEFAULT_MAX_CONNECTIONS = 64
 API_KEY_VARIABLE = "MLX_MEGABYTE_API_KEY"
@@ -129,7 +135,8 @@ class App:
 
     def __init__(self, load, name: str, args, untuned: str | None = None, path=None):
         self.untuned = untuned  # why instruct prompts are refused (a model never tuned on them), or None
-        self.batcher = Batcher(load, max_rows=args.max_batch, queue_size=args.queue_size).start()
+        cache = PromptCache(args.prompt_cache_bytes) if args.prompt_cache_bytes else None
+        self.batcher = Batcher(load, max_rows=args.max_batch, queue_size=args.queue_size, prompt_cache=cache).start()
         self.model, self.name = self.batcher.model, name
         self.config = self.model.config
         # A model of pictures or sound answers /v1/media (its kind and layout from the training record);
@@ -689,6 +696,9 @@ def build_parser():
         type=number(int, 1),
         default=DEFAULT_QUEUE_SIZE,
         help="requests that may wait for room in the batch; more get 503 with Retry-After",
+    )
+    parser.add_argument(
+        "--prompt-cache-bytes", type=number(int, 0), default=DEFAULT_PROMPT_CACHE_BYTES, help=PROMPT_CACHE_HELP
     )
     parser.add_argument("--max-body-bytes", type=number(int, 1), default=DEFAULT_MAX_BODY, help="largest request body")
     parser.add_argument(
