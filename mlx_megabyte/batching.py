@@ -164,9 +164,10 @@ class Group:
 class Batcher:
     """The generation thread: admits waiting jobs, steps all rows, hands out chunks."""
 
-    def __init__(self, load, max_rows: int = 16, queue_size: int = 32, max_gap: int = 64):
+    def __init__(self, load, max_rows: int = 16, queue_size: int = 32, max_gap: int = 64, prompt_cache=None):
         self.load = load  # () -> model, called in the generation thread
         self.model = None
+        self.prompt_cache = prompt_cache  # a prompt_cache.PromptCache: prompts start from a cached prefix
         self.max_rows, self.queue_size, self.max_gap = max_rows, queue_size, max_gap
         self.waiting: deque[Job] = deque()
         self.groups: list[Group] = []
@@ -278,8 +279,11 @@ class Batcher:
                 job.events.put(None)
                 return
             ids = mx.array(np.frombuffer(job.prompt, dtype=np.uint8)[None].repeat(job.n, axis=0))
-            cache = self.model.make_cache(job.n)
-            logits = cache.prefill(ids)
+            if self.prompt_cache is None:
+                cache = self.model.make_cache(job.n)
+                logits = cache.prefill(ids)
+            else:
+                cache, logits = self.prompt_cache.start(self.model, ids)
             mx.eval(logits)
         finally:
             if threads:

@@ -16,6 +16,7 @@ import sys
 
 import mlx.core as mx
 
+from . import prompt_cache
 from .cli import SAMPLING, add_model_flags, add_sampling_flags, cli, model_flag, model_flags, number, setting_flag
 from .cli import parser as parser_for
 from .errors import UserError
@@ -37,6 +38,15 @@ def build_parser():
         "--num-samples", "-n", type=number(int, 1, 1024), default=1, help="stories to generate in parallel"
     )
     parser.add_argument("--stop", action="append", default=[], help="stop when this text appears (repeatable)")
+    parser.add_argument(
+        "--prompt-cache-file",
+        metavar="FILE",
+        help="start from the decoding state saved in FILE (by --save-prompt-cache) when --prompt begins with "
+        "FILE's prompt, instead of reading that part again",
+    )
+    parser.add_argument(
+        "--save-prompt-cache", metavar="FILE", help="write the decoding state after --prompt to FILE and exit"
+    )
     add_model_flags(parser)
     parser.add_argument("--interactive", "-i", action="store_true", help="a story REPL")
     parser.add_argument(
@@ -136,6 +146,12 @@ def refuse_ignored_flags(args) -> None:
         )
     if fields and not args.instruct:
         raise UserError(f"{fields[0]} goes into a TinyStories-Instruct prompt: add --instruct")
+    cached = [f for f in ("--prompt-cache-file", "--save-prompt-cache") if getattr(args, f[2:].replace("-", "_"))]
+    other = "--interactive" if args.interactive else "--image" if args.image else "--audio" if args.audio else None
+    if cached and other:
+        raise UserError(f"{cached[0]} is for a --prompt: drop {other}")
+    if len(cached) == 2:
+        raise UserError("--save-prompt-cache writes a prompt's state and --prompt-cache-file reads one: choose one")
 
 
 @cli
@@ -167,7 +183,11 @@ def main(argv=None):
     prompt = sys.stdin.buffer.read() if args.prompt == "-" else encode_prompt(args.prompt, story_start=False)
     if args.instruct:
         prompt = encode_prompt(instruct_prompt(args.features, args.words, args.summary), story_start=False) + prompt
-    response = print_story(model, prompt, args, sampler, seed=args.seed)
+    if args.save_prompt_cache:
+        print(prompt_cache.save_prompt(args.save_prompt_cache, model, prompt))
+        return
+    cache = prompt_cache.from_file(args.prompt_cache_file, model, prompt) if args.prompt_cache_file else None
+    response = print_story(model, prompt, args, sampler, seed=args.seed, prompt_cache=cache)
     if args.verbose and response is not None:
         print(statistics(response), file=sys.stderr)
 

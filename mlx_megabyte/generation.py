@@ -69,15 +69,20 @@ def keyed_sampler(sampler: Sampler, seed: int, rows: int) -> Sampler:
     return sample
 
 
-def generate_step(model, prompt: mx.array, sampler: Sampler) -> Iterator[mx.array]:
-    """Yield the next byte of each sequence (N,), forever, with the model's KV caches.
+def generate_step(model, prompt: mx.array, sampler: Sampler, prompt_cache=None) -> Iterator[mx.array]:
+    """Yield the next byte of each sequence (N,), forever, with the model's KV caches (starting from a
+    cached prefix of the prompt where `prompt_cache`, a prompt_cache.PromptCache, has one).
 
     The next step's graph is built and queued (mx.async_eval) before the current byte is handed out, so
     Python work overlaps the computation. While the generator is open, OpenBLAS (on Linux CPUs) runs on
     one thread, which suits single-row products; closing it restores the thread count.
     """
-    cache = model.make_cache(prompt.shape[0])
-    y = sampler(cache.prefill(prompt))
+    if prompt_cache is None:
+        cache = model.make_cache(prompt.shape[0])
+        logits = cache.prefill(prompt)
+    else:
+        cache, logits = prompt_cache.start(model, prompt)
+    y = sampler(logits)
     mx.eval(y)  # the prompt's large products use every BLAS thread; the steps' single rows do better on one
     with cpu.single_threaded_blas():
         while True:
@@ -96,6 +101,7 @@ def stream_generate(
     num_samples: int = 1,
     story_start: bool = True,
     seed: int | None = None,
+    prompt_cache=None,
 ) -> Iterator[GenerationResponse]:
     """Generate up to `max_tokens` bytes after `prompt`, yielding decoded text as it is produced.
 
@@ -103,7 +109,7 @@ def stream_generate(
     returned). Invalid UTF-8 becomes U+FFFD; a character split across steps is returned once complete
     (each sample is a textstream.TextStream: the server's batched rows follow the same rule).
     With a `seed`, sample i draws from its own random key (`keyed_sampler`), as the server does;
-    without one, from MLX's global random state.
+    without one, from MLX's global random state. `prompt_cache`: see generate_step.
     """
     sampler = sampler or make_sampler(DEFAULT_TEMP, min_p=DEFAULT_MIN_P)
     if seed is not None:
@@ -117,7 +123,7 @@ def stream_generate(
     start = time.perf_counter()
     prompt_seconds = None
     count = 0
-    for count, y in zip(range(1, max_tokens + 1), generate_step(model, ids, sampler)):
+    for count, y in zip(range(1, max_tokens + 1), generate_step(model, ids, sampler, prompt_cache)):
         values = y.tolist()
         if prompt_seconds is None:
             prompt_seconds = time.perf_counter() - start

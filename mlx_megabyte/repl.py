@@ -16,8 +16,9 @@ from .settings import parse
 from .text import encode_prompt, instruct_prompt
 
 
-def print_story(model, prompt, args, sampler, out=None, seed=None) -> GenerationResponse | None:
-    """Stream one or more stories to `out` (standard output); return the last response (for statistics)."""
+def print_story(model, prompt, args, sampler, out=None, seed=None, prompt_cache=None) -> GenerationResponse | None:
+    """Stream one or more stories to `out` (standard output); return the last response (for statistics).
+    `prompt_cache`: a prompt_cache.PromptCache to start from (generate --prompt-cache-file)."""
     out = out or sys.stdout
     last = None
     shown = encode_prompt(prompt, story_start=False).decode("utf-8", "replace")  # printable under any locale
@@ -25,7 +26,17 @@ def print_story(model, prompt, args, sampler, out=None, seed=None) -> Generation
         out.write(shown)
         out.flush()
     texts = [""] * args.num_samples
-    for last in stream_generate(model, prompt, args.max_tokens, sampler, tuple(args.stop), args.num_samples, seed=seed):
+    stories = stream_generate(
+        model,
+        prompt,
+        args.max_tokens,
+        sampler,
+        tuple(args.stop),
+        args.num_samples,
+        seed=seed,
+        prompt_cache=prompt_cache,
+    )
+    for last in stories:
         if last.notice:
             print(f"note: {last.notice}", file=sys.stderr)
         if args.num_samples == 1:

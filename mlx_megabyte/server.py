@@ -40,6 +40,8 @@ from .batching import Batcher, Busy, Chunk, Job
 from .cli import add_model_flags, cli, model_flag, model_flags, setting_flag
 from .cli import parser as parser_for
 from .errors import UserError
+from .prompt_cache import DEFAULT_BYTES as DEFAULT_PROMPT_CACHE_BYTES
+from .prompt_cache import PromptCache
 from .protocol import SSE_DONE, ApiError, sse
 from .settings import setting, settings_of
 from .tokens import BYTES, TEXT, layout_of
@@ -68,6 +70,12 @@ class ServerSettings:
         low_open=True,
     )
     max_connections: int = setting(64, help="open connections at most; more get 503 at once", low=1)
+    prompt_cache_bytes: int = setting(
+        DEFAULT_PROMPT_CACHE_BYTES,
+        help="memory for the decoding states of recent prompts, which a request that begins with one of them "
+        "starts from (least recently used dropped first; 0: no prompt cache)",
+        low=0,
+    )
 
 
 SERVER = settings_of(ServerSettings)
@@ -148,7 +156,8 @@ class App:
 
     def __init__(self, load, name: str, args, untuned: str | None = None, path=None):
         self.untuned = untuned  # why instruct prompts are refused (a model never tuned on them), or None
-        self.batcher = Batcher(load, max_rows=args.max_batch, queue_size=args.queue_size).start()
+        cache = PromptCache(args.prompt_cache_bytes) if args.prompt_cache_bytes else None
+        self.batcher = Batcher(load, max_rows=args.max_batch, queue_size=args.queue_size, prompt_cache=cache).start()
         self.model, self.name = self.batcher.model, name
         self.config = self.model.config
         # A model of pictures or sound answers /v1/media (its kind and layout from the training record);
@@ -685,7 +694,16 @@ def build_parser():
         help="a name that requests may carry in Host besides localhost and loopback addresses "
         "(a reverse proxy's public name, say); repeat for several",
     )
-    for name in ("max_tokens", "max_batch", "queue_size", "max_body_bytes", "timeout", "max_connections"):
+    limits = (
+        "max_tokens",
+        "max_batch",
+        "queue_size",
+        "prompt_cache_bytes",
+        "max_body_bytes",
+        "timeout",
+        "max_connections",
+    )
+    for name in limits:
         setting_flag(parser, SERVER[name])
     add_model_flags(parser)
     return parser

@@ -97,6 +97,30 @@ def run(url, clients: int, args) -> dict:
     }
 
 
+STORY = (
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine with her "
+    "dog, Max. One day, they found a big red ball in the park. Lily threw the ball and Max ran after it. "
+)
+
+
+def shared_prefix(url, args) -> list[tuple[str, float]]:
+    """What the server's prompt cache saves: the time to first byte of a long prompt (new to the server), of
+    the same prompt with a few bytes more (a playground user typing on), and of the same prompt again (a
+    retry)."""
+    nonce = f"Story {time.time_ns() % 10**9}. "  # a prompt the server has never seen, whatever ran before
+    prefix = (nonce + STORY * (args.shared_prefix // len(STORY) + 1))[: args.shared_prefix]
+    cases = [("a new prompt", prefix), ("it and 5 bytes more", prefix + " Then"), ("the same again", prefix)]
+    times = []
+    for what, prompt in cases:
+        body = {"prompt": prompt, "max_tokens": 4, "temperature": args.temp, "seed": 0, "stream": True}
+        result = {}
+        stream_one(url, {**body, "logit_bias": {"3": -100}}, args.api_key, result)
+        if "error" in result:
+            raise UserError(f"the request for {what} failed: {result['error']}")
+        times.append((what, result["first"] - result["start"]))
+    return times
+
+
 def server_url(text: str) -> str:
     """The argparse type of --url: http://host[:port] (no path: the API's paths are added)."""
     parsed = urlparse(text)
@@ -124,7 +148,20 @@ def main(argv=None):
     parser.add_argument("--temp", type=cli.number(float, 0, 100), default=0.8, help="sampling temperature")
     parser.add_argument("--rounds", type=cli.number(int, 1), default=2, help="measurements per row (the best is shown)")
     parser.add_argument("--api-key", help="the server's --api-key")
+    parser.add_argument(
+        "--shared-prefix",
+        type=cli.number(int, 1),
+        metavar="BYTES",
+        help="instead: time to first byte of a new BYTES-long prompt, of it with a few bytes more, and of it again",
+    )
     args = parser.parse_args(argv)
+    if args.shared_prefix:
+        run(args.url, 1, argparse.Namespace(**{**vars(args), "max_tokens": 16}))  # warm up
+        times = shared_prefix(args.url, args)
+        for i, (what, seconds) in enumerate(times):
+            sooner = f" ({times[0][1] / seconds:.1f}x sooner)" if i else ""
+            print(f"{what}: time to first byte {seconds * 1000:.0f} ms{sooner}")
+        return
 
     run(args.url, 1, argparse.Namespace(**{**vars(args), "max_tokens": 16}))  # warm up: first traces compile
     rows = []

@@ -249,6 +249,31 @@ class DecodingState:
         every per-row array and every counter an architecture keeps is copied, the model is not."""
         return copy.deepcopy(self, memo={id(self.model): self.model, id(self.config): self.config})
 
+    def arrays(self) -> list:
+        """Every MLX and numpy array reachable from the state's fields, each once (the model's weights are
+        not the state's): what holds its memory, and what to evaluate to compute all of it."""
+        found, seen = [], {id(self.model), id(self.config)}
+        todo = list(vars(self).values())
+        while todo:
+            value = todo.pop()
+            if id(value) in seen or isinstance(value, (int, float, str, bool, type(None))):
+                continue
+            seen.add(id(value))
+            if isinstance(value, (mx.array, np.ndarray)):
+                found.append(value)
+            elif isinstance(value, dict):
+                todo.extend(value.values())
+            elif isinstance(value, (list, tuple)):
+                todo.extend(value)
+            elif hasattr(value, "__dict__") and not isinstance(value, nn.Module):
+                todo.extend(vars(value).values())
+        return found
+
+    def nbytes(self) -> int:
+        """Bytes of memory held by the state's arrays, buffers at their allocated size (what a prompt
+        cache budgets)."""
+        return sum(a.nbytes for a in self.arrays())
+
     # --- rows: what a server needs to batch requests that arrive at different times ---------------
 
     def merge_key(self) -> tuple:
