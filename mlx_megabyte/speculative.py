@@ -98,20 +98,36 @@ def speculative_generate_step(
         context += pending
         while True:
             proposal = draft.propose(context, num_draft)
-            logits = state.extend(mx.array([pending]))[:, -1:]  # kept bytes: fed once, never again
-            saved = state.copy()  # where to go back to if a proposal is rejected
-            if proposal.tokens:
-                logits = mx.concatenate([logits, state.extend(mx.array([proposal.tokens]))], axis=1)
+            saved, logits = _check(state, pending, proposal.tokens)
             accepted, token = verify(_host(distribution(logits))[0], proposal, rng)
             stats.count(len(proposal.tokens), accepted)
             kept = proposal.tokens[:accepted] + [token]
             if accepted < len(proposal.tokens):
-                state, pending = saved, kept  # back to before the proposals: the kept ones go in next round
+                state, pending = saved, (pending if state.batched_extend else []) + kept
+                if len(pending) > num_draft + 1:  # rejected again and again: feed what is kept for good
+                    state.extend(mx.array([pending[:-1]]))
+                    pending = pending[-1:]
             else:
                 pending = [token]
             for value in kept:
                 context.append(value)
                 yield mx.array([value], dtype=mx.int32)
+
+
+def _check(state, pending: list[int], proposed: list[int]):
+    """Feed the pending bytes and the proposed ones; return (a copy of the state to go back to if a
+    proposal is rejected, the logits (1, k + 1, vocab) for the k proposals and the byte after them).
+
+    Where extend is batched, all go in one call and the copy is taken before them, so the pending bytes
+    are fed again with the next check after a rejection; elsewhere the pending ones are fed first, once."""
+    if state.batched_extend:
+        saved = state.copy()
+        return saved, state.extend(mx.array([pending + proposed]))[:, len(pending) - 1 :]
+    logits = state.extend(mx.array([pending]))[:, -1:]
+    saved = state.copy()
+    if proposed:
+        logits = mx.concatenate([logits, state.extend(mx.array([proposed]))], axis=1)
+    return saved, logits
 
 
 def verify(probs: np.ndarray, proposal: Proposal, rng: np.random.Generator) -> tuple[int, int]:

@@ -288,6 +288,10 @@ class DecodingState:
     lengths are not enough to join two states, `merge_key`; and `patch_started` after each step;
     optionally `_extend`, several bytes in fewer calls than one per byte."""
 
+    # Whether `extend` feeds k bytes in fewer calls than k `step`s: then bytes fed again cost little (a
+    # speculative decoder re-feeds kept bytes with its next check rather than in a call of their own).
+    batched_extend: ClassVar[bool] = False
+
     def __init__(self, model: Model, batch_size: int = 1, keep: int | None = None):
         self.model, self.config, self.batch_size = model, model.config, batch_size
         context = self.config.context_length

@@ -58,6 +58,8 @@ class ShiftKVCache(KVCache):
 class MegabyteCache(DecodingState):
     """The decoding state of `batch_size` sequences that all hold the same number of bytes."""
 
+    batched_extend = True
+
     def __init__(self, model, batch_size: int = 1, keep: int | None = None):
         super().__init__(model, batch_size, keep)
         self._reset(self.tokens)
