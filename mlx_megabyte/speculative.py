@@ -56,7 +56,7 @@ class Draft(Protocol):
 
 @dataclass
 class SpeculationStats:
-    rounds: int = 0  # forwards of the model that checked proposals
+    rounds: int = 0  # forwards of the model, each checking the proposals of one round (maybe none)
     proposed: int = 0
     accepted: int = 0
 
@@ -120,14 +120,14 @@ def _check(state, pending: list[int], proposed: list[int]):
 
     Where extend is batched, all go in one call and the copy is taken before them, so the pending bytes
     are fed again with the next check after a rejection; elsewhere the pending ones are fed first, once."""
+    if not proposed:  # nothing to go back from
+        return None, state.extend(mx.array([pending]))[:, -1:]
     if state.batched_extend:
         saved = state.copy()
         return saved, state.extend(mx.array([pending + proposed]))[:, len(pending) - 1 :]
     logits = state.extend(mx.array([pending]))[:, -1:]
     saved = state.copy()
-    if proposed:
-        logits = mx.concatenate([logits, state.extend(mx.array([proposed]))], axis=1)
-    return saved, logits
+    return saved, mx.concatenate([logits, state.extend(mx.array([proposed]))], axis=1)
 
 
 def verify(probs: np.ndarray, proposal: Proposal, rng: np.random.Generator) -> tuple[int, int]:
@@ -186,6 +186,7 @@ class ModelDraft:
             token = mx.minimum(mx.sum(cumulative <= u * cumulative[:, -1:], axis=-1), q.shape[-1] - 1)
             tokens.append(token.astype(mx.int32))
             probs.append(q)
+            mx.async_eval(tokens[-1], q)  # computed while the next step's graph is built
             if i + 1 < n:
                 logits = self.state.step(tokens[-1])
         mx.eval(tokens, probs)
