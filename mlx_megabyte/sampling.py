@@ -85,19 +85,57 @@ def make_sampler(
     max(int((1 - filter_thres) * vocab), 1) logits (it then Gumbel-samples at `temp`, which is the same
     distribution as sampling the tempered softmax).
     """
-    # the settings' own ranges: ValueError naming the one that is out of it
-    SamplingSettings(temp=temp, top_p=top_p, min_p=min_p, top_k=top_k, filter_thres=filter_thres)
+    process = _processing(temp, top_p, min_p, top_k, filter_thres)
 
     def sample(logits: mx.array, keys: mx.array | None = None) -> mx.array:
         logits = logits.astype(mx.float32)
         if temp == 0:
             return mx.argmax(logits, axis=-1).astype(mx.int32)
+        logits = process(logits)
+        if keys is None:
+            return mx.random.categorical(logits, axis=-1).astype(mx.int32)
+        # Gumbel-max with each row's own noise: the same distribution as categorical().
+        noise = mx.vmap(lambda key: mx.random.gumbel(shape=logits.shape[-1:], key=key))(keys)
+        return mx.argmax(logits + noise, axis=-1).astype(mx.int32)
+
+    return sample
+
+
+def make_distribution(
+    temp: float = 1.0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    top_k: int = 0,
+    filter_thres: float | None = None,
+) -> Callable[[mx.array], mx.array]:
+    """The distribution `make_sampler` with the same settings draws from: logits (..., vocab) ->
+    probabilities (..., vocab), float32. Greedy (temp 0) is all the mass on the argmax (the first one,
+    as mx.argmax picks). Speculative decoding's acceptance rule needs these exact probabilities."""
+    process = _processing(temp, top_p, min_p, top_k, filter_thres)
+
+    def distribution(logits: mx.array) -> mx.array:
+        logits = logits.astype(mx.float32)
+        if temp == 0:
+            best = mx.argmax(logits, axis=-1, keepdims=True)
+            return (mx.arange(logits.shape[-1]) == best).astype(mx.float32)
+        return mx.softmax(process(logits), axis=-1)
+
+    return distribution
+
+
+def _processing(temp, top_p, min_p, top_k, filter_thres) -> Callable[[mx.array], mx.array]:
+    """The settings checked, and the function from float32 logits to the logits a sampler draws from at
+    temp > 0 (tempered, then top-k, min-p and top-p filtered: -inf where a token may not be drawn)."""
+    # the settings' own ranges: ValueError naming the one that is out of it
+    SamplingSettings(temp=temp, top_p=top_p, min_p=min_p, top_k=top_k, filter_thres=filter_thres)
+
+    def process(logits: mx.array) -> mx.array:
         logits = logits / temp
         k = top_k
         if filter_thres is not None:
             k = max(int((1 - filter_thres) * logits.shape[-1]), 1)
         if 0 < k < logits.shape[-1]:
-            kth = mx.sort(logits, axis=-1)[:, -k][:, None]
+            kth = mx.sort(logits, axis=-1)[..., -k][..., None]
             logits = mx.where(logits >= kth, logits, -mx.inf)
         if top_p < 1 or min_p > 0:
             probs = mx.softmax(logits, axis=-1)
@@ -111,10 +149,6 @@ def make_sampler(
                 keep_sorted = before < top_p
                 keep = mx.put_along_axis(mx.zeros_like(keep_sorted), order, keep_sorted, axis=-1)
                 logits = mx.where(keep, logits, -mx.inf)
-        if keys is None:
-            return mx.random.categorical(logits, axis=-1).astype(mx.int32)
-        # Gumbel-max with each row's own noise: the same distribution as categorical().
-        noise = mx.vmap(lambda key: mx.random.gumbel(shape=logits.shape[-1:], key=key))(keys)
-        return mx.argmax(logits + noise, axis=-1).astype(mx.int32)
+        return logits
 
-    return sample
+    return process

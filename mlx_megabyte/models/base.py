@@ -17,7 +17,8 @@ It provides:
   `auxiliary_loss(stats)` (a term training adds to the cross-entropy, e.g. H-Net's ratio loss; `loss_fn`,
   `summed_loss` and so bits per byte never include it: see `summed_training_loss`);
 - a **decoding state** subclassing `DecodingState`: the model's caches for a batch of sequences that all
-  hold the same number of bytes, fed byte by byte (`prefill`, `step`), whose rows can be dropped
+  hold the same number of bytes, fed byte by byte (`prefill`, `step`) or a few bytes at once (`extend`,
+  written once in base.py as steps; an architecture may do it faster), whose rows can be dropped
   (`select`) or joined with another state's (`merge`, when `can_merge` says their positions agree),
   and copied (`copy`: written once in base.py, an architecture provides nothing for it);
 - **presets** (name -> config) and, optionally, measured training defaults per preset.
@@ -206,7 +207,12 @@ class DecodingState:
     Written once here: the shape checks, and the window that slides when the context is full (the
     last `keep` bytes, default half the context, are prefilled again; `slid` counts it for the
     caller's notices). An architecture supplies `_prefill`, `_step`, `_map_rows` and, where equal
-    lengths are not enough to join two states, `merge_key`; and `patch_started` after each step."""
+    lengths are not enough to join two states, `merge_key`; and `patch_started` after each step;
+    optionally `_extend`, several bytes in fewer calls than one per byte."""
+
+    # Whether `extend` feeds k bytes in fewer calls than k `step`s: then bytes fed again cost little (a
+    # speculative decoder re-feeds kept bytes with its next check rather than in a call of their own).
+    batched_extend: ClassVar[bool] = False
 
     def __init__(self, model: Model, batch_size: int = 1, keep: int | None = None):
         self.model, self.config, self.batch_size = model, model.config, batch_size
@@ -239,8 +245,23 @@ class DecodingState:
             return self.prefill(mx.concatenate([self.tokens[:, self.length - self.keep :], byte], axis=1))
         return self._step(byte)
 
+    def extend(self, ids) -> mx.array:
+        """Append k bytes per sequence (N, k); return the logits (N, k, vocab) after each of them: the same
+        as k `step`s (speculative decoding checks k proposed bytes with it). An architecture may feed them
+        in fewer calls (`_extend`); where the window would slide, the bytes past the full context go one
+        `step` at a time."""
+        ids = mx.array(ids).astype(mx.int32)
+        if ids.ndim != 2 or ids.shape[0] != self.batch_size:
+            raise ValueError(f"expected ids of shape ({self.batch_size}, k), got {tuple(ids.shape)}")
+        fits = min(ids.shape[1], self.config.context_length - self.length)
+        logits = [self._extend(ids[:, :fits])] if fits > 0 else []
+        logits += [self.step(ids[:, i])[:, None] for i in range(max(fits, 0), ids.shape[1])]
+        if not logits:
+            return mx.zeros((self.batch_size, 0, self.config.num_tokens))
+        return logits[0] if len(logits) == 1 else mx.concatenate(logits, axis=1)
+
     def patch_started(self) -> list[bool]:
-        """For each row, whether the byte the last `step` appended began a patch."""
+        """For each row, whether the byte the last `step` (or `extend`) appended began a patch."""
         raise NotImplementedError
 
     def copy(self) -> DecodingState:
@@ -309,6 +330,11 @@ class DecodingState:
 
     def _step(self, byte: mx.array) -> mx.array:
         raise NotImplementedError
+
+    def _extend(self, ids: mx.array) -> mx.array:
+        """Bytes (N, k) that fit the context -> logits (N, k, vocab). Here one `_step` each (what SpaceByte
+        and H-Net use); MEGABYTE feeds a patch's bytes to its local stage in one call."""
+        return mx.stack([self._step(ids[:, i : i + 1]) for i in range(ids.shape[1])], axis=1)
 
     def _map_rows(self, on_device: Callable, on_host: Callable) -> None:
         """Replace every per-row array of the state (first axis = row) by on_device(array), or

@@ -58,6 +58,8 @@ class ShiftKVCache(KVCache):
 class MegabyteCache(DecodingState):
     """The decoding state of `batch_size` sequences that all hold the same number of bytes."""
 
+    batched_extend = True
+
     def __init__(self, model, batch_size: int = 1, keep: int | None = None):
         super().__init__(model, batch_size, keep)
         self._reset(self.tokens)
@@ -73,21 +75,24 @@ class MegabyteCache(DecodingState):
         return self.step(ids[:, -1])
 
     def _step(self, byte: mx.array) -> mx.array:
-        config, last = self.config, self.config.stages - 1
         self.tokens = mx.concatenate([self.tokens, byte], axis=1)
-        self._feed_elements(last, byte)
+        self._feed_elements(self.config.stages - 1, byte)
         logits = self._logits()
-
-        # Carry completed elements up the hierarchy.
-        s = last
-        while s > 0 and self.counts[s] == config.max_seq_len[s]:
-            s -= 1
-            size = config.patch_size(s)
-            first = self.bases[s] + self.counts[s] * size
-            self._feed_elements(s, self.tokens[:, first : first + size])
-        for below in range(s + 1, config.stages):
-            self._open(below, base=self.length)
+        self._carry()
         return logits
+
+    def _extend(self, ids: mx.array) -> mx.array:
+        """The bytes that fall in one sequence of the last stage (one patch of the stage above) go to it in
+        one call, whose every position gives a byte's logits; the stages above step where a patch
+        completes, as after a `_step`. So k bytes cost about k / patch local calls, not k."""
+        last, logits, done = self.config.stages - 1, [], 0
+        while done < ids.shape[1]:
+            run = ids[:, done : done + self.config.max_seq_len[last] - self.counts[last]]
+            self.tokens = mx.concatenate([self.tokens, run], axis=1)
+            logits.append(self.model.logits(self._feed_elements(last, run)))
+            self._carry()
+            done += run.shape[1]
+        return logits[0] if len(logits) == 1 else mx.concatenate(logits, axis=1)
 
     def patch_started(self) -> list[bool]:
         """Fixed patches: the byte at position p begins one when p is a multiple of the global patch."""
@@ -123,6 +128,18 @@ class MegabyteCache(DecodingState):
                 self._feed_elements(s, ids[:, base : base + complete * size])
             base += complete * size
 
+    def _carry(self):
+        """Carry completed elements up the hierarchy; every stage below the highest that moved starts a
+        fresh sequence."""
+        config, s = self.config, self.config.stages - 1
+        while s > 0 and self.counts[s] == config.max_seq_len[s]:
+            s -= 1
+            size = config.patch_size(s)
+            first = self.bases[s] + self.counts[s] * size
+            self._feed_elements(s, self.tokens[:, first : first + size])
+        for below in range(s + 1, config.stages):
+            self._open(below, base=self.length)
+
     def _open(self, s, base):
         """Start a fresh sequence at stage s, covering bytes from `base`: empty its cache, take its context
         from stage s - 1's latest output, and feed its start token."""
@@ -134,10 +151,12 @@ class MegabyteCache(DecodingState):
         self._run(s, stage.start(self.batch_size))
 
     def _feed_elements(self, s, ids):
-        """Feed stage s the next elements of its current sequence, given their bytes (N, k * patch)."""
+        """Feed stage s the next elements of its current sequence, given their bytes (N, k * patch); return
+        the stage's outputs (N, k, D)."""
         x = self.model.stages[s].inputs(ids, self.context[s], first=self.counts[s])
-        self._run(s, x)
+        out = self._run(s, x)
         self.counts[s] += x.shape[1]
+        return out
 
     def _run(self, s, x):
         stage, caches = self.model.stages[s], self.caches[s]
@@ -149,6 +168,7 @@ class MegabyteCache(DecodingState):
         else:
             out = stage(x, caches)
         self.outputs[s] = out[:, -1]
+        return out
 
     def _logits(self):
         return self.model.logits(self.outputs[-1])
