@@ -1,5 +1,5 @@
 """Who may use the local server, and from which web pages: the checks against DNS rebinding and against
-other sites' pages (README: Serve, "Web pages and host names").
+other sites' pages (docs/serve.md: "Web pages and host names").
 
 A server on 127.0.0.1 without an API key is reachable by every web page its user opens: a browser sends
 a page's requests to any address, the user's own machine included. Three checks keep such pages out,

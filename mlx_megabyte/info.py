@@ -89,7 +89,9 @@ def describe() -> dict[str, str]:
     installed = backend_packages()
     if installed:
         info["mlx backends"] = ", ".join(installed) + (
-            " (each installs mlx/lib/libmlx.so: keep one, see README)" if len(installed) > 1 else ""
+            " (each installs mlx/lib/libmlx.so: keep one, see docs/performance.md: NVIDIA GPUs)"
+            if len(installed) > 1
+            else ""
         )
     return info
 

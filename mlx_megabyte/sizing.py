@@ -14,10 +14,10 @@ size either side, and bytes per parameter falls about as the square of size at a
 about as 1 / size), so the nearest ratio is the nearest size.
 
 R is a parameter (`bytes_per_parameter=`). DEFAULT_BYTES_PER_PARAMETER started as Chinchilla's 20 taken
-one token per byte and stays 20 by measurement: over the size sweeps in README's "What the parameters
-do" (seven of them: widths 3x apart, 300 and 1,200 s, two corpora, two architectures, two CPUs),
-targets of 20 and 50 lost the least against each sweep's best, 10 next (`tools/plot_sizes.py
---targets`). No single target is right at every budget there: the winners saw from 0.35 to 30 bytes
+one token per byte and stays 20 by measurement: over the size sweeps in docs/parameters.md, "Model size
+against the time you have" (seven of them: widths 3x apart, 300 and 1,200 s, two corpora, two
+architectures, two CPUs), targets of 20 and 50 lost the least against each sweep's best, 10 next
+(`tools/plot_sizes.py --targets`). No single target is right at every budget there: the winners saw from 0.35 to 30 bytes
 per parameter, more at longer budgets.
 
 Measuring and choosing are apart: `measure` times a candidate's real training step for a few seconds
@@ -34,12 +34,12 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Mapping, Sequence
 
-DEFAULT_BYTES_PER_PARAMETER = 20.0  # the rule's target R: README, What the parameters do
+DEFAULT_BYTES_PER_PARAMETER = 20.0  # the rule's target R: docs/parameters.md, Model size against the time you have
 # How long `measure` times a candidate: steps until both the seconds and the steps have passed, first
 # untimed (the first call compiles the step; the next few still grow MLX's buffer cache), then timed.
 # Both bounds, because a count alone misread a slow model: on the AMD VM `small` was timed for two
 # steps after two (4.3 s) and read 3,843 bytes/s where it trained at 4,927. How close the reading comes
-# to the speed a whole run keeps up: README, "The rule at a budget the study did not use".
+# to the speed a whole run keeps up: docs/parameters.md, "The rule at a budget the study did not use".
 DEFAULT_WARMUP_SECONDS = 1.0
 DEFAULT_WARMUP_STEPS = 2
 DEFAULT_MEASURE_SECONDS = 3.0

@@ -8,7 +8,7 @@ live progress.
     python -m mlx_megabyte.train --resume                          # continue the run in --save-path
     python -m mlx_megabyte.train --preset small --data digits/ --image-size 8 --image-mode L   # pictures
 
-Several processes train data-parallel when started by `mlx.launch` (see README): every rank reads its
+Several processes train data-parallel when started by `mlx.launch` (docs/distributed.md): every rank reads its
 slice of each global batch, gradients are averaged, and only rank 0 writes.
 """
 
@@ -72,7 +72,7 @@ def swept(name: str) -> str:
         for preset, values in arch.training_defaults.items()
         if name in values
     )
-    return f"{chosen}, else {DEFAULTS[name]:g}; README: Defaults chosen by measurement"
+    return f"{chosen}, else {DEFAULTS[name]:g}; docs/training.md: Defaults chosen by measurement"
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -146,7 +146,7 @@ def add_model_flags(group) -> None:
         choices=[*PRESET_NAMES, AUTO],  # None: DEFAULT_PRESET, unless --init-from decides
         help=f"model size, in the architecture's presets (below), or {AUTO}: with --time-budget, time "
         "each preset here for a few seconds and take the one that would see nearest "
-        f"{sizing.DEFAULT_BYTES_PER_PARAMETER:g} bytes per parameter in the budget (README: Train) "
+        f"{sizing.DEFAULT_BYTES_PER_PARAMETER:g} bytes per parameter in the budget (docs/training.md: A size for the time you have) "
         f"(default: {DEFAULT_PRESET}; with --init-from, the weights' own model)",
     )
     for name, owners in MODEL_FIELDS.items():

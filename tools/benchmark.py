@@ -542,7 +542,7 @@ def run_benchmark(argv=None):
         raise UserError(f"--json {args.json} is a directory; give the file to write the results to")
     found = default_device()
     if args.device == "gpu" and found != "gpu":  # before any worker: each would fail in turn, after the torch ones
-        raise UserError("--device gpu: this MLX has no GPU backend (README: NVIDIA GPUs)")
+        raise UserError("--device gpu: this MLX has no GPU backend (docs/performance.md: NVIDIA GPUs)")
     args.device = args.device or found
     args.batch = args.batch or (32 if args.device == "gpu" else 4)
     args.models = configurations()

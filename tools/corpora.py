@@ -1,5 +1,5 @@
 """Real text for measurements, from Debian packages: one `.txt` with `<|endoftext|>` between documents,
-as `--data` reads it (README: What a local file becomes).
+as `--data` reads it (docs/training.md: What a local file becomes).
 
     sudo apt-get install fortunes fortunes-zh
     python tools/corpora.py fortunes --out fortunes.txt          # English

@@ -135,8 +135,8 @@ class HNetConfig(BlockConfig):
         return projections + conv + within + across
 
 
-# Sizes chosen to cost about the training FLOPs per byte of MEGABYTE's presets of the same names (the
-# README's table lists all three architectures), over the same contexts.
+# Sizes chosen to cost about the training FLOPs per byte of MEGABYTE's presets of the same names
+# (docs/hnet.md's table of presets; `train --help` lists all nine), over the same contexts.
 PRESETS: dict[str, HNetConfig] = {
     "tiny": HNetConfig(
         context_length=256,

@@ -18,7 +18,7 @@ ARCHITECTURE = Architecture(
     presets=PRESETS,
     paper="Yu et al. 2023, arXiv 2305.07185",
     # The `small` preset's learning rate and batch size, chosen by an equal-wall-clock sweep on a CPU
-    # (README: "Defaults chosen by measurement"); every other preset starts from TrainingConfig's.
+    # (docs/training.md: "Defaults chosen by measurement"); every other preset starts from TrainingConfig's.
     training_defaults={"small": {"learning_rate": 4e-4, "batch_size": 4}},
     reference="megabyte-pytorch 0.3.6",
     card_section=card_section,

@@ -16,7 +16,7 @@ ARCHITECTURE = Architecture(
     presets=PRESETS,
     paper="Slagle 2024, arXiv 2404.14408",
     # The `small` preset's learning rate and batch size, chosen by an equal-wall-clock sweep on a CPU
-    # (README: "Defaults chosen by measurement").
+    # (docs/training.md: "Defaults chosen by measurement").
     training_defaults={"small": {"learning_rate": 1e-3, "batch_size": 4}},
 )
 

@@ -83,9 +83,9 @@ class SpaceByteConfig(BlockConfig):
 
 
 # Sizes chosen to cost about the training FLOPs per byte of MEGABYTE's presets of the same names
-# (config.PRESETS; the README's table lists both), over the same contexts, with the paper's shape:
-# the global width twice the local one, local window = local width, as many global blocks as local ones
-# or more. They have fewer parameters than MEGABYTE's: its global model runs once per 8 bytes.
+# (config.PRESETS; docs/spacebyte.md's table of presets lists both), over the same contexts, with the
+# paper's shape: the global width twice the local one, local window = local width, as many global blocks
+# as local ones or more. They have fewer parameters than MEGABYTE's: its global model runs once per 8 bytes.
 PRESETS: dict[str, SpaceByteConfig] = {
     "tiny": SpaceByteConfig(
         context_length=256, local_dim=32, global_dim=64, local_depth=2, global_depth=2, dim_head=16
