@@ -242,8 +242,11 @@ def base(tmp_path_factory):
     (work / "tools").symlink_to(ROOT / "tools")
     weights = work / "weights"
     weights.mkdir()
-    for entry in (ROOT / "weights").iterdir():
-        (weights / entry.name).symlink_to(entry)
+    # Only what the repository ships (README, demo/, compare/): a user's own ignored weights directory (an
+    # old weights/40m-tinystories, say) would be written into through its link, and hide the stand-ins.
+    tracked = subprocess.run(["git", "ls-files", "weights"], cwd=ROOT, capture_output=True, text=True, check=True)
+    for name in sorted({Path(line).parts[1] for line in tracked.stdout.splitlines()}):
+        (weights / name).symlink_to(ROOT / "weights" / name)
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
