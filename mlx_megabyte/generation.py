@@ -116,8 +116,8 @@ def stream_generate(
         sampler = keyed_sampler(sampler, seed, num_samples)
     layout = layout_of(model.config)
     sampler = layout.restrict(sampler, model.config.num_tokens)
-    data, notice = fit_context(encode_prompt(prompt, story_start), model.config.context_length)
-    ids = mx.array(prompt_tokens(layout, data)[None].repeat(num_samples, axis=0))
+    tokens, notice = story_tokens(model.config, prompt, story_start)
+    ids = mx.array(tokens[None].repeat(num_samples, axis=0))
 
     streams = [TextStream(layout, stop, max_tokens) for _ in range(num_samples)]
     start = time.perf_counter()
@@ -135,7 +135,7 @@ def stream_generate(
             text=pieces[0],
             texts=pieces,
             bytes_generated=count,
-            prompt_bytes=len(data),
+            prompt_bytes=len(tokens),
             prompt_seconds=prompt_seconds,
             bytes_per_second=(count - 1) / elapsed if count > 1 else 0.0,
             peak_memory_gb=mx.get_peak_memory() / 1e9,
@@ -145,6 +145,13 @@ def stream_generate(
         )
         if all(stream.done for stream in streams):
             break
+
+
+def story_tokens(config, prompt: str | bytes, story_start: bool = True) -> tuple[np.ndarray, str | None]:
+    """The tokens stream_generate feeds the model for `prompt` (the story start in front, cut to fit the
+    context), and the notice when it was cut: a prompt cache file records exactly these."""
+    data, notice = fit_context(encode_prompt(prompt, story_start), config.context_length)
+    return prompt_tokens(layout_of(config), data), notice
 
 
 def prompt_tokens(layout, data: bytes) -> np.ndarray:

@@ -32,10 +32,8 @@ from mlx.utils import tree_flatten
 
 from .errors import UserError
 from .files import write_safetensors
-from .generation import fit_context, prompt_tokens
+from .generation import story_tokens
 from .models import DecodingState
-from .text import encode_prompt
-from .tokens import layout_of
 
 DEFAULT_BYTES = 256 << 20  # the server's --prompt-cache-bytes default
 DEFAULT_ENTRIES = 64
@@ -135,12 +133,6 @@ def _key(tokens) -> bytes:
 
 
 # --- files -------------------------------------------------------------------------------------------
-
-
-def story_tokens(model, prompt: bytes) -> np.ndarray:
-    """The tokens stream_generate feeds the model for `prompt` (the story start in front, cut to fit)."""
-    data, _ = fit_context(encode_prompt(prompt, story_start=True), model.config.context_length)
-    return prompt_tokens(layout_of(model.config), data)
 
 
 def model_identity(model) -> str:
@@ -264,7 +256,7 @@ def _class(name: str) -> type:
 
 def save_prompt(path, model, prompt: bytes) -> str:
     """`generate --save-prompt-cache FILE`: prefill the story prompt and write its state; the line to print."""
-    tokens = story_tokens(model, prompt)
+    tokens = story_tokens(model.config, prompt)[0]
     state = model.make_cache(1)
     logits = state.prefill(mx.array(tokens[None]))
     mx.eval(logits)
@@ -275,7 +267,7 @@ def save_prompt(path, model, prompt: bytes) -> str:
 def from_file(path, model, prompt: bytes) -> PromptCache:
     """`generate --prompt-cache-file FILE`: a cache holding FILE's state, whose prompt must begin `prompt`."""
     tokens, state, logits = load_prompt_cache(path, model)
-    if not _key(story_tokens(model, prompt)).startswith(_key(tokens)):
+    if not _key(story_tokens(model.config, prompt)[0]).startswith(_key(tokens)):
         raise UserError(
             f"{path} holds the state of another prompt: --prompt must begin with the {len(tokens) - 1} bytes saved"
         )
