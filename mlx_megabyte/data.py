@@ -158,6 +158,11 @@ class Corpus:
         return np.memmap(path, dtype=np.uint8, mode="r")
 
     @property
+    def key(self) -> str:
+        """Which encoding of which bytes this is (its cache folder): a resumed run refuses another."""
+        return self.directory.name
+
+    @property
     def instruct(self) -> bool:
         """Whether the training bytes are instruct records (what `generate --instruct` asks a model to
         have learned): the named instruct sources, or local data with a "Story:" line in its first MiB."""
@@ -661,14 +666,19 @@ class Batches:
         self.rng = np.random.default_rng(seed)
 
     def __next__(self):  # (batch_size, length) uint8, or two of them with a mask
-        count = len(self.windows) if self.starts is None else len(self.starts)
-        starts = self.rng.integers(0, count, size=self.batch_size * self.world)
-        if self.starts is not None:
-            starts = self.starts[starts]
-        mine = starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+        starts = self.draw(self.rng, self.batch_size * self.world)
+        return self.take(starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size])
+
+    def draw(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """`count` window starts drawn with `rng` by this sampler's rule (anywhere, or among `starts`)."""
+        drawn = rng.integers(0, len(self.windows) if self.starts is None else len(self.starts), size=count)
+        return drawn if self.starts is None else self.starts[drawn]
+
+    def take(self, starts: np.ndarray):
+        """The windows (and their masks) that start at `starts`."""
         if self.mask_windows is None:
-            return self.windows[mine]
-        return self.windows[mine], self.mask_windows[mine]
+            return self.windows[starts]
+        return self.windows[starts], self.mask_windows[starts]
 
     def __iter__(self):
         return self

@@ -36,7 +36,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from . import data, instruct
+from . import data, instruct, mixture
 from .cli import (
     SAMPLING,
     SAMPLING_DEFAULTS,
@@ -191,6 +191,7 @@ def main(argv=None):
     given = [name for name in INSTRUCT_DEFAULTS if getattr(args, name) is not None]
     if given:
         raise UserError(f"--{given[0].replace('_', '-')} is for --instruct: add --instruct, or drop it")
+    one_source(args.data)
     path = locate(args.model[0] if args.model else None)
     bits, dtype = model_flags(args)
     model = load_for_inference(str(path), bits, dtype)
@@ -265,8 +266,20 @@ def named_models(specs: list[str] | None) -> dict[str, str]:
     return named
 
 
+def one_source(spec: str) -> None:
+    """Refuse a --data mixture (training's SOURCE:WEIGHT,...) in one line: each source has its own
+    held-out bytes and its own bits per byte, so they are scored one at a time."""
+    parts = mixture.parse(spec)
+    if parts is not None:
+        raise UserError(
+            f"--data {spec} is a mixture; evaluate scores one source at a time: "
+            + ", ".join(f"--data {part.source}" for part in parts)
+        )
+
+
 def instruct_records(args, console) -> list[instruct.Record]:
     source = args.data or "builtin-instruct"
+    one_source(source)
     named = source in data.HUB_DATASETS or source in data.BUILTIN
     corpus = data.prepare(source, cache_dir=args.cache_dir, console=console, val_fraction=0.05)
     split = args.split or ("validation" if named else "all")

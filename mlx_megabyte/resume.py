@@ -30,7 +30,7 @@ def settings(trainer) -> dict:
     config = trainer.config
     return {
         "data": trainer.corpus.source,
-        "data_key": trainer.corpus.directory.name,
+        "data_key": trainer.corpus.key,
         "seed": config.seed,
         "world_size": trainer.world,
         "batch_size": config.batch_size,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import checkpoint, cli, data, distributed, sizing
+from . import checkpoint, cli, distributed, mixture, sizing
 from .errors import UserError
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, Config, build
 from .models.base import STAGES
@@ -197,7 +197,7 @@ def _token_layout(args, overrides: dict) -> dict:
     --no-shift-bytes says otherwise; --shift-bytes brings the vocabulary it needs unless --num-tokens is
     given."""
     if "shift_bytes" not in overrides and getattr(args, "data", None) is not None:
-        kind = getattr(args, "data_kind", None) or data.detect_kind(args.data)
+        kind = getattr(args, "data_kind", None) or mixture.detect_kind(args.data)
         if kind != "text":
             overrides = {**overrides, "shift_bytes": True}
     if overrides.get("shift_bytes") and "num_tokens" not in overrides:
@@ -247,7 +247,7 @@ def training_config(args) -> TrainingConfig:
         name = Path(args.init_from).name if args.init_from else args.preset or DEFAULT_PRESET
         if model.model_type != DEFAULT_ARCHITECTURE and not args.init_from:
             name = f"{model.model_type}-{name}"
-        save_path = str(Path("weights") / f"{name}-{data.slug(args.data)}")
+        save_path = str(Path("weights") / f"{name}-{mixture.slug(args.data)}")
     settings = {name: getattr(args, name) for name in DEFAULTS if name != "model" and hasattr(args, name)}
     arch = ARCHITECTURES[model.model_type]
     measured = {} if args.init_from else arch.training_defaults.get(args.preset or DEFAULT_PRESET, {})
@@ -319,7 +319,7 @@ def run(args, console) -> dict:
         # Local work, which cannot hang on another rank: the watchdog waits until the barrier after it.
         if watchdog:
             watchdog.beat("preparing the data", timeout=float("inf"))
-        corpus = data.prepare(
+        corpus = mixture.prepare(
             config.data,
             config.val_data,
             config.val_fraction,
@@ -331,7 +331,9 @@ def run(args, console) -> dict:
             media=config.media(),
         )
         if config.mask_prompt:  # computed (once per machine) and kept before the ranks meet
-            corpus.story_mask("train"), corpus.story_mask("val")
+            for one in corpus.corpora if isinstance(corpus, mixture.Mixture) else [corpus]:
+                if one.instruct or one is corpus:
+                    one.story_mask("train"), one.story_mask("val")
         if watchdog:
             watchdog.beat("waiting for the other ranks to prepare the data")
             distributed.barrier(group)

@@ -28,7 +28,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from . import checkpoint, data, distributed, resume
+from . import checkpoint, data, distributed, mixture, resume
 from .errors import UserError
 from .generation import generate
 from .metrics import Metrics
@@ -64,7 +64,8 @@ class TrainingConfig:
         kind=str,
         help="tinystories, tinystories-instruct (Hugging Face hub), builtin, builtin-instruct (offline corpus), "
         "or a local .txt/.jsonl/.parquet file, directory or glob; or a folder or glob of pictures, sounds or "
-        "any files (--data-kind)",
+        "any files (--data-kind); or a mixture of them, SOURCE:WEIGHT,SOURCE:WEIGHT,... (each window drawn from a "
+        "source with its weight's share; docs/training.md: Mixtures)",
     )
     data_kind: str | None = setting(  # None: detected from the suffixes
         None,
@@ -210,6 +211,11 @@ class TrainingConfig:
             check_fields(self)
         except ValueError as error:
             raise UserError(str(error)) from None
+        if mixture.parse(self.data) is not None and self.val_data is not None:  # parse: bad mixtures, one line
+            raise UserError(
+                "--val-data gives one source's validation data; each source of a mixture is validated "
+                "on its own split: drop --val-data"
+            )
         if self.reschedule and not self.resume:
             raise UserError("--reschedule changes a resumed run's schedule: use it with --resume")
         if self.overwrite and self.resume:
@@ -266,31 +272,26 @@ class Trainer:
         self.train_step_fn, self.optimizer = training_step(self.model, config, self.world)
         self.loss_scale = LossScale() if config.dtype == "float16" else None
         self._evaluate = mx.compile(partial(summed_loss, self.model), inputs=[self.model.state])
-        length = config.model.context_length
-        check_sizes(config, corpus, length)
         self.instruct = corpus.instruct  # recorded with the weights: may `generate --instruct` use them?
-        train_mask, val_mask = story_masks(config, corpus) if config.mask_prompt else (None, None)
-        # "auto": instruct records train from their starts, so that a story sees its prompt as it will
-        # when generated on command; anything else trains on windows anywhere.
-        self.windows = (
-            "records" if config.windows == "records" or (config.windows == "auto" and self.instruct) else "uniform"
-        )
-        self.batches = data.Batches(
-            corpus.train,
-            length,
-            config.batch_size * config.grad_accumulation_steps,
-            config.seed,
-            self.rank,
-            self.world,
-            mask=train_mask,
-            starts=data.record_starts(corpus.train, length, corpus.layout.end) if self.windows == "records" else None,
+        self.sources = data_sources(config, corpus, self.rank, self.world)
+        self.windows = ",".join(source.windows for source in self.sources)  # one per source, as resolved
+        self.batches = (
+            self.sources[0].batches
+            if len(self.sources) == 1
+            else mixture.MixedBatches(
+                [source.batches for source in self.sources],
+                [source.weight for source in self.sources],
+                config.batch_size * config.grad_accumulation_steps,
+                config.seed,
+                self.rank,
+                self.world,
+            )
         )
         self.data_state = self.batches.state
-        # --eval-batches per rank: the same windows, each rank a share, whatever the number of ranks
-        count = config.eval_batches * config.batch_size * self.world
-        self.eval_windows = data.evaluation_windows(corpus.val, length, count)
-        self.eval_masks = None if val_mask is None else data.evaluation_windows(val_mask, length, count)
-        self.counted = "story bytes" if config.mask_prompt else "bytes"  # what the losses are per
+        # what the losses are per; a mixture under --mask-prompt counts every byte of its plain sources
+        self.counted = (
+            "bytes" if not config.mask_prompt else "story bytes" if len(self.sources) == 1 else "counted bytes"
+        )
         self.step = 0
         self.best_bpb = math.inf
         self.train_seconds = 0.0  # wall-clock of the training steps so far (resumed runs continue it)
@@ -331,11 +332,27 @@ class Trainer:
         return self.train_step_fn(batch, self.loss_scale.scale if self.loss_scale else 1.0)
 
     def validation_loss(self) -> float:
-        """Mean loss (nats per counted byte) over the fixed validation windows of this run."""
+        """Mean loss (nats per counted byte) over the fixed validation windows of this run; of a mixture,
+        the sources' losses weighted as their windows are drawn (what the training loss estimates)."""
+        return self.combined(self.validation_losses())
+
+    def combined(self, losses: list[float]) -> float:
+        """The sources' losses as one: a mixture's weighted by its weights, one source's as it is."""
+        if len(losses) == 1:
+            return losses[0]
+        return sum(source.weight * loss for source, loss in zip(self.sources, losses))
+
+    def validation_losses(self) -> list[float]:
+        """Each source's mean loss (nats per counted byte) over its own fixed validation windows."""
         self.model.eval()
+        losses = [self._source_loss(source.eval_windows, source.eval_masks) for source in self.sources]
+        self.model.train()
+        return losses
+
+    def _source_loss(self, windows: np.ndarray, masks: np.ndarray | None) -> float:
         total, counted = mx.array(0.0), mx.array(0)
-        windows = self.eval_windows[self.rank :: self.world]  # each rank its share
-        masks = None if self.eval_masks is None else self.eval_masks[self.rank :: self.world]
+        windows = windows[self.rank :: self.world]  # each rank its share
+        masks = None if masks is None else masks[self.rank :: self.world]
         batch = self.config.batch_size
         for start in range(0, len(windows), batch):
             parts = [windows[start : start + batch]] + ([] if masks is None else [masks[start : start + batch]])
@@ -343,7 +360,6 @@ class Trainer:
             total, counted = total + loss, counted + count
             mx.eval(total, counted)
         total, counted = distributed.total([total, counted.astype(mx.float32)], self.group)
-        self.model.train()
         return (total / mx.maximum(counted, 1)).item()
 
     def sample(self) -> str:
@@ -501,11 +517,14 @@ class Trainer:
 
     def _validate(self, metrics) -> None:
         self.beat(f"evaluating at step {self.step}")
-        val_loss = self.validation_loss()
+        losses = self.validation_losses()
+        val_loss = self.combined(losses)
         val_bpb = val_loss / LN2
         improved = val_bpb < self.best_bpb
         self.best_bpb = min(self.best_bpb, val_bpb)
         counted = {"counted": self.counted} if self.config.mask_prompt else {}
+        # a mixture's sources one by one (each per its own counted bytes), beside the weighted whole
+        by_source = {source.name: loss / LN2 for source, loss in zip(self.sources, losses)} if len(losses) > 1 else {}
         metrics.write(
             {
                 "step": self.step,
@@ -513,13 +532,17 @@ class Trainer:
                 "val_bpb": val_bpb,
                 "train_seconds": self.train_seconds,
                 **counted,
+                **({"val_bpb_by_source": by_source} if by_source else {}),
             }
         )
-        self.summary.update(val_loss=val_loss, val_bpb=val_bpb)
-        per = "story byte" if self.config.mask_prompt else "byte"
+        self.summary.update(
+            val_loss=val_loss, val_bpb=val_bpb, **({"val_bpb_by_source": by_source} if by_source else {})
+        )
+        per = self.counted.removesuffix("s")
+        each = "".join(f"; {name} {bpb:.4f}" for name, bpb in by_source.items())
         self.say(
             f"step {self.step}: train loss {self.summary.get('loss', math.nan):.4f}, validation loss {val_loss:.4f} "
-            f"({val_bpb:.4f} bits per {per}){' *' if improved else ''}"
+            f"({val_bpb:.4f} bits per {per}{each}){' *' if improved else ''}"
         )
         if improved:
             self.save_best(val_bpb)
@@ -592,12 +615,71 @@ class StopRequested:
         signal.signal(signal.SIGINT, self.previous)
 
 
-def story_masks(config: TrainingConfig, corpus: data.Corpus) -> tuple[np.ndarray, np.ndarray]:
+@dataclass
+class Source:
+    """One source of a run's data as the trainer reads it: one source gives one, a mixture one each."""
+
+    name: str  # as --data names it alone
+    weight: float  # the share of windows drawn from it (1 for one source)
+    corpus: data.Corpus
+    windows: str  # where its training windows start, as resolved: "records" or "uniform"
+    batches: data.Batches
+    eval_windows: np.ndarray  # its fixed validation windows
+    eval_masks: np.ndarray | None  # their masks under --mask-prompt
+
+
+def data_sources(config: TrainingConfig, corpus, rank: int, world: int) -> list[Source]:
+    """Every source of the run with its sampler and fixed validation windows, each by its own rules:
+    under --windows auto instruct sources train on record windows; under --mask-prompt instruct sources
+    count their story bytes and, in a mixture, plain ones every byte (pretraining text has no prompt)."""
+    mixed = isinstance(corpus, mixture.Mixture)
+    pairs = list(zip(corpus.corpora, corpus.parts)) if mixed else [(corpus, mixture.Part(config.data, 1.0))]
+    if mixed and config.mask_prompt and not corpus.instruct:
+        raise UserError(
+            f"--mask-prompt counts only the stories of instruct records, and no source of --data {config.data} "
+            "holds any (no line starting with 'Story:'): mix in builtin-instruct or tinystories-instruct, or drop "
+            "--mask-prompt"
+        )
+    length = config.model.context_length
+    count = config.eval_batches * config.batch_size * world  # per rank: a share of the same windows
+    found = []
+    for one, part in pairs:
+        check_sizes(config, one, length, part.source)
+        masks = None, None
+        if config.mask_prompt:
+            masks = story_masks(config, one, part.source) if one.instruct or not mixed else every_byte(one)
+        # "auto": instruct records train from their starts, so that a story sees its prompt as it will
+        # when generated on command; anything else trains on windows anywhere.
+        records = config.windows == "records" or (config.windows == "auto" and one.instruct)
+        batches = data.Batches(
+            one.train,
+            length,
+            config.batch_size * config.grad_accumulation_steps,
+            config.seed,
+            rank,
+            world,
+            mask=masks[0],
+            starts=data.record_starts(one.train, length, one.layout.end) if records else None,
+        )
+        evaluated = data.evaluation_windows(one.val, length, count)
+        masked = None if masks[1] is None else data.evaluation_windows(masks[1], length, count)
+        found.append(
+            Source(part.source, part.weight, one, "records" if records else "uniform", batches, evaluated, masked)
+        )
+    return found
+
+
+def every_byte(corpus: data.Corpus) -> tuple[np.ndarray, np.ndarray]:
+    """Masks that count every byte of both splits (read-only views: no memory per byte)."""
+    return tuple(np.broadcast_to(np.uint8(1), (len(getattr(corpus, split)),)) for split in ("train", "val"))
+
+
+def story_masks(config: TrainingConfig, corpus: data.Corpus, source: str) -> tuple[np.ndarray, np.ndarray]:
     """--mask-prompt: which bytes of each split the loss counts (the stories of instruct records); a
     split with no story bytes is refused (every loss would be 0 / 0)."""
     masks = corpus.story_mask("train"), corpus.story_mask("val")
-    val_source = f"--val-data {config.val_data}" if config.val_data else f"the validation split of {config.data}"
-    for where, mask in zip((f"--data {config.data}", val_source), masks):
+    val_source = f"--val-data {config.val_data}" if config.val_data else f"the validation split of {source}"
+    for where, mask in zip((f"--data {source}", val_source), masks):
         if not mask.any():
             raise UserError(
                 f"--mask-prompt counts only the stories of instruct records, and {where} holds none "
@@ -607,13 +689,14 @@ def story_masks(config: TrainingConfig, corpus: data.Corpus) -> tuple[np.ndarray
     return masks
 
 
-def check_sizes(config: TrainingConfig, corpus: data.Corpus, length: int) -> None:
-    """Both splits must hold one window of the model's context; if one does not, say which flag gives it more."""
-    local = config.data not in data.HUB_DATASETS and config.data not in data.BUILTIN
-    more = "a larger --builtin-mb" if config.data in data.BUILTIN else "more data"
+def check_sizes(config: TrainingConfig, corpus: data.Corpus, length: int, source: str) -> None:
+    """Both splits of a source must hold one window of the model's context; if one does not, say which
+    flag gives it more."""
+    local = source not in data.HUB_DATASETS and source not in data.BUILTIN
+    more = "a larger --builtin-mb" if source in data.BUILTIN else "more data"
     if len(corpus.train) < length:
         raise UserError(
-            f"the training data ({config.data}) holds {len(corpus.train):,} bytes, fewer than one window "
+            f"the training data ({source}) holds {len(corpus.train):,} bytes, fewer than one window "
             f"of {length:,} (the model's context): give {more}, or a model with a shorter context"
         )
     if len(corpus.val) >= length:
@@ -621,11 +704,11 @@ def check_sizes(config: TrainingConfig, corpus: data.Corpus, length: int) -> Non
     if config.val_data is not None:
         where, hint = f"--val-data {config.val_data}", "give more validation data"
     elif local:
-        where = f"the last {config.val_fraction:g} of the documents of {config.data}, cut at a document boundary"
+        where = f"the last {config.val_fraction:g} of the documents of {source}, cut at a document boundary"
         hint = "hold out more with --val-fraction, or give validation data with --val-data PATH"
     else:
-        where, hint = f"the validation split of {config.data}", "give validation data with --val-data PATH"
-        if config.data in data.BUILTIN:
+        where, hint = f"the validation split of {source}", "give validation data with --val-data PATH"
+        if source in data.BUILTIN:
             hint = "raise --builtin-mb (a 33rd of it is held out), or give validation data with --val-data PATH"
     raise UserError(
         f"the validation data ({where}) holds {len(corpus.val):,} bytes, fewer than one window of "
@@ -644,19 +727,54 @@ def describe(trainer: Trainer) -> list[str]:
             if config.resume
             else f", initialised from {trainer.restored_from}"
         )
+    training = (
+        f"training: {trainer.bytes_per_step:,} bytes per step"
+        + (f" over {trainer.world} ranks" if trainer.world > 1 else "")
+        + f"{restored}; run directory {config.save_path}"
+    )
+    model_line = (
+        f"model: {trainer.model.num_parameters():,} parameters, {model.describe()}, "
+        f"{model.flops_per_byte() / 1e6:.2f} MFLOP per byte trained"
+    )
+    if len(trainer.sources) > 1:
+        return [model_line, *_mixture_lines(trainer), training]
     return (
         [
-            f"model: {trainer.model.num_parameters():,} parameters, {model.describe()}, "
-            f"{model.flops_per_byte() / 1e6:.2f} MFLOP per byte trained",
+            model_line,
             f"data: {config.data}: {len(corpus.train) / 1e6:.1f} MB train, {len(corpus.val) / 1e6:.2f} MB validation"
             f" ({corpus.directory}); {corpus.describe()}",
-            f"training: {trainer.bytes_per_step:,} bytes per step"
-            + (f" over {trainer.world} ranks" if trainer.world > 1 else "")
-            + f"{restored}; run directory {config.save_path}",
+            training,
         ]
         + ([_masked_line(trainer)] if config.mask_prompt else [])
         + ([_records_line(trainer)] if trainer.windows == "records" else [])
     )
+
+
+def _mixture_lines(trainer: Trainer) -> list[str]:
+    """A mixture's data line, then a line per source: its share, its bytes, its windows and what its loss counts."""
+    lines = [
+        f"data: a mixture ({trainer.corpus.source}): each window of a batch is drawn from a source with its weight; "
+        "each source validated on its own split, the validation loss their weighted mean"
+    ]
+    for source in trainer.sources:
+        corpus = source.corpus
+        where = (
+            f"windows at {len(source.batches.starts):,} starts (records' starts and long ones' ends)"
+            if source.windows == "records"
+            else "windows anywhere"
+        )
+        counted = ""
+        if trainer.config.mask_prompt:
+            counted = (
+                f"; loss over its story bytes ({corpus.story_mask('train').mean():.0%} of its bytes)"
+                if corpus.instruct  # data_sources: the story masks of instruct sources, every byte of others
+                else "; loss over every byte"
+            )
+        lines.append(
+            f"  {source.name}, {source.weight:.0%}: {len(corpus.train) / 1e6:.1f} MB train, "
+            f"{len(corpus.val) / 1e6:.2f} MB validation ({corpus.directory}); {corpus.describe()}; {where}{counted}"
+        )
+    return lines
 
 
 def _records_line(trainer: Trainer) -> str:
