@@ -333,7 +333,8 @@ class Trainer:
 
     def validation_loss(self) -> float:
         """Mean loss (nats per counted byte) over the fixed validation windows of this run; of a mixture,
-        the sources' losses weighted as their windows are drawn (what the training loss estimates)."""
+        the sources' losses weighted as their windows are drawn (what the training loss estimates where every
+        window counts as many bytes; under --mask-prompt a plain window counts more than a record's)."""
         return self.combined(self.validation_losses())
 
     def combined(self, losses: list[float]) -> float:
