@@ -20,8 +20,10 @@ from . import prompt_cache
 from .cli import SAMPLING, add_model_flags, add_sampling_flags, cli, model_flag, model_flags, number, setting_flag
 from .cli import parser as parser_for
 from .errors import UserError
-from .repl import interactive, print_story, resettable, statistics
+from .repl import interactive, print_story, resettable, speculator, statistics
 from .sampling import make_sampler
+from .settings import settings_of
+from .speculative import SpeculationSettings, load_draft
 from .text import encode_prompt, instruct_prompt
 from .weights import check_instruct_tuned, load_for_inference, locate
 
@@ -47,6 +49,8 @@ def build_parser():
     parser.add_argument(
         "--save-prompt-cache", metavar="FILE", help="write the decoding state after --prompt to FILE and exit"
     )
+    for field in settings_of(SpeculationSettings).values():
+        setting_flag(parser, field, metavar="PATH" if field.name == "draft_model" else "N")
     add_model_flags(parser)
     parser.add_argument("--interactive", "-i", action="store_true", help="a story REPL")
     parser.add_argument(
@@ -152,6 +156,22 @@ def refuse_ignored_flags(args) -> None:
         raise UserError(f"{cached[0]} is for a --prompt: drop {other}")
     if len(cached) == 2:
         raise UserError("--save-prompt-cache writes a prompt's state and --prompt-cache-file reads one: choose one")
+    if args.draft_model:
+        clash = (
+            "--image"
+            if args.image
+            else "--audio"
+            if args.audio
+            else cached[0]
+            if cached
+            else "--num-samples"
+            if args.num_samples > 1
+            else None
+        )
+        if clash:
+            raise UserError(f"--draft-model speeds up one story from its prompt alone: drop {clash}")
+    elif args.num_draft != SpeculationSettings.num_draft:
+        raise UserError("--num-draft is the number of bytes a --draft-model proposes: add --draft-model")
 
 
 @cli
@@ -172,6 +192,7 @@ def main(argv=None):
     if args.instruct:
         check_instruct_tuned(path)
     model = load_for_inference(str(path), *model_flags(args))
+    args.draft = load_draft(args.draft_model, model, *model_flags(args)) if args.draft_model else None
     if kind:
         write_media(model, path, args, kind, given, sampler)
         return
@@ -187,9 +208,10 @@ def main(argv=None):
         print(prompt_cache.save_prompt(args.save_prompt_cache, model, prompt))
         return
     cache = prompt_cache.from_file(args.prompt_cache_file, model, prompt) if args.prompt_cache_file else None
-    response = print_story(model, prompt, args, sampler, seed=args.seed, prompt_cache=cache)
+    speculation = speculator(args)
+    response = print_story(model, prompt, args, sampler, seed=args.seed, prompt_cache=cache, speculation=speculation)
     if args.verbose and response is not None:
-        print(statistics(response), file=sys.stderr)
+        print(statistics(response, speculation), file=sys.stderr)
 
 
 if __name__ == "__main__":

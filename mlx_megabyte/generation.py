@@ -102,6 +102,7 @@ def stream_generate(
     story_start: bool = True,
     seed: int | None = None,
     prompt_cache=None,
+    speculation=None,
 ) -> Iterator[GenerationResponse]:
     """Generate up to `max_tokens` bytes after `prompt`, yielding decoded text as it is produced.
 
@@ -109,7 +110,10 @@ def stream_generate(
     returned). Invalid UTF-8 becomes U+FFFD; a character split across steps is returned once complete
     (each sample is a textstream.TextStream: the server's batched rows follow the same rule).
     With a `seed`, sample i draws from its own random key (`keyed_sampler`), as the server does;
-    without one, from MLX's global random state. `prompt_cache`: see generate_step.
+    without one, from MLX's global random state. `prompt_cache`: see generate_step. `speculation` (a
+    speculative.Speculator, one sample, no prompt cache): a draft proposes bytes that the model checks
+    several at a time; the output is distributed as the sampler's (greedy: the same bytes), drawn from
+    the Speculator's own random stream (seeded by `seed`), so a seeded sample differs from a plain one.
     """
     sampler = sampler or make_sampler(DEFAULT_TEMP, min_p=DEFAULT_MIN_P)
     if seed is not None:
@@ -118,12 +122,18 @@ def stream_generate(
     sampler = layout.restrict(sampler, model.config.num_tokens)
     tokens, notice = story_tokens(model.config, prompt, story_start)
     ids = mx.array(tokens[None].repeat(num_samples, axis=0))
+    if speculation is None:
+        steps = generate_step(model, ids, sampler, prompt_cache)
+    elif num_samples != 1 or prompt_cache is not None:
+        raise ValueError("speculative decoding writes one sample and starts from no prompt cache")
+    else:
+        steps = speculation.steps(model, ids, layout.restrict, seed)
 
     streams = [TextStream(layout, stop, max_tokens) for _ in range(num_samples)]
     start = time.perf_counter()
     prompt_seconds = None
     count = 0
-    for count, y in zip(range(1, max_tokens + 1), generate_step(model, ids, sampler, prompt_cache)):
+    for count, y in zip(range(1, max_tokens + 1), steps):
         values = y.tolist()
         if prompt_seconds is None:
             prompt_seconds = time.perf_counter() - start

@@ -11,14 +11,18 @@ import mlx.core as mx
 
 from .cli import SAMPLING
 from .generation import GenerationResponse, stream_generate
-from .sampling import make_sampler
+from .sampling import make_distribution, make_sampler
 from .settings import parse
+from .speculative import Speculator
 from .text import encode_prompt, instruct_prompt
 
 
-def print_story(model, prompt, args, sampler, out=None, seed=None, prompt_cache=None) -> GenerationResponse | None:
+def print_story(
+    model, prompt, args, sampler, out=None, seed=None, prompt_cache=None, speculation=None
+) -> GenerationResponse | None:
     """Stream one or more stories to `out` (standard output); return the last response (for statistics).
-    `prompt_cache`: a prompt_cache.PromptCache to start from (generate --prompt-cache-file)."""
+    `prompt_cache`: a prompt_cache.PromptCache to start from (generate --prompt-cache-file); `speculation`:
+    a speculative.Speculator (generate --draft-model)."""
     out = out or sys.stdout
     last = None
     shown = encode_prompt(prompt, story_start=False).decode("utf-8", "replace")  # printable under any locale
@@ -35,6 +39,7 @@ def print_story(model, prompt, args, sampler, out=None, seed=None, prompt_cache=
         args.num_samples,
         seed=seed,
         prompt_cache=prompt_cache,
+        speculation=speculation,
     )
     for last in stories:
         if last.notice:
@@ -52,12 +57,29 @@ def print_story(model, prompt, args, sampler, out=None, seed=None, prompt_cache=
     return last
 
 
-def statistics(response: GenerationResponse) -> str:
+def statistics(response: GenerationResponse, speculation: Speculator | None = None) -> str:
+    drafted = ""
+    if speculation is not None:
+        stats = speculation.stats
+        drafted = (
+            f", draft: {stats.accepted} of {stats.proposed} proposed bytes accepted "
+            f"({stats.acceptance_rate:.0%}) in {stats.rounds} checks"
+        )
     return (
         f"[{response.bytes_generated} bytes, prompt {response.prompt_bytes} bytes in "
         f"{response.prompt_seconds:.2f} s, {response.bytes_per_second:.1f} bytes/s, "
-        f"peak memory {response.peak_memory_gb:.2f} GB, stop: {response.finish_reason}]"
+        f"peak memory {response.peak_memory_gb:.2f} GB, stop: {response.finish_reason}{drafted}]"
     )
+
+
+def speculator(args) -> Speculator | None:
+    """The Speculator for one story with the sampling settings `args` holds now, when generate loaded a
+    --draft-model (args.draft); None otherwise."""
+    draft = getattr(args, "draft", None)
+    if draft is None:
+        return None
+    distribution = make_distribution(args.temp, args.top_p, args.min_p, args.top_k, args.filter_thres)
+    return Speculator(draft, distribution, args.num_draft)
 
 
 # The REPL's commands for sampling settings: /command VALUE sets the SamplingSettings field, checked as
@@ -116,13 +138,14 @@ def interactive(model, args, defaults):
                 return
             continue
         sampler = make_sampler(args.temp, args.top_p, args.min_p, args.top_k, args.filter_thres)
+        speculation = speculator(args)
         try:
-            response = print_story(model, prompt, args, sampler)
+            response = print_story(model, prompt, args, sampler, speculation=speculation)
         except KeyboardInterrupt:
             print("\n[stopped]")
             continue
         if response is not None:
-            print(statistics(response))
+            print(statistics(response, speculation))
 
 
 def _command(line, args, defaults) -> bool:

@@ -27,11 +27,33 @@ import numpy as np
 from . import cpu
 from .errors import UserError
 from .hub import looks_like_repo_id
+from .settings import check_fields, setting
 from .tokens import layout_of
 from .weights import load_for_inference
 
 Distribution = Callable[[mx.array], mx.array]  # logits (..., vocab) -> probabilities (..., vocab)
 DEFAULT_NUM_DRAFT = 4
+LOOKUP = "lookup"  # --draft-model lookup: prompt lookup, no draft model
+
+
+@dataclass(frozen=True)
+class SpeculationSettings:
+    """generate's, the REPL's and the server's speculative decoding settings, declared once."""
+
+    draft_model: str | None = setting(
+        None,
+        help="speculative decoding: a byte model (weights directory or Hugging Face repo id) that proposes bytes "
+        f"the model checks several at a time, or '{LOOKUP}' for prompt lookup (no model); the output is the "
+        "model's own (greedy: byte for byte)",
+        kind=str,
+        optional=True,
+    )
+    num_draft: int = setting(
+        DEFAULT_NUM_DRAFT, help="bytes the draft proposes per check (--draft-model)", low=1, high=64
+    )
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 class DraftError(UserError, ValueError):
@@ -79,16 +101,14 @@ def speculative_generate_step(
 ) -> Iterator[mx.array]:
     """Yield the next byte (1,) of one sequence `prompt` (1, L), forever, as generation.generate_step
     does, distributed as sampling from `distribution` (make_distribution; restrict it with the layout as
-    a sampler is) would make it, but checking up to `num_draft` bytes of `draft` (a model, or a `Draft`)
-    per forward of `model`. `stats`, if given, counts the proposals and how many were accepted."""
+    a sampler is) would make it, but checking up to `num_draft` bytes of `draft` (a model, a `Draft`, or a
+    list of them: FallbackDraft) per forward of `model`. `stats`, if given, counts the proposals and how many were accepted."""
     if prompt.ndim != 2 or prompt.shape[0] != 1:
         raise ValueError(f"speculative decoding takes one sequence, ids of shape (1, length); got {prompt.shape}")
     if num_draft < 1:
         raise ValueError(f"num_draft must be a positive integer, got {num_draft}")
     rng = np.random.default_rng(seed)
-    if not hasattr(draft, "propose"):
-        check_draft(model, draft)
-        draft = ModelDraft(draft, distribution, rng)
+    draft = draft_for(model, draft, distribution, rng)
     stats = stats if stats is not None else SpeculationStats()
     context = prompt[0].tolist()
     state = model.make_cache(1)
@@ -112,6 +132,47 @@ def speculative_generate_step(
             for value in kept:
                 context.append(value)
                 yield mx.array([value], dtype=mx.int32)
+
+
+def draft_for(model, draft, distribution: Distribution, rng: np.random.Generator | None = None) -> Draft:
+    """A `Draft` from what speculative_generate_step takes: a Draft as it is, a byte model (checked:
+    check_draft) as a ModelDraft, or a list of these, tried in order (FallbackDraft)."""
+    if isinstance(draft, (list, tuple)):
+        return FallbackDraft([draft_for(model, d, distribution, rng) for d in draft])
+    if hasattr(draft, "propose"):
+        return draft
+    check_draft(model, draft)
+    return ModelDraft(draft, distribution, rng)
+
+
+class FallbackDraft:
+    """Several drafts, each asked only when those before it propose nothing: e.g. prompt lookup (free)
+    first, a draft model where the text does not repeat itself."""
+
+    def __init__(self, drafts: list):
+        self.drafts = drafts
+
+    def propose(self, context: Sequence[int], n: int) -> Proposal:
+        for draft in self.drafts:
+            proposal = draft.propose(context, n)
+            if proposal.tokens:
+                return proposal
+        return Proposal([])
+
+
+class Speculator:
+    """What `generation.stream_generate(..., speculation=)` needs to decode one sequence speculatively:
+    the draft (see draft_for), the bytes it proposes per check, and the sampler's distribution
+    (sampling.make_distribution with the sampler's settings). `stats` counts every round it runs."""
+
+    def __init__(self, draft, distribution: Distribution, num_draft: int = DEFAULT_NUM_DRAFT):
+        self.draft, self.distribution, self.num_draft = draft, distribution, num_draft
+        self.stats = SpeculationStats()
+
+    def steps(self, model, prompt: mx.array, restrict: Callable, seed: int | None = None) -> Iterator[mx.array]:
+        """speculative_generate_step for `prompt` (1, L); restrict: the layout's (tokens.Layout.restrict)."""
+        distribution = restrict(self.distribution, model.config.num_tokens)
+        return speculative_generate_step(model, self.draft, prompt, distribution, self.num_draft, seed, self.stats)
 
 
 def _check(state, pending: list[int], proposed: list[int]):
@@ -248,12 +309,22 @@ def check_draft(model, draft) -> None:
 
 
 def load_draft(spec: str, model, bits: int | None = None, dtype: mx.Dtype | None = None):
-    """The draft model `--draft-model spec` names (a weights directory or a Hugging Face repo id), checked
-    against `model` (check_draft)."""
+    """What `--draft-model spec` names, for speculative_generate_step: `lookup` (a LookupDraft), a draft
+    model (a weights directory or a Hugging Face repo id, checked against `model`: check_draft), or
+    `lookup+MODEL`: prompt lookup first, the model where lookup has nothing to propose."""
+    if spec == LOOKUP:
+        return LookupDraft()
+    if spec.startswith(LOOKUP + "+"):
+        return [LookupDraft(), load_draft_model(spec[len(LOOKUP) + 1 :], model, bits, dtype)]
+    return load_draft_model(spec, model, bits, dtype)
+
+
+def load_draft_model(spec: str, model, bits: int | None = None, dtype: mx.Dtype | None = None):
+    """The draft model at `spec` (a weights directory or a Hugging Face repo id), checked against `model`."""
     if not Path(spec).expanduser().exists() and not looks_like_repo_id(spec):
         raise DraftNotFound(
             f"no draft model at {spec}: --draft-model takes a weights directory (config.json and "
-            "model.safetensors) or a Hugging Face repo id"
+            f"model.safetensors), a Hugging Face repo id, {LOOKUP} or {LOOKUP}+MODEL"
         )
     try:
         draft = load_for_inference(spec, bits=bits, dtype=dtype)

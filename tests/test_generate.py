@@ -462,3 +462,38 @@ def test_instruct_with_weights_never_tuned_on_instruct_data_is_refused(weights_d
             run("-m", "mlx_megabyte.generate", "--model", str(path), "--prompt", "Once", "--max-tokens", "5").returncode
             == 0
         )  # a story start is fine for any model
+
+
+def test_draft_model_flags_give_the_plain_greedy_story_and_bad_drafts_are_one_line(weights_dir, tmp_path):
+    """--draft-model through the command line: prompt lookup first and a draft model of another shape
+    where lookup has nothing (a 3-stage model: another shape and context), the same bytes as plain greedy;
+    a draft of the other token layout and flags it cannot serve are one-line errors (a missing draft:
+    test_speculative)."""
+    demo = str(weights_dir / "weights" / "demo")
+    mx.random.seed(1)
+    save(MEGABYTE(CONFIGS["3-stage"]), tmp_path / "draft")
+    mx.random.seed(1)
+    save(MEGABYTE(CONFIGS["2-stage"].replace(shift_bytes=True, num_tokens=258)), tmp_path / "bytes")
+    story = ["-m", "mlx_megabyte.generate", "--model", demo, "--prompt", "abcabcab", "--temp", "0", "-m", "60"]
+    plain = run(*story)
+    spec = run(*story, "--draft-model", f"lookup+{tmp_path / 'draft'}", "--num-draft", "3", "--verbose")
+    assert plain.returncode == 0 and spec.returncode == 0, spec.stderr
+    assert spec.stdout == plain.stdout
+    assert "proposed bytes accepted" in spec.stderr
+    one_line_error(run(*story, "--draft-model", str(tmp_path / "bytes")), "bytes token layout", "shift_bytes off")
+
+
+def test_draft_model_flags_that_cannot_apply_are_refused():
+    from mlx_megabyte.errors import UserError
+    from mlx_megabyte.generate import build_parser, refuse_ignored_flags
+
+    parser = build_parser()
+    for flags, fragment in (
+        (["--draft-model", "lookup", "-n", "2"], "drop --num-samples"),
+        (["--draft-model", "lookup", "--save-prompt-cache", "x"], "drop --save-prompt-cache"),
+        (["--num-draft", "3"], "add --draft-model"),
+    ):
+        with pytest.raises(UserError, match=fragment):
+            refuse_ignored_flags(parser.parse_args(flags))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--num-draft", "0"])
