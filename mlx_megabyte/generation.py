@@ -102,6 +102,7 @@ def stream_generate(
     story_start: bool = True,
     seed: int | None = None,
     prompt_cache=None,
+    guide=None,
 ) -> Iterator[GenerationResponse]:
     """Generate up to `max_tokens` bytes after `prompt`, yielding decoded text as it is produced.
 
@@ -109,12 +110,15 @@ def stream_generate(
     returned). Invalid UTF-8 becomes U+FFFD; a character split across steps is returned once complete
     (each sample is a textstream.TextStream: the server's batched rows follow the same rule).
     With a `seed`, sample i draws from its own random key (`keyed_sampler`), as the server does;
-    without one, from MLX's global random state. `prompt_cache`: see generate_step.
+    without one, from MLX's global random state. `prompt_cache`: see generate_step. `guide`: a
+    guide.WordGuide (guide_for_prompt) that makes the required words likelier in every sample.
     """
     sampler = sampler or make_sampler(DEFAULT_TEMP, min_p=DEFAULT_MIN_P)
+    layout = layout_of(model.config)
+    if guide is not None:
+        sampler = guide.sampler(sampler, num_samples, layout)
     if seed is not None:
         sampler = keyed_sampler(sampler, seed, num_samples)
-    layout = layout_of(model.config)
     sampler = layout.restrict(sampler, model.config.num_tokens)
     tokens, notice = story_tokens(model.config, prompt, story_start)
     ids = mx.array(tokens[None].repeat(num_samples, axis=0))
