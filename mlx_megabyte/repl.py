@@ -11,14 +11,18 @@ import mlx.core as mx
 
 from .cli import SAMPLING
 from .generation import GenerationResponse, stream_generate
+from .guide import guide_for_prompt
 from .sampling import make_sampler
 from .settings import parse
 from .text import encode_prompt, instruct_prompt
 
 
-def print_story(model, prompt, args, sampler, out=None, seed=None, prompt_cache=None) -> GenerationResponse | None:
+def print_story(
+    model, prompt, args, sampler, out=None, seed=None, prompt_cache=None, guide=None
+) -> GenerationResponse | None:
     """Stream one or more stories to `out` (standard output); return the last response (for statistics).
-    `prompt_cache`: a prompt_cache.PromptCache to start from (generate --prompt-cache-file)."""
+    `prompt_cache`: a prompt_cache.PromptCache to start from (generate --prompt-cache-file); `guide`: a
+    guide.WordGuide (generate --guide-strength)."""
     out = out or sys.stdout
     last = None
     shown = encode_prompt(prompt, story_start=False).decode("utf-8", "replace")  # printable under any locale
@@ -35,6 +39,7 @@ def print_story(model, prompt, args, sampler, out=None, seed=None, prompt_cache=
         args.num_samples,
         seed=seed,
         prompt_cache=prompt_cache,
+        guide=guide,
     )
     for last in stories:
         if last.notice:
@@ -69,6 +74,7 @@ COMMANDS = {
     "min-p": ("min_p", "M", None),
     "top-k": ("top_k", "K", None),
     "seed": ("seed", "S", "reseed the sampler"),
+    "guide": ("guide_strength", "S", "guided decoding's strength, to the prompt's Words (0 = off)"),
 }
 
 
@@ -117,7 +123,8 @@ def interactive(model, args, defaults):
             continue
         sampler = make_sampler(args.temp, args.top_p, args.min_p, args.top_k, args.filter_thres)
         try:
-            response = print_story(model, prompt, args, sampler)
+            guide = guide_for_prompt(prompt, args.guide_strength, args.guide_words)
+            response = print_story(model, prompt, args, sampler, guide=guide)
         except KeyboardInterrupt:
             print("\n[stopped]")
             continue
