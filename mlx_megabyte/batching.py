@@ -79,6 +79,7 @@ class Job:
     stop: tuple[str, ...] = ()
     logprobs: int | None = None  # alternatives per byte; None: no logprobs at all
     echo: bool = False  # with logprobs: also score the prompt's bytes
+    guide: object = None  # a guide.WordGuide: guided decoding to the request's words (None: not guided)
     events: queue.Queue = field(default_factory=queue.Queue)  # Chunk | list[ByteLogprob] | Exception | None
     cancelled: threading.Event = field(default_factory=threading.Event)
     generated: int = 0  # bytes sampled over all rows (usage)
@@ -97,6 +98,7 @@ class Row:
         self.stream = TextStream(TEXT, job.stop, job.max_tokens)  # the server serves text models only
         self.pending: list[ByteLogprob] = []  # bytes of a character not complete yet
         self.groups: deque[tuple[int, int, list[ByteLogprob]]] = deque()  # (start, end, bytes) of text
+        self.guide_state = job.guide.first() if job.guide is not None else None  # guide.RowState
 
     @property
     def done(self) -> bool:
@@ -105,6 +107,8 @@ class Row:
     def push(self, entry: ByteLogprob) -> Chunk:
         """Take one sampled byte; return what can be handed out now (exactly stream_generate's text)."""
         step = self.stream.push(entry.byte)
+        if self.guide_state is not None:
+            self.guide_state = self.job.guide.advance(self.guide_state, TEXT.byte(entry.byte))
         if step.byte is not None:
             self.pending.append(entry)
         for start, end in step.spans:
@@ -347,14 +351,15 @@ class Batcher:
         classes: dict[tuple, list[int]] = {}
         for i, row in enumerate(group.rows):
             classes.setdefault(row.job.settings, []).append(i)
+        logits = _guided(group.rows, group.logits)
         if len(classes) == 1:
-            y = group.rows[0].job.sampler(group.logits, now)
+            y = group.rows[0].job.sampler(logits, now)
         else:  # rows with different settings: sample each kind apart, then put the rows back in order
             order = [i for rows in classes.values() for i in rows]
             parts = []
             for rows in classes.values():
                 index = mx.array(rows, dtype=mx.int32)
-                parts.append(group.rows[rows[0]].job.sampler(group.logits[index], now[index]))
+                parts.append(group.rows[rows[0]].job.sampler(logits[index], now[index]))
             y = mx.concatenate(parts)[mx.array(np.argsort(order), dtype=mx.int32)]
         k = max((r.job.logprobs for r in group.rows if r.job.logprobs is not None), default=None)
         outputs = [y]
@@ -411,6 +416,18 @@ def _wait_until_gone(thread: threading.Thread, timeout: float = 10.0) -> None:
     task = f"/proc/self/task/{thread.native_id}"
     while thread.native_id is not None and os.path.exists(task) and time.monotonic() < deadline:
         time.sleep(0.001)
+
+
+def _guided(rows: list[Row], logits: mx.array) -> mx.array:
+    """The logits with each guided row's bonus added (guide.py), as stream_generate adds it; the logits
+    themselves where no row is guided. Logprobs stay the model's own."""
+    if all(row.guide_state is None for row in rows):
+        return logits
+    bonus = np.zeros(logits.shape, np.float32)
+    for i, row in enumerate(rows):
+        if row.guide_state is not None:
+            bonus[i] = row.job.guide.bonus([row.guide_state], TEXT, logits.shape[-1])[0]
+    return logits + mx.array(bonus)
 
 
 def _log_softmax(logits: mx.array) -> mx.array:

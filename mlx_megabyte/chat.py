@@ -38,7 +38,10 @@ from .text import instruct_text
 ROLES = ("system", "developer", "user", "assistant")
 IGNORED_ROLES = ("system", "developer")
 # Fields of a chat request passed on, as they are, to the completions request that writes the story.
-PASSED_ON = ("temperature", "top_p", "min_p", "top_k", "seed", "n", "stream", "stream_options", "stop", "logit_bias")
+PASSED_ON = (
+    *("temperature", "top_p", "min_p", "top_k", "seed", "n", "stream", "stream_options", "stop", "logit_bias"),
+    *("guide_strength", "guide_words"),  # guided decoding (guide.py), an extension
+)
 _HEADER_LINE = re.compile(r"[ \t]*(Features|Words|Summary|Random sentence):[ \t]*(.*)", re.IGNORECASE)
 _STORY_LINE = re.compile(r"[ \t]*Story:[ \t]?(.*)", re.IGNORECASE)
 _LABELS = {label.lower(): name for name, label in FIELDS.items()}

@@ -20,6 +20,7 @@ prompts: a table with a column per model, and with --out every story and score a
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -46,10 +47,12 @@ from .cli import (
     model_flags,
     number,
     setting_flag,
+    setting_type,
 )
 from .cli import parser as parser_for
 from .errors import UserError
 from .files import write_text
+from .guide import WordGuide
 from .models import summed_loss
 from .tokens import TEXT, layout_of
 from .weights import load_for_inference, locate, trained_on
@@ -166,8 +169,25 @@ def build_parser():
         f"by then counts as not ending (default: {INSTRUCT_DEFAULTS['max_tokens']})",
     )
     add_sampling_flags(following, defaults=False)
+    following.add_argument(
+        "--guide-strength",
+        type=guide_strengths,
+        metavar="S[,S...]",
+        help="also write each model's stories with guided decoding at these strengths (nats; 0: on its own), a "
+        "column each, named NAME+guide S: the words used then are the sampler's work as much as the model's "
+        f"(default: {INSTRUCT_DEFAULTS['guide_strength'][0]:g}, not guided)",
+    )
     following.add_argument("--out", help="write every story and its scores, and the table, to this JSON file")
     return parser
+
+
+def guide_strengths(text: str) -> list[float]:
+    """--guide-strength's comma-separated strengths, each checked as generate's --guide-strength is."""
+    one = setting_type(SAMPLING["guide_strength"].metadata)
+    values = [value.strip() for value in text.split(",")]
+    if not all(values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    return [one(value) for value in values]
 
 
 INSTRUCT_DEFAULTS = {
@@ -175,6 +195,7 @@ INSTRUCT_DEFAULTS = {
     "seed": instruct.DEFAULT_SEED,
     "max_tokens": instruct.DEFAULT_STORY_BYTES,
     "out": None,
+    "guide_strength": [0.0],
     **SAMPLING_DEFAULTS,
 }
 
@@ -305,6 +326,8 @@ def follow_instructions(args) -> None:
             setattr(args, name, default)
     if args.max_bytes is not None:
         raise UserError("--max-bytes limits the bytes scored for bits per byte; with --instruct give --prompts")
+    if len(set(args.guide_strength)) < len(args.guide_strength):
+        raise UserError("--guide-strength: a strength is given twice; give each once")
     models = named_models(args.model)
     paths = {name: locate(path) for name, path in models.items()}  # every --model found before any work
     records = instruct_records(args, console)
@@ -318,30 +341,14 @@ def follow_instructions(args) -> None:
     )
     with Progress(*columns, console=console, transient=True, disable=args.json) as progress:
         for name, path in paths.items():
-            task = progress.add_task(f"{name}: writing stories", total=len(records))
             model = load_for_inference(str(path), bits, dtype)
             if layout_of(model.config) != TEXT:
                 raise UserError(f"--instruct scores text models; {path} learns every byte value (shift_bytes)")
-            result = instruct.evaluate_instruct(
-                model,
-                records,
-                args.seed,
-                args.max_tokens,
-                args.temp,
-                args.top_p,
-                args.min_p,
-                args.top_k,
-                progress=lambda done, total: progress.update(task, completed=done),
-            )
-            record = trained_on(path)
-            result["model"] = {
-                "path": str(path),
-                "trained_on": record and record["data"],
-                "instruct_tuned": None
-                if record is None
-                else record.get("instruct", record["data"] in data.INSTRUCT_SOURCES),
-            }
-            results[name] = result
+            for strength in args.guide_strength:
+                column = name if strength == 0 else f"{name}+guide {strength:g}"
+                task = progress.add_task(f"{column}: writing stories", total=len(records))
+                tick = lambda done, total, task=task: progress.update(task, completed=done)  # noqa: E731
+                results[column] = instruct_result(model, path, records, args, strength, tick)
     report = {"data": args.data or "builtin-instruct", **instruct.comparison_json(results)}
     if args.out:
         write_text(
@@ -357,6 +364,30 @@ def follow_instructions(args) -> None:
             )
         )
     sys.stdout.flush()
+
+
+def instruct_result(model, path, records, args, strength: float, progress) -> dict:
+    """evaluate_instruct's result for one model at one guide strength (0: on its own), with what trained it."""
+    guide = (lambda record: WordGuide(record.words, strength) if record.words else None) if strength else None
+    result = instruct.evaluate_instruct(
+        model,
+        records,
+        args.seed,
+        args.max_tokens,
+        args.temp,
+        args.top_p,
+        args.min_p,
+        args.top_k,
+        progress=progress,
+        guide=guide,
+    )
+    record = trained_on(path)
+    result["model"] = {
+        "path": str(path),
+        "trained_on": record and record["data"],
+        "instruct_tuned": None if record is None else record.get("instruct", record["data"] in data.INSTRUCT_SOURCES),
+    }
+    return result
 
 
 if __name__ == "__main__":

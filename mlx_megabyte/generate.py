@@ -17,9 +17,20 @@ import sys
 import mlx.core as mx
 
 from . import prompt_cache
-from .cli import SAMPLING, add_model_flags, add_sampling_flags, cli, model_flag, model_flags, number, setting_flag
+from .cli import (
+    SAMPLING,
+    add_model_flags,
+    add_sampling_flags,
+    cli,
+    listed,
+    model_flag,
+    model_flags,
+    number,
+    setting_flag,
+)
 from .cli import parser as parser_for
 from .errors import UserError
+from .guide import guide_for_prompt
 from .repl import interactive, print_story, resettable, speculator, statistics
 from .sampling import make_sampler
 from .settings import settings_of
@@ -61,6 +72,13 @@ def build_parser():
     parser.add_argument("--features", default="", help="instruct: e.g. 'Dialogue, Twist'")
     parser.add_argument("--words", default="", help="instruct: words the story should use, e.g. 'dog, ball, happy'")
     parser.add_argument("--summary", default="", help="instruct: what the story is about")
+    setting_flag(parser, SAMPLING["guide_strength"])
+    parser.add_argument(
+        "--guide-words",
+        type=listed(),
+        metavar="WORD[,WORD...]",
+        help="the words --guide-strength guides to (default: the prompt's Words line, e.g. --instruct --words)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="print speed and memory after each story")
     pictures = parser.add_argument_group("pictures and sound (a model trained on images or .wav files)")
     pictures.add_argument("--image", metavar="OUT.png", help="write image samples (--num-samples: a grid) to this PNG")
@@ -172,6 +190,27 @@ def refuse_ignored_flags(args) -> None:
             raise UserError(f"--draft-model speeds up one story from its prompt alone: drop {clash}")
     elif args.num_draft != SpeculationSettings.num_draft:
         raise UserError("--num-draft is the number of bytes a --draft-model proposes: add --draft-model")
+    if args.guide_strength and args.draft_model:
+        raise UserError(
+            "--guide-strength changes the sampler's distribution, which --draft-model's check does not see: choose one"
+        )
+    if args.guide_words and not args.guide_strength:
+        raise UserError("--guide-words says which words --guide-strength guides to: add --guide-strength S (above 0)")
+    media = "--image" if args.image else "--audio" if args.audio else None
+    if args.guide_strength and (media or args.save_prompt_cache):
+        raise UserError(f"--guide-strength guides a story: drop {media or '--save-prompt-cache'}")
+
+
+def story_guide(prompt: bytes, args):
+    """The guide.WordGuide for a prompt at --guide-strength (None when it is 0), or UserError when there
+    are no words to guide to."""
+    guide = guide_for_prompt(prompt, args.guide_strength, args.guide_words)
+    if args.guide_strength and guide is None:
+        raise UserError(
+            "--guide-strength guides the story to its required words, and there are none: give --instruct "
+            "--words, a prompt with a Words line, or --guide-words"
+        )
+    return guide
 
 
 @cli
@@ -209,7 +248,10 @@ def main(argv=None):
         return
     cache = prompt_cache.from_file(args.prompt_cache_file, model, prompt) if args.prompt_cache_file else None
     speculation = speculator(args)
-    response = print_story(model, prompt, args, sampler, seed=args.seed, prompt_cache=cache, speculation=speculation)
+    guide = story_guide(prompt, args)
+    response = print_story(
+        model, prompt, args, sampler, seed=args.seed, prompt_cache=cache, speculation=speculation, guide=guide
+    )
     if args.verbose and response is not None:
         print(statistics(response, speculation), file=sys.stderr)
 

@@ -103,6 +103,7 @@ def stream_generate(
     seed: int | None = None,
     prompt_cache=None,
     speculation=None,
+    guide=None,
 ) -> Iterator[GenerationResponse]:
     """Generate up to `max_tokens` bytes after `prompt`, yielding decoded text as it is produced.
 
@@ -113,19 +114,22 @@ def stream_generate(
     without one, from MLX's global random state. `prompt_cache`: see generate_step. `speculation` (a
     speculative.Speculator, one sample, no prompt cache): a draft proposes bytes that the model checks
     several at a time; the output is distributed as the sampler's (greedy: the same bytes), drawn from
-    the Speculator's own random stream (seeded by `seed`), so a seeded sample differs from a plain one.
+    the Speculator's own random stream (seeded by `seed`), so a seeded sample differs from a plain one. `guide`: a
+    guide.WordGuide (guide_for_prompt) that makes the required words likelier in every sample.
     """
     sampler = sampler or make_sampler(DEFAULT_TEMP, min_p=DEFAULT_MIN_P)
+    layout = layout_of(model.config)
+    if guide is not None:
+        sampler = guide.sampler(sampler, num_samples, layout)
     if seed is not None:
         sampler = keyed_sampler(sampler, seed, num_samples)
-    layout = layout_of(model.config)
     sampler = layout.restrict(sampler, model.config.num_tokens)
     tokens, notice = story_tokens(model.config, prompt, story_start)
     ids = mx.array(tokens[None].repeat(num_samples, axis=0))
     if speculation is None:
         steps = generate_step(model, ids, sampler, prompt_cache)
-    elif num_samples != 1 or prompt_cache is not None:
-        raise ValueError("speculative decoding writes one sample and starts from no prompt cache")
+    elif num_samples != 1 or prompt_cache is not None or guide is not None:
+        raise ValueError("speculative decoding writes one sample, unguided, and starts from no prompt cache")
     else:
         steps = speculation.steps(model, ids, layout.restrict, seed)
 

@@ -57,6 +57,7 @@ from .sampling import (
     make_sampler,
 )
 from .text import EOT, byte_array, encode_prompt, story_mask
+from .tokens import TEXT
 
 DEFAULT_SEED = 0
 DEFAULT_STORY_BYTES = 2048  # the length budget: the built-in stories are at most about 1,400 bytes
@@ -179,6 +180,11 @@ def word_forms(word: str) -> tuple[str, ...]:
     if single_vowel and w[-1] not in _VOWELS + "wxy":
         forms |= {w + w[-1] + "ed", w + w[-1] + "ing"}
     return tuple(sorted(forms))
+
+
+def is_letter(char: str) -> bool:
+    """Whether a character is a letter, in any script: a whole word (`uses_word`) is bounded by others."""
+    return re.fullmatch(_LETTER, char) is not None
 
 
 def uses_word(story: str, word: str) -> bool:
@@ -322,13 +328,16 @@ def words_gain(first: list[dict], other: list[dict]) -> dict | None:
 # --- the model -------------------------------------------------------------------------------------------
 
 
-def story_bytes(model, prompt: str, max_tokens: int, sampler, seed: int) -> tuple[bytes, bool]:
+def story_bytes(model, prompt: str, max_tokens: int, sampler, seed: int, guide=None) -> tuple[bytes, bool]:
     """(the bytes generated after `prompt`, without the end-of-text byte; whether that byte came within
-    `max_tokens`). The same bytes as generate.generate(model, prompt, sampler=sampler, seed=seed), which
-    would decode them; the checks need them raw."""
+    `max_tokens`). The same bytes as generate.generate(model, prompt, sampler=sampler, seed=seed,
+    guide=guide), which would decode them; the checks need them raw. `guide`: a guide.WordGuide for the
+    story (None: the model on its own)."""
     data, _ = fit_context(encode_prompt(prompt), model.config.context_length)
     ids = mx.array(np.frombuffer(data, dtype=np.uint8)[None])
     out = bytearray()
+    if guide is not None:
+        sampler = guide.sampler(sampler, 1, TEXT)
     with closing(generate_step(model, ids, keyed_sampler(sampler, seed, 1))) as steps:
         for _, y in zip(range(max_tokens), steps):
             value = y.item()
@@ -386,6 +395,7 @@ def evaluate_instruct(
     min_p: float = DEFAULT_MIN_P,
     top_k: int = DEFAULT_TOP_K,
     progress=None,
+    guide=None,
 ) -> dict:
     """Write one story per record's prompt and score it: {"settings", "aggregate", "stories"}.
 
@@ -393,12 +403,15 @@ def evaluate_instruct(
     so the same model, records and settings give the same numbers. The aggregate adds the stories' bits
     per byte given their prompts (`story_bits_per_byte`). `progress(done, total)` is called per story.
     Works for any model with the package's contract: model(ids, include_start=True), make_cache and
-    config.context_length.
+    config.context_length. `guide(record)`: the guide.WordGuide that guides record's story (None, or
+    no function: the model on its own); its strength is in the settings.
     """
     sampler = make_sampler(temp, top_p, min_p, top_k)
-    stories = []
+    stories, strength = [], 0.0
     for i, record in enumerate(records):
-        data, ended = story_bytes(model, record.prompt, max_tokens, sampler, seed + i)
+        guiding = guide(record) if guide is not None else None
+        strength = guiding.strength if guiding is not None else strength
+        data, ended = story_bytes(model, record.prompt, max_tokens, sampler, seed + i, guiding)
         stories.append(
             {
                 "seed": seed + i,
@@ -410,6 +423,8 @@ def evaluate_instruct(
         if progress:
             progress(i + 1, len(records))
     settings = {"seed": seed, "max_tokens": max_tokens, "temp": temp, "top_p": top_p, "min_p": min_p, "top_k": top_k}
+    if strength:
+        settings["guide_strength"] = strength
     summary = {**aggregate(stories), **story_bits_per_byte(model, records)}
     return {"settings": settings, "aggregate": summary, "stories": stories}
 

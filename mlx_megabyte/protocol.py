@@ -18,6 +18,7 @@ import mlx.core as mx
 
 from .batching import ByteLogprob, Chunk, Job
 from .generation import DEFAULT_MAX_TOKENS, fit_context
+from .guide import guide_for_prompt
 from .sampling import SamplingSettings, make_sampler
 from .settings import WrongKind, check_value
 from .text import encode_prompt, instruct_prompt
@@ -154,10 +155,13 @@ def parse_media(body, kind: str, max_batch: int) -> dict:
     }
 
 
-def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple[Job, dict]:
+def parse_completion(
+    body, config, max_tokens_cap: int, max_batch: int, guide_strength: float = 0.0
+) -> tuple[Job, dict]:
     """Validate an OpenAI completions request; return the job and what the response needs.
 
     Unknown fields are ignored, as OpenAI's API does; `model` is ignored too (one model per server).
+    `guide_strength`: the server's, for requests that give none (`_guide`).
     """
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", None, "invalid_body")
@@ -204,6 +208,7 @@ def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple
 
     raw = prompt if isinstance(prompt, bytes) else encode_prompt(prompt, story_start=False)
     fitted, notice = fit_context(encode_prompt(raw), config.context_length)
+    guide = _guide(body, raw, guide_strength)
     settings = (temp, top_p, min_p, top_k)
     sampler = make_sampler(*settings)
     if bias:  # e.g. {"3": -100}: never end the story (the load test wants stories of one length)
@@ -219,6 +224,7 @@ def parse_completion(body, config, max_tokens_cap: int, max_batch: int) -> tuple
         stop=tuple(stop),
         logprobs=logprobs,
         echo=echo,
+        guide=guide,
     )
     echoed = raw.decode("utf-8", "replace") if echo else ""
     return job, {
@@ -249,6 +255,37 @@ def _prompt(body: dict) -> str | bytes:
     else:
         checked_text(prompt, "prompt")
     return prompt
+
+
+def _guide(body: dict, prompt: bytes, default: float):
+    """The request's guided decoding (guide.py), or None: `guide_strength` (the server's default where the
+    request gives none), to `guide_words` (a string of comma-separated words, or a list of strings) or
+    by default the prompt's Words line. A request that asks for guiding and has no words to guide to is
+    refused; the server's default guides only the requests that have some."""
+    asked = body.get("guide_strength") is not None
+    strength = _setting(body, "guide_strength", "guide_strength") if asked else default
+    words = body.get("guide_words")
+    if isinstance(words, str):
+        words = [w for w in (part.strip() for part in words.split(",")) if w]
+    if words is not None and not (isinstance(words, list) and all(isinstance(w, str) for w in words)):
+        raise ApiError(
+            400, f"'guide_words' must be a string or a list of strings, got {json.dumps(words)[:40]}", "guide_words",
+            "invalid_type",
+        )  # fmt: skip
+    for word in words or ():
+        checked_text(word, "guide_words")
+    if words and not strength:
+        raise ApiError(
+            400, "'guide_words' says which words 'guide_strength' guides to: give 'guide_strength' (above 0)",
+            "guide_words", "invalid_value",
+        )  # fmt: skip
+    guide = guide_for_prompt(prompt, strength, words)
+    if guide is None and asked and strength:
+        raise ApiError(
+            400, "'guide_strength' guides the story to its required words, and this request has none: give "
+            "Words (a Words line or 'words') or 'guide_words'", "guide_strength", "no_words_to_guide",
+        )  # fmt: skip
+    return guide
 
 
 def _stop(body: dict) -> list[str]:

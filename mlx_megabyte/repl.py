@@ -11,6 +11,7 @@ import mlx.core as mx
 
 from .cli import SAMPLING
 from .generation import GenerationResponse, stream_generate
+from .guide import guide_for_prompt
 from .sampling import make_distribution, make_sampler
 from .settings import parse
 from .speculative import Speculator
@@ -18,11 +19,11 @@ from .text import encode_prompt, instruct_prompt
 
 
 def print_story(
-    model, prompt, args, sampler, out=None, seed=None, prompt_cache=None, speculation=None
+    model, prompt, args, sampler, out=None, seed=None, prompt_cache=None, speculation=None, guide=None
 ) -> GenerationResponse | None:
     """Stream one or more stories to `out` (standard output); return the last response (for statistics).
     `prompt_cache`: a prompt_cache.PromptCache to start from (generate --prompt-cache-file); `speculation`:
-    a speculative.Speculator (generate --draft-model)."""
+    a speculative.Speculator (generate --draft-model); `guide`: a guide.WordGuide (generate --guide-strength)."""
     out = out or sys.stdout
     last = None
     shown = encode_prompt(prompt, story_start=False).decode("utf-8", "replace")  # printable under any locale
@@ -40,6 +41,7 @@ def print_story(
         seed=seed,
         prompt_cache=prompt_cache,
         speculation=speculation,
+        guide=guide,
     )
     for last in stories:
         if last.notice:
@@ -91,6 +93,7 @@ COMMANDS = {
     "min-p": ("min_p", "M", None),
     "top-k": ("top_k", "K", None),
     "seed": ("seed", "S", "reseed the sampler"),
+    "guide": ("guide_strength", "S", "guided decoding's strength, to the prompt's Words (0 = off)"),
 }
 
 
@@ -139,8 +142,12 @@ def interactive(model, args, defaults):
             continue
         sampler = make_sampler(args.temp, args.top_p, args.min_p, args.top_k, args.filter_thres)
         speculation = speculator(args)
+        guide = guide_for_prompt(prompt, args.guide_strength, args.guide_words)
+        if speculation is not None and guide is not None:  # the draft's check does not see the guide's bonus
+            print("guided decoding and --draft-model do not go together: /guide 0 to write with the draft")
+            continue
         try:
-            response = print_story(model, prompt, args, sampler, speculation=speculation)
+            response = print_story(model, prompt, args, sampler, speculation=speculation, guide=guide)
         except KeyboardInterrupt:
             print("\n[stopped]")
             continue

@@ -51,6 +51,14 @@ class SamplingSettings:
         high_open=True,
         optional=True,
     )
+    guide_strength: float = setting(
+        0.0,
+        help="guided decoding: nats added to the logits of the bytes that begin or continue a required word "
+        "not yet used (0 = off; see docs/stories-on-command.md)",
+        kind=float,
+        low=0,
+        high=100,
+    )
     max_tokens: int = setting(512, help="most bytes to generate", low=1)
     seed: int | None = setting(
         None,

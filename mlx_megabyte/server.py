@@ -37,7 +37,7 @@ from importlib import resources
 from . import chat, media, media_samples, protocol
 from .access import Access, host_flag, is_loopback, origin_flag
 from .batching import Batcher, Busy, Chunk, Job
-from .cli import add_model_flags, cli, model_flag, model_flags, setting_flag
+from .cli import SAMPLING, add_model_flags, cli, model_flag, model_flags, setting_flag
 from .cli import parser as parser_for
 from .errors import UserError
 from .prompt_cache import DEFAULT_BYTES as DEFAULT_PROMPT_CACHE_BYTES
@@ -170,6 +170,7 @@ class App:
         self.api_key = args.api_key
         self.access = Access(args.host, args.allow_host, args.allow_origin)
         self.max_tokens_cap, self.max_batch = args.max_tokens, args.max_batch
+        self.guide_strength = getattr(args, "guide_strength", 0.0)  # for requests that give none
         self.max_body, self.timeout, self.max_connections = args.max_body_bytes, args.timeout, args.max_connections
         self.created = int(time.time())
 
@@ -425,7 +426,9 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/v1/chat/completions":
             request, story = chat.completion_request(request)
             answers, instruct = (protocol.chat_stream, protocol.chat_answer), story.instruct
-        job, reply = protocol.parse_completion(request, app.config, app.max_tokens_cap, app.max_batch)
+        job, reply = protocol.parse_completion(
+            request, app.config, app.max_tokens_cap, app.max_batch, app.guide_strength
+        )
         if (instruct or reply["instruct"]) and app.untuned:
             raise ApiError(400, app.untuned, code="model_not_instruct_tuned")
         try:
@@ -705,6 +708,13 @@ def build_parser():
     )
     for name in limits:
         setting_flag(parser, SERVER[name])
+    setting_flag(
+        parser,
+        SAMPLING["guide_strength"],
+        help="guided decoding for requests that give no guide_strength and have required words (a Words line, "
+        "'words' or 'guide_words'): nats added to the logits of the bytes that begin or continue a required word "
+        "not yet used (0 = off; see docs/stories-on-command.md)",
+    )
     add_model_flags(parser)
     return parser
 

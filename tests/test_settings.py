@@ -17,7 +17,9 @@ from mlx_megabyte.trainer import TrainingConfig
 COMMAND = {name: command for command, (name, _, _) in repl.COMMANDS.items()}  # field -> REPL command
 FLAG = {"temp": "--temp", "top_p": "--top-p", "min_p": "--min-p", "top_k": "--top-k", "seed": "--seed"}
 FLAG["max_tokens"] = "--max-tokens"
+FLAG["guide_strength"] = "--guide-strength"
 BODY = {"temp": "temperature", "top_p": "top_p", "min_p": "min_p", "top_k": "top_k", "seed": "seed"}  # HTTP names
+BODY["guide_strength"] = "guide_strength"
 
 REFUSED = [
     ("temp", -1, "must be at least 0, got -1"),
@@ -31,6 +33,8 @@ REFUSED = [
     ("seed", 2**32, "must be at most 4294967295, got 4294967296"),
     ("max_tokens", -1, "must be at least 1, got -1"),
     ("max_tokens", 0, "must be at least 1, got 0"),
+    ("guide_strength", -1, "must be at least 0, got -1"),
+    ("guide_strength", 101, "must be at most 100, got 101"),
 ]
 ACCEPTED = [
     ("temp", 0),
@@ -41,6 +45,8 @@ ACCEPTED = [
     ("seed", 0),
     ("seed", 2**32 - 1),
     ("max_tokens", 1),
+    ("guide_strength", 0),
+    ("guide_strength", 100),
 ]
 
 
