@@ -39,6 +39,9 @@ class HNetCache(DecodingState):
         self.encoder, self.decoder = self._layer_states(model.encoder), self._layer_states(model.decoder)
         self.main = [SlotCache(config.max_patches) for _ in model.main.layers]
         result = model.forward(ids, self)
+        if not config.mamba:  # windowed from here on: two prefilled states merge, every step has one shape
+            self.encoder = [WindowCache.of(c, config.window) for c in self.encoder]
+            self.decoder = [WindowCache.of(c, config.window) for c in self.decoder]
         self.previous = result.h[:, -1:]  # (N, 1, d): the router's h_{t-1} for the next byte
         self.smoothed = result.smoothed[:, -1:]  # (N, 1, d): the EMA of the row's current patch
         boundary = np.array(result.boundary)
@@ -47,11 +50,8 @@ class HNetCache(DecodingState):
         return model.logits(result.outputs[:, -1])
 
     def _step(self, byte: mx.array) -> mx.array:
-        model, config, G = self.model, self.config, self.config.max_patches
+        model, G = self.model, self.config.max_patches
         self.tokens = mx.concatenate([self.tokens, byte], axis=1)
-        if not config.mamba:
-            self.encoder = [WindowCache.of(c, config.window) for c in self.encoder]
-            self.decoder = [WindowCache.of(c, config.window) for c in self.decoder]
         position = mx.array(self.length, dtype=mx.int32)  # the new byte's: the start is position 0
         h, p, boundary, encoder = _compiled(model, "encode")(byte, position, self.previous, _arrays(self.encoder))
         _restore(self.encoder, encoder, self.length + 1)

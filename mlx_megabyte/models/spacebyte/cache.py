@@ -35,6 +35,9 @@ class SpaceByteCache(DecodingState):
         self.final = [KVCache(config.context_length + 1) for _ in model.final_blocks]
         self.globals = [SlotCache(config.global_length) for _ in model.global_blocks]
         outputs = model.forward(ids, self)
+        # Windowed from here on, so that two prefilled states merge and every step has the same shapes.
+        self.initial = [WindowCache.of(c, config.window) for c in self.initial]
+        self.final = [WindowCache.of(c, config.window) for c in self.final]
         natural = np.array(natural_boundaries(ids, config.num_tokens, self.offset))
         last_natural = natural.shape[1] - 1 - np.argmax(natural[:, ::-1], axis=1)
         self.gap = (natural.shape[1] - 1 - last_natural).astype(np.int64)  # positions since it
@@ -56,8 +59,6 @@ class SpaceByteCache(DecodingState):
         self.gap = np.where(natural, 0, self.gap + 1)
         self.started = self.gap % config.max_patch == 0
         active = self.started & (self.used < config.global_length)
-        self.initial = [WindowCache.of(c, config.window) for c in self.initial]
-        self.final = [WindowCache.of(c, config.window) for c in self.final]
         local = [(c.keys, c.values) for c in self.initial + self.final]
         position = mx.array(self.length, dtype=mx.int32)  # the new byte's: the start is position 0
         if active.any():
