@@ -92,3 +92,14 @@ def test_corpora_splits_fortunes_and_removes_colour_codes_even_nested(tmp_path):
         ),
         "dpkg is not here",
     )
+
+
+def test_profile_step_decode_mode_times_the_cached_step_of_a_tiny_model():
+    done = run("tools/profile_step.py", "--arch", "spacebyte", "--preset", "tiny", "--mode", "decode", "--steps", "4")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("spacebyte tiny, decoding at batch 1")
+    # SpaceByte's boundary rule reads the byte: building a step waits for it, and the check says so.
+    assert any("host sync inside the step" in line and "yes" in line for line in lines)
+    parts = {line.split("(")[0].strip(): line for line in lines if " calls)" in line}
+    assert {"initial_blocks", "final_blocks", "to_logits"} <= set(parts)

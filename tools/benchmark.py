@@ -19,6 +19,11 @@ and the MLX/torch ratio (above 1 = MLX faster / uses more memory). Tasks:
 - generate-q8, generate-q4: mlx-megabyte's generation with --quantize 8 / 4 (torch: the same float32
             full recompute, measured once per config and shared by the generate rows)
 
+Beside each generate row's MLX rate stands its floor: the bytes per second that reading once the weights
+a decoded byte touches (the model's weight_bytes_per_byte) allows at this machine's memory bandwidth,
+measured once as numpy copying a 256 MiB float32 array on one core (read and write counted: what a
+decoding step's single-row products get; CPUs only), and the measured rate as a fraction of it.
+
 - train-bf16: training in bfloat16 mixed precision (float32 master weights and optimizer state): torch
             under autocast(bfloat16), mlx-megabyte with its --dtype bfloat16 step
 
@@ -236,6 +241,7 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
 
         model.eval()
         prompt = ids[:1, :prompt_bytes]
+        weight_bytes = model.weight_bytes_per_byte()
         for i in range(warmup + steps):
             tic = time.perf_counter()
             for _, y in zip(range(new_bytes), generate_step(model, prompt, make_sampler(0.0))):
@@ -243,11 +249,28 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
             if i >= warmup:
                 rates.append(new_bytes / (time.perf_counter() - tic))
     result = {"rates": rates, "mlx_peak_gb": mx.get_peak_memory() / 1e9}
+    if task.startswith("generate"):
+        result["weight_bytes"] = weight_bytes
     if device == "gpu":
         result["gpu_peak_gb"] = result["mlx_peak_gb"]
     if task.startswith("train"):
         result["matmul_gflops"] = matmul_gflops(2048, dtype=mx.bfloat16 if task == "train-bf16" else mx.float32)
     return result
+
+
+def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """Bytes per second that one core moves through memory: numpy copying a large float32 array (read
+    and write counted, as STREAM's copy does), the best of a few. numpy, not MLX, whose CPU copies and
+    reductions run scalar (a sum read 0.5-0.7 GB/s here: the reduction, not the memory; numpy's sum
+    ~1 GB/s). In a process of its own: Linux carries a process's peak RSS across the fork and exec of
+    the workers, whose memory figures would count the arrays."""
+    code = (
+        "import numpy as np, time; a = np.ones(%d, dtype=np.float32); b = np.empty_like(a); best = 1e9\n"
+        "for _ in range(%d):\n    t = time.perf_counter(); np.copyto(b, a); best = min(best, time.perf_counter() - t)\n"
+        "print(2 * a.nbytes / best)" % (megabytes * 2**20 // 4, repeats)
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(done.stdout.strip())
 
 
 def worker_main(args):
@@ -377,7 +400,7 @@ def orchestrate(args):
                         file=sys.stderr,
                         flush=True,
                     )
-            row = summarise(config, task, results, args.device, args.models[config])
+            row = summarise(config, task, results, args.device, args.models[config], args.bandwidth)
             row["batch"] = args.batch
             if generating:
                 row["prompt_bytes"], row["new_bytes"] = prompt_length(args.models[config], args), args.new_bytes
@@ -389,7 +412,7 @@ def orchestrate(args):
     return rows
 
 
-def summarise(config, task, results, device, model: dict):
+def summarise(config, task, results, device, model: dict, bandwidth: float | None = None):
     def median(worker, key):
         values = [v for r in results[worker] for v in (r[key] if isinstance(r[key], list) else [r[key]])]
         return statistics.median(values) if values else None
@@ -412,6 +435,10 @@ def summarise(config, task, results, device, model: dict):
     torch_rate = max(row["torch_bytes_per_s"] or 0, row.get("torch_compiled_bytes_per_s", 0))
     row["speed_ratio"] = row["mlx_bytes_per_s"] / torch_rate if torch_rate else None
     row["memory_ratio"] = row["mlx_memory_gb"] / row["torch_memory_gb"] if row["torch_memory_gb"] else None
+    if task.startswith("generate") and bandwidth:
+        row["weight_mb_per_byte"] = median("mlx", "weight_bytes") / 1e6
+        row["bandwidth_gb_per_s"] = bandwidth / 1e9
+        row["floor_bytes_per_s"] = bandwidth / median("mlx", "weight_bytes")
     if task.startswith("train"):
         ceilings = [median("mlx", "matmul_gflops")]
         if results["torch"] and all(
@@ -429,6 +456,16 @@ def summarise(config, task, results, device, model: dict):
     return row
 
 
+def floor_text(row) -> str:
+    """A generate row's floor: what one read of the weights per byte allows, and the measured rate's share."""
+    if "floor_bytes_per_s" not in row:
+        return ""
+    return (
+        f"   floor {row['floor_bytes_per_s']:,.0f} B/s ({row['weight_mb_per_byte']:.2f} MB of weights per byte at "
+        f"{row['bandwidth_gb_per_s']:.1f} GB/s), measured x{row['mlx_bytes_per_s'] / row['floor_bytes_per_s']:.2f} of it"
+    )
+
+
 def print_row(row):
     if row["torch_bytes_per_s"] is None:  # MLX only (no megabyte-pytorch counterpart)
         line = (
@@ -437,7 +474,7 @@ def print_row(row):
         )
         if "mlx_mfu" in row:
             line += f"   MFU {100 * row['mlx_mfu']:.0f}% of {row['matmul_gflops']:.0f} GFLOP/s ({row['mflops_per_byte']:.1f} MFLOP/byte)"
-        print(line, flush=True)
+        print(line + floor_text(row), flush=True)
         return
     compiled = f" (compiled {row['torch_compiled_bytes_per_s']:,.1f})" if "torch_compiled_bytes_per_s" in row else ""
     line = (
@@ -454,7 +491,7 @@ def print_row(row):
             f"   MFU torch {100 * row['torch_mfu']:.0f}% mlx {100 * row['mlx_mfu']:.0f}% of "
             f"{row['matmul_gflops']:.0f} GFLOP/s ({row['mflops_per_byte']:.1f} MFLOP/byte)"
         )
-    print(line, flush=True)
+    print(line + floor_text(row), flush=True)
 
 
 def default_device() -> str:
@@ -546,6 +583,9 @@ def run_benchmark(argv=None):
     args.device = args.device or found
     args.batch = args.batch or (32 if args.device == "gpu" else 4)
     args.models = configurations()
+    # The floor beside generate rows: this CPU's read bandwidth (a GPU's would need measuring on it).
+    generating = args.device == "cpu" and any(t.startswith("generate") for t in args.tasks)
+    args.bandwidth = memory_bandwidth() if generating else None
     orchestrate(args)
 
 

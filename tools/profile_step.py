@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Where a training step's time goes, by operation, for any architecture and preset.
+"""Where a training step's time goes, by operation, for any architecture and preset; or, with
+`--mode decode`, where a cached decoding step's time goes.
 
     python tools/profile_step.py --arch megabyte --preset small
     python tools/profile_step.py --arch spacebyte --preset 40m --batch 4 --variant cpu
+    python tools/profile_step.py --arch hnet --preset small --mode decode
 
 One forward pass records every call of the step's building blocks with its shapes: the matmuls of each
 Linear layer (and of kernels.projection, several layers' weights side by side), the attention, RMSNorm, GELU, LayerNorm and embedding calls and the loss. Each distinct
@@ -11,6 +13,16 @@ and counted as often as the step makes it; the optimizer update is timed on the 
 The table compares their sum with the whole compiled step: the rest ("other") is the elementwise glue
 (residual adds, concatenations, slices, reshapes) that no building block owns. Timings are medians, on
 whatever the CPU is doing meanwhile: compare shares, not absolute figures across runs.
+
+`--mode decode` prefills a prompt (`--prompt-bytes` random bytes) and feeds `--steps` bytes through
+`DecodingState.step` (the model's own greedy choices, at batch `--batch`), as generation does, and
+reports per step: building the step's graph in Python (any host synchronisation inside the step shows
+up here: the step waits for its input), evaluating it, and the two pipelined as generation runs them
+(the next step built while this one computes); how often a step began a patch and what such steps
+cost against the others; and, each part of the model timed on its own by evaluating its inputs before
+and its output after it (the model's top-level layers: a stage, a group of blocks, the router ...),
+where the time of an unpipelined step goes. The host-synchronisation check feeds a byte that is still
+being computed (behind a slow product) and sees whether building the step waited for it.
 """
 
 from __future__ import annotations
@@ -191,6 +203,153 @@ def profile(arch: str, preset: str, batch: int, repeats: int, verbose: bool = Fa
     return listed
 
 
+# --- decoding -------------------------------------------------------------------------------------------
+
+
+def _median_ms(values) -> float:
+    return statistics.median(values) * 1e3 if values else 0.0
+
+
+def decode_profile(arch: str, preset: str, batch: int, steps: int, prompt_bytes: int) -> list[tuple[str, str]]:
+    """(label, value) rows for `--mode decode` (see the module docstring)."""
+    from mlx_megabyte import cpu
+
+    config = architecture(arch).presets[preset]
+    model = build(config)
+    model.eval()
+    mx.eval(model.parameters())
+    length = max(1, min(prompt_bytes, config.context_length - steps - 1))
+    ids = mx.array(np.random.default_rng(0).integers(0, 256, (batch, length)))
+    rows = []
+    with cpu.single_threaded_blas():  # as generate_step decodes
+        state = model.make_cache(batch)
+        y = mx.argmax(state.prefill(ids), axis=-1)
+        mx.eval(y)
+        fed = []
+        building, evaluating, patch, other = [], [], [], []
+        for i in range(steps + 3):  # 3 warm-up steps: traces of compiled steps
+            tic = time.perf_counter()
+            logits = state.step(y)
+            built = time.perf_counter()
+            y = mx.argmax(logits, axis=-1)
+            mx.eval(y)
+            done = time.perf_counter()
+            if i >= 3:
+                building.append(built - tic)
+                evaluating.append(done - built)
+                (patch if any(state.patch_started()) else other).append(done - tic)
+            fed.append(y)
+        rows.append(("step: building the graph (Python, host syncs included)", f"{_median_ms(building):.3f} ms"))
+        rows.append(("step: evaluating it", f"{_median_ms(evaluating):.3f} ms"))
+        rows.append(("step, unpipelined (mean)", f"{1e3 * (sum(building) + sum(evaluating)) / steps:.3f} ms"))
+        rows.append(
+            (
+                f"steps that began a patch: {len(patch)} of {steps}",
+                f"{_median_ms(patch):.3f} ms against {_median_ms(other):.3f} ms (medians)",
+            )
+        )
+        rows.append(("pipelined as generate_step runs it", f"{pipelined(model, ids, steps):,.1f} bytes/s"))
+        rows.append(("host sync inside the step", host_sync(state, y)))
+        rows += part_times(model, state, fed[-1], steps)
+    return rows
+
+
+def pipelined(model, ids, steps: int) -> float:
+    """Bytes per second of generate_step at greedy, the graph of each step built while the last computes."""
+    from mlx_megabyte.generation import generate_step
+    from mlx_megabyte.sampling import make_sampler
+
+    tic = None
+    for i, y in zip(range(steps + 3), generate_step(model, ids, make_sampler(0.0))):
+        y.tolist()
+        if i == 2:
+            tic = time.perf_counter()
+    return steps / (time.perf_counter() - tic)
+
+
+def host_sync(state, y) -> str:
+    """Whether building a step waits for its input byte: fed a byte that a slow product still computes."""
+    a = mx.random.normal((1024, 1024))
+    mx.eval(a)
+
+    def slow():  # 8 products of 1024^2 matrices, left lazy
+        out = a
+        for _ in range(8):
+            out = out @ a
+        return mx.sum(out)
+
+    tic = time.perf_counter()
+    mx.eval(slow())
+    compute = time.perf_counter() - tic
+    pending = y + (slow() * 0).astype(y.dtype)  # y itself, once the products are done
+    tic = time.perf_counter()
+    logits = state.step(pending)
+    building = time.perf_counter() - tic
+    mx.eval(logits)
+    waited = building > compute / 2
+    verdict = "yes: the step waited for its input byte" if waited else "none: the step was built before its input"
+    return f"{verdict} (built in {building * 1e3:.1f} ms behind {compute * 1e3:.1f} ms of pending work)"
+
+
+def part_times(model, state, byte, steps: int) -> list[tuple[str, str]]:
+    """Each top-level layer of the model timed on its own during `steps` steps: its inputs evaluated before
+    the call, the call (building), its output evaluated after; compiled steps are run uncompiled here
+    (mx.disable_compile), so the parts add up to an unpipelined, uncompiled step."""
+    names = {}
+    for name, child in model.children().items():
+        for i, module in enumerate(child if isinstance(child, list) else [child]):
+            if isinstance(module, nn.Module):
+                names[id(module)] = name if not isinstance(child, list) else f"{name}[{i}]"
+    # A group of blocks (SpaceByte's global_blocks) is one part; stages stay apart.
+    group = {k: v.split("[")[0] if "blocks" in v or "layers" in v else v for k, v in names.items()}
+    spent: dict[str, list[float]] = {}
+    originals = {}
+
+    def timed_call(original):
+        def call(module, *args, **kwargs):
+            label = group.get(id(module))
+            if label is None:
+                return original(module, *args, **kwargs)
+            mx.eval([a for a in args if isinstance(a, mx.array)])
+            tic = time.perf_counter()
+            out = original(module, *args, **kwargs)
+            mx.eval(out)
+            spent.setdefault(label, []).append(time.perf_counter() - tic)
+            return out
+
+        return call
+
+    classes = {type(m) for m in _modules(model) if id(m) in group}
+    for cls in classes:
+        originals[cls] = cls.__call__
+        cls.__call__ = timed_call(cls.__call__)
+    total = 0.0
+    try:
+        mx.disable_compile()
+        y = byte
+        for _ in range(steps):
+            tic = time.perf_counter()
+            y = mx.argmax(state.step(y), axis=-1)
+            mx.eval(y)
+            total += time.perf_counter() - tic
+    finally:
+        mx.enable_compile()
+        for cls, original in originals.items():
+            cls.__call__ = original
+    rows = [("parts, uncompiled, each evaluated on its own (per step, mean):", "")]
+    for label, values in sorted(spent.items(), key=lambda kv: -sum(kv[1])):
+        rows.append((f"  {label} ({len(values)} calls)", f"{1e3 * sum(values) / steps:.3f} ms"))
+    rest = total - sum(sum(v) for v in spent.values())
+    rows.append(("  the rest (boundary decisions, cache appends, glue, host syncs)", f"{1e3 * rest / steps:.3f} ms"))
+    rows.append(("  whole step, so run", f"{1e3 * total / steps:.3f} ms"))
+    return rows
+
+
+def _modules(model):
+    for child in model.children().values():
+        yield from (child if isinstance(child, list) else [child])
+
+
 @cli
 def main(argv=None):
     parser = parser_for("tools/profile_step.py", __doc__)
@@ -202,11 +361,24 @@ def main(argv=None):
     parser.add_argument("--variant", choices=kernels.VARIANTS, help="force a kernel variant (default: the device's)")
     parser.add_argument("--repeats", type=number(int, 1), default=7, help="timed repetitions of each piece")
     parser.add_argument("--verbose", action="store_true", help="also list every distinct call with its shapes")
+    parser.add_argument(
+        "--mode", choices=("train", "decode"), default="train", help="profile a training step or a cached decoding step"
+    )
+    parser.add_argument("--steps", type=number(int, 1), default=64, help="decode: bytes fed through the cached step")
+    parser.add_argument("--prompt-bytes", type=number(int, 1), default=512, help="decode: prompt prefilled first")
     args = parser.parse_args(argv)
     try:
         config = architecture(args.arch).presets[args.preset]
     except (KeyError, ValueError):
         parser.error(f"unknown architecture or preset: --arch {args.arch} --preset {args.preset}")
+    if args.mode == "decode":
+        batch = args.batch if "--batch" in (argv if argv is not None else sys.argv) else 1
+        with kernels.forced(args.variant) if args.variant else _nothing():
+            rows = decode_profile(args.arch, args.preset, batch, args.steps, args.prompt_bytes)
+        print(f"{args.arch} {args.preset}, decoding at batch {batch}, kernels: {args.variant or kernels.variant()}")
+        for label, value in rows:
+            print(f"  {label:<66} {value}")
+        return
     with kernels.forced(args.variant) if args.variant else _nothing():
         rows = profile(args.arch, args.preset, args.batch, args.repeats, args.verbose)
     whole = rows[-1][2]

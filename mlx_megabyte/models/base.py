@@ -12,7 +12,8 @@ It provides:
 - a **model**: an nn.Module subclassing `Model`: `model(ids, include_start=False)` -> logits whose
   [:, t] predicts byte t + 1 (with `include_start`, one more position first: the prediction of byte 0),
   `make_cache(batch_size)` -> its `DecodingState`, `patch_starts(ids)` (which bytes begin a patch, for
-  the playground's marks), `set_grad_checkpoint`; optionally `forward_with_stats(ids)` (the logits with
+  the playground's marks), `set_grad_checkpoint`, `weight_bytes_per_byte()` (what decoding one byte
+  reads of the weights: the benchmark's bandwidth floor); optionally `forward_with_stats(ids)` (the logits with
   the start, and scalars from the same pass that training logs beside the loss) and
   `auxiliary_loss(stats)` (a term training adds to the cross-entropy, e.g. H-Net's ratio loss; `loss_fn`,
   `summed_loss` and so bits per byte never include it: see `summed_training_loss`);
@@ -126,6 +127,12 @@ class Model(nn.Module):
     def set_grad_checkpoint(self, enabled: bool = True) -> None:
         raise NotImplementedError
 
+    def weight_bytes_per_byte(self) -> float:
+        """Bytes of weights one decoded byte reads, on average (`weight_bytes` of every layer it goes
+        through, the coarser layers' divided by the bytes they run once for): memory bandwidth divided by
+        this bounds decoding's bytes per second."""
+        raise NotImplementedError
+
     def forward_with_stats(self, ids: mx.array) -> tuple[mx.array, dict[str, mx.array]]:
         """`self(ids, include_start=True)` and scalars by name from the same pass, each a sum over the
         batch's sequences (so that the parts of a batch, micro-batches and ranks, add up); training logs
@@ -136,6 +143,21 @@ class Model(nn.Module):
         """What training adds to the mean cross-entropy, summed over the batch's sequences like `stats`
         (training divides it by their number); None: nothing."""
         return None
+
+
+def weight_bytes(*modules: nn.Module) -> float:
+    """Bytes of the weights one call of these modules reads: every array of their layers (quantized ones
+    at their packed size), but of an embedding table only one row (a lookup reads just that). Arrays that
+    a module holds outside its layers (start tokens, learned positions) are vectors per sequence or per
+    position and are left out."""
+    total = 0.0
+    for module in modules:
+        for leaf in (m for m in module.modules() if not m.children()):
+            size = sum(v.nbytes for _, v in tree_flatten(leaf.parameters()))
+            if isinstance(leaf, (nn.Embedding, nn.QuantizedEmbedding)):
+                size /= leaf.weight.shape[0]
+            total += size
+    return total
 
 
 def checkpointed(layer: nn.Module, *args) -> mx.array:

@@ -1,6 +1,8 @@
 """The attention caches the architectures share while decoding: KVCache, one layer's keys and values
-grown in place (mlx-lm's shape), and SlotCache, keys and values in a fixed number of slots per row for
-the blocks that step only where a row's patch begins (SpaceByte's global blocks, H-Net's main network)."""
+grown in place (mlx-lm's shape); WindowCache, the last `window` positions of a windowed layer in a buffer
+of fixed shape (SpaceByte's local blocks, H-Net's byte layers, whose compiled steps are traced once for
+every position); and SlotCache, keys and values in a fixed number of slots per row for the blocks that
+step only where a row's patch begins (SpaceByte's global blocks, H-Net's main network)."""
 
 from __future__ import annotations
 
@@ -51,6 +53,43 @@ class KVCache:
     def map_rows(self, on_device) -> None:
         """Replace each per-row array by on_device(array) (for a DecodingState's `_map_rows`)."""
         self.state = tuple(on_device(a) for a in self.state)
+
+
+class WindowCache:
+    """A windowed attention layer's keys and values for one-position steps: the last `window` positions,
+    oldest first, in (N, H, window, D) buffers that slide by one position a step, so that every step has
+    the same shapes (a compiled step is traced once, not once per position). Slots before the sequence's
+    first position hold zeros: the caller masks them (`visible`). `offset` is the rotary position of the
+    next position, an int or a scalar array (a compiled step takes it as an input)."""
+
+    def __init__(self, keys: mx.array, values: mx.array, offset):
+        self.keys, self.values, self.offset = keys, values, offset
+
+    @classmethod
+    def of(cls, cache: KVCache, window: int) -> WindowCache:
+        """The window of a prefilled KVCache (a cache already windowed is returned as it is)."""
+        if isinstance(cache, WindowCache):
+            return cache
+        keys, values = cache.state
+        pad = [(0, 0), (0, 0), (max(window - keys.shape[2], 0), 0), (0, 0)]
+        keys, values = mx.pad(keys[..., -window:, :], pad), mx.pad(values[..., -window:, :], pad)
+        return cls(keys, values, cache.offset)
+
+    @staticmethod
+    def visible(window: int, offset) -> mx.array:
+        """(window,) bool: the slots that hold a position once the one at `offset` is written (the rest
+        are the zeros before the sequence's start)."""
+        return mx.arange(window) >= window - 1 - offset
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        """Append one position (N, H, 1, D): the oldest slides out. Returns the whole window."""
+        self.keys = mx.concatenate([self.keys[..., 1:, :], keys], axis=2)
+        self.values = mx.concatenate([self.values[..., 1:, :], values], axis=2)
+        return self.keys, self.values
+
+    def map_rows(self, on_device) -> None:
+        """Replace each per-row array by on_device(array) (for a DecodingState's `_map_rows`)."""
+        self.keys, self.values = on_device(self.keys), on_device(self.values)
 
 
 class SlotCache:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..base import Model, checkpointed
+from ..base import Model, checkpointed, weight_bytes
 from ..layers import Attention, FeedForward, RMSNorm, embed, normal_embedding
 from . import chunking
 from .cache import HNetCache
@@ -183,6 +183,12 @@ class HNet(Model):
     def set_grad_checkpoint(self, enabled: bool = True) -> None:
         for stack in (self.encoder, self.main, self.decoder):
             stack.grad_checkpoint = enabled
+
+    def weight_bytes_per_byte(self) -> float:
+        """The byte layers, router, residual and logits once per byte; the main network once per patch,
+        at the mean length the ratio loss aims at (target_patch)."""
+        per_byte = weight_bytes(self.embedding, self.encoder, self.router, self.residual, self.decoder, self.to_logits)
+        return per_byte + weight_bytes(self.main) / self.config.target_patch
 
     def make_cache(self, batch_size: int = 1) -> HNetCache:
         return HNetCache(self, batch_size)

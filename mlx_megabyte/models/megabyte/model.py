@@ -25,7 +25,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ...kernels import token_shift
-from ..base import Model, checkpointed
+from ..base import Model, checkpointed, weight_bytes
 from ..layers import Attention, FeedForward, LayerNorm, RMSNorm, normal_embedding
 from .cache import MegabyteCache, ShiftKVCache
 from .config import ModelConfig
@@ -200,6 +200,11 @@ class MEGABYTE(Model):
         """Trade compute for memory in training: activations inside each block are recomputed."""
         for stage in self.stages:
             stage.transformer.grad_checkpoint = enabled
+
+    def weight_bytes_per_byte(self) -> float:
+        """Every stage once per element of it (its patch of bytes), the logits once per byte."""
+        per_stage = sum(weight_bytes(stage) / self.config.patch_size(s) for s, stage in enumerate(self.stages))
+        return per_stage + weight_bytes(self.to_logits)
 
     def make_cache(self, batch_size: int = 1):
         """A decoding state for incremental generation (see cache.py)."""

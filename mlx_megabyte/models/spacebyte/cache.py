@@ -3,12 +3,14 @@ boundary rule's bookkeeping, so that the global blocks step only where a row's n
 
 from __future__ import annotations
 
+from functools import partial
+
 import mlx.core as mx
 import numpy as np
 
 from ...tokens import layout_of
 from ..base import DecodingState
-from ..kv_cache import KVCache, SlotCache
+from ..kv_cache import KVCache, SlotCache, WindowCache
 from .boundaries import boundaries, natural_boundaries, spacelike_table
 
 
@@ -33,6 +35,9 @@ class SpaceByteCache(DecodingState):
         self.final = [KVCache(config.context_length + 1) for _ in model.final_blocks]
         self.globals = [SlotCache(config.global_length) for _ in model.global_blocks]
         outputs = model.forward(ids, self)
+        # Windowed from here on, so that two prefilled states merge and every step has the same shapes.
+        self.initial = [WindowCache.of(c, config.window) for c in self.initial]
+        self.final = [WindowCache.of(c, config.window) for c in self.final]
         natural = np.array(natural_boundaries(ids, config.num_tokens, self.offset))
         last_natural = natural.shape[1] - 1 - np.argmax(natural[:, ::-1], axis=1)
         self.gap = (natural.shape[1] - 1 - last_natural).astype(np.int64)  # positions since it
@@ -43,28 +48,33 @@ class SpaceByteCache(DecodingState):
         return model.logits(outputs[:, -1])
 
     def _step(self, byte: mx.array) -> mx.array:
-        config, model = self.config, self.model
+        config = self.config
         self.tokens = mx.concatenate([self.tokens, byte], axis=1)
+        # The boundary rule reads the byte, so the host waits for it here: it decides whether the global
+        # blocks run (a graph either has them or not). What follows is one compiled call, so the wait costs
+        # only building that call, not the step's ~150 operations (tools/profile_step.py --mode decode).
         spacelike = self.table[np.array(byte)[:, 0]]
         natural = spacelike & ~self.spacelike
         self.spacelike = spacelike
         self.gap = np.where(natural, 0, self.gap + 1)
         self.started = self.gap % config.max_patch == 0
         active = self.started & (self.used < config.global_length)
-
-        x = model.run_blocks(model.initial_blocks, model.embedding(byte), self.initial)  # (N, 1, d)
+        local = [(c.keys, c.values) for c in self.initial + self.final]
+        position = mx.array(self.length, dtype=mx.int32)  # the new byte's: the start is position 0
         if active.any():
             slots = np.minimum(self.used, config.global_length - 1)
-            write = mx.array((np.arange(config.global_length)[None] == slots[:, None]) & active[:, None])
-            visible = mx.array(np.arange(config.global_length)[None] <= slots[:, None])[:, None, None, :]
-            for cache in self.globals:
-                cache.write = write
-            y = model.to_global(x, model.global_position[mx.array(slots)][:, None])
-            y = model.run_blocks(model.global_blocks, y, self.globals, visible)
-            x = x + mx.where(mx.array(active)[:, None, None], y[..., : config.local_dim], 0.0).astype(x.dtype)
+            glob = [(c.keys, c.values) for c in self.globals]
+            logits, local, glob = _compiled(self.model, True)(
+                byte, position, local, mx.array(slots, dtype=mx.int32), mx.array(active), glob
+            )
+            for cache, (keys, values) in zip(self.globals, glob):
+                cache.keys, cache.values = keys, values
             self.used = self.used + active
-        x = model.run_blocks(model.final_blocks, x, self.final)
-        return model.logits(x[:, -1])
+        else:
+            logits, local = _compiled(self.model, False)(byte, position, local)
+        for cache, (keys, values) in zip(self.initial + self.final, local):
+            cache.keys, cache.values, cache.offset = keys, values, self.length + 1
+        return logits
 
     def patch_started(self) -> list[bool]:
         """The byte just appended is a boundary: spacelike after a non-spacelike one, or the fallback's."""
@@ -80,3 +90,42 @@ class SpaceByteCache(DecodingState):
             on_host(self.used),
             on_host(self.started),
         )
+
+
+def _compiled(model, with_global: bool):
+    """The model's step as one compiled function (two: with and without the global blocks), traced once
+    for all positions (the local caches' shapes are fixed: WindowCache) and kept on the model. A step is
+    ~150 tiny operations; uncompiled, MLX's cost per operation and the Python that builds them dominated
+    it. The weights are compile inputs, so later updates to them are seen."""
+    steps = model.__dict__.get("_decode_steps")
+    if steps is None:
+        steps = {}
+        object.__setattr__(model, "_decode_steps", steps)  # a plain attribute, not a child module
+    if with_global not in steps:
+        steps[with_global] = mx.compile(partial(_step, model, with_global), inputs=[model.state])
+    return steps[with_global]
+
+
+def _step(model, with_global, byte, position, local, slots=None, active=None, glob=None):
+    """One byte through the model, from the caches' arrays: (logits, local caches' arrays[, global ones])."""
+    config = model.config
+    visible = WindowCache.visible(config.window, position)
+    caches = [WindowCache(keys, values, position) for keys, values in local]
+    initial, final = caches[: len(model.initial_blocks)], caches[len(model.initial_blocks) :]
+    x = model.run_blocks(model.initial_blocks, model.embedding(byte), initial, visible)  # (N, 1, d)
+    if with_global:
+        G = config.global_length
+        globals_ = []
+        for keys, values in glob:
+            cache = SlotCache(G)
+            cache.keys, cache.values = keys, values
+            cache.write = (mx.arange(G)[None] == slots[:, None]) & active[:, None]
+            globals_.append(cache)
+        seen = (mx.arange(G)[None] <= slots[:, None])[:, None, None, :]
+        y = model.to_global(x, model.global_position[slots][:, None])
+        y = model.run_blocks(model.global_blocks, y, globals_, seen)
+        x = x + mx.where(active[:, None, None], y[..., : config.local_dim], 0.0).astype(x.dtype)
+    x = model.run_blocks(model.final_blocks, x, final, visible)
+    local = [(c.keys, c.values) for c in caches]
+    logits = model.logits(x[:, -1])
+    return (logits, local, [(c.keys, c.values) for c in globals_]) if with_global else (logits, local)

@@ -37,7 +37,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ...tokens import layout_of
-from ..base import Model, checkpointed
+from ..base import Model, checkpointed, weight_bytes
 from ..layers import Attention, FeedForward, RMSNorm, embed, normal_embedding
 from .boundaries import boundaries, gather_boundaries, scatter_back
 from .cache import SpaceByteCache
@@ -129,6 +129,13 @@ class SpaceByte(Model):
 
     def set_grad_checkpoint(self, enabled: bool = True) -> None:
         self.grad_checkpoint = enabled
+
+    def weight_bytes_per_byte(self) -> float:
+        """The local blocks and the logits once per byte; the global blocks once per boundary, counted at
+        the rate their positions are sized for (global_length per context: 1 in 4 bytes by default)."""
+        config = self.config
+        local = weight_bytes(self.embedding, *self.initial_blocks, *self.final_blocks, self.norm, self.to_logits)
+        return local + weight_bytes(*self.global_blocks) * config.global_length / config.context_length
 
     def make_cache(self, batch_size: int = 1) -> SpaceByteCache:
         return SpaceByteCache(self, batch_size)
