@@ -321,6 +321,7 @@ def from_file(path, model, prompt: bytes) -> PromptCache:
         raise UserError(
             f"{path} holds the state of another prompt: --prompt must begin with the {len(tokens) - 1} bytes saved"
         )
-    cache = PromptCache(max_bytes=1 << 62, max_entries=2)  # the file's state, and the prompt's own
+    # the file's state and the prompt's own; no states part-way through a prompt that is read once
+    cache = PromptCache(max_bytes=1 << 62, max_entries=2, min_tail=sys.maxsize)
     cache.insert(tokens, state, logits)
     return cache

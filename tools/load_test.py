@@ -8,6 +8,11 @@ Every client streams one completion of --max-tokens bytes at the same moment (cl
 the end-of-text byte is suppressed (logit_bias) so every story has the same length and the figures
 compare like with like. Total bytes/s = all bytes streamed / wall time from the first request to the
 last byte; time to first byte is from sending a request to its first generated text.
+
+    python tools/load_test.py --shared-prefix 900
+
+times instead the first byte of requests sent one after another that share a prefix of 900 bytes new to the
+server and end differently: what the server's prompt cache saves the later ones.
 """
 
 from __future__ import annotations
@@ -109,7 +114,7 @@ ENDINGS = (
     " Then Lily saw a small cat under a tree.",
     " Then Max found an old shoe by the pond.",
     " Then the sun went down and it got cold.",
-    " Then a bird sang a song on the wall.",
+    " Then a bird sang a sweet song for them.",
 )
 
 
