@@ -143,11 +143,14 @@ class PromptCache:
             state = model.make_cache(rows)
             points = self.part_way(len(tokens)) if state.resumes_as_prefill else []
             logits, kept = state.prefill_keeping(ids, points)
+            mx.eval(logits, [a for part in kept for a in part.arrays() if isinstance(a, mx.array)])  # in one go
             for part in kept:
-                part.select([0])
+                if rows > 1:
+                    part.select([0])
                 self.insert(tokens[: part.length], part, None)
             first = state.copy()  # row 0 is the prompt's state
-            first.select([0])
+            if rows > 1:
+                first.select([0])
             self.insert(tokens, first, logits[:1])
             return state, logits
         self.stats["hits"] += 1
