@@ -1,14 +1,29 @@
 """Prompts computed once: a bounded in-memory cache of decoding states by prompt (the server's batcher and
-generation start from the state of the longest prompt already seen that begins the new one), and
-prompt-cache files (`generate --save-prompt-cache FILE`, then `--prompt-cache-file FILE`, as mlx-lm's
-cache_prompt and --prompt-cache-file).
+generation start from the longest cached prefix of a new prompt), and prompt-cache files (`generate
+--save-prompt-cache FILE`, then `--prompt-cache-file FILE`, as mlx-lm's cache_prompt and
+--prompt-cache-file).
 
-A cached state continues byte by byte (`DecodingState.step`), and a step costs about as much as
-prefilling a hundred bytes at once (the `demo` MEGABYTE on two CPU cores: 5 ms a step, 0.05 ms a
-prefilled byte), so a cached prefix is only worth continuing when little is left: at most
-1/`step_ratio` of the prompt. Otherwise the whole prompt is prefilled from scratch, exactly as
-without a cache. Either way the logits agree with a prefill from scratch (to float rounding; exactly
-when the prompt itself is cached).
+How a cached prefix goes on depends on the architecture (`DecodingState.resumes_as_prefill`):
+
+- MEGABYTE resumes a state as a prefill of the rest (`DecodingState.resume`: its global stage's caches
+  only grow, and the finer stages start afresh every patch), so any cached prefix of at least
+  `min_prefix` bytes is worth starting from, however much is left. And when it prefills a prompt it also
+  keeps states part-way through it (`DecodingState.prefill_keeping`, at global patch boundaries, from the
+  same call: the prompt's own logits are exactly a prefill's), so that a later prompt that shares only a
+  beginning with it (a shared system prompt or instruct fields, a retry with the end edited) starts there.
+  Where the two prompts part is not known when the first is read, so the states are kept at prefix
+  lengths L - L/2, L - L/4, L - L/8, ... (L the prompt's length, down to a tail of `min_tail` bytes):
+  a later prompt that shares p bytes with this one then reads again fewer bytes than this one has after
+  p (the kept state before p is at most half of L - p back), with log2(L / min_tail) states, which hold
+  the global stage's caches of their prefix: about 4 L bytes' worth in all, the prompt's own state included.
+  Prompts share their ends more often than their beginnings alone, so the points crowd towards the end.
+- SpaceByte and H-Net go on byte by byte (`DecodingState.step`), and a step costs about as much as
+  prefilling a hundred bytes at once, so a cached prompt is only worth continuing when little is left:
+  at most 1/`step_ratio` of the new prompt; otherwise it is prefilled from scratch, exactly as without
+  a cache, and only whole prompts are kept.
+
+The logits agree with a prefill from scratch to float rounding, and are exactly its own when the prompt
+itself is cached or nothing cached was used.
 
 Files are safetensors: the state's arrays, and in the metadata JSON the model's identity, the prompt's
 tokens, and the state's other fields (ints, lists, flags) with the classes that hold them, which must
@@ -36,8 +51,10 @@ from .generation import story_tokens
 from .models import DecodingState
 
 DEFAULT_BYTES = 256 << 20  # the server's --prompt-cache-bytes default
-DEFAULT_ENTRIES = 64
-STEP_RATIO = 64  # continue a cached prefix when at most 1/64 of the prompt is left (see the docstring)
+DEFAULT_ENTRIES = 256  # states, a prompt's part-way states included (a few per long prompt)
+STEP_RATIO = 64  # continue a cached prefix byte by byte when at most 1/64 of the prompt is left
+MIN_PREFIX = 128  # resume (as a prefill) from a cached prefix of at least this many bytes
+MIN_TAIL = 16  # keep part-way states down to this many bytes before a prompt's end
 FORMAT = "mlx-megabyte prompt cache 1"
 MODELS_PACKAGE = "mlx_megabyte.models."  # the only classes a file may name
 
@@ -45,17 +62,25 @@ MODELS_PACKAGE = "mlx_megabyte.models."  # the only classes a file may name
 @dataclass
 class _Entry:
     state: DecodingState  # one row
-    logits: mx.array  # (1, vocab): the prediction of the byte after the prompt
+    logits: mx.array | None  # (1, vocab): the prediction of the byte after the prompt; None: a part-way state
     nbytes: int
 
 
 class PromptCache:
-    """Decoding states of prompts, one row each, keyed by the prompt's token ids, least recently used
-    evicted first once more than `max_bytes` (the states' arrays, `DecodingState.nbytes`) or
-    `max_entries` are held. Thread-safe; every state handed in or out is a copy."""
+    """Decoding states of prompts and of prefixes of them, one row each, keyed by their token ids, least
+    recently used evicted first once more than `max_bytes` (the states' arrays, `DecodingState.nbytes`)
+    or `max_entries` are held. Thread-safe; every state handed in or out is a copy."""
 
-    def __init__(self, max_bytes: int = DEFAULT_BYTES, max_entries: int = DEFAULT_ENTRIES, step_ratio=STEP_RATIO):
+    def __init__(
+        self,
+        max_bytes: int = DEFAULT_BYTES,
+        max_entries: int = DEFAULT_ENTRIES,
+        step_ratio=STEP_RATIO,
+        min_prefix=MIN_PREFIX,
+        min_tail=MIN_TAIL,
+    ):
         self.max_bytes, self.max_entries, self.step_ratio = max_bytes, max_entries, step_ratio
+        self.min_prefix, self.min_tail = min_prefix, min_tail
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
         self.nbytes = 0
@@ -65,34 +90,40 @@ class PromptCache:
         return len(self._entries)
 
     def keys(self) -> list[list[int]]:
-        """The cached prompts' tokens, least recently used first."""
+        """The cached prompts' and prefixes' tokens, least recently used first."""
         with self._lock:
             return [np.frombuffer(key, dtype=np.int32).tolist() for key in self._entries]
 
     def lookup(self, tokens) -> tuple[DecodingState | None, mx.array | None, int]:
-        """(a copy of the state of the longest cached prompt that begins `tokens`, its logits, its length),
-        or (None, None, 0)."""
+        """(a copy of the state of the longest cached prompt or prefix that begins `tokens`, its logits
+        (None for a part-way state), its length), or (None, None, 0). A part-way state of exactly `tokens`
+        has no logits to give, so only a longer prompt uses it."""
         key = _key(tokens)
         with self._lock:
-            best = max((k for k in self._entries if key.startswith(k)), key=len, default=None)
+            usable = (k for k, e in self._entries.items() if key.startswith(k) and (e.logits is not None or k != key))
+            best = max(usable, key=len, default=None)
             if best is None:
                 return None, None, 0
             self._entries.move_to_end(best)
             entry = self._entries[best]
             return entry.state.copy(), entry.logits, len(best) // 4
 
-    def insert(self, tokens, state: DecodingState, logits: mx.array) -> bool:
-        """Keep a copy of `state` (one row, after `tokens`) and its logits; False if it alone is over budget."""
+    def insert(self, tokens, state: DecodingState, logits: mx.array | None) -> bool:
+        """Keep a copy of `state` (one row, after `tokens`) and its logits (None: a part-way state, which
+        never replaces a prompt's state); False if it alone is over budget."""
         if state.batch_size != 1:
             raise ValueError(f"a prompt cache keeps one row per prompt, not {state.batch_size}")
         kept = state.copy()
-        mx.eval([a for a in kept.arrays() if isinstance(a, mx.array)], logits)  # computed now, and once
-        entry = _Entry(kept, logits, kept.nbytes() + logits.nbytes)
+        mx.eval([a for a in kept.arrays() if isinstance(a, mx.array)], *([] if logits is None else [logits]))
+        entry = _Entry(kept, logits, kept.nbytes() + (0 if logits is None else logits.nbytes))
         if entry.nbytes > self.max_bytes or self.max_entries < 1:
             return False
         key = _key(tokens)
         with self._lock:
             if key in self._entries:
+                if logits is None and self._entries[key].logits is not None:
+                    self._entries.move_to_end(key)
+                    return True
                 self.nbytes -= self._entries.pop(key).nbytes
             self._entries[key] = entry
             self.nbytes += entry.nbytes
@@ -102,29 +133,51 @@ class PromptCache:
 
     def start(self, model, ids) -> tuple[DecodingState, mx.array]:
         """Prefill `ids` (N, L: every row the same prompt) through the cache: (the state, the logits (N,
-        vocab) for the next byte), as `model.make_cache(N).prefill(ids)` gives them; the prompt is cached."""
+        vocab) for the next byte), as `model.make_cache(N).prefill(ids)` gives them; the prompt is cached
+        (and, where the architecture resumes as a prefill, states part-way through it)."""
         ids = mx.array(ids).astype(mx.int32)
         rows, tokens = ids.shape[0], np.array(ids[0])
         state, logits, matched = self.lookup(tokens)
-        rest = tokens[matched:]
-        if state is None or len(rest) * self.step_ratio > len(tokens):
+        if state is None or not self._worth_going_on(state, matched, len(tokens)):
             self.stats["misses"] += 1
             state = model.make_cache(rows)
-            logits = state.prefill(ids)
+            points = self.part_way(len(tokens)) if state.resumes_as_prefill else []
+            logits, kept = state.prefill_keeping(ids, points)
+            mx.eval(logits, [a for part in kept for a in part.arrays() if isinstance(a, mx.array)])  # in one go
+            for part in kept:
+                if rows > 1:
+                    part.select([0])
+                self.insert(tokens[: part.length], part, None)
             first = state.copy()  # row 0 is the prompt's state
-            first.select([0])
+            if rows > 1:
+                first.select([0])
             self.insert(tokens, first, logits[:1])
             return state, logits
         self.stats["hits"] += 1
         self.stats["bytes_reused"] += matched
-        for byte in rest:
-            logits = state.step(mx.array([int(byte)], dtype=mx.int32))
-        if len(rest):
+        if matched < len(tokens):
+            logits = state.resume(mx.array(tokens[None, matched:]))
             self.insert(tokens, state, logits)
         if rows > 1:
             state.select([0] * rows)
             logits = mx.repeat(logits, rows, axis=0)
         return state, logits
+
+    def part_way(self, length: int) -> list[int]:
+        """Where to keep states part-way through a prompt of `length` bytes: L - L/2, L - L/4, ... (see the
+        module docstring), at least `min_prefix` bytes in."""
+        points, tail = [], length // 2
+        while tail >= max(self.min_tail, 1):
+            if length - tail >= self.min_prefix:
+                points.append(length - tail)
+            tail //= 2
+        return points
+
+    def _worth_going_on(self, state: DecodingState, matched: int, length: int) -> bool:
+        """Whether starting from a cached prefix of `matched` bytes beats prefilling all `length` (see the
+        module docstring)."""
+        small_rest = (length - matched) * self.step_ratio <= length
+        return small_rest or (state.resumes_as_prefill and matched >= self.min_prefix)
 
 
 def _key(tokens) -> bytes:
@@ -271,6 +324,7 @@ def from_file(path, model, prompt: bytes) -> PromptCache:
         raise UserError(
             f"{path} holds the state of another prompt: --prompt must begin with the {len(tokens) - 1} bytes saved"
         )
-    cache = PromptCache(max_bytes=1 << 62, max_entries=2)  # the file's state, and the prompt's own
+    # the file's state and the prompt's own; no states part-way through a prompt that is read once
+    cache = PromptCache(max_bytes=1 << 62, max_entries=2, min_tail=sys.maxsize)
     cache.insert(tokens, state, logits)
     return cache

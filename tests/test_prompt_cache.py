@@ -131,6 +131,79 @@ def test_the_batcher_with_a_prompt_cache_serves_what_generate_writes():
         assert texts == generate(model, prompt, max_tokens=30, sampler=sampler, num_samples=2, seed=5), prompt
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_resume_and_the_states_kept_part_way_agree_with_a_prefill_from_scratch(name):
+    model = model_for(name)
+    ids = prompt_ids(45, rows=2)
+    for start, end in ((0, 20), (8, 30), (21, 45), (30, 31)):  # from patch boundaries and not, a patch or less
+        state = model.make_cache(2)
+        if start:
+            state.prefill(ids[:, :start])
+        reference = model.make_cache(2)
+        np.testing.assert_allclose(state.resume(ids[:, start:end]), reference.prefill(ids[:, :end]), atol=1e-5)
+        assert state.length == end and state.can_merge(reference)
+        byte = mx.array([9, 200])
+        np.testing.assert_allclose(state.step(byte), reference.step(byte), atol=1e-5)
+    state = model.make_cache(2)
+    logits, kept = state.prefill_keeping(ids, [5, 20, 36, 45, 90])
+    assert mx.array_equal(logits, model.make_cache(2).prefill(ids))  # the prompt's own logits: exactly a prefill's
+    # MEGABYTE keeps states at its global patch boundaries (8 bytes), the others none
+    assert [k.length for k in kept] == ([16, 32] if state.resumes_as_prefill else [])
+    for part in kept:
+        reference = model.make_cache(2)
+        reference.prefill(ids[:, : part.length])
+        assert part.can_merge(reference) and part.nbytes() < state.nbytes()
+        byte = mx.array([9, 200])
+        np.testing.assert_allclose(part.copy().step(byte), reference.copy().step(byte), atol=1e-5)
+        np.testing.assert_allclose(part.resume(ids[:, part.length :]), logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_prompt_sharing_only_a_prefix_starts_from_a_state_kept_part_way(name):
+    model = model_for(name)
+    cache = PromptCache(min_prefix=16, min_tail=4)
+    prefix, first, second = prompt_ids(40, seed=1), prompt_ids(12, seed=2), prompt_ids(9, seed=3)
+    a, b = mx.concatenate([prefix, first], axis=1), mx.concatenate([prefix, mx.repeat(second, 1, axis=0)], axis=1)
+    cache.start(model, a)
+    resumes = model.make_cache(1).resumes_as_prefill
+    # 52 bytes: states after L - L/2, L - L/4, ... at least 16 in and 4 from the end, at patch boundaries
+    assert sorted(len(k) for k in cache.keys()) == ([24, 32, 40, 52] if resumes else [52])
+    state, logits = cache.start(model, mx.repeat(b, 3, axis=0))
+    want = model.make_cache(3).prefill(mx.repeat(b, 3, axis=0))
+    if resumes:  # from the state after 40 bytes, the whole shared prefix: 9 bytes read
+        assert cache.stats == {"hits": 1, "misses": 1, "bytes_reused": 40}
+        np.testing.assert_allclose(logits, want, atol=1e-5)
+    else:  # byte by byte would cost more than reading it all: from scratch, exactly
+        assert cache.stats["misses"] == 2 and mx.array_equal(logits, want)
+    assert state.batch_size == 3 and state.length == 49
+    byte = mx.array([5, 6, 7])
+    np.testing.assert_allclose(
+        state.step(byte),
+        model.make_cache(3).prefill(mx.concatenate([mx.repeat(b, 3, axis=0), byte[:, None]], axis=1)),
+        atol=1e-5,
+    )
+    assert cache.lookup(np.array(prefix[0, :40]))[1] is None if resumes else True  # a part-way state has no logits
+
+
+def test_with_states_kept_part_way_memory_stays_within_the_budget_and_evicted_states_are_gone():
+    model = model_for("megabyte")
+    one = PromptCache(min_prefix=16, min_tail=4)
+    one.start(model, prompt_ids(60, seed=100))
+    per_prompt = one.nbytes  # a prompt's state and its part-way states
+    cache = PromptCache(max_bytes=int(2.5 * per_prompt), max_entries=1000, min_prefix=16, min_tail=4)
+    prompts = [prompt_ids(60, seed=i) for i in range(12)]
+    for i, ids in enumerate(prompts):
+        cache.start(model, ids)
+        held = sum(e.state.nbytes() + (0 if e.logits is None else e.logits.nbytes) for e in cache._entries.values())
+        assert held == cache.nbytes <= cache.max_bytes, i
+    kept = cache.keys()
+    assert prompts[-1][0].tolist() in kept and len(kept) > 5
+    for ids in prompts[:8]:  # the oldest prompts went, their part-way states with them
+        tokens = ids[0].tolist()
+        assert not any(tokens[: len(k)] == k for k in kept)
+        assert cache.lookup(np.array(tokens)) == (None, None, 0)
+
+
 CONFIG = ModelConfig(num_tokens=256, dim=(32, 16), depth=(2, 2), max_seq_len=(16, 4), dim_head=8, heads=2)
 
 

@@ -8,6 +8,11 @@ Every client streams one completion of --max-tokens bytes at the same moment (cl
 the end-of-text byte is suppressed (logit_bias) so every story has the same length and the figures
 compare like with like. Total bytes/s = all bytes streamed / wall time from the first request to the
 last byte; time to first byte is from sending a request to its first generated text.
+
+    python tools/load_test.py --shared-prefix 900
+
+times instead the first byte of requests sent one after another that share a prefix of 900 bytes new to the
+server and end differently: what the server's prompt cache saves the later ones.
 """
 
 from __future__ import annotations
@@ -103,22 +108,37 @@ STORY = (
 )
 
 
-def shared_prefix(url, args) -> list[tuple[str, float]]:
-    """What the server's prompt cache saves: the time to first byte of a long prompt (new to the server), of
-    the same prompt with a few bytes more (a playground user typing on), and of the same prompt again (a
-    retry)."""
-    nonce = f"Story {time.time_ns() % 10**9}. "  # a prompt the server has never seen, whatever ran before
-    prefix = (nonce + STORY * (args.shared_prefix // len(STORY) + 1))[: args.shared_prefix]
-    cases = [("a new prompt", prefix), ("it and 5 bytes more", prefix + " Then"), ("the same again", prefix)]
-    times = []
-    for what, prompt in cases:
-        body = {"prompt": prompt, "max_tokens": 4, "temperature": args.temp, "seed": 0, "stream": True}
-        result = {}
-        stream_one(url, {**body, "logit_bias": {"3": -100}}, args.api_key, result)
-        if "error" in result:
-            raise UserError(f"the request for {what} failed: {result['error']}")
-        times.append((what, result["first"] - result["start"]))
-    return times
+# Different endings of about the same length, after the shared prefix (a retry with the end edited, another
+# story start after the same instruct fields).
+ENDINGS = (
+    " Then Lily saw a small cat under a tree.",
+    " Then Max found an old shoe by the pond.",
+    " Then the sun went down and it got cold.",
+    " Then a bird sang a sweet song for them.",
+)
+
+
+def ttfb(url, prompt: str, args, what: str) -> float:
+    """Seconds from sending a streamed request for `prompt` to its first generated text."""
+    body = {"prompt": prompt, "max_tokens": 4, "temperature": args.temp, "seed": 0, "stream": True}
+    result = {}
+    stream_one(url, {**body, "logit_bias": {"3": -100}}, args.api_key, result)
+    if "error" in result:
+        raise UserError(f"the request for {what} failed: {result['error']}")
+    return result["first"] - result["start"]
+
+
+def shared_prefix(url, args) -> tuple[float, list[float]]:
+    """What the server's prompt cache saves: the time to first byte of a prompt of --shared-prefix bytes
+    new to the server with an ending, and of the same prefix with other endings, one after the other: the
+    best of --rounds (each with a prefix the server has never seen)."""
+    firsts, laters = [], []
+    for _ in range(args.rounds):
+        nonce = f"Story {time.time_ns() % 10**9}. "  # a prompt the server has never seen, whatever ran before
+        prefix = (nonce + STORY * (args.shared_prefix // len(STORY) + 1))[: args.shared_prefix]
+        firsts.append(ttfb(url, prefix + ENDINGS[0], args, "the first prompt"))
+        laters.append([ttfb(url, prefix + ending, args, f"ending {i}") for i, ending in enumerate(ENDINGS[1:], 1)])
+    return min(firsts), [min(times) for times in zip(*laters)]
 
 
 def server_url(text: str) -> str:
@@ -152,15 +172,21 @@ def main(argv=None):
         "--shared-prefix",
         type=cli.number(int, 1),
         metavar="BYTES",
-        help="instead: time to first byte of a new BYTES-long prompt, of it with a few bytes more, and of it again",
+        help="instead: time to first byte of requests one after another that share a new BYTES-long prefix and "
+        "end differently (the first, the later ones, and how much sooner these answer)",
     )
     args = parser.parse_args(argv)
     if args.shared_prefix:
         run(args.url, 1, argparse.Namespace(**{**vars(args), "max_tokens": 16}))  # warm up
-        times = shared_prefix(args.url, args)
-        for i, (what, seconds) in enumerate(times):
-            sooner = f" ({times[0][1] / seconds:.1f}x sooner)" if i else ""
-            print(f"{what}: time to first byte {seconds * 1000:.0f} ms{sooner}")
+        first, later = shared_prefix(args.url, args)
+        print(f"the first prompt ({args.shared_prefix} bytes and an ending): time to first byte {first * 1000:.0f} ms")
+        for i, seconds in enumerate(later, 1):
+            print(
+                f"the same prefix, ending {i}: time to first byte {seconds * 1000:.0f} ms ({first / seconds:.1f}x sooner)"
+            )
+        print(
+            f"later requests: median {statistics.median(later) * 1000:.0f} ms, {first / statistics.median(later):.1f}x sooner"
+        )
         return
 
     run(args.url, 1, argparse.Namespace(**{**vars(args), "max_tokens": 16}))  # warm up: first traces compile

@@ -230,11 +230,16 @@ class DecodingState:
     last `keep` bytes, default half the context, are prefilled again; `slid` counts it for the
     caller's notices). An architecture supplies `_prefill`, `_step`, `_map_rows` and, where equal
     lengths are not enough to join two states, `merge_key`; and `patch_started` after each step;
-    optionally `_extend`, several bytes in fewer calls than one per byte."""
+    optionally `_extend`, several bytes in fewer calls than one per byte, and `_resume` and
+    `_prefill_keeping`, for a prompt cache that goes on from states part-way through earlier prompts."""
 
     # Whether `extend` feeds k bytes in fewer calls than k `step`s: then bytes fed again cost little (a
     # speculative decoder re-feeds kept bytes with its next check rather than in a call of their own).
     batched_extend: ClassVar[bool] = False
+    # Whether `resume` costs about what prefilling its bytes costs (a prefill that goes on from the state),
+    # rather than a step per byte: then a prompt cache continues a cached prefix whatever is left of the
+    # prompt, and keeps states part-way through the prompts it prefills (prompt_cache.py).
+    resumes_as_prefill: ClassVar[bool] = False
 
     def __init__(self, model: Model, batch_size: int = 1, keep: int | None = None):
         self.model, self.config, self.batch_size = model, model.config, batch_size
@@ -252,12 +257,22 @@ class DecodingState:
 
     def prefill(self, ids) -> mx.array:
         """Start over from `ids` (N, L), L <= context; return the logits (N, vocab) for the next byte."""
+        return self._prefill(self._prompt(ids))
+
+    def prefill_keeping(self, ids, lengths) -> tuple[mx.array, list[DecodingState]]:
+        """`prefill(ids)`, and new states part-way through it, for a prompt cache: for each c of `lengths`,
+        the state after the longest prefix ids[:, :c'] (c' <= c) that the architecture keeps on the way
+        (`_prefill_keeping`; MEGABYTE: a global patch boundary; none by default), each a state as
+        `prefill(ids[:, :c'])` leaves it, to `resume` from. Where none is kept this is `prefill` exactly."""
+        return self._prefill_keeping(self._prompt(ids), sorted(set(lengths)))
+
+    def _prompt(self, ids) -> mx.array:
         ids = mx.array(ids).astype(mx.int32)
         if ids.ndim != 2 or ids.shape[0] != self.batch_size:
             raise ValueError(f"expected ids of shape ({self.batch_size}, length), got {tuple(ids.shape)}")
         if ids.shape[1] > self.config.context_length:
             raise ValueError(f"{ids.shape[1]} bytes do not fit the context of {self.config.context_length}")
-        return self._prefill(ids)
+        return ids
 
     def step(self, byte) -> mx.array:
         """Append one byte per sequence (N,); return the logits (N, vocab) for the byte after it."""
@@ -281,6 +296,20 @@ class DecodingState:
         if not logits:
             return mx.zeros((self.batch_size, 0, self.config.num_tokens))
         return logits[0] if len(logits) == 1 else mx.concatenate(logits, axis=1)
+
+    def resume(self, ids) -> mx.array:
+        """Append k >= 1 bytes per sequence (N, k), all fitting the context; return the logits (N, vocab) for
+        the byte after the last: `extend(ids)[:, -1]`, without the logits of the bytes before (a prompt
+        going on from a cached prefix). An architecture may do it as a prefill continuing the state
+        (`_resume`; see `resumes_as_prefill`)."""
+        ids = mx.array(ids).astype(mx.int32)
+        if ids.ndim != 2 or ids.shape[0] != self.batch_size or ids.shape[1] == 0:
+            raise ValueError(f"expected ids of shape ({self.batch_size}, k >= 1), got {tuple(ids.shape)}")
+        if self.length + ids.shape[1] > self.config.context_length:
+            raise ValueError(
+                f"{self.length + ids.shape[1]} bytes do not fit the context of {self.config.context_length}"
+            )
+        return self._resume(ids)
 
     def patch_started(self) -> list[bool]:
         """For each row, whether the byte the last `step` (or `extend`) appended began a patch."""
@@ -357,6 +386,13 @@ class DecodingState:
         """Bytes (N, k) that fit the context -> logits (N, k, vocab). Here one `_step` each (what SpaceByte
         and H-Net use); MEGABYTE feeds a patch's bytes to its local stage in one call."""
         return mx.stack([self._step(ids[:, i : i + 1]) for i in range(ids.shape[1])], axis=1)
+
+    def _prefill_keeping(self, ids: mx.array, lengths: list[int]) -> tuple[mx.array, list[DecodingState]]:
+        return self._prefill(ids), []
+
+    def _resume(self, ids: mx.array) -> mx.array:
+        """Bytes (N, k >= 1) that fit the context -> the logits (N, vocab) after the last: here `_extend`."""
+        return self._extend(ids)[:, -1]
 
     def _map_rows(self, on_device: Callable, on_host: Callable) -> None:
         """Replace every per-row array of the state (first axis = row) by on_device(array), or

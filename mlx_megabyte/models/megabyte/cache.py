@@ -19,6 +19,8 @@ When the context is full, the window slides: the last half is prefilled again fr
 
 from __future__ import annotations
 
+import copy
+
 import mlx.core as mx
 
 from ..base import DecodingState
@@ -35,12 +37,23 @@ class ShiftKVCache(KVCache):
     def __init__(self, max_length: int | None = None):
         super().__init__(max_length)
         self.rows: dict[str, mx.array] = {}
+        self.inputs: dict[str, mx.array] | None = None  # when recording: each sublayer's whole last input
 
     def previous_row(self, sublayer: str, x: mx.array) -> mx.array | None:
         """The row that preceded x[:, 0] in `sublayer` (None at a sequence start); remembers x's last."""
         previous = self.rows.get(sublayer)
         self.rows[sublayer] = x[:, -1:]
+        if self.inputs is not None:
+            self.inputs[sublayer] = x
         return previous
+
+    def prefix(self, positions: int, index: int) -> ShiftKVCache:
+        """A new cache holding the first `positions` of this one's, after a recorded call whose row
+        `index` was the last of them."""
+        cache = ShiftKVCache(self.max_length)
+        keys, values = (mx.contiguous(a[..., :positions, :]) for a in KVCache.state.fget(self))
+        cache.state = (keys, values, *(mx.contiguous(self.inputs[name][:, index : index + 1]) for name in SUBLAYERS))
+        return cache
 
     @property
     def state(self) -> tuple[mx.array, ...]:
@@ -59,6 +72,7 @@ class MegabyteCache(DecodingState):
     """The decoding state of `batch_size` sequences that all hold the same number of bytes."""
 
     batched_extend = True
+    resumes_as_prefill = True
 
     def __init__(self, model, batch_size: int = 1, keep: int | None = None):
         super().__init__(model, batch_size, keep)
@@ -94,6 +108,28 @@ class MegabyteCache(DecodingState):
             done += run.shape[1]
         return logits[0] if len(logits) == 1 else mx.concatenate(logits, axis=1)
 
+    def _resume(self, ids: mx.array) -> mx.array:
+        """A prefill that keeps what the first stage was already fed: its caches only grow, and the finer
+        stages' caches start afresh every element, so they are rebuilt (`_reset`). k bytes cost one call
+        per stage, about a prefill of k bytes; up to a patch, `_extend` costs fewer calls."""
+        if self.config.stages == 1 or ids.shape[1] <= self.config.patch_size(0):
+            return self._extend(ids)[:, -1]
+        self._reset(mx.concatenate([self.tokens, ids], axis=1), resume=True)
+        logits = self._logits()
+        self._carry()
+        return logits
+
+    def _prefill_keeping(self, ids: mx.array, lengths: list[int]):
+        """The states after global patch boundaries, from the one call that feeds the first stage the
+        prompt's patches: each is that stage's caches cut to its patches (with the token shift's rows
+        recorded on the way) and finer stages opened afresh, all in one call."""
+        size = self.config.patch_size(0)
+        points = sorted({c - c % size for c in lengths if c < ids.shape[1]} - {0})
+        if not points:
+            return self._prefill(ids), []
+        kept = self._reset(ids[:, :-1], keep=points)
+        return self.step(ids[:, -1]), kept
+
     def patch_started(self) -> list[bool]:
         """Fixed patches: the byte at position p begins one when p is a multiple of the global patch."""
         return [(self.length - 1) % self.config.patch_size(0) == 0] * self.batch_size
@@ -113,20 +149,65 @@ class MegabyteCache(DecodingState):
 
     # --- internals ---------------------------------------------------------------------------------
 
-    def _reset(self, ids):
-        """Build every stage's state for the bytes `ids`, feeding whole elements per stage at once."""
-        config = self.config
+    def _reset(self, ids, resume=False, keep=()):
+        """Build every stage's state for the bytes `ids`, feeding whole elements per stage at once, and
+        return the states after the global patch boundaries `keep` (`_kept`). With `resume`, `ids` begin
+        with the state's bytes, the first stage is fed only the elements after those it holds, and the
+        last byte goes to the last stage in one call with the rest of its sequence: the stages above see
+        only the bytes before it, as when `_prefill` steps it, and the caller carries it (`_carry`)."""
+        config, last = self.config, self.config.stages - 1
         self.tokens = ids
-        self.caches, self.context, self.outputs = [None] * config.stages, [None] * config.stages, [None] * config.stages
-        self.counts, self.bases = [0] * config.stages, [0] * config.stages
-        base = 0
+        if not resume:
+            self.caches, self.context, self.outputs = [None] * (last + 1), [None] * (last + 1), [None] * (last + 1)
+            self.counts, self.bases = [0] * (last + 1), [0] * (last + 1)
+        seen = self.length - 1 if resume else self.length  # the bytes the stages above the last see
+        base, kept = 0, []
         for s in range(config.stages):
-            self._open(s, base)
-            size = config.patch_size(s)
-            complete = (self.length - base) // size
-            if complete:
-                self._feed_elements(s, ids[:, base : base + complete * size])
+            if resume and s == last:
+                self._open(s, base, ids[:, base:])
+                break
+            if s or not resume:
+                self._open(s, base)
+            size, fed = config.patch_size(s), self.counts[s]
+            complete = (seen - base) // size
+            if complete > fed and s == 0 and keep:
+                kept = self._kept(ids, keep)
+            elif complete > fed:
+                self._feed_elements(s, ids[:, base + fed * size : base + complete * size])
             base += complete * size
+        return kept
+
+    def _kept(self, ids, points) -> list[MegabyteCache]:
+        """Feed the first stage (freshly opened) all the complete patches of `ids`, recording its inputs;
+        return the states after the first c bytes, c in `points` (multiples of the patch)."""
+        first, size = self.caches[0], self.config.patch_size(0)
+        for cache in first:
+            cache.inputs = {}
+        out = self._feed_elements(0, ids[:, : ids.shape[1] // size * size])  # (N, patches, D)
+        # The finer stages of every kept state start from its last global output: open them for all at once.
+        opened = copy.copy(self)
+        opened.batch_size, stages = len(points) * self.batch_size, self.config.stages
+        opened.outputs = [mx.concatenate([out[:, c // size - 1] for c in points])] + [None] * (stages - 1)
+        opened.caches, opened.context = [None] * stages, [None] * stages
+        opened.counts, opened.bases = [0] * stages, [0] * stages
+        for s in range(1, stages):
+            opened._open(s, 0)
+        kept = []
+        for i, c in enumerate(points):
+            rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            state = copy.copy(self)
+            state.tokens = mx.contiguous(ids[:, :c])
+            state.counts, state.bases = [c // size] + [0] * (stages - 1), [0] + [c] * (stages - 1)
+            state.caches = [[cache.prefix(c // size + 1, c // size - 1) for cache in first]]
+            state.caches += [[_rows_of(cache, rows) for cache in opened.caches[s]] for s in range(1, stages)]
+            state.context = [None] + [mx.contiguous(opened.context[s][rows]) for s in range(1, stages)]
+            state.outputs = [mx.contiguous(out[:, c // size - 1])] + [
+                mx.contiguous(opened.outputs[s][rows]) for s in range(1, stages)
+            ]
+            kept.append(state)
+        for cache in first:
+            cache.inputs = None
+        return kept
 
     def _carry(self):
         """Carry completed elements up the hierarchy; every stage below the highest that moved starts a
@@ -140,15 +221,20 @@ class MegabyteCache(DecodingState):
         for below in range(s + 1, config.stages):
             self._open(below, base=self.length)
 
-    def _open(self, s, base):
+    def _open(self, s, base, ids=None):
         """Start a fresh sequence at stage s, covering bytes from `base`: empty its cache, take its context
-        from stage s - 1's latest output, and feed its start token."""
+        from stage s - 1's latest output, and feed its start token (and with it, in the same call, the
+        first elements, given their bytes `ids`)."""
         stage = self.model.stages[s]
         if s > 0:
             self.context[s] = self.model.stages[s - 1].context_for_next(self.outputs[s - 1])
         self.caches[s] = stage.make_cache()
-        self.counts[s], self.bases[s] = 0, base
-        self._run(s, stage.start(self.batch_size))
+        self.bases[s] = base
+        x = stage.start(self.batch_size)
+        if ids is not None:
+            x = mx.concatenate([x, stage.inputs(ids, self.context[s])], axis=1)
+        self._run(s, x)
+        self.counts[s] = x.shape[1] - 1
 
     def _feed_elements(self, s, ids):
         """Feed stage s the next elements of its current sequence, given their bytes (N, k * patch); return
@@ -173,6 +259,13 @@ class MegabyteCache(DecodingState):
 
     def _logits(self):
         return self.model.logits(self.outputs[-1])
+
+
+def _rows_of(cache: ShiftKVCache, rows: slice) -> ShiftKVCache:
+    """A new cache holding these rows of `cache`."""
+    part = ShiftKVCache(cache.max_length)
+    part.state = tuple(mx.contiguous(a[rows]) for a in cache.state)
+    return part
 
 
 def _new_positions(stage, x, caches):
