@@ -55,7 +55,10 @@ DEFAULT_ENTRIES = 256  # states, a prompt's part-way states included (a few per 
 STEP_RATIO = 64  # continue a cached prefix byte by byte when at most 1/64 of the prompt is left
 MIN_PREFIX = 128  # resume (as a prefill) from a cached prefix of at least this many bytes
 MIN_TAIL = 16  # keep part-way states down to this many bytes before a prompt's end
-FORMAT = "mlx-megabyte prompt cache 1"
+# 2: SpaceByte's and H-Net's byte layers hold windowed caches (kv_cache.WindowCache) once prefilled;
+# a file of format 1 holds their plain caches, which the compiled step can no longer read.
+FORMAT = "mlx-megabyte prompt cache 2"
+FORMAT_NAME = FORMAT.rsplit(" ", 1)[0]
 MODELS_PACKAGE = "mlx_megabyte.models."  # the only classes a file may name
 
 
@@ -222,7 +225,13 @@ def load_prompt_cache(path, model) -> tuple[list[int], DecodingState, mx.array]:
         arrays, metadata = mx.load(str(path), format="safetensors", return_metadata=True)
     except Exception as error:  # MLX raises plain exceptions for damaged files
         raise UserError(f"{path} is not a readable prompt cache file ({str(error).splitlines()[0]})") from None
-    if metadata.get("format") != FORMAT:
+    written = str(metadata.get("format", ""))
+    if written.startswith(FORMAT_NAME + " ") and written != FORMAT:
+        raise UserError(
+            f"{path} was saved by another version of mlx-megabyte ({written!r}; this one reads {FORMAT!r}): "
+            "save it again with --save-prompt-cache"
+        )
+    if written != FORMAT:
         raise UserError(f"{path} is not a prompt cache file (write one with --save-prompt-cache)")
     if metadata.get("model") != model_identity(model):
         raise UserError(f"{path} was saved from another model (its config or weights differ from these)")

@@ -8,6 +8,7 @@ import pytest
 
 from mlx_megabyte import MEGABYTE, ModelConfig, save
 from mlx_megabyte.batching import Batcher, Job
+from mlx_megabyte.errors import UserError
 from mlx_megabyte.generation import fit_context, generate, generate_step
 from mlx_megabyte.models import ARCHITECTURES, build
 from mlx_megabyte.prompt_cache import PromptCache, load_prompt_cache, save_prompt_cache
@@ -105,6 +106,21 @@ def test_a_prompt_cache_file_round_trips_and_greedy_decoding_goes_on_byte_for_by
     cache.insert(tokens, loaded, loaded_logits)
     got = [y.item() for _, y in zip(range(30), generate_step(model, ids, greedy, prompt_cache=cache))]
     assert cache.stats["hits"] == 1 and got == want
+
+
+def test_a_file_of_an_older_format_is_refused_in_one_line(tmp_path):
+    # format 1 held SpaceByte's and H-Net's plain byte-layer caches, which today's step cannot read
+    model = model_for("spacebyte")
+    ids = prompt_ids(12)
+    state = model.make_cache(1)
+    save_prompt_cache(tmp_path / "p.safetensors", model, ids[0].tolist(), state, state.prefill(ids))
+    arrays, metadata = mx.load(str(tmp_path / "p.safetensors"), return_metadata=True)
+    mx.save_safetensors(
+        str(tmp_path / "old.safetensors"), arrays, {**metadata, "format": "mlx-megabyte prompt cache 1"}
+    )
+    with pytest.raises(UserError, match=r"saved by another version of mlx-megabyte .* save it again") as error:
+        load_prompt_cache(tmp_path / "old.safetensors", model)
+    assert "\n" not in str(error.value)
 
 
 def test_the_batcher_with_a_prompt_cache_serves_what_generate_writes():
