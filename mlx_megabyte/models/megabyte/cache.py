@@ -148,7 +148,21 @@ class MegabyteCache(DecodingState):
             self.context[s] = self.model.stages[s - 1].context_for_next(self.outputs[s - 1])
         self.caches[s] = stage.make_cache()
         self.counts[s], self.bases[s] = 0, base
+        # A finer stage's start token sees nothing else (the coarser stage's context is added to the
+        # elements after it), so its run is the same for every patch: run once per state, then reused
+        # (the keys, values and token-shift rows it leaves, and its output). ~2 ms of a 30 ms patch on CPU.
+        # start_runs[s]: (batch size, cache states, output); set here (a state loaded from an older prompt
+        # cache file has none yet)
+        runs = self.__dict__.setdefault("start_runs", [None] * self.config.stages)
+        memo = runs[s]
+        if memo is not None and memo[0] == self.batch_size:
+            for cache, state in zip(self.caches[s], memo[1]):
+                cache.state = state
+            self.outputs[s] = memo[2]
+            return
         self._run(s, stage.start(self.batch_size))
+        if s > 0:
+            runs[s] = (self.batch_size, [cache.state for cache in self.caches[s]], self.outputs[s])
 
     def _feed_elements(self, s, ids):
         """Feed stage s the next elements of its current sequence, given their bytes (N, k * patch); return
