@@ -15,6 +15,12 @@ than `max_gap` bytes simply take turns. Nothing here depends on the architecture
 
 Each row samples from its own random key (`sampling.row_keys`), so a request gets exactly the bytes that
 `generate.stream_generate` with the same seed and settings gives, whoever shares its batch.
+
+With a draft (server --draft-model), a greedy request for one completion without logprobs or logit bias
+is decoded speculatively instead (speculative.py): on its own decoding state, beside the groups, a round
+of up to num_draft + 1 bytes per turn. Its answer is the plain greedy answer byte for byte; it is never
+batched with other rows (a check is already several bytes in one call) and starts from no prompt cache.
+Sampled requests stay in the groups: speculation would draw from another random stream than the seed's.
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ import mlx.core as mx
 import numpy as np
 
 from . import cpu
-from .sampling import Sampler, row_keys, split_keys
+from .sampling import Sampler, make_distribution, row_keys, split_keys
+from .speculative import SpeculationStats, speculative_generate_step
 from .textstream import TextStream
-from .tokens import TEXT
+from .tokens import TEXT, layout_of
 
 
 class Busy(Exception):
@@ -165,11 +172,29 @@ class Group:
         self.logits, self.keys = self.logits[index], self.keys[index]
 
 
+class Solo:
+    """A row decoded speculatively, alone: its Row and the bytes of speculative_generate_step."""
+
+    def __init__(self, row: Row, steps):
+        self.row, self.steps = row, steps
+
+
 class Batcher:
     """The generation thread: admits waiting jobs, steps all rows, hands out chunks."""
 
-    def __init__(self, load, max_rows: int = 16, queue_size: int = 32, max_gap: int = 64, prompt_cache=None):
+    def __init__(
+        self,
+        load,
+        max_rows: int = 16,
+        queue_size: int = 32,
+        max_gap: int = 64,
+        prompt_cache=None,
+        draft=None,
+        num_draft: int = 4,
+    ):
         self.load = load  # () -> model, called in the generation thread
+        self.draft_loader, self.num_draft = draft, num_draft  # model -> a draft (speculative.load_draft), or None
+        self.draft, self.solos, self.drafted = None, [], SpeculationStats()
         self.model = None
         self.prompt_cache = prompt_cache  # a prompt_cache.PromptCache: prompts start from a cached prefix
         self.max_rows, self.queue_size, self.max_gap = max_rows, queue_size, max_gap
@@ -217,14 +242,19 @@ class Batcher:
     def status(self) -> dict:
         with self.lock:
             waiting = sum(not j.cancelled.is_set() for j in self.waiting)
-        rows = sum(len(g.rows) for g in list(self.groups))
-        return {"active_rows": rows, "waiting": waiting, "max_rows": self.max_rows, **self.stats}
+        rows = sum(len(g.rows) for g in list(self.groups)) + len(self.solos)
+        drafted = {}
+        if self.draft_loader is not None:
+            drafted = {"draft_proposed": self.drafted.proposed, "draft_accepted": self.drafted.accepted}
+        return {"active_rows": rows, "waiting": waiting, "max_rows": self.max_rows, **self.stats, **drafted}
 
     # --- the thread ---------------------------------------------------------------------------------
 
     def _run(self):
         try:
             self.model = self.load()
+            if self.draft_loader is not None:
+                self.draft = self.draft_loader(self.model)
         except BaseException as error:
             self._load_error = error
             return
@@ -234,7 +264,7 @@ class Batcher:
         with cpu.single_threaded_blas():  # single rows decode faster on one BLAS thread (see generate_step)
             while True:
                 with self.lock:
-                    while not self._stopping and not self.waiting and not self.groups:
+                    while not self._stopping and not self.waiting and not self.groups and not self.solos:
                         self.lock.wait()
                     if self._stopping:
                         return
@@ -249,15 +279,15 @@ class Batcher:
                     self._step_all()
                 except Exception as error:  # never let the thread die: fail what was running, and log why
                     traceback.print_exc(file=sys.stderr)
-                    for group in self.groups:
-                        for job in {id(r.job): r.job for r in group.rows}.values():
-                            job.events.put(error)
-                    self.groups = []
+                    rows = [r for group in self.groups for r in group.rows] + [solo.row for solo in self.solos]
+                    for job in {id(r.job): r.job for r in rows}.values():
+                        job.events.put(error)
+                    self.groups, self.solos = [], []
 
     def _take_admissible(self) -> list[Job]:
         """Jobs at the head of the queue whose rows fit next to the running ones (first come, first served)."""
         admitted = []
-        rows = sum(len(g.rows) for g in self.groups)
+        rows = sum(len(g.rows) for g in self.groups) + len(self.solos)
         while self.waiting:
             job = self.waiting[0]
             if job.cancelled.is_set():
@@ -283,6 +313,17 @@ class Batcher:
                 job.events.put(None)
                 return
             ids = mx.array(np.frombuffer(job.prompt, dtype=np.uint8)[None].repeat(job.n, axis=0))
+            if self._speculates(job):
+                # restricted to the layout's bytes as the groups' samplers are, so the bytes are theirs
+                config = self.model.config
+                greedy = layout_of(config).restrict(make_distribution(0.0), config.num_tokens)
+                steps = speculative_generate_step(
+                    self.model, self.draft, ids, greedy, self.num_draft, stats=self.drafted
+                )
+                first = next(steps)  # the prompt, read with every BLAS thread
+                self.solos.append(Solo(Row(job, 0), steps))
+                self._push_solo(self.solos[-1], first.item())
+                return
             if self.prompt_cache is None:
                 cache = self.model.make_cache(job.n)
                 logits = cache.prefill(ids)
@@ -294,6 +335,40 @@ class Batcher:
                 cpu.set_blas_threads(1)
         group = Group(cache, [Row(job, i) for i in range(job.n)], logits, row_keys(job.seed, job.n))
         self.groups.append(group)
+
+    def _speculates(self, job: Job) -> bool:
+        """Whether `job` is decoded speculatively: greedy (temperature 0, no logit bias or anything else
+        beyond the four sampling settings), unguided (the draft's check does not see a guide's bonus), one
+        completion, no logprobs, and a draft to do it with."""
+        temp, rest = job.settings[0], job.settings[4:]
+        plain = job.n == 1 and job.logprobs is None and job.guide is None
+        return self.draft is not None and plain and temp == 0 and not any(rest)
+
+    def _step_solos(self):
+        """Up to num_draft + 1 bytes of every speculative row: about one round (a check) each."""
+        for solo in list(self.solos):
+            for _ in range(self.num_draft + 1):
+                if self._push_solo(solo, next(solo.steps).item()):
+                    break
+
+    def _push_solo(self, solo: Solo, byte: int) -> bool:
+        """Hand out what `byte` completes of a speculative row; True (and the row is gone) when it is done."""
+        job = solo.row.job
+        job.generated += 1
+        chunk = solo.row.push(ByteLogprob(byte, None, [], False))
+        chunk.logprobs = []
+        if chunk.text or chunk.finish_reason:
+            job.events.put(chunk)
+        if solo.row.done:
+            job.events.put(None)
+            self._drop_solo(solo)
+        return solo.row.done
+
+    def _drop_solo(self, solo: Solo):
+        self.solos.remove(solo)
+        solo.steps.close()  # its state and draft go now
+        if cpu.blas_threads() is not None:  # closing it restored the count it found: the prompt's (see _admit)
+            cpu.set_blas_threads(1)
 
     def _prompt_logprobs(self, job: Job) -> list[ByteLogprob]:
         """Every prompt byte's log-probability from one full forward pass (byte t is predicted by
@@ -326,8 +401,11 @@ class Batcher:
             if any(0 < group.length - other <= self.max_gap for other in lengths):
                 continue
             self._step(group)
+        self._step_solos()
 
     def _drop_cancelled(self):
+        for solo in [solo for solo in self.solos if solo.row.job.cancelled.is_set()]:
+            self._drop_solo(solo)
         for group in list(self.groups):
             keep = [i for i, row in enumerate(group.rows) if not row.job.cancelled.is_set()]
             if not keep:

@@ -44,6 +44,7 @@ from .prompt_cache import DEFAULT_BYTES as DEFAULT_PROMPT_CACHE_BYTES
 from .prompt_cache import PromptCache
 from .protocol import SSE_DONE, ApiError, sse
 from .settings import setting, settings_of
+from .speculative import SpeculationSettings, load_draft
 from .tokens import BYTES, TEXT, layout_of
 from .weights import check_instruct_tuned, load_for_inference, locate, trained_on
 
@@ -157,7 +158,15 @@ class App:
     def __init__(self, load, name: str, args, untuned: str | None = None, path=None):
         self.untuned = untuned  # why instruct prompts are refused (a model never tuned on them), or None
         cache = PromptCache(args.prompt_cache_bytes) if args.prompt_cache_bytes else None
-        self.batcher = Batcher(load, max_rows=args.max_batch, queue_size=args.queue_size, prompt_cache=cache).start()
+        draft = getattr(args, "draft_model", None)
+        self.batcher = Batcher(
+            load,
+            max_rows=args.max_batch,
+            queue_size=args.queue_size,
+            prompt_cache=cache,
+            draft=(lambda model: load_draft(draft, model, *model_flags(args))) if draft else None,
+            num_draft=getattr(args, "num_draft", SpeculationSettings.num_draft),
+        ).start()
         self.model, self.name = self.batcher.model, name
         self.config = self.model.config
         # A model of pictures or sound answers /v1/media (its kind and layout from the training record);
@@ -715,6 +724,8 @@ def build_parser():
         "'words' or 'guide_words'): nats added to the logits of the bytes that begin or continue a required word "
         "not yet used (0 = off; see docs/stories-on-command.md)",
     )
+    for field in settings_of(SpeculationSettings).values():  # greedy single completions only: batching.py
+        setting_flag(parser, field, metavar="PATH" if field.name == "draft_model" else "N")
     add_model_flags(parser)
     return parser
 
@@ -729,6 +740,8 @@ def main(argv=None):
             f"{API_KEY_VARIABLE}), or --insecure to let anyone who can reach it use it"
         )
 
+    if not args.draft_model and args.num_draft != SpeculationSettings.num_draft:
+        raise UserError("--num-draft is the number of bytes a --draft-model proposes: add --draft-model")
     path = locate(args.model)
     name = args.model or str(path)
     bits, dtype = model_flags(args)

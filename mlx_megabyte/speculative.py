@@ -12,7 +12,8 @@ plain greedy output.
 
 A draft is anything with `propose(context, n) -> Proposal`: another byte model (`ModelDraft`, any
 architecture: bytes are a shared vocabulary, only the token layout must agree), or no model at all
-(`LookupDraft`, which proposes what followed the last occurrence of the context's ending).
+(`LookupDraft`, which proposes what followed the last occurrence of the context's ending; `CorpusDraft`,
+which proposes what most often followed it in a corpus).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from typing import Callable, Iterator, Protocol, Sequence
 import mlx.core as mx
 import numpy as np
 
-from . import cpu
+from . import cpu, stories
 from .errors import UserError
 from .hub import looks_like_repo_id
+from .ngram import NgramIndex
 from .settings import check_fields, setting
 from .tokens import layout_of
 from .weights import load_for_inference
@@ -34,6 +36,9 @@ from .weights import load_for_inference
 Distribution = Callable[[mx.array], mx.array]  # logits (..., vocab) -> probabilities (..., vocab)
 DEFAULT_NUM_DRAFT = 4
 LOOKUP = "lookup"  # --draft-model lookup: prompt lookup, no draft model
+CORPUS = "corpus:"  # --draft-model corpus:PATH or corpus:builtin: a corpus n-gram draft, no draft model
+BUILTIN_CORPUS = "builtin"
+BUILTIN_CORPUS_BYTES = 2_000_000  # the first stories of the built-in corpus (--data builtin trains on them)
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,8 @@ class SpeculationSettings:
     draft_model: str | None = setting(
         None,
         help="speculative decoding: a byte model (weights directory or Hugging Face repo id) that proposes bytes "
-        f"the model checks several at a time, or '{LOOKUP}' for prompt lookup (no model); the output is the "
+        f"the model checks several at a time, '{LOOKUP}' for prompt lookup, '{CORPUS}PATH' or '{CORPUS}{BUILTIN_CORPUS}' for "
+        f"a corpus n-gram draft (no model), or '{LOOKUP}+' one of these; the output is the "
         "model's own (greedy: byte for byte)",
         kind=str,
         optional=True,
@@ -292,6 +298,39 @@ class LookupDraft:
         return Proposal([])
 
 
+class CorpusDraft:
+    """A corpus n-gram draft: no model; propose, a token at a time, the token that most often followed the
+    longest ending of the context (up to 24 tokens, backing off to 2) in a corpus (ngram.NgramIndex),
+    stopping where none occurred or where that token followed under `least_share` of its occurrences.
+    On text like the corpus a model was trained on (its stories, its templates) it is often right."""
+
+    def __init__(self, tokens: np.ndarray, least_share: float = 0.0):
+        self.index, self.least_share = NgramIndex(tokens), least_share
+
+    def propose(self, context: Sequence[int], n: int) -> Proposal:
+        return Proposal(self.index.continuation(context, n, self.least_share))
+
+
+def corpus_tokens(source: str, model) -> np.ndarray:
+    """The corpus `--draft-model corpus:SOURCE` names, as the model's tokens: a file's bytes, or for
+    `builtin` the first BUILTIN_CORPUS_BYTES of the built-in stories, each ended by the end token."""
+    layout = layout_of(model.config)
+    if source == BUILTIN_CORPUS:
+        end = np.array([layout.end], layout.dtype)
+        documents = stories.documents(0, BUILTIN_CORPUS_BYTES)
+        return np.concatenate([part for doc in documents for part in (layout.encode(doc.encode()), end)])
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise DraftNotFound(
+            f"no corpus file at {source}: --draft-model {CORPUS}PATH takes a text or bytes file, "
+            f"or {CORPUS}{BUILTIN_CORPUS} for the built-in stories"
+        )
+    tokens = layout.encode(path.read_bytes())
+    if tokens.size < 2:
+        raise DraftError(f"--draft-model {CORPUS}{source}: the file holds fewer than 2 bytes, nothing to draft from")
+    return tokens
+
+
 def check_draft(model, draft) -> None:
     """A draft model must read and write the same tokens as the model; its context may differ (each
     decoding state slides its own window)."""
@@ -311,11 +350,20 @@ def check_draft(model, draft) -> None:
 def load_draft(spec: str, model, bits: int | None = None, dtype: mx.Dtype | None = None):
     """What `--draft-model spec` names, for speculative_generate_step: `lookup` (a LookupDraft), a draft
     model (a weights directory or a Hugging Face repo id, checked against `model`: check_draft), or
-    `lookup+MODEL`: prompt lookup first, the model where lookup has nothing to propose."""
+    `corpus:PATH` or `corpus:builtin` (a CorpusDraft), or `lookup+` any of these: prompt lookup first, the
+    other where lookup has nothing to propose."""
     if spec == LOOKUP:
         return LookupDraft()
+    if spec.startswith(CORPUS):
+        return CorpusDraft(corpus_tokens(spec[len(CORPUS) :], model))
     if spec.startswith(LOOKUP + "+"):
-        return [LookupDraft(), load_draft_model(spec[len(LOOKUP) + 1 :], model, bits, dtype)]
+        rest = spec[len(LOOKUP) + 1 :]
+        return [
+            LookupDraft(),
+            load_draft(rest, model, bits, dtype)
+            if rest.startswith(CORPUS)
+            else load_draft_model(rest, model, bits, dtype),
+        ]
     return load_draft_model(spec, model, bits, dtype)
 
 
@@ -324,7 +372,7 @@ def load_draft_model(spec: str, model, bits: int | None = None, dtype: mx.Dtype 
     if not Path(spec).expanduser().exists() and not looks_like_repo_id(spec):
         raise DraftNotFound(
             f"no draft model at {spec}: --draft-model takes a weights directory (config.json and "
-            f"model.safetensors), a Hugging Face repo id, {LOOKUP} or {LOOKUP}+MODEL"
+            f"model.safetensors), a Hugging Face repo id, {LOOKUP}, {CORPUS}PATH, {CORPUS}{BUILTIN_CORPUS} or {LOOKUP}+ one of these"
         )
     try:
         draft = load_for_inference(spec, bits=bits, dtype=dtype)

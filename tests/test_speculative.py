@@ -11,8 +11,10 @@ import pytest
 
 from mlx_megabyte.generation import generate_step
 from mlx_megabyte.models import ARCHITECTURES, build
+from mlx_megabyte.ngram import NgramIndex
 from mlx_megabyte.sampling import make_distribution, make_sampler
 from mlx_megabyte.speculative import (
+    CorpusDraft,
     DraftError,
     LookupDraft,
     ModelDraft,
@@ -195,15 +197,20 @@ def test_greedy_speculative_output_is_plain_greedy_output(name):
     other = next((n for n in NAMES if n != name), name)
     drafts = [model_for(other, seed=1), model_for("megabyte", seed=2, max_seq_len=(8, 8))]
 
+    plain = {}
+
     def check(prompt, draft, num_draft):
-        want = take(generate_step(model, ids_of(prompt), make_sampler(0.0)), 40)
+        if prompt not in plain:  # each prompt's plain greedy bytes, once
+            plain[prompt] = take(generate_step(model, ids_of(prompt), make_sampler(0.0)), 40)
         stats = SpeculationStats()
         spec = speculative_generate_step(model, draft, ids_of(prompt), make_distribution(0.0), num_draft, stats=stats)
-        assert take(spec, 40) == want, (len(prompt), num_draft, type(draft).__name__)
+        assert take(spec, 40) == plain[prompt], (len(prompt), num_draft, type(draft).__name__)
         return stats
 
-    for prompt in (TEXT[:1], TEXT[:40], (TEXT * 3)[: L - 10]):
-        for num_draft in (1, 3, 5):
+    # every draft with every num_draft of 1, 3 and 5, two of them per prompt (a check of one byte, of
+    # several within a patch, of several across patch boundaries)
+    for prompt, num_drafts in zip((TEXT[:1], TEXT[:40], (TEXT * 3)[: L - 10]), ((1, 3), (3, 5), (5, 1))):
+        for num_draft in num_drafts:
             for draft in drafts:
                 check(prompt, draft, num_draft)
     assert check(TEXT[:40], model, 3).acceptance_rate == 1.0
@@ -272,6 +279,35 @@ def test_prompt_lookup_proposes_what_followed_the_last_occurrence():
     assert bytes(draft.propose(list(b"xyz xyz"), 9).tokens) == b" xyz"  # what there is, fewer than asked
 
 
+def test_the_ngram_index_proposes_the_most_frequent_continuation_of_the_longest_context():
+    corpus = np.frombuffer(b"the cat sat. the cat ran. the dog. a dot", np.uint8)
+    index = NgramIndex(corpus, lengths=(5, 2))
+    assert index.next_token(list(b"xx the ")) == ord("c")  # "the " -> c twice, d once
+    assert index.next_token(list(b"xx the "), least_share=0.7) is None  # c followed 2 of 3 times
+    assert index.next_token(list(b" a do")) == ord("t")
+    assert index.next_token(list(b"xx do")) == ord("g")  # "xx do" is unseen: "do" -> g or t, a tie: the lower
+    assert bytes(index.continuation(list(b"zz the c"), 6)) == b"at ran"  # " cat " -> r or s: the lower again
+    assert index.next_token(list(b"qq")) is None and index.continuation(list(b"q"), 4) == []
+    assert index.nbytes > 0
+
+
+def test_a_corpus_draft_gives_plain_greedy_output_and_reads_a_file(tmp_path):
+    """The corpus holds the model's own greedy continuation (a random model's bytes match no story) and
+    TEXT: the first is proposed and kept, rounds of several bytes."""
+    model = model_for("megabyte")
+    prompt = ids_of(TEXT[:30])
+    want = take(generate_step(model, prompt, make_sampler(0.0)), 30)
+    (tmp_path / "corpus.txt").write_bytes(TEXT[:30] + bytes(want) + TEXT[30:])
+    draft = load_draft(f"corpus:{tmp_path / 'corpus.txt'}", model)
+    assert isinstance(draft, CorpusDraft)
+    stats = SpeculationStats()
+    assert take(speculative_generate_step(model, draft, prompt, make_distribution(0.0), 4, stats=stats), 30) == want
+    assert stats.accepted >= 20 and stats.rounds <= 10
+    assert bytes(draft.propose(list(TEXT[40:70]), 8).tokens) == TEXT[70:78]  # the corpus goes on as TEXT does
+    lookup_first = load_draft(f"lookup+corpus:{tmp_path / 'corpus.txt'}", model)
+    assert isinstance(lookup_first[0], LookupDraft) and isinstance(lookup_first[1], CorpusDraft)
+
+
 def test_bad_drafts_are_one_line_errors(tmp_path):
     model = model_for("megabyte")
     with pytest.raises(DraftError, match="shift_bytes off"):
@@ -284,4 +320,46 @@ def test_bad_drafts_are_one_line_errors(tmp_path):
         load_draft(str(tmp_path / "missing"), model)
     with pytest.raises(DraftError, match="--draft-model"):
         load_draft(str(tmp_path), model)  # a directory without weights
+    with pytest.raises(FileNotFoundError, match="no corpus file at"):
+        load_draft(f"corpus:{tmp_path / 'missing.txt'}", model)
+    (tmp_path / "one.txt").write_bytes(b"a")
+    with pytest.raises(DraftError, match="fewer than 2 bytes"):
+        load_draft(f"corpus:{tmp_path / 'one.txt'}", model)
     check_draft(model, model_for("hnet"))  # another architecture and context: fine
+
+
+def test_the_server_batcher_speculates_greedy_single_completions_only_and_answers_as_plain():
+    """A greedy one-completion job is decoded speculatively beside a batched sampled job; both answers equal
+    those of a batcher without a draft, and the draft's proposals were counted. The draft: another model
+    (some proposals rejected), the model itself after lookup (lookup never matches a random model's bytes)."""
+    from mlx_megabyte.batching import Batcher, Job
+
+    model = model_for("megabyte")
+    prompt = b"\x03" + (TEXT * 2)[:150]
+
+    def answers(draft):
+        batcher = Batcher(lambda: model, max_rows=4, draft=draft, num_draft=3).start()
+        jobs = [
+            Job(prompt, prompt, 1, 60, make_sampler(0.0), (0.0, 1.0, 0.0, 0, ()), seed=0),
+            Job(prompt, prompt, 2, 30, make_sampler(1.0), (1.0, 1.0, 0.0, 0, ()), seed=5),
+        ]
+        for job in jobs:
+            batcher.submit(job)
+        texts = []
+        for job in jobs:
+            pieces = {}
+            while (event := job.events.get(timeout=60)) is not None:
+                assert not isinstance(event, Exception), event
+                pieces[event.index] = pieces.get(event.index, "") + event.text
+            texts.append(pieces)
+        status = batcher.status()
+        batcher.stop()
+        return texts, status
+
+    plain, plain_status = answers(None)
+    assert len(plain[0][0]) > 0 and "draft_proposed" not in plain_status
+    spec, status = answers(lambda m: model_for("megabyte", seed=1))
+    assert spec == plain and status["draft_proposed"] > 10 and status["draft_accepted"] < status["draft_proposed"]
+    assert status["rows_stepped"] == 60  # only the sampled job's two rows went through the groups
+    spec, status = answers(lambda m: [LookupDraft(), m])
+    assert spec == plain and status["draft_proposed"] > 10 and status["draft_accepted"] == status["draft_proposed"]

@@ -230,11 +230,25 @@ class MegabyteCache(DecodingState):
             self.context[s] = self.model.stages[s - 1].context_for_next(self.outputs[s - 1])
         self.caches[s] = stage.make_cache()
         self.bases[s] = base
+        # A finer stage's start token sees nothing else (the coarser stage's context is added to the
+        # elements after it), so its run alone is the same for every patch: run once per state, then reused
+        # (the keys, values and token-shift rows it leaves, and its output). ~2 ms of a 30 ms patch on CPU.
+        # start_runs[s]: (batch size, cache states, output); set here (a state loaded from an older prompt
+        # cache file has none yet). With `ids` the start goes in one call with the first elements instead.
+        runs = self.__dict__.setdefault("start_runs", [None] * self.config.stages)
+        memo = runs[s]
+        if ids is None and memo is not None and memo[0] == self.batch_size:
+            for cache, state in zip(self.caches[s], memo[1]):
+                cache.state = state
+            self.outputs[s], self.counts[s] = memo[2], 0
+            return
         x = stage.start(self.batch_size)
         if ids is not None:
             x = mx.concatenate([x, stage.inputs(ids, self.context[s])], axis=1)
         self._run(s, x)
         self.counts[s] = x.shape[1] - 1
+        if s > 0 and ids is None:
+            runs[s] = (self.batch_size, [cache.state for cache in self.caches[s]], self.outputs[s])
 
     def _feed_elements(self, s, ids):
         """Feed stage s the next elements of its current sequence, given their bytes (N, k * patch); return
