@@ -38,6 +38,7 @@ NATIVE_OPT_OUT = "MLX_MEGABYTE_NO_NATIVE"
 ISA_CAP = "MLX_MEGABYTE_ISA"
 ISAS = ("avx512", "avx2", "baseline")
 _forced: str | None = None
+_one_position = False  # set while a decoding step of one position per row is traced (one_position)
 
 
 def _load_native():
@@ -103,9 +104,25 @@ def forced(name: str):
         _forced = previous
 
 
+@contextlib.contextmanager
+def one_position():
+    """Trace a cached decoding step of one position per row (SpaceByte's and H-Net's compiled steps):
+    GELU, softmax and rotary positions then take MLX's plain ops, which `mx.compile` fuses into one or
+    two kernels each, instead of the polynomial kernels (7-10 operations behind a custom-function
+    boundary that nothing fuses across) and mx.fast.rope's CPU fallback (12 operations a call). Built for
+    rows of a few hundred values, where a step's cost is its number of operations (~8 us each on a
+    CPU), not their arithmetic. Training never runs under it. Read at trace time, as `variant`."""
+    global _one_position
+    previous, _one_position = _one_position, True
+    try:
+        yield
+    finally:
+        _one_position = previous
+
+
 def gelu(x: mx.array) -> mx.array:
     """torch's nn.GELU(): x * Phi(x) with the exact erf."""
-    if variant() == "gpu":
+    if variant() == "gpu" or _one_position:
         return nn.gelu(x)
     return _native_gelu(x) if _native_for(x) else gelu_polynomial(x)
 
@@ -269,7 +286,8 @@ def _matmul_attention(q, k, v, scale, dropout, mask):
     scores = ((q * scale) @ k.swapaxes(-1, -2)).astype(mx.float32)
     if mask is not None:
         scores = mx.where(mask, scores, _MASKED)
-    probs = (mx.softmax(scores, axis=-1) if variant() == "gpu" else softmax(scores)).astype(q.dtype)
+    plain = variant() == "gpu" or _one_position
+    probs = (mx.softmax(scores, axis=-1, precise=True) if plain else softmax(scores)).astype(q.dtype)
     if dropout > 0.0:
         # lucidrains drops attention probabilities (Attend's dropout)
         probs = probs * mx.random.bernoulli(1 - dropout, probs.shape) / (1 - dropout)
@@ -304,6 +322,32 @@ def _banded(q, k, v, scale, dropout, window, block=None):
     else:
         out = _matmul_attention(q, k, v, scale, dropout, mask)  # (N, H, blocks, block, D)
     return out.reshape(N, H, blocks * block, D)[:, :, :T]
+
+
+def rope(x: mx.array, offset) -> mx.array:
+    """Rotary positions on x (N, H, T, D) from position `offset` (an int, a scalar array or one per row
+    (N,)): rotate-half, base 10000, as mx.fast.rope with traditional=False. Under `one_position` on a
+    CPU, for T = 1: cos and sin of the position's angles (shared by every layer of the step: `mx.compile`
+    merges the same operations on the same inputs) and one fused multiply-add per tensor."""
+    D = x.shape[-1]
+    if not (_one_position and x.shape[2] == 1 and variant() != "gpu"):
+        return mx.fast.rope(x, D, traditional=False, base=10000.0, scale=1.0, offset=offset)
+    frequencies = _rotary_frequencies(D)  # (D / 2,)
+    position = offset if isinstance(offset, mx.array) else mx.array(offset)
+    angles = position.astype(mx.float32).reshape(-1, 1, 1, 1) * frequencies  # (N or 1, 1, 1, D / 2)
+    cos, sin = mx.cos(angles), mx.sin(angles)
+    cos, sin = mx.concatenate([cos, cos], axis=-1), mx.concatenate([-sin, sin], axis=-1)
+    half = mx.concatenate([x[..., D // 2 :], x[..., : D // 2]], axis=-1)  # (x2, x1): sin's sign does the rest
+    return (x * cos + half * sin).astype(x.dtype)
+
+
+@lru_cache(maxsize=None)
+def _rotary_frequencies(dims: int) -> mx.array:
+    """10000^(-2i / dims) for i < dims / 2: a constant of the compiled steps (an arange in each would be
+    one more operation per call: MLX's compile does not merge them)."""
+    frequencies = 10000.0 ** (-mx.arange(0, dims, 2, dtype=mx.float32) / dims)
+    mx.eval(frequencies)
+    return frequencies
 
 
 # --- SiLU (Mamba-2's activation) --------------------------------------------------------------------------

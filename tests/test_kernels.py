@@ -135,3 +135,28 @@ def test_attention_dropout_keeps_the_expectation():
     assert abs(mx.mean(samples).item() - 1.0) < 0.05
     assert nn.Dropout  # dropout is only applied when asked for:
     assert mx.array_equal(attention(q, q, v, 1.0), v)
+
+
+def test_one_position_kernels_equal_the_training_ones():
+    """A decoding step traced under one_position (plain GELU, softmax and rotary ops) computes what the
+    training kernels do: rotary positions from a shared offset or one per row, attention over a mask."""
+    rng = np.random.default_rng(3)
+    x = mx.array(rng.standard_normal((3, 2, 1, 16)).astype(np.float32))
+    offsets = mx.array([0, 7, 1000], dtype=mx.int32)
+    reference = mx.concatenate(
+        [
+            mx.fast.rope(x[i : i + 1], 16, traditional=False, base=10000.0, scale=1.0, offset=int(o))
+            for i, o in enumerate(offsets.tolist())
+        ]
+    )
+    k = mx.array(rng.standard_normal((3, 2, 5, 16)).astype(np.float32))
+    mask = mx.array(rng.random((3, 1, 1, 5)) > 0.3) | (mx.arange(5) == 4)
+    h = mx.array(rng.standard_normal((4, 64)).astype(np.float32) * 3)
+    plain = (kernels.rope(x, 0), attention(x, k, k, 0.25, mask=mask), kernels.gelu(h))
+    with kernels.one_position():
+        rotated = (kernels.rope(x, 0), kernels.rope(x, offsets), kernels.rope(x, mx.array(7)))
+        fused = (rotated[0], attention(x, k, k, 0.25, mask=mask), kernels.gelu(h))
+    np.testing.assert_allclose(np.array(rotated[1]), np.array(reference), atol=2e-5)
+    np.testing.assert_allclose(np.array(rotated[2][1]), np.array(reference[1]), atol=1e-6)
+    for a, b in zip(fused, plain):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-5)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..kernels import attention, gelu, layer_norm, projection, rms_norm, self_attention
+from ..kernels import attention, gelu, layer_norm, projection, rms_norm, rope, self_attention
 
 
 def embed(embedding: nn.Module, ids: mx.array) -> mx.array:
@@ -101,14 +101,17 @@ class Attention(nn.Module):
             )
         q = self.query(x)
         k, v = mx.split(self.key_value(x), 2, axis=-1)
-        q, k, v = (t.reshape(N, T, self.heads, self.dim_head).transpose(0, 2, 1, 3) for t in (q, k, v))
+        if T == 1:  # the same layout without a transpose (a decoding step's one position)
+            q, k, v = (t.reshape(N, self.heads, 1, self.dim_head) for t in (q, k, v))
+        else:
+            q, k, v = (t.reshape(N, T, self.heads, self.dim_head).transpose(0, 2, 1, 3) for t in (q, k, v))
         if self.rotary:
             offset = 0 if cache is None else cache.offset
-            q = mx.fast.rope(q, self.dim_head, traditional=False, base=10000.0, scale=1.0, offset=offset)
-            k = mx.fast.rope(k, self.dim_head, traditional=False, base=10000.0, scale=1.0, offset=offset)
+            q, k = rope(q, offset), rope(k, offset)
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
             if self.window is not None and k.shape[2] > self.window + T - 1:  # older keys are out of sight
                 k, v = k[..., -(self.window + T - 1) :, :], v[..., -(self.window + T - 1) :, :]
         out = attention(q, k, v, self.scale, dropout, window=self.window, mask=mask)
-        return self.out(out.transpose(0, 2, 1, 3).reshape(N, T, -1))
+        out = out.reshape(N, T, -1) if T == 1 else out.transpose(0, 2, 1, 3).reshape(N, T, -1)
+        return self.out(out)

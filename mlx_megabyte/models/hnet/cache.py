@@ -10,6 +10,7 @@ from functools import partial
 import mlx.core as mx
 import numpy as np
 
+from ...kernels import one_position
 from ..base import DecodingState
 from ..kv_cache import KVCache, SlotCache, WindowCache
 from ..layers import embed
@@ -110,7 +111,7 @@ def _compiled(model, part: str):
         steps = {}
         object.__setattr__(model, "_decode_steps", steps)  # a plain attribute, not a child module
     if part not in steps:
-        steps[part] = mx.compile(partial(_PARTS[part], model), inputs=[model.state])
+        steps[part] = mx.compile(partial(one_position()(_PARTS[part]), model), inputs=[model.state])
     return steps[part]
 
 

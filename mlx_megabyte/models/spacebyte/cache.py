@@ -8,6 +8,7 @@ from functools import partial
 import mlx.core as mx
 import numpy as np
 
+from ...kernels import one_position
 from ...tokens import layout_of
 from ..base import DecodingState
 from ..kv_cache import KVCache, SlotCache, WindowCache
@@ -102,7 +103,7 @@ def _compiled(model, with_global: bool):
         steps = {}
         object.__setattr__(model, "_decode_steps", steps)  # a plain attribute, not a child module
     if with_global not in steps:
-        steps[with_global] = mx.compile(partial(_step, model, with_global), inputs=[model.state])
+        steps[with_global] = mx.compile(partial(one_position()(_step), model, with_global), inputs=[model.state])
     return steps[with_global]
 
 
