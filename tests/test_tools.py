@@ -103,3 +103,22 @@ def test_profile_step_decode_mode_times_the_cached_step_of_a_tiny_model():
     assert any("host sync inside the step" in line and "yes" in line for line in lines)
     parts = {line.split("(")[0].strip(): line for line in lines if " calls)" in line}
     assert {"initial_blocks", "final_blocks", "to_logits"} <= set(parts)
+
+
+def test_the_benchmarks_speculative_task_checks_bytes_and_skips_untrained_configs(tmp_path, monkeypatch):
+    import importlib.util
+
+    from mlx_megabyte import MEGABYTE, PRESETS, save
+
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "tools" / "benchmark.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    save(MEGABYTE(PRESETS["tiny"]), tmp_path / "tiny")
+    monkeypatch.setattr(benchmark, "SPEC_PROMPTS", ("Once upon a time",))
+    result = benchmark.speculative_worker(str(tmp_path / "tiny"), steps=2, warmup=1, new_bytes=24)
+    # two timed rounds of one prompt each, both ways; a check keeps at least the byte it computes
+    assert len(result["rates"]) == len(result["plain_rates"]) == 2
+    assert 0 <= result["acceptance"] <= 1 and result["bytes_per_check"] >= 1
+    args = type("Args", (), {"device": "cpu"})()
+    row = benchmark.speculative_row("seed", args)  # no trained 40m weights in the repository
+    assert "mlx_bytes_per_s" not in row and "no trained weights" in row["note"]

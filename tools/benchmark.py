@@ -24,6 +24,11 @@ a decoded byte touches (the model's weight_bytes_per_byte) allows at this machin
 measured once as numpy copying a 256 MiB float32 array on one core (read and write counted: what a
 decoding step's single-row products get; CPUs only), and the measured rate as a fraction of it.
 
+- generate-spec: plain cached greedy decoding against speculative decoding (speculative.py) with a
+            corpus n-gram draft of the built-in stories (`--draft-model corpus:builtin --num-draft 4`),
+            alternating on the same story prompts, the bytes checked identical. It needs trained weights
+            (a draft's acceptance on random weights means nothing): the repository's weights/demo for
+            `small`; other configs get a row saying there are none. MLX only.
 - train-bf16: training in bfloat16 mixed precision (float32 master weights and optimizer state): torch
             under autocast(bfloat16), mlx-megabyte with its --dtype bfloat16 step
 
@@ -53,7 +58,21 @@ import sys
 import tempfile
 import time
 
-TASKS = ("train", "train-bf16", "train-checkpointed", "forward", "generate", "generate-q8", "generate-q4")
+TASKS = (
+    "train",
+    "train-bf16",
+    "train-checkpointed",
+    "forward",
+    "generate",
+    "generate-q8",
+    "generate-q4",
+    "generate-spec",
+)
+# generate-spec: trained weights per config (random weights make a draft's acceptance meaningless), the
+# draft, and story openings as prompts
+TRAINED = {"small": os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "weights", "demo")}
+SPEC_DRAFT, SPEC_NUM_DRAFT = "corpus:builtin", 4
+SPEC_PROMPTS = ("Once upon a time", "One day, a little girl named Mia went to the park.", "The old dog")
 # Named configurations: every registered architecture's presets as ARCH-PRESET, plus the names the tables
 # have always used for MEGABYTE (`small`, `seed` = the 40m preset) and one three-stage MEGABYTE shape.
 ALIASES = {"small": ("megabyte", "small"), "seed": ("megabyte", "40m")}
@@ -194,6 +213,8 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
     from mlx_megabyte.runtime import use_device
 
     use_device(device)
+    if task == "generate-spec":
+        return speculative_worker(weights, steps, warmup, new_bytes)
 
     model = build(model_config(config))
     if weights:
@@ -256,6 +277,47 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
     if task.startswith("train"):
         result["matmul_gflops"] = matmul_gflops(2048, dtype=mx.bfloat16 if task == "train-bf16" else mx.float32)
     return result
+
+
+def speculative_worker(weights, steps, warmup, new_bytes):
+    """generate-spec: rates of plain and speculative greedy decoding of the trained `weights`, alternating
+    prompt by prompt, and the draft's acceptance; the two outputs must be the same bytes."""
+    import mlx.core as mx
+
+    from mlx_megabyte.generation import generate_step, story_tokens
+    from mlx_megabyte.sampling import make_distribution, make_sampler
+    from mlx_megabyte.speculative import SpeculationStats, load_draft, speculative_generate_step
+    from mlx_megabyte.weights import load_for_inference
+
+    model = load_for_inference(weights)
+    draft = load_draft(SPEC_DRAFT, model)
+    stats, rates = SpeculationStats(), {"plain": [], "spec": []}
+    for i in range(warmup + steps):
+        for prompt in SPEC_PROMPTS:
+            ids = mx.array(story_tokens(model.config, prompt)[0][None])
+            out = {}
+            for kind in ("plain", "spec"):
+                if kind == "plain":
+                    steps_ = generate_step(model, ids, make_sampler(0.0))
+                else:
+                    steps_ = speculative_generate_step(
+                        model, draft, ids, make_distribution(0.0), SPEC_NUM_DRAFT, stats=stats if i >= warmup else None
+                    )
+                first = [next(steps_).item()]  # the prompt's prefill is not decoding: timed from here
+                tic = time.perf_counter()
+                out[kind] = first + [y.item() for _, y in zip(range(new_bytes - 1), steps_)]
+                steps_.close()
+                if i >= warmup:
+                    rates[kind].append((new_bytes - 1) / (time.perf_counter() - tic))
+            if out["plain"] != out["spec"]:
+                raise SystemExit(f"error: speculative greedy bytes differ from plain ones after {prompt!r}")
+    return {
+        "rates": rates["spec"],
+        "plain_rates": rates["plain"],
+        "acceptance": stats.acceptance_rate,
+        "bytes_per_check": (stats.accepted + stats.rounds) / max(stats.rounds, 1),
+        "mlx_peak_gb": mx.get_peak_memory() / 1e9,
+    }
 
 
 def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
@@ -371,6 +433,9 @@ def orchestrate(args):
         weights, torch_generate = None, []
         torch_too = has_torch(args.models[config])  # an architecture megabyte-pytorch lacks has MLX rows only
         for task in args.tasks:
+            if task == "generate-spec":
+                rows.append(speculative_row(config, args))
+                continue
             generating = task.startswith("generate")
             results = {"torch": list(torch_generate) if generating else [], "mlx": [], "torch-compiled": []}
             compiled = torch_too and args.torch_compile and task in ("train", "train-bf16", "forward")
@@ -410,6 +475,39 @@ def orchestrate(args):
                 with open(args.json, "w") as f:
                     json.dump(rows, f, indent=2)
     return rows
+
+
+def speculative_row(config, args) -> dict:
+    """The generate-spec row of a config: plain against speculative decoding of its trained weights."""
+    row = {"config": config, "task": "generate-spec", "device": args.device, "draft": SPEC_DRAFT}
+    weights = TRAINED.get(config)
+    if weights is None or not os.path.isfile(os.path.join(weights, "model.safetensors")):
+        row["note"] = (
+            "no trained weights in the repository for this config: a draft's acceptance on random ones means nothing"
+        )
+        print(f"{config:>7} {'generate-spec':>18}: skipped: {row['note']}", flush=True)
+        return row
+    results = [measure("mlx", "generate-spec", config, args, os.path.abspath(weights)) for _ in range(args.rounds)]
+    plain = statistics.median(r for result in results for r in result["plain_rates"])
+    spec = statistics.median(r for result in results for r in result["rates"])
+    row.update(
+        weights=os.path.relpath(weights),
+        num_draft=SPEC_NUM_DRAFT,
+        plain_bytes_per_s=plain,
+        mlx_bytes_per_s=spec,
+        speed_ratio=spec / plain,
+        acceptance=statistics.median(r["acceptance"] for r in results),
+        bytes_per_check=statistics.median(r["bytes_per_check"] for r in results),
+        new_bytes=args.new_bytes,
+    )
+    print(
+        f"{config:>7} {'generate-spec':>18}: plain {plain:,.1f} B/s  speculative {spec:,.1f} B/s  x{spec / plain:.2f}   "
+        f"draft {SPEC_DRAFT} (num_draft {SPEC_NUM_DRAFT}): {100 * row['acceptance']:.0f}% of proposals accepted, "
+        f"{row['bytes_per_check']:.1f} bytes per check   ({row['weights']}, greedy, {args.new_bytes} bytes after each "
+        f"of {len(SPEC_PROMPTS)} story openings; the same bytes)",
+        flush=True,
+    )
+    return row
 
 
 def summarise(config, task, results, device, model: dict, bandwidth: float | None = None):
