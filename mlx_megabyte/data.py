@@ -637,7 +637,32 @@ def slug(text: str) -> str:
 # --- batches ------------------------------------------------------------------------------------------
 
 
-class Batches:
+class GlobalBatches:
+    """What the training batch samplers share: one generator draws every window of a global batch of
+    batch_size * world (so a checkpoint's sampler state is that generator's), every rank draws the same
+    and keeps its own slice (so the global batch is the same whatever the world size)."""
+
+    def __init__(self, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.batch_size, self.rank, self.world = batch_size, rank, world
+        self.rng = np.random.default_rng(seed)
+
+    def mine(self, drawn: np.ndarray) -> np.ndarray:
+        """This rank's slice of what was drawn for the global batch."""
+        return drawn[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+
+    def __iter__(self):
+        return self
+
+    @property
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        self.rng.bit_generator.state = value
+
+
+class Batches(GlobalBatches):
     """Random windows of `length` bytes, `batch_size` per call, reproducible from `seed` and resumable.
 
     With several data-parallel ranks every rank draws the same global batch of batch_size * world windows
@@ -662,12 +687,10 @@ class Batches:
         self.windows = np.lib.stride_tricks.sliding_window_view(data, length)
         self.starts = starts
         self.mask_windows = None if mask is None else np.lib.stride_tricks.sliding_window_view(mask, length)
-        self.batch_size, self.rank, self.world = batch_size, rank, world
-        self.rng = np.random.default_rng(seed)
+        super().__init__(batch_size, seed, rank, world)
 
     def __next__(self):  # (batch_size, length) uint8, or two of them with a mask
-        starts = self.draw(self.rng, self.batch_size * self.world)
-        return self.take(starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size])
+        return self.take(self.mine(self.draw(self.rng, self.batch_size * self.world)))
 
     def draw(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """`count` window starts drawn with `rng` by this sampler's rule (anywhere, or among `starts`)."""
@@ -679,17 +702,6 @@ class Batches:
         if self.mask_windows is None:
             return self.windows[starts]
         return self.windows[starts], self.mask_windows[starts]
-
-    def __iter__(self):
-        return self
-
-    @property
-    def state(self) -> dict:
-        return self.rng.bit_generator.state
-
-    @state.setter
-    def state(self, value: dict) -> None:
-        self.rng.bit_generator.state = value
 
 
 def record_starts(data: np.ndarray, length: int, end: int = EOT) -> np.ndarray:

@@ -177,7 +177,7 @@ def prepare(
     return Mixture(corpora, parts)
 
 
-class MixedBatches:
+class MixedBatches(data.GlobalBatches):
     """data.Batches over several sources: each window of a global batch of batch_size * world draws its
     source with the weights' probabilities, then its start by that source's sampler (`draw`); every rank
     draws the whole global batch and keeps its slice, so the global batch is the same whatever the world
@@ -188,8 +188,7 @@ class MixedBatches:
             raise ValueError("either every source of a mixture has a mask or none has")
         self.sources = sources
         self.bounds = np.cumsum(np.asarray(weights, np.float64) / np.sum(weights))
-        self.batch_size, self.rank, self.world = batch_size, rank, world
-        self.rng = np.random.default_rng(seed)
+        super().__init__(batch_size, seed, rank, world)
 
     def draw(self) -> tuple[np.ndarray, np.ndarray]:
         """The global batch: (which source, window start) for each of its batch_size * world windows."""
@@ -202,25 +201,12 @@ class MixedBatches:
         return which, starts
 
     def __next__(self):  # (batch_size, length), or two of them with masks, as data.Batches
-        which, starts = self.draw()
-        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
-        which, starts = which[mine], starts[mine]
+        which, starts = (self.mine(drawn) for drawn in self.draw())
         places = [np.flatnonzero(which == index) for index in range(len(self.sources))]
         taken = [source.take(starts[at]) for source, at in zip(self.sources, places)]
         if self.sources[0].mask_windows is None:
             return _placed(places, taken)
         return _placed(places, [t[0] for t in taken]), _placed(places, [t[1] for t in taken])
-
-    def __iter__(self):
-        return self
-
-    @property
-    def state(self) -> dict:
-        return self.rng.bit_generator.state
-
-    @state.setter
-    def state(self, value: dict) -> None:
-        self.rng.bit_generator.state = value
 
 
 def _placed(places: list[np.ndarray], pieces: list[np.ndarray]) -> np.ndarray:
