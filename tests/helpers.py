@@ -42,6 +42,28 @@ def run(*args, env=None, timeout=300, input=None):
     )
 
 
+def job_texts(job, timeout: float = 60) -> list[str]:
+    """A batcher job's answer: each of its completions' text, read from its events up to the end (an
+    exception among them fails the test)."""
+    texts = [""] * job.n
+    while (event := job.events.get(timeout=timeout)) is not None:
+        assert not isinstance(event, Exception), event
+        texts[event.index] += event.text
+    return texts
+
+
+def train_in_process(flags: list[str], width: int = 200):
+    """`python -m mlx_megabyte.train FLAGS` in this process: (its summary, what it printed at `width`)."""
+    import io
+
+    from rich.console import Console
+
+    from mlx_megabyte.train import build_parser, run
+
+    console = Console(file=io.StringIO(), width=width)
+    return run(build_parser().parse_args(flags), console), console.file.getvalue()
+
+
 def one_line_error(result, *fragments):
     """Assert a command failed with a one-line message (no traceback) that contains every fragment."""
     assert result.returncode != 0, result.stdout

@@ -17,6 +17,8 @@ from mlx_megabyte.sampling import make_sampler
 from mlx_megabyte.text import EOT, encode_prompt
 from mlx_megabyte.tokens import BYTES, TEXT
 
+from .helpers import job_texts
+
 WORDS = ["kite", "river", "run"]
 
 
@@ -190,11 +192,7 @@ def test_the_server_guides_a_request_as_generate_does():
             batcher.submit(job)
         served = []
         for job in (guided, plain):
-            texts = [""] * job.n
-            while (event := job.events.get(timeout=60)) is not None:
-                assert not isinstance(event, Exception), event
-                texts[event.index] += event.text
-            served.append(texts)
+            served.append(job_texts(job))
     finally:
         batcher.stop()
     sampler = make_sampler(0.8, min_p=0.05)

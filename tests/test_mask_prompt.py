@@ -1,7 +1,6 @@
 """`train --mask-prompt`: the loss counts only the story bytes of instruct records, exactly, everywhere a
 loss is computed (a step, accumulation, ranks, validation, resume)."""
 
-import io
 import json
 import shutil
 
@@ -9,7 +8,6 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
-from rich.console import Console
 
 from mlx_megabyte import data, stories
 from mlx_megabyte.errors import UserError
@@ -17,7 +15,9 @@ from mlx_megabyte.instruct import story_mask
 from mlx_megabyte.models import ARCHITECTURES, build, loss_fn, summed_loss
 from mlx_megabyte.optim import TrainStep, make_optimizer
 from mlx_megabyte.text import EOT
-from mlx_megabyte.train import build_parser, run, training_config
+from mlx_megabyte.train import build_parser, training_config
+
+from .helpers import train_in_process
 
 BASE = [
     "--preset",
@@ -128,9 +128,7 @@ def test_the_story_mask_is_kept_beside_the_split(tmp_path):
 
 
 def train(tmp_path, cache, *extra, name="run", base=BASE):
-    args = build_parser().parse_args([*base, "--cache-dir", cache, "--save-path", str(tmp_path / name), *extra])
-    console = Console(file=io.StringIO(), width=300)
-    return run(args, console), console.file.getvalue()
+    return train_in_process([*base, "--cache-dir", cache, "--save-path", str(tmp_path / name), *extra], width=300)
 
 
 def metrics(run_dir):

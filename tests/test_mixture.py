@@ -1,6 +1,5 @@
 """`train --data SOURCE:WEIGHT,...`: a mixture of sources, each window drawn from a source with its weight."""
 
-import io
 import json
 import math
 import shutil
@@ -8,14 +7,13 @@ import shutil
 import mlx.core as mx
 import numpy as np
 import pytest
-from rich.console import Console
 
 from mlx_megabyte import mixture
 from mlx_megabyte.data import Batches
 from mlx_megabyte.errors import UserError
 from mlx_megabyte.train import build_parser, main, run
 
-from .helpers import one_line_error
+from .helpers import one_line_error, train_in_process
 from .helpers import run as run_command
 
 
@@ -111,11 +109,8 @@ def cache(tmp_path_factory):
 
 
 def train(tmp_path, cache, mix, *extra, name="run"):
-    args = build_parser().parse_args(
-        [*BASE, "--data", mix, "--cache-dir", cache, "--save-path", str(tmp_path / name), *extra]
-    )
-    console = Console(file=io.StringIO(), width=400)
-    return run(args, console), console.file.getvalue()
+    flags = [*BASE, "--data", mix, "--cache-dir", cache, "--save-path", str(tmp_path / name), *extra]
+    return train_in_process(flags, width=400)
 
 
 def records(run_dir):

@@ -16,6 +16,8 @@ from mlx_megabyte.models import ARCHITECTURES, build, loss_fn
 from mlx_megabyte.sampling import make_sampler
 from mlx_megabyte.text import encode_prompt
 
+from .helpers import job_texts
+
 NAMES = list(ARCHITECTURES)
 TEXT = (
     "Once upon a time there was a little dog named Max. Max liked to run in the park with his ball. "
@@ -224,11 +226,7 @@ def test_serving_through_the_batcher_equals_generate_with_the_seed(name):
             batcher.submit(job)
         served = []
         for job in jobs:
-            texts = [""] * job.n
-            while (event := job.events.get(timeout=60)) is not None:
-                assert not isinstance(event, Exception), event
-                texts[event.index] += event.text
-            served.append(texts)
+            served.append(job_texts(job))
     finally:
         batcher.stop()  # before generate below: MLX is not to be driven from two threads at once
     for prompt, job, texts in zip(prompts, jobs, served):

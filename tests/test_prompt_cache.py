@@ -15,7 +15,7 @@ from mlx_megabyte.prompt_cache import PromptCache, load_prompt_cache, save_promp
 from mlx_megabyte.sampling import make_sampler
 from mlx_megabyte.text import encode_prompt
 
-from .helpers import one_line_error, run
+from .helpers import job_texts, one_line_error, run
 
 NAMES = list(ARCHITECTURES)
 
@@ -135,11 +135,7 @@ def test_the_batcher_with_a_prompt_cache_serves_what_generate_writes():
             fitted, _ = fit_context(encode_prompt(prompt), model.config.context_length)
             job = Job(fitted, prompt, n=2, max_tokens=30, sampler=sampler, settings=(0.9,), seed=5)
             batcher.submit(job)
-            texts = ["", ""]
-            while (event := job.events.get(timeout=60)) is not None:
-                assert not isinstance(event, Exception), event
-                texts[event.index] += event.text
-            served.append(texts)
+            served.append(job_texts(job))
     finally:
         batcher.stop()
     assert cache.stats["hits"] == 2 and cache.stats["misses"] == 2

@@ -1,6 +1,5 @@
 """`python -m mlx_megabyte.train` on the tiny preset and a small built-in corpus."""
 
-import io
 import json
 import math
 import signal
@@ -10,13 +9,12 @@ import time
 
 import numpy as np
 import pytest
-from rich.console import Console
 
 from mlx_megabyte import checkpoint, load
 from mlx_megabyte.errors import UserError
-from mlx_megabyte.train import build_parser, run
+from mlx_megabyte.train import build_parser
 
-from .helpers import ROOT, one_line_error
+from .helpers import ROOT, one_line_error, train_in_process
 from .helpers import run as run_command
 
 BASE = [
@@ -42,10 +40,7 @@ def cache(tmp_path_factory):
 
 
 def train(tmp_path, cache, *extra, name="run", base=BASE):
-    args = build_parser().parse_args([*base, "--cache-dir", cache, "--save-path", str(tmp_path / name), *extra])
-    console = Console(file=io.StringIO(), width=200)
-    summary = run(args, console)
-    return summary, console.file.getvalue()
+    return train_in_process([*base, "--cache-dir", cache, "--save-path", str(tmp_path / name), *extra])
 
 
 def losses(run_dir):
