@@ -129,7 +129,8 @@ def speculative_generate_step(
             stats.count(len(proposal.tokens), accepted)
             kept = proposal.tokens[:accepted] + [token]
             if accepted < len(proposal.tokens):
-                state, pending = saved, (pending if state.batched_extend else []) + kept
+                state.rewind(saved)
+                pending = (pending if state.batched_extend else []) + kept
                 if len(pending) > num_draft + 1:  # rejected again and again: feed what is kept for good
                     state.extend(mx.array([pending[:-1]]))
                     pending = pending[-1:]
@@ -190,10 +191,10 @@ def _check(state, pending: list[int], proposed: list[int]):
     if not proposed:  # nothing to go back from
         return None, state.extend(mx.array([pending]))[:, -1:]
     if state.batched_extend:
-        saved = state.copy()
+        saved = state.mark()
         return saved, state.extend(mx.array([pending + proposed]))[:, len(pending) - 1 :]
     logits = state.extend(mx.array([pending]))[:, -1:]
-    saved = state.copy()
+    saved = state.mark()
     return saved, mx.concatenate([logits, state.extend(mx.array([proposed]))], axis=1)
 
 
@@ -238,12 +239,12 @@ class ModelDraft:
         self.model, self.distribution = model, distribution
         self.rng = rng if rng is not None else np.random.default_rng()
         self.state, self.fed = None, []  # the decoding state, and every token it has seen
-        self.saved, self.saved_length = None, 0  # a copy of the state when it had seen saved_length tokens
+        self.saved, self.saved_length = None, 0  # a mark of the state when it had seen saved_length tokens
 
     def propose(self, context: Sequence[int], n: int) -> Proposal:
         context = list(context)
         logits = self._catch_up(context)
-        self.saved, self.saved_length = self.state.copy(), len(context)
+        self.saved, self.saved_length = self.state.mark(), len(context)
         tokens, probs = [], []
         for i in range(n):
             q = self.distribution(logits)  # (1, vocab)
@@ -265,7 +266,8 @@ class ModelDraft:
         """Bring the state to all of `context`; return its logits (1, vocab) for the token after it."""
         if self.state is None or not _starts(context, self.fed, len(self.fed) + 1):
             if self.saved is not None and _starts(context, self.fed[: self.saved_length], self.saved_length + 1):
-                self.state, self.fed = self.saved, self.fed[: self.saved_length]
+                self.state.rewind(self.saved)
+                self.fed = self.fed[: self.saved_length]
             else:  # the first round (or a context it has never seen): start over from its window
                 self.state = self.model.make_cache(1)
                 self.fed = context[:-1][-self.model.config.context_length :]

@@ -98,23 +98,53 @@ def test_extend_equals_one_step_per_byte(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_state_after_a_rollback_equals_recomputation(name):
-    """As speculative decoding does it: copy, extend by proposals, go back to the copy on a rejection at
-    position j, feed the accepted bytes and the replacement; the state is as if it never saw the rest."""
+    """As speculative decoding does it: mark, extend by proposals, rewind to the mark on a rejection at
+    position j, feed the accepted bytes and the replacement; the state is as if it never saw the rest. One
+    state goes through every round (marks cut caches that later rounds write past again), and one round's
+    proposals slide the window."""
     model = model_for(name)
-    data = (TEXT * 3)[:150]
+    L = model.config.context_length
+    data = (TEXT * (L // len(TEXT) + 2))[: L + 20]
     rng = np.random.default_rng(3)
-    for start, j in ((20, 0), (29, 2), (60, 5), (95, 7)):
-        state = model.make_cache(1)
-        state.prefill(ids_of(data[:start]))
-        saved = state.copy()
-        state.extend(mx.array(rng.integers(0, 256, (1, 8)), mx.int32))  # proposals, rejected from j on
-        state = saved
+    state = model.make_cache(1)
+    state.prefill(ids_of(data[:20]))
+    for start, j in ((20, 0), (21, 2), (24, 5), (30, 7), (38, 3), (L - 4, 1)):
+        if state.length != start:
+            state.extend(ids_of(data[state.length : start]))
+        mark = state.mark()
+        proposed = 8 if start < L - 4 else 12  # the last round's go past the context: the window slides
+        state.extend(mx.array(rng.integers(0, 256, (1, proposed)), mx.int32))  # rejected from j on
+        state.rewind(mark)
+        assert state.slid == 0
         logits = state.extend(ids_of(data[start : start + j + 1]))  # j accepted and the replacement
         full = model(ids_of(data[: start + j + 1]), include_start=True)
         assert mx.abs(logits - full[:, start + 1 :]).max().item() <= 1e-4, (start, j)
-        for t in range(start + j + 1, start + j + 12):  # and it goes on as recomputation does
-            got = state.step(mx.array([data[t]]))
-            assert mx.abs(got - model(ids_of(data[: t + 1]), include_start=True)[:, -1]).max().item() <= 1e-4
+    for t in range(state.length, L):  # and it goes on as recomputation does
+        got = state.step(mx.array([data[t]]))
+        assert mx.abs(got - model(ids_of(data[: t + 1]), include_start=True)[:, -1]).max().item() <= 1e-4, t
+
+
+def test_rewinding_megabyte_leaves_its_global_caches_updatable_in_place():
+    """MEGABYTE's mark holds no cache buffer (DecodingState.mark): after a rewind the global stage's keys
+    are the same buffer, written past the mark, not a copy of it."""
+    model = model_for("megabyte")
+    state = model.make_cache(1)
+    state.prefill(ids_of(TEXT[:40]))
+    first = state.caches[0][0]
+    mark = state.mark()
+    assert not any(isinstance(value, mx.array) and value is first.keys for value in mx_tree(mark))
+    state.extend(ids_of(TEXT[40:60]))
+    state.rewind(mark)
+    assert state.caches[0][0] is first and first.offset == 40 // model.config.patch_size(0) + 1
+
+
+def mx_tree(value):
+    """Every value reachable through tuples, lists and dicts."""
+    if isinstance(value, (list, tuple)):
+        return [v for item in value for v in mx_tree(item)]
+    if isinstance(value, dict):
+        return [v for item in value.values() for v in mx_tree(item)]
+    return [value]
 
 
 # --- the sampler's distribution ------------------------------------------------------------------------

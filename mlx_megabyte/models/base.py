@@ -321,6 +321,18 @@ class DecodingState:
         every per-row array and every counter an architecture keeps is copied, the model is not."""
         return copy.deepcopy(self, memo={id(self.model): self.model, id(self.config): self.config})
 
+    def mark(self):
+        """A point to go back to with `rewind` (speculative decoding marks the state before a check and
+        rewinds it after a rejection). Here a `copy`; an architecture whose caches only grow may instead
+        note how far they reach (MEGABYTE), so that the steps in between keep writing in place: in MLX an
+        array that a copy still holds cannot be updated in place, and a copy of every cache on every check
+        costs more than noting where each ends."""
+        return self.copy()
+
+    def rewind(self, mark) -> None:
+        """Go back to the state `mark()` returned; a mark is used at most once, and only on its state."""
+        self.__dict__.update(mark.__dict__)
+
     def arrays(self) -> list:
         """Every MLX and numpy array reachable from the state's fields, each once (the model's weights are
         not the state's): what holds its memory, and what to evaluate to compute all of it."""

@@ -130,6 +130,30 @@ class MegabyteCache(DecodingState):
         kept = self._reset(ids[:, :-1], keep=points)
         return self.step(ids[:, -1]), kept
 
+    def mark(self):
+        """Where every cache reaches, not a copy: the caches only grow (a finer stage's is replaced, not
+        emptied, when it opens), so going back is cutting each to its mark. It spares the deep copy a
+        speculative check took of the whole state, and keeps the global caches' buffers updatable in
+        place (MLX copies an array that another reference holds before writing into it)."""
+        fields = {name: list(value) if isinstance(value, list) else value for name, value in vars(self).items()}
+        fields["caches"] = [None if stage is None else list(stage) for stage in self.caches]
+        reach = [
+            (cache, cache.offset, cache.keys is None, dict(cache.rows))
+            for stage in fields["caches"]
+            if stage
+            for cache in stage
+        ]
+        return fields, reach
+
+    def rewind(self, mark) -> None:
+        fields, reach = mark
+        self.__dict__.update(fields)
+        for cache, offset, empty, rows in reach:
+            # Positions below `offset` were never written since the mark: only those past it change.
+            cache.offset, cache.rows = offset, rows
+            if empty:
+                cache.keys = cache.values = None
+
     def patch_started(self) -> list[bool]:
         """Fixed patches: the byte at position p begins one when p is a multiple of the global patch."""
         return [(self.length - 1) % self.config.patch_size(0) == 0] * self.batch_size
