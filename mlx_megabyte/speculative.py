@@ -123,14 +123,16 @@ def speculative_generate_step(
         yield mx.array(pending, dtype=mx.int32)
         context += pending
         while True:
-            proposal = draft.propose(context, num_draft)
-            saved, logits = _check(state, pending, proposal.tokens)
+            proposal = draft.propose(context, state.cheap_bytes(len(pending), num_draft))
+            fed, marks, logits = _check(state, pending, proposal.tokens)
             accepted, token = verify(_host(distribution(logits))[0], proposal, rng)
             stats.count(len(proposal.tokens), accepted)
             kept = proposal.tokens[:accepted] + [token]
             if accepted < len(proposal.tokens):
-                state.rewind(saved)
-                pending = (pending if state.batched_extend else []) + kept
+                good = len(fed) - len(proposal.tokens) + accepted  # fed bytes that stand
+                at, mark = max((m for m in marks if m[0] <= good), key=lambda m: m[0])
+                state.rewind(mark)
+                pending = fed[at:good] + [token]
                 if len(pending) > num_draft + 1:  # rejected again and again: feed what is kept for good
                     state.extend(mx.array([pending[:-1]]))
                     pending = pending[-1:]
@@ -183,19 +185,21 @@ class Speculator:
 
 
 def _check(state, pending: list[int], proposed: list[int]):
-    """Feed the pending bytes and the proposed ones; return (a copy of the state to go back to if a
-    proposal is rejected, the logits (1, k + 1, vocab) for the k proposals and the byte after them).
+    """Feed the pending bytes and the proposed ones; return (the bytes of the call the marks count in,
+    marks to go back to if a proposal is rejected: (j, the state's mark after j of those bytes), the
+    logits (1, k + 1, vocab) for the k proposals and the byte after them).
 
-    Where extend is batched, all go in one call and the copy is taken before them, so the pending bytes
-    are fed again with the next check after a rejection; elsewhere the pending ones are fed first, once."""
+    Where extend is batched, all go in one call, marked before them and where the state marks cheaply on
+    the way (extend's `marks`), so the pending bytes after the last mark are fed again with the next
+    check after a rejection; elsewhere the pending ones are fed first, once."""
     if not proposed:  # nothing to go back from
-        return None, state.extend(mx.array([pending]))[:, -1:]
+        return [], [], state.extend(mx.array([pending]))[:, -1:]
     if state.batched_extend:
-        saved = state.mark()
-        return saved, state.extend(mx.array([pending + proposed]))[:, len(pending) - 1 :]
+        fed, marks = pending + proposed, [(0, state.mark())]
+        return fed, marks, state.extend(mx.array([fed]), marks)[:, len(pending) - 1 :]
     logits = state.extend(mx.array([pending]))[:, -1:]
-    saved = state.mark()
-    return saved, mx.concatenate([logits, state.extend(mx.array([proposed]))], axis=1)
+    marks = [(0, state.mark())]
+    return proposed, marks, mx.concatenate([logits, state.extend(mx.array([proposed]))], axis=1)
 
 
 def verify(probs: np.ndarray, proposal: Proposal, rng: np.random.Generator) -> tuple[int, int]:

@@ -138,6 +138,40 @@ def test_rewinding_megabyte_leaves_its_global_caches_updatable_in_place():
     assert state.caches[0][0] is first and first.offset == 40 // model.config.patch_size(0) + 1
 
 
+def test_megabyte_marks_its_global_steps_on_the_way_and_each_rewinds_to_recomputation():
+    """extend(ids, marks) marks the state after every global step inside it (the bytes of a completed
+    patch, and more after them); rewinding to the mark after j bytes and going on equals recomputation."""
+    model = model_for("megabyte")
+    size = model.config.patch_size(0)
+    data = (TEXT * 2)[:120]
+    state = model.make_cache(1)
+    state.prefill(ids_of(data[:13]))
+    marks = []
+    state.extend(ids_of(data[13 : 13 + 3 * size + 2]), marks)
+    # 13 bytes in: the patches end after 16, 24 and 32 bytes, each followed by more bytes in the call
+    assert [j for j, _ in marks] == [16 - 13, 24 - 13, 32 - 13]
+    for j, mark in reversed(marks):  # later marks first: a mark is used once, and these nest
+        state.rewind(mark)
+        assert state.length == 13 + j
+        got = state.extend(ids_of(data[13 + j : 13 + j + 5]))
+        want = model(ids_of(data[: 13 + j + 5]), include_start=True)[:, 13 + j + 1 :]
+        assert mx.abs(got - want).max().item() <= 1e-4, j
+
+
+def test_megabyte_proposes_no_byte_that_completes_a_patch_unless_it_must():
+    """cheap_bytes: proposals stop one byte short of the patch's end (that byte would take a global step
+    before it is known to stand); a patch one byte short of complete takes them all."""
+    model = model_for("megabyte")
+    size = model.config.patch_size(0)
+    state = model.make_cache(1)
+    state.prefill(ids_of(TEXT[: size + 2]))  # 2 bytes into the second patch
+    assert state.cheap_bytes(0, 16) == size - 3
+    assert state.cheap_bytes(1, 16) == size - 4
+    assert state.cheap_bytes(0, 2) == 2
+    assert state.cheap_bytes(size - 3, 16) == 16  # the next byte completes the patch whatever is proposed
+    assert model_for("spacebyte").make_cache(1).cheap_bytes(3, 16) == 16  # others: all that are asked
+
+
 def mx_tree(value):
     """Every value reachable through tuples, lists and dicts."""
     if isinstance(value, (list, tuple)):

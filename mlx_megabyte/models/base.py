@@ -282,16 +282,18 @@ class DecodingState:
             return self.prefill(mx.concatenate([self.tokens[:, self.length - self.keep :], byte], axis=1))
         return self._step(byte)
 
-    def extend(self, ids) -> mx.array:
+    def extend(self, ids, marks: list | None = None) -> mx.array:
         """Append k bytes per sequence (N, k); return the logits (N, k, vocab) after each of them: the same
         as k `step`s (speculative decoding checks k proposed bytes with it). An architecture may feed them
         in fewer calls (`_extend`); where the window would slide, the bytes past the full context go one
-        `step` at a time."""
+        `step` at a time. With `marks` (a list), (j, mark) pairs are appended for states part-way, after
+        ids[:, :j], that the architecture passes on its way and marks cheaply (MEGABYTE: after a global
+        step), so that a speculative decoder rewinds to the last one before a rejection, not to the start."""
         ids = mx.array(ids).astype(mx.int32)
         if ids.ndim != 2 or ids.shape[0] != self.batch_size:
             raise ValueError(f"expected ids of shape ({self.batch_size}, k), got {tuple(ids.shape)}")
         fits = min(ids.shape[1], self.config.context_length - self.length)
-        logits = [self._extend(ids[:, :fits])] if fits > 0 else []
+        logits = [self._extend(ids[:, :fits], marks)] if fits > 0 else []
         logits += [self.step(ids[:, i])[:, None] for i in range(max(fits, 0), ids.shape[1])]
         if not logits:
             return mx.zeros((self.batch_size, 0, self.config.num_tokens))
@@ -320,6 +322,12 @@ class DecodingState:
         cache keeps one per prompt; speculative decoding keeps one to go back to). Written once here:
         every per-row array and every counter an architecture keeps is copied, the model is not."""
         return copy.deepcopy(self, memo={id(self.model): self.model, id(self.config): self.config})
+
+    def cheap_bytes(self, fed: int, wanted: int) -> int:
+        """How many of `wanted` bytes to propose after `fed` more bytes: as many as the architecture
+        checks at one cost (MEGABYTE: those before the byte that completes a patch and would take a global
+        step before they are known to stand); here all `wanted`."""
+        return wanted
 
     def mark(self):
         """A point to go back to with `rewind` (speculative decoding marks the state before a check and
@@ -394,9 +402,10 @@ class DecodingState:
     def _step(self, byte: mx.array) -> mx.array:
         raise NotImplementedError
 
-    def _extend(self, ids: mx.array) -> mx.array:
-        """Bytes (N, k) that fit the context -> logits (N, k, vocab). Here one `_step` each (what SpaceByte
-        and H-Net use); MEGABYTE feeds a patch's bytes to its local stage in one call."""
+    def _extend(self, ids: mx.array, marks: list | None = None) -> mx.array:
+        """Bytes (N, k) that fit the context -> logits (N, k, vocab), and marks on the way if asked (see
+        extend). Here one `_step` each and no marks (what SpaceByte and H-Net use); MEGABYTE feeds a
+        patch's bytes to its local stage in one call."""
         return mx.stack([self._step(ids[:, i : i + 1]) for i in range(ids.shape[1])], axis=1)
 
     def _prefill_keeping(self, ids: mx.array, lengths: list[int]) -> tuple[mx.array, list[DecodingState]]:

@@ -95,17 +95,21 @@ class MegabyteCache(DecodingState):
         self._carry()
         return logits
 
-    def _extend(self, ids: mx.array) -> mx.array:
+    def _extend(self, ids: mx.array, marks: list | None = None) -> mx.array:
         """The bytes that fall in one sequence of the last stage (one patch of the stage above) go to it in
         one call, whose every position gives a byte's logits; the stages above step where a patch
-        completes, as after a `_step`. So k bytes cost about k / patch local calls, not k."""
+        completes, as after a `_step`. So k bytes cost about k / patch local calls, not k. With `marks`,
+        the state after each such step is marked: a rejection past it keeps the global step."""
         last, logits, done = self.config.stages - 1, [], 0
         while done < ids.shape[1]:
             run = ids[:, done : done + self.config.max_seq_len[last] - self.counts[last]]
             self.tokens = mx.concatenate([self.tokens, run], axis=1)
             logits.append(self.model.logits(self._feed_elements(last, run)))
+            completed = self.counts[last] == self.config.max_seq_len[last]
             self._carry()
             done += run.shape[1]
+            if marks is not None and completed and done < ids.shape[1]:
+                marks.append((done, self.mark()))
         return logits[0] if len(logits) == 1 else mx.concatenate(logits, axis=1)
 
     def _resume(self, ids: mx.array) -> mx.array:
@@ -129,6 +133,12 @@ class MegabyteCache(DecodingState):
             return self._prefill(ids), []
         kept = self._reset(ids[:, :-1], keep=points)
         return self.step(ids[:, -1]), kept
+
+    def cheap_bytes(self, fed: int, wanted: int) -> int:
+        size = self.config.patch_size(0)
+        into = (self.length + fed) % size  # bytes of the current global patch, once `fed` are in
+        room = size - 1 - into  # proposals that leave the patch one byte short of complete
+        return min(wanted, room) if room > 0 else wanted
 
     def mark(self):
         """Where every cache reaches, not a copy: the caches only grow (a finer stage's is replaced, not
