@@ -119,6 +119,9 @@ def test_the_benchmarks_speculative_task_checks_bytes_and_skips_untrained_config
     # two timed rounds of one prompt each, both ways; a check keeps at least the byte it computes
     assert len(result["rates"]) == len(result["plain_rates"]) == 2
     assert 0 <= result["acceptance"] <= 1 and result["bytes_per_check"] >= 1
-    args = type("Args", (), {"device": "cpu"})()
+    # --draft-model and --num-draft reach the worker: prompt lookup, 2 bytes a check at most
+    result = benchmark.speculative_worker(str(tmp_path / "tiny"), 1, 0, 24, draft_spec="lookup", num_draft=2)
+    assert 1 <= result["bytes_per_check"] <= 3
+    args = type("Args", (), {"device": "cpu", "draft_model": "lookup", "num_draft": 2})()
     row = benchmark.speculative_row("seed", args)  # no trained 40m weights in the repository
-    assert "mlx_bytes_per_s" not in row and "no trained weights" in row["note"]
+    assert "mlx_bytes_per_s" not in row and "no trained weights" in row["note"] and row["draft"] == "lookup"

@@ -25,8 +25,8 @@ measured once as numpy copying a 256 MiB float32 array on one core (read and wri
 decoding step's single-row products get; CPUs only), and the measured rate as a fraction of it.
 
 - generate-spec: plain cached greedy decoding against speculative decoding (speculative.py) with a
-            corpus n-gram draft of the built-in stories (`--draft-model corpus:builtin --num-draft 4`),
-            alternating on the same story prompts, the bytes checked identical. It needs trained weights
+            corpus n-gram draft of the built-in stories (by default; `--draft-model` and `--num-draft`
+            take what generate's flags of those names take), alternating on the same story prompts, the bytes checked identical. It needs trained weights
             (a draft's acceptance on random weights means nothing): the repository's weights/demo for
             `small`; other configs get a row saying there are none. MLX only.
 - train-bf16: training in bfloat16 mixed precision (float32 master weights and optimizer state): torch
@@ -204,7 +204,20 @@ def torch_matmul_gflops(dtype, n: int = 4096, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_bytes, device="cpu", compiled=False):
+def mlx_worker(
+    task,
+    config,
+    batch,
+    steps,
+    warmup,
+    weights,
+    prompt_bytes,
+    new_bytes,
+    device="cpu",
+    compiled=False,
+    draft=SPEC_DRAFT,
+    num_draft=SPEC_NUM_DRAFT,
+):
     import mlx.core as mx  # after worker_main's check that mlx_megabyte was imported first
     import numpy as np
 
@@ -214,7 +227,7 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
 
     use_device(device)
     if task == "generate-spec":
-        return speculative_worker(weights, steps, warmup, new_bytes)
+        return speculative_worker(weights, steps, warmup, new_bytes, draft, num_draft)
 
     model = build(model_config(config))
     if weights:
@@ -279,7 +292,7 @@ def mlx_worker(task, config, batch, steps, warmup, weights, prompt_bytes, new_by
     return result
 
 
-def speculative_worker(weights, steps, warmup, new_bytes):
+def speculative_worker(weights, steps, warmup, new_bytes, draft_spec=SPEC_DRAFT, num_draft=SPEC_NUM_DRAFT):
     """generate-spec: rates of plain and speculative greedy decoding of the trained `weights`, alternating
     prompt by prompt, and the draft's acceptance; the two outputs must be the same bytes."""
     import mlx.core as mx
@@ -290,7 +303,7 @@ def speculative_worker(weights, steps, warmup, new_bytes):
     from mlx_megabyte.weights import load_for_inference
 
     model = load_for_inference(weights)
-    draft = load_draft(SPEC_DRAFT, model)
+    draft = load_draft(draft_spec, model)
     stats, rates = SpeculationStats(), {"plain": [], "spec": []}
     for i in range(warmup + steps):
         for prompt in SPEC_PROMPTS:
@@ -301,7 +314,7 @@ def speculative_worker(weights, steps, warmup, new_bytes):
                     steps_ = generate_step(model, ids, make_sampler(0.0))
                 else:
                     steps_ = speculative_generate_step(
-                        model, draft, ids, make_distribution(0.0), SPEC_NUM_DRAFT, stats=stats if i >= warmup else None
+                        model, draft, ids, make_distribution(0.0), num_draft, stats=stats if i >= warmup else None
                     )
                 first = [next(steps_).item()]  # the prompt's prefill is not decoding: timed from here
                 tic = time.perf_counter()
@@ -363,6 +376,7 @@ def worker_main(args):
         args.new_bytes,
         args.device,
         compiled=args.worker == "torch-compiled",
+        **({"draft": args.draft, "num_draft": args.num_draft} if args.task == "generate-spec" else {}),
     )
     scale = 1024 if sys.platform.startswith("linux") else 1024 * 1024  # ru_maxrss: KiB on Linux, bytes on macOS
     result["max_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
@@ -407,6 +421,8 @@ def measure(worker, task, config, args, weights=None, steps=None, warmup=None):
     ]
     if weights:
         command += ["--weights", weights]
+    if task == "generate-spec":
+        command += ["--draft", args.draft_model, "--num-draft", str(args.num_draft)]
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if worker == "torch-compiled" and (done.returncode != 0 or not lines):
@@ -479,7 +495,7 @@ def orchestrate(args):
 
 def speculative_row(config, args) -> dict:
     """The generate-spec row of a config: plain against speculative decoding of its trained weights."""
-    row = {"config": config, "task": "generate-spec", "device": args.device, "draft": SPEC_DRAFT}
+    row = {"config": config, "task": "generate-spec", "device": args.device, "draft": args.draft_model}
     weights = TRAINED.get(config)
     if weights is None or not os.path.isfile(os.path.join(weights, "model.safetensors")):
         row["note"] = (
@@ -492,7 +508,7 @@ def speculative_row(config, args) -> dict:
     spec = statistics.median(r for result in results for r in result["rates"])
     row.update(
         weights=os.path.relpath(weights),
-        num_draft=SPEC_NUM_DRAFT,
+        num_draft=args.num_draft,
         plain_bytes_per_s=plain,
         mlx_bytes_per_s=spec,
         speed_ratio=spec / plain,
@@ -502,7 +518,7 @@ def speculative_row(config, args) -> dict:
     )
     print(
         f"{config:>7} {'generate-spec':>18}: plain {plain:,.1f} B/s  speculative {spec:,.1f} B/s  x{spec / plain:.2f}   "
-        f"draft {SPEC_DRAFT} (num_draft {SPEC_NUM_DRAFT}): {100 * row['acceptance']:.0f}% of proposals accepted, "
+        f"draft {args.draft_model} (num_draft {args.num_draft}): {100 * row['acceptance']:.0f}% of proposals accepted, "
         f"{row['bytes_per_check']:.1f} bytes per check   ({row['weights']}, greedy, {args.new_bytes} bytes after each "
         f"of {len(SPEC_PROMPTS)} story openings; the same bytes)",
         flush=True,
@@ -644,6 +660,17 @@ def build_parser():
         default=1,
         help="full-recompute rounds (slow; 0: MLX rows only)",
     )
+    parser.add_argument(
+        "--draft-model",
+        default=SPEC_DRAFT,
+        help=f"generate-spec: the draft, as generate's --draft-model takes it (default {SPEC_DRAFT})",
+    )
+    parser.add_argument(
+        "--num-draft",
+        type=cli.number(int, 1),
+        default=SPEC_NUM_DRAFT,
+        help=f"generate-spec: bytes proposed per check (default {SPEC_NUM_DRAFT})",
+    )
     parser.add_argument("--json", help="also write the results here")
     return parser
 
@@ -653,10 +680,10 @@ def worker_parser():
     mlx_megabyte, whose BLAS preload would slow a torch worker ~5x."""
     parser = argparse.ArgumentParser(prog="tools/benchmark.py --worker")
     parser.add_argument("--worker", choices=("torch", "torch-compiled", "mlx"), required=True)
-    for name in ("--task", "--config", "--weights"):
+    for name in ("--task", "--config", "--weights", "--draft"):
         parser.add_argument(name)
     parser.add_argument("--device", default="cpu")
-    for name in ("--batch", "--steps", "--warmup", "--prompt-bytes", "--new-bytes"):
+    for name in ("--batch", "--steps", "--warmup", "--prompt-bytes", "--new-bytes", "--num-draft"):
         parser.add_argument(name, type=int)
     return parser
 
