@@ -385,6 +385,79 @@ def story_bits_per_byte(model, records: list[Record]) -> dict:
     return {"story_loss": loss, "story_bpb": loss / math.log(2), "story_bytes_counted": counted}
 
 
+def first_uses(story: str, words) -> list[tuple[int, int]]:
+    """(start, end) character spans of each word's first use in `story` (as `uses_word` finds it), in
+    story order; words the story does not use have none.
+
+    >>> first_uses("A dog ran. The dogs sat by a hat.", ("hat", "dog"))
+    [(2, 5), (29, 32)]
+    """
+    spans = []
+    for word in words:
+        forms = word_forms(word)
+        if forms:
+            pattern = f"(?<!{_LETTER})(?:{'|'.join(map(re.escape, sorted(forms, key=len, reverse=True)))})(?!{_LETTER})"
+            match = re.search(pattern, story, re.IGNORECASE)
+            if match:
+                spans.append(match.span())
+    return sorted(spans)
+
+
+def with_words(record: Record, words) -> Record:
+    """The record with its Words line asking for `words` instead (the rest of the prompt as it was)."""
+    line = re.compile(r"^(Words:[ \t]*).*$", re.MULTILINE | re.IGNORECASE)
+    prompt, count = line.subn(lambda m: m[1] + ", ".join(words), record.prompt, count=1)
+    if not count:
+        raise ValueError("the record's prompt has no Words line")
+    return Record(record.features, tuple(words), record.summary, record.random_sentence, record.story, prompt)
+
+
+def word_copy_bits(model, records: list[Record]) -> dict:
+    """How much the Words line tells the model about the required words where its record's own story
+    first writes them: the bits per byte of those bytes (each word's first use, `first_uses`) given the
+    record's prompt, and given the same prompt asking for the next record's words instead. A model that
+    reads its Words line spends fewer bits on them given their own; one that ignores it, the same (the
+    difference is then 0 up to noise). Scored on the records' own stories, so unlike words used in
+    sampled stories it needs no sampling and moves with small gains: the sensitive measure of whether
+    copying from the prompt is being learned. The gain's standard error is over records (paired: the
+    same bytes both ways). Records without words, or whose next record asks for the same ones, are skipped."""
+    worded = [r for r in records if r.words and "words:" in r.prompt.lower()]
+    differences, own_total, other_total, counted = [], 0.0, 0.0, 0
+    for i, record in enumerate(worded):
+        others = next(
+            (
+                r.words
+                for r in worded[i + 1 :] + worded[:i]
+                if {w.lower() for w in r.words} != {w.lower() for w in record.words}
+            ),
+            None,
+        )
+        spans = first_uses(record.story, record.words)
+        if others is None or not spans:
+            continue
+        losses = []
+        for asked in (record, with_words(record, others)):
+            prefix = encode_prompt(asked.prompt)
+            ids = np.frombuffer(encode_prompt(asked.text) + bytes([EOT]), dtype=np.uint8)  # as story_bits_per_byte
+            mask = np.zeros(len(ids), dtype=bool)
+            for start, end in spans:  # character spans -> byte spans of the UTF-8 story
+                first = len(prefix) + len(asked.story[:start].encode("utf-8", "surrogateescape"))
+                mask[first : first + len(asked.story[start:end].encode("utf-8", "surrogateescape"))] = True
+            loss, n = summed_story_loss(model, ids, mask)
+            losses.append(loss)
+        own_total, other_total, counted = own_total + losses[0], other_total + losses[1], counted + n
+        differences.append((losses[1] - losses[0]) / n / math.log(2))
+    if len(differences) < 2:
+        return {"words_copy_bits": None, "words_copy_bits_error": None, "words_copy_records": len(differences)}
+    return {
+        "words_bits_given_words": own_total / counted / math.log(2),
+        "words_bits_given_other_words": other_total / counted / math.log(2),
+        "words_copy_bits": statistics.fmean(differences),
+        "words_copy_bits_error": statistics.stdev(differences) / math.sqrt(len(differences)),
+        "words_copy_records": len(differences),
+    }
+
+
 def evaluate_instruct(
     model,
     records: list[Record],
@@ -425,7 +498,7 @@ def evaluate_instruct(
     settings = {"seed": seed, "max_tokens": max_tokens, "temp": temp, "top_p": top_p, "min_p": min_p, "top_k": top_k}
     if strength:
         settings["guide_strength"] = strength
-    summary = {**aggregate(stories), **story_bits_per_byte(model, records)}
+    summary = {**aggregate(stories), **story_bits_per_byte(model, records), **word_copy_bits(model, records)}
     return {"settings": settings, "aggregate": summary, "stories": stories}
 
 
@@ -443,6 +516,7 @@ ROWS = (
     ("prompt_repeated", "prompt repeated", None),
     ("mean_story_bytes", "mean story bytes", None),
     ("story_bpb", "story bits per byte", None),
+    ("words_copy_bits", "words' bits saved by the Words line", None),
 )
 
 
@@ -454,6 +528,8 @@ def _cell(aggregate: dict, key: str, over: str | None) -> str:
         return f"{value:,.0f}"
     if key == "story_bpb":
         return f"{value:.4f}"
+    if key == "words_copy_bits":
+        return f"{value:+.3f} ± {aggregate['words_copy_bits_error']:.3f}"
     return f"{100 * value:.1f}%" + (f" of {aggregate[over]}" if over else "")
 
 

@@ -291,6 +291,64 @@ def test_story_bits_per_byte_equals_a_plain_recount():
     assert result["story_bpb"] == pytest.approx(total / counted / math.log(2))
 
 
+def test_first_uses_are_each_words_first_whole_word_in_any_form_and_case():
+    story = "Kites flew. The kite fell, and a red KITE-string. Red cats ran; the runner ran."
+    # kite: "Kites" at 0; red: "red" at 33 (not inside "Kites"); run: "runner" is no form of run, none
+    assert instruct.first_uses(story, ("red", "kite", "run")) == [(0, 5), (33, 36)]
+    assert instruct.first_uses("Zoë ate a pear.", ("pear", "ate")) == [(4, 7), (10, 14)]  # characters, not bytes
+    assert instruct.first_uses("nothing here", ()) == []
+
+
+def test_with_words_changes_the_words_line_only():
+    r = record(["Dialogue"], ["hat", "run"], "Mia has a hat.", "", "Mia had a hat.")
+    other = instruct.with_words(r, ("cup", "sing"))
+    assert other.prompt == r.prompt.replace("Words: hat, run", "Words: cup, sing") and other.prompt != r.prompt
+    assert (other.story, other.summary, other.features, other.words) == (
+        r.story,
+        r.summary,
+        r.features,
+        ("cup", "sing"),
+    )
+    with pytest.raises(ValueError, match="no Words line"):
+        instruct.with_words(record(["Dialogue"], [], "", "", "story"), ("cup",))
+
+
+def test_word_copy_bits_equal_a_plain_recount_of_the_first_uses_both_ways():
+    """Each record's first uses scored given its own Words line and given the next record's words, by
+    hand-placed masks and the plain per-byte recount; a model that sees only the current byte (uniform
+    here) gains exactly nothing."""
+    model = tiny_megabyte()
+    records = [
+        record([], ["hat", "red"], "Mia has a hat.", "", "Mia had a red hat. She liked the hat."),
+        record([], ["dog"], "A dog runs.", "", "The dogs ran and ran across the field, then sat down. " * 2),
+        record([], ["cup", "zzz"], "Tom has a cup.", "", "Tom drank from his cup."),
+    ]
+    spans = [[(10, 13), (14, 17)], [(4, 8)], [(19, 22)]]  # red, hat; dogs; cup (zzz is never used)
+    differences, own, other, counted = [], 0.0, 0.0, 0
+    for r, hand, next_words in zip(records, spans, [("dog",), ("cup", "zzz"), ("hat", "red")]):
+        assert instruct.first_uses(r.story, r.words) == hand
+        sums = []
+        for asked in (r, instruct.with_words(r, next_words)):
+            ids = np.frombuffer(bytes([EOT]) + asked.text.encode() + bytes([EOT]), np.uint8)
+            mask = np.zeros(len(ids), bool)
+            for start, end in hand:
+                mask[1 + len(asked.prompt.encode()) + start : 1 + len(asked.prompt.encode()) + end] = True
+            sums.append(naive_story_loss(model, ids, mask))
+        n = sum(end - start for start, end in hand)
+        own, other, counted = own + sums[0], other + sums[1], counted + n
+        differences.append((sums[1] - sums[0]) / n / math.log(2))
+    result = instruct.word_copy_bits(model, records)
+    assert result["words_copy_records"] == 3
+    assert result["words_bits_given_words"] == pytest.approx(own / counted / math.log(2), rel=1e-5)
+    assert result["words_bits_given_other_words"] == pytest.approx(other / counted / math.log(2), rel=1e-5)
+    assert result["words_copy_bits"] == pytest.approx(sum(differences) / 3, abs=1e-5)
+    mean = sum(differences) / 3
+    error = math.sqrt(sum((d - mean) ** 2 for d in differences) / 2 / 3)
+    assert result["words_copy_bits_error"] == pytest.approx(error, rel=1e-4, abs=1e-6)
+    flat = instruct.word_copy_bits(Scripted(b""), records)
+    assert flat["words_copy_bits"] == 0 and flat["words_bits_given_words"] == pytest.approx(8.0)
+
+
 class Scripted:
     """A model that writes `script` and then the end-of-text byte whatever its prompt, and whose forward
     pass is uniform over 256 bytes (8 bits per byte): the driver's numbers can be worked out by hand."""
@@ -332,6 +390,9 @@ SCRIPT_RECORDS = [
 def test_the_driver_by_hand_with_a_scripted_model():
     result = instruct.evaluate_instruct(Scripted(SCRIPT.encode()), SCRIPT_RECORDS, seed=5)
     assert len(SCRIPT.encode()) == 61
+    # the records' own stories ("x", "yz", "") use none of their words: no first uses to score
+    copy = {key: result["aggregate"].pop(key) for key in list(result["aggregate"]) if key.startswith("words_copy")}
+    assert copy == {"words_copy_bits": None, "words_copy_bits_error": None, "words_copy_records": 0}
     assert result["aggregate"] == pytest.approx(
         {
             "prompts": 3,
