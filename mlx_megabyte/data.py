@@ -157,6 +157,20 @@ class Corpus:
                     story_mask(stream).astype(np.uint8).tofile(temporary)
         return np.memmap(path, dtype=np.uint8, mode="r")
 
+    def first_use_mask(self, split: str) -> np.ndarray:
+        """(len(split),) uint8, 1 on the bytes of each required word's first use in the stories of the
+        split's instruct records (instruct.first_use_mask: what `train --words-weight` weighs), kept beside
+        the split (`train.words.mask`) as the story mask is."""
+        from .instruct import first_use_mask  # instruct reads records; data only needs this of it
+
+        stream = getattr(self, split)
+        path = self.directory / f"{split}.words.mask"
+        with _exclusive(self.directory / ".lock"):
+            if not path.is_file() or path.stat().st_size != len(stream):
+                with atomic_path(path) as temporary:
+                    first_use_mask(stream).astype(np.uint8).tofile(temporary)
+        return np.memmap(path, dtype=np.uint8, mode="r")
+
     @property
     def key(self) -> str:
         """Which encoding of which bytes this is (its cache folder): a resumed run refuses another."""

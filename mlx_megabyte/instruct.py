@@ -403,6 +403,33 @@ def first_uses(story: str, words) -> list[tuple[int, int]]:
     return sorted(spans)
 
 
+def first_use_mask(data) -> np.ndarray:
+    """(len(data),) bool: in a stream of records (documents each ended by the end-of-text byte), the bytes
+    of each required word's first use in its record's story (`first_uses`), which `train --words-weight`
+    weighs: where a story needs its Words line, as later uses can copy the story itself.
+
+    >>> first_use_mask(b"Words: hat\\nStory: A hat. My hat.\\x03").astype(int).tolist()[18:28]
+    [0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
+    """
+    ids = byte_array(data)
+    mask = np.zeros(len(ids), dtype=bool)
+    start = 0
+    for end in [*np.flatnonzero(ids == EOT).tolist(), len(ids)]:
+        document = ids[start:end].tobytes()
+        if b"Story:" in document:
+            try:
+                record = parse_record(document.decode("utf-8", "surrogateescape"))
+            except ValueError:  # "Story:" mid-line, or text before any field: no record
+                record = None
+            if record is not None and record.words:
+                story_start = start + len(record.prompt.encode("utf-8", "surrogateescape"))
+                for first, last in first_uses(record.story, record.words):
+                    at = story_start + len(record.story[:first].encode("utf-8", "surrogateescape"))
+                    mask[at : at + len(record.story[first:last].encode("utf-8", "surrogateescape"))] = True
+        start = end + 1
+    return mask
+
+
 def with_words(record: Record, words) -> Record:
     """The record with its Words line asking for `words` instead (the rest of the prompt as it was)."""
     line = re.compile(r"^(Words:[ \t]*).*$", re.MULTILINE | re.IGNORECASE)

@@ -255,12 +255,12 @@ class TrainStep:
         return loss, norm
 
     def _share(self, parts) -> mx.array:
-        """The bytes the loss counts in the global batch (!= pad_id, and marked by the mask), over the
-        number of ranks: what each rank divides its summed loss by."""
-        counted = parts[0] != self.pad_id
+        """The bytes the loss counts in the global batch (!= pad_id, and marked by the mask, as many times as
+        its value), over the number of ranks: what each rank divides its summed loss by."""
+        counted = (parts[0] != self.pad_id).astype(np.int64)
         if len(parts) > 1:
-            counted &= parts[1].astype(bool)
-        total = mx.array(np.count_nonzero(counted), dtype=mx.float32)
+            counted *= parts[1]  # a byte counts as many times as its mask value (train --words-weight)
+        total = mx.array(counted.sum(), dtype=mx.float32)
         if self.world > 1:
             total = mx.distributed.all_sum(total)
         return mx.maximum(total, 1) / self.world

@@ -37,6 +37,7 @@ def settings(trainer) -> dict:
         "grad_accumulation_steps": config.grad_accumulation_steps,
         "dtype": config.dtype,
         "mask_prompt": config.mask_prompt,
+        "words_weight": config.words_weight,
         "windows": trainer.windows,  # as resolved: what "auto" chose
         **{key: getattr(config, key) for key in SCHEDULE},
     }
@@ -143,7 +144,9 @@ def _init_from(path: Path) -> str | None:
 
 def check_settings(trainer, state: dict) -> None:
     """Refuse, in one line naming the flag, a resumed run whose settings differ from the checkpoint's."""
-    state = {"windows": "uniform", **state}  # runs saved before windows could start at records drew them anywhere
+    # runs saved before windows could start at records drew them anywhere, and before --words-weight
+    # weighed every counted byte once
+    state = {"windows": "uniform", "words_weight": 1, **state}
     for key, mine in settings(trainer).items():
         if key not in state or state[key] == mine or (key in SCHEDULE and trainer.config.reschedule):
             continue

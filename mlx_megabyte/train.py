@@ -334,6 +334,8 @@ def run(args, console) -> dict:
             for one in corpus.corpora if isinstance(corpus, mixture.Mixture) else [corpus]:
                 if one.instruct or one is corpus:
                     one.story_mask("train"), one.story_mask("val")
+                    if config.words_weight > 1:
+                        one.first_use_mask("train")
         if watchdog:
             watchdog.beat("waiting for the other ranks to prepare the data")
             distributed.barrier(group)

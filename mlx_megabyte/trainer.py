@@ -114,6 +114,14 @@ class TrainingConfig:
         help="instruct records: the loss (and validation bits per byte) counts only the story bytes, "
         "after 'Story:' with the end-of-text byte that closes each, not the prompt",
     )
+    words_weight: int = setting(
+        1,
+        low=1,
+        high=255,
+        help="instruct records, with --mask-prompt: the bytes of each required word's first use in a story "
+        "count this many times in the training loss (where the story needs its Words line: a stronger signal to "
+        "copy words from the prompt); validation counts every story byte once (default: 1, off)",
+    )
     windows: str = setting(  # data.record_starts
         "auto",
         kind=str,
@@ -220,6 +228,8 @@ class TrainingConfig:
             raise UserError("--reschedule changes a resumed run's schedule: use it with --resume")
         if self.overwrite and self.resume:
             raise UserError("--overwrite starts afresh and --resume continues: choose one")
+        if self.words_weight > 1 and not self.mask_prompt:
+            raise UserError("--words-weight weighs bytes of the stories --mask-prompt counts: add --mask-prompt")
         if self.mask_prompt and layout_of(self.model) != TEXT:
             raise UserError("--mask-prompt reads instruct records, which are text: drop it or --shift-bytes")
         if self.model.num_tokens < 256:
@@ -687,6 +697,9 @@ def story_masks(config: TrainingConfig, corpus: data.Corpus, source: str) -> tup
                 "(no line starting with 'Story:'): use builtin-instruct, tinystories-instruct or records "
                 "in their layout, or drop --mask-prompt"
             )
+    if config.words_weight > 1:  # training counts the words' first uses more; validation as it was
+        weighted = masks[0] + (config.words_weight - 1) * corpus.first_use_mask("train")  # uint8: weight <= 255
+        masks = weighted, masks[1]
     return masks
 
 

@@ -11,7 +11,7 @@ from mlx.utils import tree_flatten
 
 from mlx_megabyte import data, stories
 from mlx_megabyte.errors import UserError
-from mlx_megabyte.instruct import story_mask
+from mlx_megabyte.instruct import first_use_mask, story_mask
 from mlx_megabyte.models import ARCHITECTURES, build, loss_fn, summed_loss
 from mlx_megabyte.optim import TrainStep, make_optimizer
 from mlx_megabyte.text import EOT
@@ -235,3 +235,64 @@ def test_instruct_data_trains_on_record_windows_unless_told(tmp_path, cache):
         train(tmp_path, cache, *flags, name="auto")
     _, output = train(tmp_path, cache, *flags, "--windows", "uniform", name="auto")
     assert "resumed from" in output
+
+
+# --- --words-weight: the required words' first uses count more -------------------------------------------
+
+
+def weighted_windows(stream, length, count, weight, seed=0):
+    """Windows of the stream and their --words-weight masks: 1 on story bytes, `weight` on first uses."""
+    ids, mask = windows(stream, length, count, seed)
+    first = first_use_mask(stream).astype(np.uint8)
+    starts = np.random.default_rng(seed).integers(0, len(stream) - length, size=count)
+    uses = np.stack([first[s : s + length] for s in starts])
+    return ids, mask + (weight - 1) * uses
+
+
+def naive_weighted_loss(model, ids, weights):
+    """The mean cross-entropy with each byte counted `weights` times, by hand (float64, byte by byte)."""
+    logits = np.array(model(mx.array(ids), include_start=True)[:, :-1].astype(mx.float32), dtype=np.float64)
+    total, counted = 0.0, 0
+    for b, t in zip(*np.nonzero(weights)):
+        row = logits[b, t]
+        top = row.max()
+        total += weights[b, t] * (top + np.log(np.exp(row - top).sum()) - row[ids[b, t]])
+        counted += int(weights[b, t])
+    return total / counted, counted
+
+
+def test_a_weighted_mask_counts_each_byte_its_weight_in_the_loss_and_the_step(records):
+    config = training_config(build_parser().parse_args(BASE + ["--learning-rate", "1e-2"]))
+    ids, weights = weighted_windows(records, config.model.context_length, 4, weight=5, seed=2)
+    assert set(np.unique(weights)) == {0, 1, 5}  # prompt, story, first uses
+    mx.random.seed(0)
+    model = build(config.model)
+    want, counted = naive_weighted_loss(model, ids, weights)
+    total, count = summed_loss(model, mx.array(ids), mx.array(weights))
+    assert count.item() == counted and total.item() == pytest.approx(want * counted, rel=1e-5)
+    assert loss_fn(model, mx.array(ids), mx.array(weights)).item() == pytest.approx(want, rel=1e-5)
+    for accumulation in (1, 2):  # the step's loss is the weighted mean over the global batch
+        mx.random.seed(0)
+        model = build(config.model)
+        step = TrainStep(model, make_optimizer(config), grad_clip=1.0, accumulation=accumulation)
+        assert step((ids, weights))[0].item() == pytest.approx(want, rel=1e-5)
+
+
+def test_words_weight_weighs_training_masks_only_and_is_a_setting_of_the_run(tmp_path, cache):
+    from mlx_megabyte.trainer import Trainer
+
+    flags = ["--iters", "2", "--steps-per-eval", "2", "--words-weight", "6"]
+    _, output = train(tmp_path, cache, *flags)
+    config = training_config(build_parser().parse_args([*BASE, "--cache-dir", cache, "--words-weight", "6"]))
+    corpus = data.prepare("builtin-instruct", cache_dir=cache, builtin_mb=0.4)
+    trainer = Trainer(config, corpus, None, None)
+    source = trainer.sources[0]
+    _, marks = next(source.batches)
+    uses = first_use_mask(corpus.train)
+    assert set(np.unique(marks)) == {0, 1, 6}  # prompt bytes, story bytes, first uses
+    assert np.array_equal(source.eval_masks.max(), 1)  # validation counts every story byte once
+    assert uses.sum() and (np.asarray(corpus.story_mask("train"))[uses] == 1).all()  # first uses are story bytes
+    with pytest.raises(UserError, match="the run used --words-weight 6, not 1"):
+        train(tmp_path, cache, "--iters", "4", "--resume")
+    with pytest.raises(UserError, match="add --mask-prompt"):
+        train(tmp_path, cache, *flags, name="plain", base=[b for b in BASE if b != "--mask-prompt"])

@@ -197,8 +197,9 @@ def loss_fn(model: Model, ids: mx.array, mask: mx.array | None = None) -> mx.arr
 
 
 def summed_loss(model: Model, ids: mx.array, mask: mx.array | None = None) -> tuple[mx.array, mx.array]:
-    """(summed cross-entropy, number of bytes counted: != pad_id, and marked by `mask` (B, L) if given):
-    sums that add up exactly across batches and windows of any length, for validation and evaluation."""
+    """(summed cross-entropy, number of bytes counted: != pad_id, and marked by `mask` (B, L) if given,
+    each as many times as its mask value): sums that add up exactly across batches and windows of any
+    length, for validation and evaluation."""
     return _summed(model, model(ids, include_start=True), ids, mask)
 
 
@@ -215,9 +216,12 @@ def summed_training_loss(model: Model, ids: mx.array, mask: mx.array | None = No
 def _summed(model: Model, logits: mx.array, ids: mx.array, mask: mx.array | None):
     losses = cross_entropy(logits[:, :-1], ids)  # [:, t] predicts byte t; float32 whatever the logits' dtype
     counted = ids != model.config.pad_id
-    if mask is not None:
-        counted = counted & mask.astype(mx.bool_)
-    return mx.sum(losses * counted), mx.sum(counted)
+    if mask is None:
+        return mx.sum(losses * counted), mx.sum(counted)
+    # A mask counts each byte as many times as its value: 1 on --mask-prompt's story bytes, more on the
+    # required words' first uses under --words-weight (sums of small integers: exact in float32).
+    weights = (counted * mask).astype(mx.float32)
+    return mx.sum(losses * weights), mx.sum(weights)
 
 
 # --- decoding ----------------------------------------------------------------------------------------
