@@ -149,13 +149,7 @@ class Corpus:
         """(len(split),) uint8, 1 on the story bytes of the split's instruct records (text.story_mask:
         after "Story:", with the end-of-text byte that closes each story), 0 elsewhere. Computed once and
         kept beside the split (`train.mask`), memory-mapped like it."""
-        stream = getattr(self, split)
-        path = self.directory / f"{split}.mask"
-        with _exclusive(self.directory / ".lock"):
-            if not path.is_file() or path.stat().st_size != len(stream):
-                with atomic_path(path) as temporary:
-                    story_mask(stream).astype(np.uint8).tofile(temporary)
-        return np.memmap(path, dtype=np.uint8, mode="r")
+        return self._kept_mask(split, "mask", story_mask)
 
     def first_use_mask(self, split: str) -> np.ndarray:
         """(len(split),) uint8, 1 on the bytes of each required word's first use in the stories of the
@@ -163,12 +157,17 @@ class Corpus:
         the split (`train.words.mask`) as the story mask is."""
         from .instruct import first_use_mask  # instruct reads records; data only needs this of it
 
+        return self._kept_mask(split, "words.mask", first_use_mask)
+
+    def _kept_mask(self, split: str, suffix: str, compute) -> np.ndarray:
+        """compute(split's bytes) as uint8, written once beside the split (`{split}.{suffix}`, under the
+        cache's lock, atomically) and memory-mapped."""
         stream = getattr(self, split)
-        path = self.directory / f"{split}.words.mask"
+        path = self.directory / f"{split}.{suffix}"
         with _exclusive(self.directory / ".lock"):
             if not path.is_file() or path.stat().st_size != len(stream):
                 with atomic_path(path) as temporary:
-                    first_use_mask(stream).astype(np.uint8).tofile(temporary)
+                    compute(stream).astype(np.uint8).tofile(temporary)
         return np.memmap(path, dtype=np.uint8, mode="r")
 
     @property
