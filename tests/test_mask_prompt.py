@@ -49,10 +49,11 @@ def records():
     return np.frombuffer(text, np.uint8)
 
 
-def windows(stream, length, count, seed=0):
+def windows(stream, length, count, seed=0, mask=None):
+    """`count` random windows of the stream and the same windows of `mask` (default: its story mask)."""
     starts = np.random.default_rng(seed).integers(0, len(stream) - length, size=count)
     ids = np.stack([stream[s : s + length] for s in starts])
-    mask = story_mask(stream)
+    mask = story_mask(stream) if mask is None else mask
     return ids, np.stack([mask[s : s + length] for s in starts])
 
 
@@ -242,11 +243,8 @@ def test_instruct_data_trains_on_record_windows_unless_told(tmp_path, cache):
 
 def weighted_windows(stream, length, count, weight, seed=0):
     """Windows of the stream and their --words-weight masks: 1 on story bytes, `weight` on first uses."""
-    ids, mask = windows(stream, length, count, seed)
-    first = first_use_mask(stream).astype(np.uint8)
-    starts = np.random.default_rng(seed).integers(0, len(stream) - length, size=count)
-    uses = np.stack([first[s : s + length] for s in starts])
-    return ids, mask + (weight - 1) * uses
+    weights = story_mask(stream).astype(np.uint8) + (weight - 1) * first_use_mask(stream).astype(np.uint8)
+    return windows(stream, length, count, seed, mask=weights)
 
 
 def naive_weighted_loss(model, ids, weights):
