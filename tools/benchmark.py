@@ -26,7 +26,8 @@ decoding step's single-row products get; CPUs only), and the measured rate as a 
 
 - generate-spec: plain cached greedy decoding against speculative decoding (speculative.py) with a
             corpus n-gram draft of the built-in stories (by default; `--draft-model` and `--num-draft`
-            take what generate's flags of those names take), alternating on the same story prompts, the bytes checked identical. It needs trained weights
+            take what generate's flags of those names take), alternating on the same story prompts,
+            the bytes checked identical. It needs trained weights
             (a draft's acceptance on random weights means nothing): the repository's weights/demo for
             `small`; other configs get a row saying there are none. MLX only.
 - train-bf16: training in bfloat16 mixed precision (float32 master weights and optimizer state): torch
