@@ -358,19 +358,24 @@ def _chunks(length: int, context: int):
         first, end = end, min(end + stride, length)
 
 
-def summed_story_loss(model, ids: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
-    """(summed next-byte cross-entropy in nats over the positions `mask` marks, how many): ids (L,) one
-    sequence, position 0 predicted by the start token, long sequences in windows of the context."""
+def position_losses(model, ids: np.ndarray) -> np.ndarray:
+    """(L,) float32: the next-byte cross-entropy in nats of each byte of ids (L,), one sequence, position 0
+    predicted by the start token, long sequences in windows of the context (`_chunks`)."""
     context = model.config.context_length
-    total, counted = 0.0, 0
+    out = np.zeros(len(ids), dtype=np.float32)
     for first, end in _chunks(len(ids), context):
         begin = max(end - context, 0)
         window = mx.array(ids[begin:end][None].astype(np.int32))  # (1, T)
         losses = cross_entropy(model(window, include_start=True)[:, :-1], window)[0]  # (T,): [t] is byte t's
-        keep = mx.array(mask[first:end])
-        total += mx.sum(losses[first - begin :] * keep).item()
-        counted += int(mask[first:end].sum())
-    return total, counted
+        out[first:end] = np.array(losses[first - begin :].astype(mx.float32))
+    return out
+
+
+def summed_story_loss(model, ids: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
+    """(summed next-byte cross-entropy in nats over the positions `mask` marks, how many): as
+    `position_losses` scores them."""
+    mask = np.asarray(mask, dtype=bool)
+    return float(position_losses(model, ids)[mask].sum(dtype=np.float64)), int(mask.sum())
 
 
 def story_bits_per_byte(model, records: list[Record]) -> dict:
@@ -485,6 +490,74 @@ def word_copy_bits(model, records: list[Record]) -> dict:
     }
 
 
+def _mid_sentence(story: str, at: int) -> bool:
+    """Whether the word at `at` follows a letter, a digit or a comma, colon or semicolon on its line: inside
+    a sentence, where a capital says the word is a name."""
+    before = story[:at].rstrip(" \t")
+    return bool(before) and (before[-1].isalnum() or before[-1] in ",;:")
+
+
+def name_spans(story: str) -> list[list[tuple[int, int]]]:
+    """Each name's uses in `story` as (start, end) character spans, one list per name in order of first
+    use. A name is a capitalised word (a capital, then lower-case letters) that the story uses at least
+    twice, at least once inside a sentence (`_mid_sentence`: so "Then" and "Once", capitalised only where
+    sentences start, are not names), and never in lower case ("Sunny" the dog is skipped beside a sunny
+    day: its later uses need not be copies).
+
+    >>> name_spans('Mia saw Tom. Then Tom ran to Mia, and "Mia!" he said.')
+    [[(0, 3), (29, 32), (39, 42)], [(8, 11), (18, 21)]]
+    """
+    uses: dict[str, list[tuple[int, int]]] = {}
+    inside: set[str] = set()
+    lower: set[str] = set()
+    for match in re.finditer(f"{_LETTER}+", story):
+        word = match.group()
+        if word.islower():
+            lower.add(word)
+        elif len(word) > 1 and word[0].isupper() and word[1:].islower():
+            uses.setdefault(word, []).append(match.span())
+            if _mid_sentence(story, match.start()):
+                inside.add(word)
+    return [spans for word, spans in uses.items() if len(spans) > 1 and word in inside and word.lower() not in lower]
+
+
+def name_copy_bits(model, stories: list[str]) -> dict:
+    """Whether the model copies from its context: in each story (scored on its own, as plain stories are
+    trained: end-of-text byte, story, end-of-text byte), the bits per byte of its names' bytes after their
+    first letter (`name_spans`) where a name is first used, against where it is used again. Given its
+    first letter, a name's later use is a copy of the earlier one: a model that copies spends far fewer
+    bits there; one that does not, about as many (stories draw their names at random, so nothing else
+    predicts them). The gain (first minus later, per story) has its standard error over stories."""
+    differences, first_total, later_total, first_counted, later_counted = [], 0.0, 0.0, 0, 0
+    for story in stories:
+        spans = name_spans(story)
+        if not spans:
+            continue
+        ids = np.frombuffer(bytes([EOT]) + story.encode("utf-8", "surrogateescape") + bytes([EOT]), np.uint8)
+        masks = np.zeros((2, len(ids)), dtype=bool)  # [0] first uses, [1] later ones
+        for uses in spans:
+            for k, (start, end) in enumerate(uses):
+                at = 1 + len(story[: start + 1].encode("utf-8", "surrogateescape"))  # after the first letter
+                masks[min(k, 1), at : 1 + len(story[:end].encode("utf-8", "surrogateescape"))] = True
+        losses = position_losses(model, ids)
+        first, later = (float(losses[m].sum(dtype=np.float64)) for m in masks)
+        n_first, n_later = (int(m.sum()) for m in masks)
+        if not n_first or not n_later:  # one-letter names leave no bytes after the first
+            continue
+        first_total, later_total = first_total + first, later_total + later
+        first_counted, later_counted = first_counted + n_first, later_counted + n_later
+        differences.append((first / n_first - later / n_later) / math.log(2))
+    if len(differences) < 2:
+        return {"names_copy_bits": None, "names_copy_bits_error": None, "names_copy_stories": len(differences)}
+    return {
+        "names_bits_first_use": first_total / first_counted / math.log(2),
+        "names_bits_later_uses": later_total / later_counted / math.log(2),
+        "names_copy_bits": statistics.fmean(differences),
+        "names_copy_bits_error": statistics.stdev(differences) / math.sqrt(len(differences)),
+        "names_copy_stories": len(differences),
+    }
+
+
 def evaluate_instruct(
     model,
     records: list[Record],
@@ -525,7 +598,12 @@ def evaluate_instruct(
     settings = {"seed": seed, "max_tokens": max_tokens, "temp": temp, "top_p": top_p, "min_p": min_p, "top_k": top_k}
     if strength:
         settings["guide_strength"] = strength
-    summary = {**aggregate(stories), **story_bits_per_byte(model, records), **word_copy_bits(model, records)}
+    summary = {
+        **aggregate(stories),
+        **story_bits_per_byte(model, records),
+        **word_copy_bits(model, records),
+        **name_copy_bits(model, [r.story for r in records]),
+    }
     return {"settings": settings, "aggregate": summary, "stories": stories}
 
 
@@ -544,6 +622,7 @@ ROWS = (
     ("mean_story_bytes", "mean story bytes", None),
     ("story_bpb", "story bits per byte", None),
     ("words_copy_bits", "words' bits saved by the Words line", None),
+    ("names_copy_bits", "names' bits saved by their earlier uses", None),
 )
 
 
@@ -555,8 +634,8 @@ def _cell(aggregate: dict, key: str, over: str | None) -> str:
         return f"{value:,.0f}"
     if key == "story_bpb":
         return f"{value:.4f}"
-    if key == "words_copy_bits":
-        return f"{value:+.3f} ± {aggregate['words_copy_bits_error']:.3f}"
+    if key in ("words_copy_bits", "names_copy_bits"):
+        return f"{value:+.3f} ± {aggregate[key + '_error']:.3f}"
     return f"{100 * value:.1f}%" + (f" of {aggregate[over]}" if over else "")
 
 

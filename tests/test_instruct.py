@@ -349,6 +349,57 @@ def test_word_copy_bits_equal_a_plain_recount_of_the_first_uses_both_ways():
     assert flat["words_copy_bits"] == 0 and flat["words_bits_given_words"] == pytest.approx(8.0)
 
 
+def test_name_spans_are_capitalised_words_used_twice_once_inside_a_sentence_never_lower_case():
+    story = 'Once Mia saw Tom. Then Tom ran to Mia, and "Mia!" he said. Sunny was sunny. Ann met Zoë, and Zoë ran.'
+    # Once, Then: only where sentences start; Sunny: also in lower case; Ann: once; Zoë: a name in any script
+    assert instruct.name_spans(story) == [[(5, 8), (34, 37), (44, 47)], [(13, 16), (23, 26)], [(84, 87), (93, 96)]]
+    assert instruct.name_spans("Mia ran. Mia sat.") == []  # never inside a sentence: nothing says it is a name
+
+
+def test_name_copy_bits_equal_a_plain_recount_of_first_and_later_uses():
+    """Each story's names scored after their first letter, first use against later ones, by hand-placed
+    masks and the plain per-byte recount; a uniform model (8 bits a byte) saves exactly nothing."""
+    model = tiny_megabyte()
+    stories = [
+        "Mia saw Tom. Then Tom ran to Mia, and Mia sat.",
+        "The fox ran far away from the hill, and then Zoë sat down by Zoë's den. " * 2,
+        "no names here at all",
+        "Bo met Bo.",
+    ]
+    # the stories' byte spans after each use's first letter: Mia, Tom; Zoë four times (ë is 2 bytes); Bo
+    first_uses = [[(1, 3), (9, 11)], [(46, 49)], [], [(1, 2)]]
+    later_uses = [[(30, 32), (39, 41), (19, 21)], [(63, 66), (120, 123), (137, 140)], [], [(8, 9)]]
+    differences, first_total, later_total, n_first, n_later = [], 0.0, 0.0, 0, 0
+    for story, first, later in zip(stories, first_uses, later_uses):
+        if not first:
+            assert instruct.name_spans(story) == []
+            continue
+        ids = np.frombuffer(bytes([EOT]) + story.encode() + bytes([EOT]), np.uint8)
+        sums, counts = [], []
+        for spans in (first, later):
+            mask = np.zeros(len(ids), bool)
+            for start, end in spans:
+                mask[1 + start : 1 + end] = True
+            assert ids[mask].tobytes() != b"" and all(b != ord(" ") for b in ids[mask])
+            sums.append(naive_story_loss(model, ids, mask))
+            counts.append(int(mask.sum()))
+        first_total, later_total = first_total + sums[0], later_total + sums[1]
+        n_first, n_later = n_first + counts[0], n_later + counts[1]
+        differences.append((sums[0] / counts[0] - sums[1] / counts[1]) / math.log(2))
+    assert len(stories[1].encode()) > 2 * model.config.context_length  # several windows
+    result = instruct.name_copy_bits(model, stories)
+    assert result["names_copy_stories"] == 3
+    assert result["names_bits_first_use"] == pytest.approx(first_total / n_first / math.log(2), rel=1e-5)
+    assert result["names_bits_later_uses"] == pytest.approx(later_total / n_later / math.log(2), rel=1e-5)
+    mean = sum(differences) / 3
+    assert result["names_copy_bits"] == pytest.approx(mean, abs=1e-5)
+    error = math.sqrt(sum((d - mean) ** 2 for d in differences) / 2 / 3)
+    assert result["names_copy_bits_error"] == pytest.approx(error, rel=1e-4, abs=1e-6)
+    flat = instruct.name_copy_bits(Scripted(b""), stories)
+    assert flat["names_copy_bits"] == 0 and flat["names_bits_later_uses"] == pytest.approx(8.0)
+    assert instruct.name_copy_bits(model, stories[2:3])["names_copy_bits"] is None
+
+
 class Scripted:
     """A model that writes `script` and then the end-of-text byte whatever its prompt, and whose forward
     pass is uniform over 256 bytes (8 bits per byte): the driver's numbers can be worked out by hand."""
@@ -390,9 +441,16 @@ SCRIPT_RECORDS = [
 def test_the_driver_by_hand_with_a_scripted_model():
     result = instruct.evaluate_instruct(Scripted(SCRIPT.encode()), SCRIPT_RECORDS, seed=5)
     assert len(SCRIPT.encode()) == 61
-    # the records' own stories ("x", "yz", "") use none of their words: no first uses to score
-    copy = {key: result["aggregate"].pop(key) for key in list(result["aggregate"]) if key.startswith("words_copy")}
-    assert copy == {"words_copy_bits": None, "words_copy_bits_error": None, "words_copy_records": 0}
+    # the records' own stories ("x", "yz", "") use none of their words and no names: nothing to score
+    copy = {key: result["aggregate"].pop(key) for key in list(result["aggregate"]) if "_copy_" in key}
+    assert copy == {
+        "words_copy_bits": None,
+        "words_copy_bits_error": None,
+        "words_copy_records": 0,
+        "names_copy_bits": None,
+        "names_copy_bits_error": None,
+        "names_copy_stories": 0,
+    }
     assert result["aggregate"] == pytest.approx(
         {
             "prompts": 3,
