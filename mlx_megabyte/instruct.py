@@ -305,6 +305,12 @@ def aggregate(scores: list[dict]) -> dict:
     }
 
 
+def mean_and_error(differences: list[float]) -> tuple[float, float]:
+    """The mean of paired differences and its standard error (their sample standard deviation over the
+    square root of their number); two differences at least."""
+    return statistics.fmean(differences), statistics.stdev(differences) / math.sqrt(len(differences))
+
+
 def words_gain(first: list[dict], other: list[dict]) -> dict | None:
     """How many more of the required words `other`'s stories use than `first`'s, written for the same
     prompts: the mean over prompts of the difference in words used, and its standard error (the
@@ -317,12 +323,8 @@ def words_gain(first: list[dict], other: list[dict]) -> dict | None:
     pairs = [(a["words_used"], b["words_used"]) for a, b in zip(first, other) if a["words_used"] is not None]
     if len(pairs) < 2:
         return None
-    differences = [b - a for a, b in pairs]
-    return {
-        "gain": statistics.fmean(differences),
-        "standard_error": statistics.stdev(differences) / math.sqrt(len(differences)),
-        "prompts": len(pairs),
-    }
+    gain, error = mean_and_error([b - a for a, b in pairs])
+    return {"gain": gain, "standard_error": error, "prompts": len(pairs)}
 
 
 # --- the model -------------------------------------------------------------------------------------------
@@ -481,11 +483,12 @@ def word_copy_bits(model, records: list[Record]) -> dict:
         differences.append((losses[1] - losses[0]) / n / math.log(2))
     if len(differences) < 2:
         return {"words_copy_bits": None, "words_copy_bits_error": None, "words_copy_records": len(differences)}
+    gain, error = mean_and_error(differences)
     return {
         "words_bits_given_words": own_total / counted / math.log(2),
         "words_bits_given_other_words": other_total / counted / math.log(2),
-        "words_copy_bits": statistics.fmean(differences),
-        "words_copy_bits_error": statistics.stdev(differences) / math.sqrt(len(differences)),
+        "words_copy_bits": gain,
+        "words_copy_bits_error": error,
         "words_copy_records": len(differences),
     }
 
@@ -549,11 +552,12 @@ def name_copy_bits(model, stories: list[str]) -> dict:
         differences.append((first / n_first - later / n_later) / math.log(2))
     if len(differences) < 2:
         return {"names_copy_bits": None, "names_copy_bits_error": None, "names_copy_stories": len(differences)}
+    gain, error = mean_and_error(differences)
     return {
         "names_bits_first_use": first_total / first_counted / math.log(2),
         "names_bits_later_uses": later_total / later_counted / math.log(2),
-        "names_copy_bits": statistics.fmean(differences),
-        "names_copy_bits_error": statistics.stdev(differences) / math.sqrt(len(differences)),
+        "names_copy_bits": gain,
+        "names_copy_bits_error": error,
         "names_copy_stories": len(differences),
     }
 
