@@ -392,6 +392,17 @@ def story_bits_per_byte(model, records: list[Record]) -> dict:
     return {"story_loss": loss, "story_bpb": loss / math.log(2), "story_bytes_counted": counted}
 
 
+def byte_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """The byte offsets, in `text` encoded as the models read it (UTF-8, undecodable bytes kept through
+    surrogateescape), of its character span [start, end): the bridge from `re` matches to loss masks.
+
+    >>> byte_span("café au lait", 5, 7)
+    (6, 8)
+    """
+    at = len(text[:start].encode("utf-8", "surrogateescape"))
+    return at, at + len(text[start:end].encode("utf-8", "surrogateescape"))
+
+
 def first_uses(story: str, words) -> list[tuple[int, int]]:
     """(start, end) character spans of each word's first use in `story` (as `uses_word` finds it), in
     story order; words the story does not use have none.
@@ -430,9 +441,9 @@ def first_use_mask(data) -> np.ndarray:
                 record = None
             if record is not None and record.words:
                 story_start = start + len(record.prompt.encode("utf-8", "surrogateescape"))
-                for first, last in first_uses(record.story, record.words):
-                    at = story_start + len(record.story[:first].encode("utf-8", "surrogateescape"))
-                    mask[at : at + len(record.story[first:last].encode("utf-8", "surrogateescape"))] = True
+                for span in first_uses(record.story, record.words):
+                    first, last = byte_span(record.story, *span)
+                    mask[story_start + first : story_start + last] = True
         start = end + 1
     return mask
 
@@ -474,9 +485,9 @@ def word_copy_bits(model, records: list[Record]) -> dict:
             prefix = encode_prompt(asked.prompt)
             ids = np.frombuffer(encode_prompt(asked.text) + bytes([EOT]), dtype=np.uint8)  # as story_bits_per_byte
             mask = np.zeros(len(ids), dtype=bool)
-            for start, end in spans:  # character spans -> byte spans of the UTF-8 story
-                first = len(prefix) + len(asked.story[:start].encode("utf-8", "surrogateescape"))
-                mask[first : first + len(asked.story[start:end].encode("utf-8", "surrogateescape"))] = True
+            for span in spans:
+                first, last = byte_span(asked.story, *span)
+                mask[len(prefix) + first : len(prefix) + last] = True
             loss, n = summed_story_loss(model, ids, mask)
             losses.append(loss)
         own_total, other_total, counted = own_total + losses[0], other_total + losses[1], counted + n
@@ -540,8 +551,8 @@ def name_copy_bits(model, stories: list[str]) -> dict:
         masks = np.zeros((2, len(ids)), dtype=bool)  # [0] first uses, [1] later ones
         for uses in spans:
             for k, (start, end) in enumerate(uses):
-                at = 1 + len(story[: start + 1].encode("utf-8", "surrogateescape"))  # after the first letter
-                masks[min(k, 1), at : 1 + len(story[:end].encode("utf-8", "surrogateescape"))] = True
+                first, last = byte_span(story, start + 1, end)  # after the first letter
+                masks[min(k, 1), 1 + first : 1 + last] = True  # 1 + : the leading end-of-text byte
         losses = position_losses(model, ids)
         first, later = (float(losses[m].sum(dtype=np.float64)) for m in masks)
         n_first, n_later = (int(m.sum()) for m in masks)

@@ -652,3 +652,15 @@ def test_evaluate_instruct_refusals_are_one_line(tmp_path):
         "holds no instruct records",
     )
     one_line_error(run(*common, "--instruct", "--model", f"a={tmp_path / 'nothing'}"), "no weights directory")
+
+
+def test_byte_span_counts_utf8_bytes_before_and_inside_the_span():
+    # "é" is two bytes and "🐉" four: hand-counted offsets into the encoded text
+    text = "café 🐉 tea"
+    assert instruct.byte_span(text, 0, 4) == (0, 5)
+    assert instruct.byte_span(text, 5, 6) == (6, 10)
+    assert instruct.byte_span(text, 7, 10) == (11, 14)
+    assert text.encode()[11:14] == b"tea"
+    # an undecodable byte kept through surrogateescape counts as the one byte it was
+    raw = b"\xff ab".decode("utf-8", "surrogateescape")
+    assert instruct.byte_span(raw, 2, 4) == (2, 4)
