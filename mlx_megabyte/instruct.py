@@ -551,8 +551,8 @@ def name_copy_bits(model, stories: list[str]) -> dict:
         masks = np.zeros((2, len(ids)), dtype=bool)  # [0] first uses, [1] later ones
         for uses in spans:
             for k, (start, end) in enumerate(uses):
-                first, last = byte_span(story, start + 1, end)  # after the first letter
-                masks[min(k, 1), 1 + first : 1 + last] = True  # 1 + : the leading end-of-text byte
+                begin, stop = byte_span(story, start + 1, end)  # after the first letter
+                masks[min(k, 1), 1 + begin : 1 + stop] = True  # 1 + : the leading end-of-text byte
         losses = position_losses(model, ids)
         first, later = (float(losses[m].sum(dtype=np.float64)) for m in masks)
         n_first, n_later = (int(m.sum()) for m in masks)
