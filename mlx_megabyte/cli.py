@@ -129,7 +129,8 @@ def add_sampling_flags(parser, defaults: bool = True) -> None:
 
 MODEL_HELP = (
     "a weights directory, a training run directory (its newest checkpoint), or a Hugging Face repo id; default: "
-    "the newest weights under weights/"
+    "the newest weights of your own under weights/, else the shipped weights/demo (for instruct prompts: the "
+    "newest instruct-tuned, else weights/demo-instruct)"
 )
 
 

@@ -119,7 +119,7 @@ def build_parser():
     parser.add_argument(
         "--model",
         action="append",
-        help="weights directory, run directory or Hugging Face repo (default: newest under weights/); "
+        help="weights directory, run directory or Hugging Face repo (default: as generate's --model); "
         "with --instruct repeatable, as NAME=PATH to name the model's column",
     )
     parser.add_argument(
@@ -273,12 +273,14 @@ def trained_layout(model, path) -> dict:
 # --- --instruct ------------------------------------------------------------------------------------------
 
 
-def named_models(specs: list[str] | None) -> dict[str, str]:
-    """--model NAME=PATH (or PATH, named by itself) as {name: path}, names unique."""
+def named_models(specs: list[str] | None, instruct: bool = False) -> dict[str, str]:
+    """--model NAME=PATH (or PATH, named by itself) as {name: path}, names unique; no --model: the one
+    weights.locate picks (`instruct`: for instruct prompts), named by its path."""
+    if not specs:
+        return {str(path): str(path) for path in [locate(None, instruct=instruct)]}
     named = {}
-    for spec in specs or [None]:
-        name, path = spec.split("=", 1) if spec and "=" in spec and not Path(spec).exists() else (spec, spec)
-        name = name or str(locate(None))
+    for spec in specs:
+        name, path = spec.split("=", 1) if "=" in spec and not Path(spec).exists() else (spec, spec)
         if not name or not path:
             raise UserError(f"--model {spec}: expected NAME=PATH or PATH")
         if name in named:
@@ -328,7 +330,7 @@ def follow_instructions(args) -> None:
         raise UserError("--max-bytes limits the bytes scored for bits per byte; with --instruct give --prompts")
     if len(set(args.guide_strength)) < len(args.guide_strength):
         raise UserError("--guide-strength: a strength is given twice; give each once")
-    models = named_models(args.model)
+    models = named_models(args.model, instruct=True)
     paths = {name: locate(path) for name, path in models.items()}  # every --model found before any work
     records = instruct_records(args, console)
     bits, dtype = model_flags(args)

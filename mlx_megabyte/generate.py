@@ -227,7 +227,7 @@ def main(argv=None):
         raise UserError(str(error)) from None
     if args.seed is not None:
         mx.random.seed(args.seed)
-    path = locate(args.model)
+    path = locate(args.model, instruct=args.instruct)
     if args.instruct:
         check_instruct_tuned(path)
     model = load_for_inference(str(path), *model_flags(args))

@@ -742,7 +742,7 @@ def main(argv=None):
 
     if not args.draft_model and args.num_draft != SpeculationSettings.num_draft:
         raise UserError("--num-draft is the number of bytes a --draft-model proposes: add --draft-model")
-    path = locate(args.model)
+    path = locate(args.model, instruct=True)  # one model serves both endpoints: chat needs the instruct one
     name = args.model or str(path)
     bits, dtype = model_flags(args)
     app = App(lambda: load_for_inference(str(path), bits, dtype), name, args, untuned=_untuned(path), path=path)

@@ -73,29 +73,56 @@ def read_config(path: str | Path) -> tuple[Config, dict]:
         raise UserError(f"{config_path}: {error}") from None
 
 
-def locate(spec: str | None, root: str | Path = "weights") -> Path:
+# The weights directories this repository ships (weights/README.md): what a fresh clone uses until the
+# user has weights of their own. A user's directory always wins; the instruct one serves instruct prompts.
+SHIPPED_DEMO = "demo"
+SHIPPED_INSTRUCT = "demo-instruct"
+
+
+def locate(spec: str | None, root: str | Path = "weights", instruct: bool = False) -> Path:
     """The weights directory that `spec` names: a weights directory; a training run (its newest
-    checkpoint); a Hugging Face repo id (downloaded, or taken from the hub cache offline); or, for None,
-    the newest weights directory under `root`."""
+    checkpoint); a Hugging Face repo id (downloaded, or taken from the hub cache offline).
+
+    For None, the newest weights directory under `root` that is not a shipped demo; with none, the shipped
+    one. With `instruct` (the caller will send instruct prompts: `generate --instruct`, the server's chat
+    endpoint), the newest one trained on instruct records (or with no training record) comes first, then
+    `weights/demo-instruct`; a fresh clone's checkout leaves the two demos' mtimes in no useful order, so
+    the choice between them must not rest on mtimes."""
     if spec is None:
-        found = [
-            p.parent
-            for p in Path(root).rglob(CONFIG_FILE)
-            if (p.parent / WEIGHTS_FILE).is_file()
-            and not any(part.startswith(".") for part in p.relative_to(root).parts)  # half-written
-        ]
-        if not found:
-            where = "weights/" if str(root) == "weights" else str(root)
-            raise UserError(
-                f"no weights under {where}: pass --model DIR, or train a model with python -m mlx_megabyte.train"
-            )
-        return max(found, key=lambda p: (p / WEIGHTS_FILE).stat().st_mtime)
+        return _newest(Path(root), instruct)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return path if (path / CONFIG_FILE).is_file() else locate(None, root=path)
+        return path if (path / CONFIG_FILE).is_file() else _newest(path, instruct)
     if looks_like_repo_id(spec):
         return download_model(spec, [CONFIG_FILE, WEIGHTS_FILE])
     raise UserError(f"no weights directory at {spec}")
+
+
+def _newest(root: Path, instruct: bool) -> Path:
+    found = [
+        p.parent
+        for p in root.rglob(CONFIG_FILE)
+        if (p.parent / WEIGHTS_FILE).is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)  # half-written
+    ]
+    if not found:
+        where = "weights/" if str(root) == "weights" else str(root)
+        raise UserError(
+            f"no weights under {where}: pass --model DIR, or train a model with python -m mlx_megabyte.train"
+        )
+    shipped = {name: root / name for name in (SHIPPED_DEMO, SHIPPED_INSTRUCT) if root / name in found}
+    own = [p for p in found if p not in shipped.values()]
+    ranked = [p for p in own if _reads_instruct(p)] if instruct else []
+    ranked = ranked or ([shipped[SHIPPED_INSTRUCT]] if instruct and SHIPPED_INSTRUCT in shipped else []) or own
+    if ranked:
+        return max(ranked, key=lambda p: (p / WEIGHTS_FILE).stat().st_mtime)
+    return shipped.get(SHIPPED_DEMO) or shipped[SHIPPED_INSTRUCT]
+
+
+def _reads_instruct(path: Path) -> bool:
+    """Whether `check_instruct_tuned` lets instruct prompts through for these weights."""
+    record = trained_on(path)
+    return record is None or bool(record.get("instruct", record["data"] in INSTRUCT_SOURCES))  # older: data only
 
 
 def load(path: str | Path, dtype: mx.Dtype | None = None) -> Model:
@@ -199,11 +226,8 @@ def check_instruct_tuned(path: str | Path, flag: str = "--instruct") -> None:
     """Refuse, in one line, instruct prompts for weights whose record says no instruct records trained
     them (a base model does not know the layout: it would write the prompt's fields back, not a story).
     Weights with no record are let through: nothing says what they know."""
-    record = trained_on(path)
-    if record is None:
-        return
-    instruct = record.get("instruct", record["data"] in INSTRUCT_SOURCES)  # older records name the data only
-    if not instruct:
+    if not _reads_instruct(Path(path)):
+        record = trained_on(path)
         raise UserError(
             f"{flag}: {path} was trained on {record['data']}, never on instruct records ({TRAINING_FILE} "
             f"says so); tune it first: python -m mlx_megabyte.train --init-from {path} --data "

@@ -85,3 +85,13 @@ def test_bits_per_byte_equal_megabyte_pytorch_on_converted_weights(tmp_path):
 
 def test_evaluate_errors_are_one_line(tmp_path):
     one_line_error(run("-m", "mlx_megabyte.evaluate", "--model", str(tmp_path), "--data", "builtin"), "no weights")
+
+
+def test_no_model_names_the_one_locate_picks(tmp_path, monkeypatch):
+    from mlx_megabyte import MEGABYTE, PRESETS, save
+    from mlx_megabyte.evaluate import named_models
+
+    save(MEGABYTE(PRESETS["tiny"]), tmp_path / "weights" / "demo")
+    monkeypatch.chdir(tmp_path)
+    assert named_models(None) == named_models(None, instruct=True) == {"weights/demo": "weights/demo"}
+    assert named_models(["a=weights/demo", "weights/demo"]) == {"a": "weights/demo", "weights/demo": "weights/demo"}

@@ -62,3 +62,40 @@ def test_written_files_leave_no_temporary_and_get_normal_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert (tmp_path / "b.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def test_locate_without_a_model_prefers_the_users_weights_then_the_shipped_demo_for_the_use(tmp_path):
+    import os
+
+    from mlx_megabyte.weights import locate
+
+    model = MEGABYTE(PRESETS["tiny"])
+
+    def weights(name, data=None, instruct=None, age=0):
+        save(model, tmp_path / name)
+        if data is not None:
+            (tmp_path / name / "trainer_state.json").write_text(json.dumps({"data": data, "instruct": instruct}))
+        stamp = 1_000_000 + age
+        os.utime(tmp_path / name / "model.safetensors", (stamp, stamp))
+        return tmp_path / name
+
+    # A fresh clone: the checkout's mtimes say nothing, so the instruct demo is newer here on purpose.
+    demo = weights("demo", "builtin", False, age=1)
+    tuned_demo = weights("demo-instruct", "builtin:0.5,builtin-instruct:0.5", True, age=2)
+    assert locate(None, root=tmp_path) == demo
+    assert locate(None, root=tmp_path, instruct=True) == tuned_demo
+    # A user's own base model wins for stories, and still loses to the instruct demo for instruct prompts.
+    base = weights("small-builtin", "builtin", False, age=3)
+    assert locate(None, root=tmp_path) == base
+    assert locate(None, root=tmp_path, instruct=True) == tuned_demo
+    # Their own tuned model (or weights with no training record, which nothing says cannot) wins both.
+    tuned = weights("small-builtin-instruct", "builtin-instruct", True, age=4)
+    assert locate(None, root=tmp_path) == locate(None, root=tmp_path, instruct=True) == tuned
+    converted = weights("converted", age=5)
+    assert locate(None, root=tmp_path, instruct=True) == converted
+    # With no instruct weights anywhere, instruct use falls back to the newest, for check_instruct_tuned to refuse.
+    for name in ("demo-instruct", "small-builtin-instruct", "converted"):
+        (tmp_path / name / "model.safetensors").unlink()
+    assert locate(None, root=tmp_path, instruct=True) == base
+    (tmp_path / "small-builtin" / "model.safetensors").unlink()
+    assert locate(None, root=tmp_path, instruct=True) == locate(None, root=tmp_path) == demo
