@@ -277,7 +277,8 @@ def named_models(specs: list[str] | None, instruct: bool = False) -> dict[str, s
     """--model NAME=PATH (or PATH, named by itself) as {name: path}, names unique; no --model: the one
     weights.locate picks (`instruct`: for instruct prompts), named by its path."""
     if not specs:
-        return {str(path): str(path) for path in [locate(None, instruct=instruct)]}
+        path = str(locate(None, instruct=instruct))
+        return {path: path}
     named = {}
     for spec in specs:
         name, path = spec.split("=", 1) if "=" in spec and not Path(spec).exists() else (spec, spec)

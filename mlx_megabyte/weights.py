@@ -110,13 +110,13 @@ def _newest(root: Path, instruct: bool) -> Path:
         raise UserError(
             f"no weights under {where}: pass --model DIR, or train a model with python -m mlx_megabyte.train"
         )
-    shipped = {name: root / name for name in (SHIPPED_DEMO, SHIPPED_INSTRUCT) if root / name in found}
-    own = [p for p in found if p not in shipped.values()]
-    ranked = [p for p in own if _reads_instruct(p)] if instruct else []
-    ranked = ranked or ([shipped[SHIPPED_INSTRUCT]] if instruct and SHIPPED_INSTRUCT in shipped else []) or own
-    if ranked:
-        return max(ranked, key=lambda p: (p / WEIGHTS_FILE).stat().st_mtime)
-    return shipped.get(SHIPPED_DEMO) or shipped[SHIPPED_INSTRUCT]
+    demo, tuned_demo = ([root / name] if root / name in found else [] for name in (SHIPPED_DEMO, SHIPPED_INSTRUCT))
+    own = [p for p in found if p not in demo + tuned_demo]
+    if instruct:  # the first group with a member wins; within one, the newest
+        groups = [[p for p in own if _reads_instruct(p)], tuned_demo, own, demo]
+    else:
+        groups = [own, demo, tuned_demo]
+    return max(next(group for group in groups if group), key=lambda p: (p / WEIGHTS_FILE).stat().st_mtime)
 
 
 def _reads_instruct(path: Path) -> bool:
